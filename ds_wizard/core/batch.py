@@ -218,7 +218,8 @@ def pick_grad_accum(world_size: int, micro: int, target_global: int) -> tuple[in
         )
     low = max(1, exact)
     high = exact + 1
-    gas = low if abs(low * per_step - target_global) <= abs(high * per_step - target_global) else high
+    low_gap = abs(low * per_step - target_global)
+    gas = low if low_gap <= abs(high * per_step - target_global) else high
     return gas, (
         f"{target_global} is not a multiple of {micro} × {world_size} = {per_step}; "
         f"{gas} gives {gas * per_step}, the nearest reachable global batch"

@@ -11,7 +11,9 @@ from pathlib import Path
 from ds_wizard.core.errors import WriteError
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, *, backup: bool = False) -> Path | None:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, *, backup: bool = False
+) -> Path | None:
     """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``.
 
     With ``backup`` and an existing file, the old content is first copied to ``<name>.bak``

@@ -7,6 +7,7 @@ the listed devices, in the listed order, renumbered from 0.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -131,10 +132,9 @@ def detect_gpus() -> GpuReport:
     except pynvml.NVMLError as exc:
         return GpuReport(reason=f"NVML error while reading GPUs: {exc}", cuda_visible_devices=cvd)
     finally:
-        try:
+        # shutdown after a failed query has nothing left to release
+        with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass  # shutdown after a failed query has nothing left to release
     visible, note = _visible(gpus, cvd)
     reason = note if note else (None if visible else "NVML reports no GPUs")
     return GpuReport(visible, driver, reason, cvd)

@@ -92,7 +92,8 @@ class BatchPlan(_Strict):
 class BatchSpec(BatchPlan):
     """The target batch, with optional reviewed choices for particular world sizes.
 
-    ``by_world_size`` keys are data-parallel sizes written as TOML keys (``[batch.by_world_size.2]``).
+    ``by_world_size`` keys are data-parallel sizes, written as TOML keys
+    (``[batch.by_world_size.2]``).
     A team uses them to pin what it has measured to work on a given GPU count.
     """
 

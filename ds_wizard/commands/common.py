@@ -1,0 +1,38 @@
+"""Options shared by every command that takes a preset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import click
+
+from ds_wizard.core.overrides import apply_overrides
+from ds_wizard.core.presets import Preset, load_preset
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def preset_options(default: str | None = None) -> Decorator:
+    """``--preset NAME|PATH`` and repeatable ``--set key=value``."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option(
+            "--set", "sets", multiple=True, metavar="KEY=VALUE",
+            help="Override a preset field, e.g. --set model.n_layer=48 --set train.lr=3e-4.",
+        )(fn)
+        return click.option(
+            "--preset", "preset_ref", default=default, show_default=bool(default),
+            metavar="NAME|PATH", help="Preset name (see `ds-wizard presets`) or a .toml path.",
+        )(fn)
+
+    return decorate
+
+
+def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:
+    """Load a preset and apply ``--set`` overrides; errors are DsWizardError one-liners."""
+    preset = load_preset(ref)
+    if sets:
+        preset = replace(preset, spec=apply_overrides(preset.spec, list(sets)))
+    return preset
