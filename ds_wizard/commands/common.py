@@ -33,6 +33,8 @@ def preset_options(default: str | None = None) -> Decorator:
 def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:
     """Load a preset and apply ``--set`` overrides; errors are DsWizardError one-liners."""
     preset = load_preset(ref)
+    for notice in preset.notices:  # e.g. "migrated from schema_version 1"
+        click.echo(f"note: {notice}", err=True)
     if sets:
         preset = replace(preset, spec=apply_overrides(preset.spec, list(sets)))
     return preset

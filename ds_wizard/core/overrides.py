@@ -9,12 +9,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ds_wizard.core.errors import PresetError
+from ds_wizard.core.presets import validation_problems
 from ds_wizard.core.schema import PresetSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+PINNED_PREFIX = "batch.by_world_size."
 
 
 def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -28,18 +31,35 @@ def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
     return paths
 
 
+# schema_version describes the file, not the recipe; it is never set by hand.
 SETTABLE = [p for p in _leaf_paths(PresetSpec) if p != "schema_version"]
 
 
 def parse_value(raw: str) -> Any:
     """A TOML value (``48``, ``3e-4``, ``true``, ``"bf16"``, ``[0.9, 0.95]``).
 
-    Bare words that are not TOML (``bf16``) are taken as strings.
+    Bare words that are not TOML (``bf16``) are taken as strings; the schema then decides
+    whether a string is allowed there, so ``n_layer=4x`` still fails as "not an integer".
     """
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def _unknown_key(path: str) -> PresetError:
+    close = difflib.get_close_matches(path, SETTABLE, n=1)
+    if not close:  # `--set n_layer=48`: the section was left out
+        close = [p for p in SETTABLE if p.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]][:1]
+    section = path.split(".", 1)[0]
+    in_section = [p for p in SETTABLE if p.startswith(section + ".")]
+    if close:
+        hint = f"did you mean {close[0]}?"
+    elif in_section:
+        hint = "keys there: " + ", ".join(p.split(".", 1)[1] for p in in_section)
+    else:
+        hint = "sections: model, train, batch, deepspeed; see `ds-wizard presets show NAME`"
+    return PresetError(f"--set: unknown key {path!r}", hint)
 
 
 def apply_overrides(spec: PresetSpec, assignments: list[str] | tuple[str, ...]) -> PresetSpec:
@@ -53,18 +73,19 @@ def apply_overrides(spec: PresetSpec, assignments: list[str] | tuple[str, ...]) 
                 f"--set {item!r} is not key=value", "write it like --set train.lr=3e-4"
             )
         path, raw = (part.strip() for part in item.split("=", 1))
-        if path not in SETTABLE and not path.startswith("batch.by_world_size."):
-            close = difflib.get_close_matches(path, SETTABLE, n=1)
-            hint = f"did you mean {close[0]}?" if close else "see `ds-wizard presets show NAME`"
-            raise PresetError(f"--set: unknown key {path!r}", hint)
+        pinned = path.startswith(PINNED_PREFIX) and len(path.split(".")) in (3, 4)
+        if path not in SETTABLE and not pinned:
+            raise _unknown_key(path)
         node = data
         *parents, leaf = path.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise _unknown_key(path)
         node[leaf] = parse_value(raw)
     try:
         return PresetSpec.model_validate(data)
     except ValidationError as exc:
-        from ds_wizard.core.presets import format_validation_error
-
-        raise PresetError(f"--set: {format_validation_error(exc)}") from exc
+        problems = validation_problems(exc)
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PresetError(f"--set: {problems[0]}{more}") from exc

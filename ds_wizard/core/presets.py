@@ -3,19 +3,26 @@
 Lookup order for a name (first match wins): an explicit path; ``./presets/`` in the
 current directory; each directory of ``DS_WIZARD_PRESET_PATH`` (colon-separated, for a
 team's shared directory); the user's config directory; the presets shipped with ds-wizard.
+
+A preset file is TOML data only: it is parsed with ``tomllib`` and validated by the
+pydantic schema; nothing in it is evaluated. Files are size-limited and names sanitized.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ds_wizard.core.errors import PresetError
-from ds_wizard.core.schema import SCHEMA_VERSION, PresetSpec
+from ds_wizard.core.migrations import migrate
+from ds_wizard.core.schema import PresetSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,6 +32,12 @@ else:  # pragma: no cover
 PRESET_SUFFIX = ".toml"
 MAX_PRESET_BYTES = 64 * 1024
 ENV_PRESET_PATH = "DS_WIZARD_PRESET_PATH"
+# Points the user config dir elsewhere (tests, or a per-project sandbox).
+ENV_CONFIG_DIR = "DS_WIZARD_CONFIG_DIR"
+SOURCES = ("path", "local", "team", "user", "builtin")
+
+MAX_NAME_LEN = 64
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -33,14 +46,54 @@ class Preset:
 
     name: str
     spec: PresetSpec
-    source: str  # "path" | "local" | "team" | "user" | "builtin"
+    source: str  # one of SOURCES
     path: Path | None
+    # one line each, e.g. "migrated from schema_version 1"; the CLI prints them on stderr
+    notices: tuple[str, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
 class PresetDir:
     source: str
     path: Path
+
+
+class PresetValidationError(PresetError):
+    """A schema violation; ``problems`` has every one, the message the first."""
+
+    def __init__(self, message: str, problems: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = problems
+
+
+# ---------------------------------------------------------------------------- names
+
+
+def check_name(name: str) -> str:
+    """A preset name is a plain file stem: it can never reach outside its directory."""
+    why = None
+    if not name:
+        why = "it is empty"
+    elif "/" in name or "\\" in name or os.sep in name:
+        why = "it contains a path separator"
+    elif ".." in name:
+        why = "it contains '..'"
+    elif name.startswith("."):
+        why = "it starts with a dot (hidden file)"
+    elif name.lower().endswith(PRESET_SUFFIX):
+        why = f"it ends with {PRESET_SUFFIX}; give the name without it"
+    elif len(name) > MAX_NAME_LEN:
+        why = f"it is longer than {MAX_NAME_LEN} characters"
+    elif not _NAME_RE.fullmatch(name):
+        why = "only letters, digits, '.', '_' and '-' are allowed, starting with a letter or digit"
+    if why:
+        raise PresetError(
+            f"invalid preset name {name[:80]!r}: {why}", "use a name like my_mamba_1.4b"
+        )
+    return name
+
+
+# ----------------------------------------------------------------------- directories
 
 
 def builtin_dir() -> Path:
@@ -52,17 +105,23 @@ def builtin_dir() -> Path:
 
 
 def user_dir() -> Path:
+    """Where ``import``, ``new`` and the TUI save presets (created on first write)."""
+    override = os.environ.get(ENV_CONFIG_DIR, "").strip()
+    if override:
+        return Path(override).expanduser() / "presets"
     from platformdirs import user_config_path
 
     return user_config_path("ds-wizard") / "presets"
 
 
 def search_dirs(cwd: Path | None = None) -> list[PresetDir]:
+    """The directories a name is looked up in, most specific first."""
     cwd = cwd or Path.cwd()
     dirs = [PresetDir("local", cwd / "presets")]
     for entry in os.environ.get(ENV_PRESET_PATH, "").split(os.pathsep):
         if entry.strip():
-            dirs.append(PresetDir("team", Path(entry).expanduser()))
+            p = Path(entry.strip()).expanduser()
+            dirs.append(PresetDir("team", p if p.is_absolute() else cwd / p))
     dirs.append(PresetDir("user", user_dir()))
     dirs.append(PresetDir("builtin", builtin_dir()))
     # The same directory reached twice (running inside the repo: ./presets is the
@@ -70,142 +129,269 @@ def search_dirs(cwd: Path | None = None) -> list[PresetDir]:
     seen: set[Path] = set()
     unique = []
     for d in dirs:
-        key = d.path.resolve() if d.path.exists() else d.path
+        key = _identity(d.path)
         if key not in seen:
             seen.add(key)
             unique.append(d)
     return unique
 
 
+def _identity(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:  # a symlink loop: keep the literal path as its identity
+        return path
+
+
+# --------------------------------------------------------------------------- parsing
+
+
 def looks_like_path(ref: str) -> bool:
-    return os.sep in ref or ref.endswith(PRESET_SUFFIX) or ref.startswith(".")
+    return (
+        "/" in ref
+        or os.sep in ref
+        or ref.endswith(PRESET_SUFFIX)
+        or ref.startswith((".", "~"))
+    )
+
+
+_TOML_POS = re.compile(r"^(?P<msg>.*?) \(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    spec: PresetSpec
+    notices: tuple[str, ...]
+
+
+def parse_preset(text: str, origin: str) -> Parsed:
+    """TOML text → migrated, validated spec plus notices.
+
+    Syntax errors name the origin, line and column; schema errors the field path, the bad
+    value and what is allowed.
+    """
+    try:
+        data = tomllib.loads(text.removeprefix("\ufeff"))
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _TOML_POS.match(msg)
+        where = f"line {m['line']}, column {m['col']}: {m['msg']}" if m else msg
+        raise PresetError(
+            f"{origin}: invalid TOML at {where}", "fix the syntax there; presets are TOML"
+        ) from exc
+    except RecursionError as exc:
+        raise PresetError(f"{origin}: invalid TOML: nested too deeply") from exc
+    return validate_data(data, origin)
 
 
 def parse_preset_text(text: str, origin: str) -> PresetSpec:
-    """TOML text → validated spec. Errors name the file, and the line/column or field."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PresetError(f"{origin}: invalid TOML: {exc}", "fix the syntax at that line") from exc
-    return validate_preset_data(data, origin)
+    return parse_preset(text, origin).spec
 
 
-def validate_preset_data(data: dict, origin: str) -> PresetSpec:
-    version = data.get("schema_version", SCHEMA_VERSION)
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise PresetError(
-            f"{origin}: schema_version {version} is newer than this ds-wizard understands "
-            f"(up to {SCHEMA_VERSION})",
-            "upgrade ds-wizard",
-        )
+def validate_data(data: dict[str, Any], origin: str) -> Parsed:
+    data, notices = migrate(data, origin)
     try:
-        return PresetSpec.model_validate(data)
+        spec = PresetSpec.model_validate(data)
     except ValidationError as exc:
-        raise PresetError(f"{origin}: {format_validation_error(exc)}") from exc
+        problems = validation_problems(exc)
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PresetValidationError(f"{origin}: {problems[0]}{more}", problems) from exc
+    return Parsed(spec, tuple(notices))
+
+
+def validate_preset_data(data: dict[str, Any], origin: str) -> PresetSpec:
+    return validate_data(data, origin).spec
 
 
 def format_validation_error(exc: ValidationError) -> str:
     """First problem as ``field.path = value: what is allowed`` (+N more)."""
-    errors = exc.errors()
-    first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        text = f"unknown key {loc}"
-    elif first["type"] == "missing":
-        text = f"missing required field {loc}"
-    else:
-        text = f"{loc} = {first.get('input')!r}: {msg}"
-    if len(errors) > 1:
-        text += f" (+{len(errors) - 1} more)"
-    return text
+    problems = validation_problems(exc)
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more
 
 
-def read_preset_file(path: Path, name: str | None = None, source: str = "path") -> Preset:
+def validation_problems(exc: ValidationError) -> list[str]:
+    return [_describe(err) for err in exc.errors()]
+
+
+def _describe(err: Any) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    path = ".".join(loc) or "(top level)"
+    kind = err["type"]
+    msg = str(err["msg"]).replace("Input should be", "should be")
+    if kind == "extra_forbidden":
+        allowed = allowed_keys(loc[:-1])
+        close = _close(loc[-1], allowed)
+        hint = f"did you mean {'.'.join((*loc[:-1], close))}?" if close else (
+            f"allowed here: {', '.join(allowed)}" if allowed else "remove it"
+        )
+        return f"unknown key {path} ({hint})"
+    if kind == "missing":
+        return f"missing required field {path}"
+    if kind == "value_error":
+        return f"{path}: {msg.removeprefix('Value error, ')}"
+    return f"{path} = {_short(err.get('input'))}: {msg}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _close(word: str, options: list[str]) -> str | None:
+    import difflib
+
+    close = difflib.get_close_matches(word, options, n=1)
+    return close[0] if close else None
+
+
+def allowed_keys(loc: tuple[str, ...]) -> list[str]:
+    """The keys the schema allows in the table at ``loc`` (``()`` = top level)."""
+    model: Any = PresetSpec
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+        info = model.model_fields.get(part)
+        if info is None:
+            return []
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif get_args(ann) and parts:  # dict[str, Model]: skip the key
+            parts.pop(0)
+            model = get_args(ann)[-1]
+        else:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_preset_text(path: Path) -> str:
+    """The text of a preset file, refusing anything that is not a small regular file."""
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError as exc:
         raise PresetError(f"preset file {path} does not exist") from exc
     except OSError as exc:
-        raise PresetError(f"cannot read preset file {path}: {exc.strerror}") from exc
-    if path.is_dir():
+        raise PresetError(f"cannot read preset file {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(st.st_mode):
         raise PresetError(f"{path} is a directory, not a preset file")
-    if size > MAX_PRESET_BYTES:
-        raise PresetError(
-            f"{path}: {size} bytes is over the {MAX_PRESET_BYTES} byte limit for presets",
-            "a preset is a short TOML file; is this the right file?",
-        )
+    if not stat.S_ISREG(st.st_mode):
+        raise PresetError(f"{path} is not a regular file", "give a .toml preset file")
+    too_big = PresetError(
+        f"{path}: over the {MAX_PRESET_BYTES // 1024} KiB limit for presets",
+        "a preset is a short TOML file; is this the right file?",
+    )
+    if st.st_size > MAX_PRESET_BYTES:
+        raise too_big
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PresetError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_PRESET_BYTES + 1)  # the file may grow after stat
     except OSError as exc:
-        raise PresetError(f"cannot read preset file {path}: {exc.strerror}") from exc
-    spec = parse_preset_text(text, str(path))
-    return Preset(name or path.stem, spec, source, path)
+        raise PresetError(f"cannot read preset file {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_PRESET_BYTES:
+        raise too_big
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PresetError(
+            f"{path}: not UTF-8 text (bad byte at offset {exc.start})", "save it as UTF-8"
+        ) from exc
 
 
-def candidates(name: str, cwd: Path | None = None) -> list[Preset]:
-    """Every file that a name could resolve to, in lookup order (not yet validated)."""
+def read_preset_file(path: Path, name: str | None = None, source: str = "path") -> Preset:
+    """Read, migrate and validate one file (the TUI's "load from a path")."""
+    path = Path(path)
+    parsed = parse_preset(read_preset_text(path), str(path))
+    return Preset(name or path.stem, parsed.spec, source, path, parsed.notices)
+
+
+def candidates(name: str, cwd: Path | None = None) -> list[tuple[str, Path]]:
+    """Every (source, file) a name could resolve to, in lookup order (not validated)."""
     found = []
     for d in search_dirs(cwd):
         p = d.path / f"{name}{PRESET_SUFFIX}"
         if p.is_file():
-            found.append(Preset(name, None, d.source, p))  # type: ignore[arg-type]
+            found.append((d.source, p))
     return found
 
 
 def load_preset(ref: str, cwd: Path | None = None) -> Preset:
-    """Resolve a preset by path or name and validate it."""
+    """Resolve a preset by path or name, migrate and validate it.
+
+    The first file found wins even when it is invalid: silently falling through to a
+    preset further down the path would train something other than what was asked for.
+    """
     if looks_like_path(ref):
         path = Path(ref).expanduser()
-        if path.exists() or os.sep in ref:
-            return read_preset_file(path)
+        if cwd is not None and not path.is_absolute():
+            path = cwd / path
+        if not path.exists() and "/" not in ref and ref.endswith(PRESET_SUFFIX):
+            stem = ref[: -len(PRESET_SUFFIX)]
+            raise PresetError(
+                f"preset file {ref} does not exist", f"for a named preset write {stem!r}"
+            )
+        return read_preset_file(path)
+    check_name(ref)
     found = candidates(ref, cwd)
     if not found:
-        names = sorted({p.name for p in list_presets(cwd)})
-        hint = _suggest(ref, names)
+        names = sorted({e.name for e in list_presets(cwd)})
+        close = _close(ref, names)
         raise PresetError(
             f"unknown preset {ref!r}",
-            hint or f"available: {', '.join(names)}; or give a path to a .toml file",
+            f"did you mean {close!r}?" if close
+            else f"available: {', '.join(names)}; or give a path to a .toml file",
         )
-    first = found[0]
-    return read_preset_file(first.path, ref, first.source)  # type: ignore[arg-type]
-
-
-def _suggest(word: str, options: list[str]) -> str | None:
-    import difflib
-
-    close = difflib.get_close_matches(word, options, n=1)
-    return f"did you mean {close[0]!r}?" if close else None
+    source, path = found[0]
+    return read_preset_file(path, ref, source)
 
 
 @dataclass(frozen=True)
 class PresetEntry:
-    """One file on the lookup path, for listings."""
+    """One name on the lookup path, for listings."""
 
     name: str
     source: str
     path: Path
     shadows: tuple[str, ...]  # sources of the same name further down the path
+    shadowed_paths: tuple[Path, ...] = ()
 
 
 def list_presets(cwd: Path | None = None) -> list[PresetEntry]:
-    by_name: dict[str, list[PresetDir | tuple]] = {}
-    order: list[str] = []
+    """Every preset name on the lookup path, sorted, with what it shadows.
+
+    Files are not validated here (see ``preset_report.summarize`` for that). Hidden files
+    are skipped; an unreadable directory (a dead team mount) counts as empty.
+    """
+    by_name: dict[str, list[tuple[str, Path]]] = {}
     for d in search_dirs(cwd):
-        if not d.path.is_dir():
-            continue
-        for p in sorted(d.path.glob(f"*{PRESET_SUFFIX}")):
-            if p.name.startswith("."):
+        try:
+            files = sorted(d.path.glob(f"*{PRESET_SUFFIX}")) if d.path.is_dir() else []
+        except OSError:
+            files = []
+        for p in files:
+            if p.name.startswith(".") or not p.is_file():
                 continue
-            if p.stem not in by_name:
-                by_name[p.stem] = []
-                order.append(p.stem)
-            by_name[p.stem].append((d.source, p))
+            by_name.setdefault(p.stem, []).append((d.source, p))
     entries = []
-    for name in sorted(order):
-        hits = by_name[name]
-        source, path = hits[0]
-        entries.append(PresetEntry(name, source, path, tuple(s for s, _ in hits[1:])))
+    for name in sorted(by_name):
+        (source, path), *rest = by_name[name]
+        entries.append(
+            PresetEntry(
+                name, source, path, tuple(s for s, _ in rest), tuple(p for _, p in rest)
+            )
+        )
     return entries
+
+
+def save_user_preset(name: str, spec: PresetSpec, force: bool = False) -> Path:
+    """Save ``spec`` as the user preset ``name``; see ``preset_store.save_user_preset``."""
+    from ds_wizard.core.preset_store import save_user_preset as save
+
+    return save(name, spec, force=force)

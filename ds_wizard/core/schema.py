@@ -11,7 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+# Version history (ds_wizard/core/migrations.py turns older files into the current form):
+#   1 — the first format.
+#   2 — adds the optional top-level ``based_on``: the preset a file was derived from
+#       (written by ``presets new --from``), so a reviewer can diff it against its base.
+SCHEMA_VERSION = 2
 
 Precision = Literal["auto", "bf16", "fp16", "fp32", "autocast"]
 OffloadDevice = Literal["none", "cpu", "nvme"]
@@ -19,7 +23,8 @@ OffloadDevice = Literal["none", "cpu", "nvme"]
 
 class _Strict(BaseModel):
     # strict: "8" is not 8 and 1.5 is not an int; a preset says exactly what it means.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # nan/inf are legal TOML floats but never a sensible learning rate or clip value.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -101,10 +106,17 @@ class BatchSpec(BatchPlan):
 
     @model_validator(mode="after")
     def _keys_are_sizes(self) -> BatchSpec:
-        for key in self.by_world_size:
-            if not key.isdigit() or int(key) < 1:
+        for key, plan in self.by_world_size.items():
+            if not key.isdigit() or int(key) < 1 or len(key) > 6:
                 raise ValueError(
                     f"by_world_size key {key!r} must be a data-parallel size such as 1, 2, 8"
+                )
+            # a pinned plan is a reviewed, exact choice: DeepSpeed could not reproduce one
+            # whose global batch is not micro × gas × size for a whole gas
+            if plan.global_batch % (plan.micro_batch * int(key)):
+                raise ValueError(
+                    f"by_world_size.{key}: global_batch {plan.global_batch} is not a multiple "
+                    f"of micro_batch {plan.micro_batch} × {key} ranks"
                 )
         return self
 
@@ -134,8 +146,11 @@ class DeepSpeedSpec(_Strict):
 class PresetSpec(_Strict):
     """The whole content of a preset file."""
 
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
     description: str = Field(default="", max_length=500)
+    based_on: str = Field(
+        default="", max_length=200, description="the preset this one was derived from (v2)"
+    )
     model: ModelSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     batch: BatchSpec

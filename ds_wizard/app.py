@@ -1,0 +1,192 @@
+"""The wizard app: GPUs → preset → batch → review and save → launch.
+
+``make_app`` is the one way to build it, shared by ``ds-wizard`` and the tests, so a test
+injects fake GPUs or a fake job through the same door the CLI uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from ds_wizard.core.gpus import GpuProbe, detect_gpus
+from ds_wizard.screens.base import WizardScreen
+from ds_wizard.screens.batch import BatchScreen
+from ds_wizard.screens.dialogs import ConfirmScreen
+from ds_wizard.screens.gpus import GpuScreen
+from ds_wizard.screens.launch import JobFactory, LaunchScreen, default_job_factory
+from ds_wizard.screens.preset import PresetScreen
+from ds_wizard.screens.review import ReviewScreen
+from ds_wizard.screens.state import WizardState
+
+STEPS: tuple[tuple[str, str, Callable[[], Screen]], ...] = (
+    ("gpus", "GPUs", GpuScreen),
+    ("preset", "Preset", PresetScreen),
+    ("batch", "Batch", BatchScreen),
+    ("review", "Review", ReviewScreen),
+    ("launch", "Launch", LaunchScreen),
+)
+
+
+class WizardApp(App[None]):
+    CSS_PATH = "screens/wizard.tcss"
+    TITLE = "ds-wizard"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        *,
+        gpu_probe: GpuProbe,
+        job_factory: JobFactory,
+        state: WizardState,
+        cwd: Path,
+        cursor_blink: bool = True,
+    ) -> None:
+        super().__init__()
+        self.gpu_probe = gpu_probe
+        self.job_factory = job_factory
+        self.state = state
+        self.cwd = cwd
+        self.cursor_blink = cursor_blink
+        self.step_names = [name for name, _, _ in STEPS]
+        self.step_titles = {name: title for name, title, _ in STEPS}
+
+    def on_mount(self) -> None:
+        for name, _, factory in STEPS:
+            self.install_screen(factory(), name)
+        self.push_screen(self.step_names[0])
+
+    @property
+    def step(self) -> str:
+        screen = self.screen
+        return screen.step if isinstance(screen, WizardScreen) else ""
+
+    def goto(self, step: str) -> None:
+        current = self.screen
+        if isinstance(current, WizardScreen) and current.step == step:
+            return
+        if isinstance(current, WizardScreen):
+            current.store()
+        self.switch_screen(step)
+
+    def action_next_step(self) -> None:
+        current = self.screen
+        if not isinstance(current, WizardScreen):
+            return
+        problem = current.ready()
+        if problem:
+            self.notify(problem, title="Not yet", severity="error")
+            return
+        idx = self.step_names.index(current.step)
+        if idx + 1 < len(self.step_names):
+            self.goto(self.step_names[idx + 1])
+
+    def action_prev_step(self) -> None:
+        current = self.screen
+        if not isinstance(current, WizardScreen):
+            return
+        if self.job_running and current.step == "launch":
+            self.notify("Stop the job first (^t), or quit.", severity="warning")
+            return
+        idx = self.step_names.index(current.step)
+        if idx > 0:
+            self.goto(self.step_names[idx - 1])
+
+    def action_goto(self, step: str) -> None:
+        """Jump straight to a step, checking each step before it the way Next does."""
+        target = self.step_names.index(step)
+        current = self.screen
+        if isinstance(current, WizardScreen):
+            here = self.step_names.index(current.step)
+            if target > here:
+                current.store()
+                for name in self.step_names[here:target]:
+                    problem = self.get_screen(name).ready()  # type: ignore[attr-defined]
+                    if problem:
+                        self.notify(problem, title=f"{self.step_titles[name]} first",
+                                    severity="error")
+                        self.goto(name)
+                        return
+        self.goto(step)
+
+    @property
+    def launch_screen(self) -> LaunchScreen:
+        return self.get_screen("launch")  # type: ignore[return-value]
+
+    @property
+    def job_running(self) -> bool:
+        return self.is_screen_installed("launch") and self.launch_screen.running
+
+    async def action_quit(self) -> None:
+        if not self.job_running:
+            self.exit()
+            return
+
+        def answer(stop: bool | None) -> None:
+            if stop:
+                self.launch_screen.stop_job(then_exit=True)
+
+        self.push_screen(
+            ConfirmScreen("A training job is running.", "Stop it and quit?", yes="Stop and quit"),
+            answer,
+        )
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for name, title, _ in STEPS:
+            yield SystemCommand(f"Go to {title}", f"Step {self.step_names.index(name) + 1}",
+                                lambda n=name: self.action_goto(n))
+        yield SystemCommand("Next step", "Check this step and move on", self.action_next_step)
+        yield SystemCommand("Back", "Previous step; your answers are kept", self.action_prev_step)
+        yield SystemCommand("Save config", "Write the DeepSpeed JSON (review step)",
+                            self._palette_save)
+        yield SystemCommand("Launch training", "Start the job (launch step)",
+                            self._palette_launch)
+        if self.job_running:
+            yield SystemCommand("Stop training", "Stop the running job gracefully",
+                                self.launch_screen.action_stop)
+        yield SystemCommand("CPU demo run", "tiny_mamba on 2 CPU ranks, no GPU needed",
+                            self._palette_cpu_demo)
+
+    def _palette_save(self) -> None:
+        self.action_goto("review")
+        self.call_after_refresh(lambda: self.get_screen("review").action_save())  # type: ignore[attr-defined]
+
+    def _palette_launch(self) -> None:
+        self.action_goto("launch")
+        self.call_after_refresh(self.launch_screen.action_start)
+
+    def _palette_cpu_demo(self) -> None:
+        self.goto("gpus")
+        self.call_after_refresh(lambda: self.get_screen("gpus").action_cpu_demo())  # type: ignore[attr-defined]
+
+
+def make_app(
+    gpu_probe: GpuProbe | None = None,
+    *,
+    job_factory: JobFactory | None = None,
+    output: str | Path = "ds_config.json",
+    cwd: str | Path | None = None,
+    cursor_blink: bool = True,
+) -> WizardApp:
+    """Build the wizard. Tests pass fake GPUs, a fake job and ``cursor_blink=False``."""
+    state = WizardState(output=str(output))
+    return WizardApp(
+        gpu_probe=gpu_probe or detect_gpus,
+        job_factory=job_factory or default_job_factory,
+        state=state,
+        cwd=Path(cwd) if cwd is not None else Path.cwd(),
+        cursor_blink=cursor_blink,
+    )
+
+
+def run() -> None:
+    """Entry point for a bare ``ds-wizard``."""
+    make_app().run()

@@ -1,0 +1,120 @@
+"""``ds-wizard --auto``: pick a complete config for a preset and a GPU count, and write it.
+
+The options live on the top-level group (``ds-wizard --auto --num-gpus 4``) because the
+source document's users type it that way; :func:`auto_options` adds them to ``main``
+and :func:`run_auto` is what the group callback calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.core.errors import DsWizardError
+
+DEFAULT_OUTPUT = "deepspeed_config.json"
+# The source document's recipe: the preset a bare `--auto` reproduces.
+DEFAULT_PRESET = "7b_mamba"
+PRECISIONS = ["auto", "bf16", "fp16", "fp32", "autocast"]
+# Parameters that mean something only together with --auto.
+AUTO_ONLY = ("num_gpus", "preset_ref", "sets", "output", "dry_run", "as_json", "precision",
+             "micro_batch", "grad_accum", "global_batch", "zero_stage")
+
+
+def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--auto", "auto", is_flag=True,
+                     help="Headless: choose a config for --preset and --num-gpus and write it."),
+        click.option("--num-gpus", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="[--auto] Data-parallel GPU count. Default: the GPUs detected here."),
+        click.option("--output", "-o", type=click.Path(path_type=Path), default=DEFAULT_OUTPUT,
+                     show_default=True, metavar="FILE",
+                     help="[--auto] Where to write the config (old one kept as FILE.bak)."),
+        click.option("--dry-run", is_flag=True, help="[--auto] Print the summary, write nothing."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="[--auto] Print a machine-readable summary."),
+        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+                     show_default=True,
+                     help="[--auto] auto: bf16 where the GPUs support it, else fp16."),
+        click.option("--micro-batch", type=click.IntRange(min=1), default=None,
+                     help="[--auto] Micro-batch per GPU instead of the preset's."),
+        click.option("--grad-accum", type=click.IntRange(min=1), default=None,
+                     help="[--auto] Gradient accumulation steps."),
+        click.option("--global-batch", type=click.IntRange(min=1), default=None,
+                     help="[--auto] Target train_batch_size."),
+        click.option("--zero-stage", type=click.IntRange(0, 3), default=None,
+                     help="[--auto] ZeRO stage instead of the preset's."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return preset_options(default=DEFAULT_PRESET)(fn)
+
+
+def check_auto_usage(ctx: click.Context, params: dict[str, Any]) -> None:
+    """Auto-only options without --auto, or --auto with a subcommand, are usage errors."""
+    if params.get("auto"):
+        if ctx.invoked_subcommand is not None:
+            raise click.UsageError(f"--auto cannot be combined with the "
+                                   f"{ctx.invoked_subcommand!r} command", ctx)
+        return
+    given = [
+        name for name in AUTO_ONLY
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        flag = "--" + given[0].replace("_ref", "").replace("_", "-").replace("as-json", "json")
+        raise click.UsageError(f"{flag} only applies to --auto (e.g. ds-wizard --auto "
+                               f"--num-gpus 4 {flag} ...)", ctx)
+
+
+def run_auto(
+    *, num_gpus: int | None, preset_ref: str, sets: tuple[str, ...], output: Path,
+    dry_run: bool, as_json: bool, precision: str, micro_batch: int | None,
+    grad_accum: int | None, global_batch: int | None, zero_stage: int | None, **_: Any,
+) -> None:
+    from ds_wizard.core.auto import auto_configure
+    from ds_wizard.core.dsconfig import dumps
+    from ds_wizard.core.fsio import atomic_write_text
+    from ds_wizard.core.gpus import detect_gpus
+
+    report = detect_gpus()
+    if num_gpus is None:
+        if not report.count:
+            raise DsWizardError(f"no GPU detected ({report.reason})",
+                                "pass --num-gpus N to write a config for the machine "
+                                "that will run the job")
+        num_gpus, source = report.count, f"{report.count} GPU(s) detected"
+    else:
+        source = f"--num-gpus {num_gpus}"
+    preset = resolve_preset(preset_ref, sets)
+    result = auto_configure(
+        preset, num_gpus, gpu_report=report, precision=precision, micro_batch=micro_batch,
+        grad_accum=grad_accum, global_batch=global_batch, zero_stage=zero_stage,
+    )
+    backup = None
+    if not dry_run:
+        backup = atomic_write_text(output, dumps(result.config), backup=True)
+    if as_json:
+        data = result.to_dict()
+        data["gpus_source"] = source
+        data["output"] = None if dry_run else str(output)
+        data["backup"] = str(backup) if backup else None
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"Preset: {preset.name} ({preset.source}); GPUs: {source}")
+    click.echo("")
+    for line in result.summary():
+        click.echo(line)
+    click.echo("")
+    click.echo("Why these numbers:")
+    for reason in result.reasons:
+        click.echo(f"  - {reason}")
+    if dry_run:
+        click.echo(f"Dry run: nothing written (would write {output})")
+    else:
+        click.echo(f"Wrote {output}" + (f" (previous version: {backup})" if backup else ""))

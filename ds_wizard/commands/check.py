@@ -1,0 +1,91 @@
+"""``ds-wizard check CONFIG``: DeepSpeed's verdict on a config file, before any launch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ds_wizard.commands.worldsize import WorldSize, resolve_world_size, world_size_options
+from ds_wizard.core.checker import (
+    DEEPSPEED_VERDICT,
+    CheckReport,
+    check_config,
+    load_config_file,
+)
+
+
+@click.command("check")
+@click.argument("config", type=click.Path(path_type=Path), metavar="CONFIG")
+@world_size_options
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json: bool) -> None:
+    """Check a DeepSpeed JSON config the way DeepSpeed will, without starting it.
+
+    Reports DeepSpeed's own batch verdict (with the resolved triplet and the
+    formula), "auto" values that only the HF Trainer fills in, numbers written
+    as strings, fp16 and bf16 both on, a ZeRO stage outside 0-3, misspelt keys
+    and an inconsistent scheduler.
+
+    Exit status: 0 valid, 1 problems found, 2 usage error.
+
+    \b
+    Examples:
+      ds-wizard check deepspeed_config.json --num-gpus 4
+      ds-wizard check ds.json --num-gpus 16 --tp 2     # data-parallel size 8
+      ds-wizard check ds.json --json | jq .errors
+    """
+    cfg = load_config_file(config)
+    ws = resolve_world_size(num_gpus, tp, pp, sp)
+    report = check_config(cfg, ws.data_parallel)
+    if as_json:
+        data = report.to_dict()
+        data["config"] = str(config)
+        data["total_ranks"] = ws.total_ranks
+        data["world_size_source"] = ws.source
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for line in render_check(report, config, ws):
+            click.echo(line)
+    click.get_current_context().exit(0 if report.valid else 1)
+
+
+def render_check(report: CheckReport, config: Path, ws: WorldSize) -> list[str]:
+    """The text report; the first line is the verdict on its own."""
+    if report.valid:
+        lines = [f"✅ VALID: {config} for {ws.describe()}: {report.formula}"]
+    else:
+        first = (report.formula if report.deepspeed_error and report.formula
+                 else report.deepspeed_error or report.errors[0])
+        lines = [f"❌ INVALID: {config} for {ws.describe()}: {first}"]
+    triplet = (
+        ("train_batch_size", report.train_batch_size),
+        ("train_micro_batch_size_per_gpu", report.train_micro_batch_size_per_gpu),
+        ("gradient_accumulation_steps", report.gradient_accumulation_steps),
+    )
+    for key, value in triplet:
+        note = " (derived by DeepSpeed)" if key in report.derived else ""
+        lines.append(f"  {key:<31} {'-' if value is None else value}{note}")
+    if report.formula:
+        needed = ""
+        m, g = report.train_micro_batch_size_per_gpu, report.gradient_accumulation_steps
+        if not report.batch_valid and m and g and m > 0 and g > 0:
+            needed = f"  (micro × accumulation × world size = {m * g * report.world_size})"
+        lines.append(f"  {'formula':<31} {report.formula}{needed}")
+    if report.deepspeed_error:
+        lines.append(f"  DeepSpeed: {report.deepspeed_error}")
+    else:
+        lines.append("  DeepSpeed: accepts this batch triplet")
+    # the batch verdict is already shown above; list the other problems
+    others = [e for e in report.errors if not e.startswith(DEEPSPEED_VERDICT)]
+    if others:
+        lines.append("errors:")
+        lines += [f"  ✗ {e}" for e in others]
+    if report.warnings:
+        lines.append("warnings:")
+        lines += [f"  ⚠ {w}" for w in report.warnings]
+    if report.suggestions:
+        lines.append("to repair the batch triplet:")
+        lines += [f"  ds-wizard fix {config} {ws.flags} {s}" for s in report.suggestions]
+    return lines

@@ -1,0 +1,103 @@
+"""``ds-wizard generate``: one DeepSpeed config per GPU count, and the table of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.core.auto import AutoResult, auto_configure
+from ds_wizard.core.dsconfig import dumps
+from ds_wizard.core.errors import WriteError
+from ds_wizard.core.fsio import atomic_write_text
+
+PRECISIONS = ["auto", "bf16", "fp16", "fp32", "autocast"]
+TABLE_HEADERS = ("GPUs", "micro_batch", "grad_acc", "train_batch_size", "config file")
+
+
+def parse_gpu_counts(_ctx: click.Context | None, _param: object, value: str) -> list[int]:
+    counts = []
+    for token in value.split(","):
+        token = token.strip()
+        if not token.isdigit() or int(token) < 1:
+            raise click.BadParameter(f"{token!r} is not a GPU count; write e.g. 1,2,4,8")
+        if int(token) not in counts:
+            counts.append(int(token))
+    return counts
+
+
+def config_filename(num_gpus: int) -> str:
+    return f"deepspeed_{num_gpus}gpu.json"
+
+
+def render_table(rows: list[tuple[int, int, int, int, str]]) -> list[str]:
+    """The source document's markdown table: each cell padded to its header's width."""
+    widths = [len(h) for h in TABLE_HEADERS]
+
+    def line(cells: tuple[object, ...]) -> str:
+        padded = (f" {str(c).ljust(w)} " for c, w in zip(cells, widths, strict=True))
+        return "|" + "|".join(padded) + "|"
+
+    out = [line(TABLE_HEADERS), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(row) for row in rows]
+    return out
+
+
+@click.command("generate")
+@preset_options(default="7b_mamba")
+@click.option("--gpus", "gpu_counts", default="1,2,4,8", show_default=True,
+              callback=parse_gpu_counts, metavar="N,N,...",
+              help="Comma-separated GPU counts; one file per count.")
+@click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Directory for the deepspeed_{N}gpu.json files.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: the preset's choice, bf16 where it says auto.")
+@click.option("--zero-stage", type=click.IntRange(0, 3), default=None,
+              help="Override the preset's ZeRO stage.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_dir: Path,
+             precision: str, zero_stage: int | None, as_json: bool) -> None:
+    """Write deepspeed_{N}gpu.json for each GPU count and print the table.
+
+    Files are written for the given counts, not for this machine: no GPU
+    detection is involved, so the output is the same everywhere. An existing
+    file with different content is kept as FILE.bak.
+
+    \b
+    Examples:
+      ds-wizard generate --preset 7b_mamba --gpus 1,2,4,8
+      ds-wizard generate --preset mamba_1.4b --gpus 8,16 --out-dir configs/
+      ds-wizard generate --preset tiny_mamba --gpus 2 --set batch.micro_batch=2
+    """
+    preset = resolve_preset(preset_ref, sets)
+    if not out_dir.is_dir():
+        raise WriteError(f"output directory {out_dir} does not exist",
+                         "create it first, or pass an existing --out-dir")
+    results: list[tuple[int, AutoResult]] = []
+    for n in gpu_counts:
+        results.append((n, auto_configure(preset, n, precision=precision,
+                                          zero_stage=zero_stage)))
+    rows = []
+    for n, result in results:
+        name = config_filename(n)
+        path = out_dir / name
+        text = dumps(result.config)
+        unchanged = path.is_file() and path.read_text(encoding="utf-8", errors="replace") == text
+        if not unchanged:
+            atomic_write_text(path, text, backup=True)
+        c = result.choice
+        rows.append((n, c.micro_batch, c.grad_accum, c.global_batch, name))
+    if as_json:
+        click.echo(json.dumps([
+            {"gpus": n, "train_micro_batch_size_per_gpu": m, "gradient_accumulation_steps": g,
+             "train_batch_size": t, "file": str(out_dir / f)} for n, m, g, t, f in rows
+        ], indent=2))
+        return
+    click.echo(f"Preset: {preset.name} ({preset.source})")
+    click.echo("")
+    for line in render_table(rows):
+        click.echo(line)
+    click.echo("")
+    click.echo(f"wrote {len(rows)} file(s) to {out_dir}")

@@ -1,0 +1,79 @@
+"""What every wizard step shares: the step bar, Back/Next keys and the footer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Input, Static
+
+if TYPE_CHECKING:
+    from ds_wizard.app import WizardApp
+    from ds_wizard.screens.state import WizardState
+
+
+class StepBar(Static):
+    """``1 GPUs › 2 Preset › …`` with the current step highlighted."""
+
+    def __init__(self, step: str) -> None:
+        super().__init__(id="step-bar")
+        self.step = step
+
+    def on_mount(self) -> None:
+        app: WizardApp = self.app  # type: ignore[assignment]
+        text = Text(" ds-wizard  ", style="bold")
+        for i, name in enumerate(app.step_names, 1):
+            if i > 1:
+                text.append(" › ", style="dim")
+            label = f"{i} {app.step_titles[name]}"
+            text.append(label, style="reverse bold" if name == self.step else "")
+        self.update(text)
+
+
+class WizardScreen(Screen):
+    """A step. Subclasses set ``step`` and implement ``refresh_from_state``/``store``/``ready``."""
+
+    step: ClassVar[str] = ""
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.prev_step", "Back"),
+        Binding("ctrl+n", "app.next_step", "Next"),
+    ]
+
+    @property
+    def wizard(self) -> WizardApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def state(self) -> WizardState:
+        return self.wizard.state
+
+    def on_mount(self) -> None:
+        if not self.wizard.cursor_blink:
+            for field in self.query(Input):
+                field.cursor_blink = False
+        self.refresh_from_state()
+
+    def on_screen_resume(self) -> None:
+        # earlier steps may have changed the shared state while this screen was away
+        if self.is_mounted:
+            self.refresh_from_state()
+
+    def refresh_from_state(self) -> None:
+        """Show what the shared state holds."""
+
+    def store(self) -> None:
+        """Copy this screen's answers into the shared state (called before leaving)."""
+
+    def ready(self) -> str | None:
+        """None when the step is complete, else what is missing (one line)."""
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        names = self.wizard.step_names
+        if action == "app.prev_step" or action == "prev_step":
+            return self.step != names[0]
+        if action == "app.next_step" or action == "next_step":
+            return self.step != names[-1]
+        return True

@@ -1,0 +1,252 @@
+"""Step 3: tune micro-batch, gradient accumulation and global batch, live.
+
+Every keystroke asks ``core.batch.resolve`` — DeepSpeed's own arithmetic and messages —
+and ``core.batch.solve`` for the valid (micro, gas) pairs.
+"""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Input, Label, OptionList, RadioButton, RadioSet, Static
+from textual.widgets.option_list import Option
+
+from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.state import (
+    DERIVE_CHOICES,
+    DERIVE_LABELS,
+    BatchView,
+    default_batch,
+    evaluate_batch,
+)
+
+FIELDS = {"micro": "#micro", "gas": "#gas", "global": "#global"}
+MAX_PAIRS = 12
+
+
+class BatchScreen(WizardScreen):
+    step = "batch"
+    BINDINGS = [
+        *WizardScreen.BINDINGS,
+        Binding("ctrl+g", "cycle_derive", "Derived value"),
+        Binding("ctrl+r", "reset", "Preset default"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: BatchView | None = None
+        self._filling = False
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.step)
+        with Vertical(id="batch-body", classes="body"):
+            yield Static("", id="batch-context")
+            with Horizontal(id="batch-fields", classes="fields"):
+                for key, label in (("micro", "Micro-batch per GPU"),
+                                   ("gas", "Gradient accumulation"),
+                                   ("global", "Global batch")):
+                    with Vertical(classes="field"):
+                        yield Label(label, id=f"{key}-label")
+                        yield Input(id=key, placeholder="auto")
+            yield Static("", id="field-errors")
+            yield Static("", id="formula")
+            yield Static("", id="tokens")
+            yield Static("", id="memory")
+            with Horizontal(id="batch-lower"):
+                with RadioSet(id="derive"):
+                    for key in DERIVE_CHOICES:
+                        yield RadioButton(DERIVE_LABELS[key], id=f"derive-{key}")
+                yield OptionList(id="pairs")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#derive", RadioSet).border_title = "Derived by DeepSpeed"
+        self.query_one("#pairs", OptionList).border_title = "Valid micro × accumulation"
+        super().on_mount()
+
+    # -- state <-> widgets -------------------------------------------------------------
+    def refresh_from_state(self) -> None:
+        state = self.state
+        if state.preset is None:
+            return
+        key = (state.preset_ref or state.preset.name, state.world_size)
+        if state.batch_for != key:
+            # new preset or GPU count: start from the preset's own choice for it
+            default = default_batch(state)
+            if default is not None:
+                micro, gas, glob = default
+                state.micro_text, state.gas_text, state.global_text = (
+                    str(micro), str(gas), str(glob))
+            state.derive = "global"
+            state.batch_for = key
+        self._filling = True
+        try:
+            for name, selector in FIELDS.items():
+                field = self.query_one(selector, Input)
+                text = getattr(state, f"{name}_text")
+                if field.value != text:
+                    field.value = text
+            self.query_one(f"#derive-{state.derive}", RadioButton).value = True
+        finally:
+            self._filling = False
+        spec = state.preset.spec
+        where = "CPU ranks" if state.cpu_demo else "GPU(s)"
+        self.query_one("#batch-context", Static).update(
+            f"[b]{state.preset.name}[/b] · data-parallel world size [b]{state.world_size}[/b] "
+            f"({state.world_size} {where}) · sequence length {spec.train.seq_len:,}"
+        )
+        self._apply_derive_mode()
+        self.recompute()
+
+    def store(self) -> None:
+        for name, selector in FIELDS.items():
+            setattr(self.state, f"{name}_text", self.query_one(selector, Input).value)
+        self.recompute()
+        res = self.view.resolution if self.view else None
+        valid = res is not None and res.valid
+        self.state.chosen = (res.micro_batch, res.grad_accum) if valid else None  # type: ignore[assignment]
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        if self._filling or event.input.id not in FIELDS:
+            return
+        setattr(self.state, f"{event.input.id}_text", event.value)
+        if event.input.id != self.state.derive:
+            self.recompute()
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.focus_next()
+
+    @on(RadioSet.Changed, "#derive")
+    def _derive_changed(self, event: RadioSet.Changed) -> None:
+        if self._filling or event.pressed.id is None:
+            return
+        self.state.derive = event.pressed.id.removeprefix("derive-")
+        self._apply_derive_mode()
+        self.recompute()
+
+    def action_cycle_derive(self) -> None:
+        i = DERIVE_CHOICES.index(self.state.derive)
+        self.query_one(f"#derive-{DERIVE_CHOICES[(i + 1) % len(DERIVE_CHOICES)]}",
+                       RadioButton).value = True
+
+    def action_reset(self) -> None:
+        self.state.batch_for = None
+        self.refresh_from_state()
+
+    def _apply_derive_mode(self) -> None:
+        for name, selector in FIELDS.items():
+            derived = name == self.state.derive
+            self.query_one(selector, Input).disabled = derived
+            self.query_one(f"#{name}-label", Label).set_class(derived, "derived")
+
+    # -- the live part -----------------------------------------------------------------
+    def recompute(self) -> None:
+        state = self.state
+        if state.preset is None:
+            return
+        view = evaluate_batch(state.micro_text, state.gas_text, state.global_text,
+                              state.derive, state.world_size, state.preset.spec.train.seq_len)
+        self.view = view
+        res = view.resolution
+        if res is not None and state.derive in FIELDS:
+            value = {"micro": res.micro_batch, "gas": res.grad_accum,
+                     "global": res.train_batch_size}[state.derive]
+            field = self.query_one(FIELDS[state.derive], Input)
+            text = "" if value is None else str(value)
+            setattr(state, f"{state.derive}_text", text)
+            self._filling = True
+            field.value = text
+            self._filling = False
+
+        errors = self.query_one("#field-errors", Static)
+        errors.update("\n".join(f"✘ {e}" for e in view.field_errors))
+        errors.display = bool(view.field_errors)
+
+        formula = self.query_one("#formula", Static)
+        formula.set_class(view.valid, "ok")
+        formula.set_class(res is not None and not res.valid, "bad")
+        if res is None:
+            formula.update("Fill in the fields above.")
+        elif res.valid:
+            formula.update(f"✔ [b]{res.formula}[/b]   DeepSpeed accepts this")
+        else:
+            shown = res.formula or ""
+            prefix = f"✘ [b]{shown}[/b]\n" if shown else "✘ "
+            formula.update(f"{prefix}{res.error_type}: {res.error}")
+
+        tokens = self.query_one("#tokens", Static)
+        if view.tokens_per_step is not None and res is not None:
+            tokens.update(
+                f"Tokens per step: [b]{view.tokens_per_step:,}[/b] "
+                f"({res.train_batch_size} × {view.seq_len:,})"
+            )
+        else:
+            tokens.update("Tokens per step: —")
+        self._show_memory(view)
+        self._show_pairs(view)
+
+    def _show_memory(self, view: BatchView) -> None:
+        memory = self.query_one("#memory", Static)
+        line = _memory_line(self.state, view)
+        memory.display = line is not None
+        if line is not None:
+            memory.update(line)
+
+    def _show_pairs(self, view: BatchView) -> None:
+        pairs = self.query_one("#pairs", OptionList)
+        pairs.clear_options()
+        sol = view.solution
+        if sol is None:
+            pairs.border_title = "Valid micro × accumulation"
+            return
+        pairs.border_title = f"Valid micro × accumulation for {sol.target}"
+        current = None
+        if view.resolution is not None:
+            current = (view.resolution.micro_batch, view.resolution.grad_accum)
+        options: list[Option] = []
+        for micro, gas in sol.pairs[:MAX_PAIRS]:
+            mark = "●" if (micro, gas) == current else " "
+            options.append(Option(f"{mark} {micro} × {gas} × {sol.world_size}",
+                                  id=f"pair:{micro}:{gas}"))
+        if not sol.exact:
+            pairs.border_title = f"{sol.target} is not reachable on {sol.world_size}"
+            for label, value in (("nearest below", sol.lower), ("nearest above", sol.upper)):
+                if value is not None:
+                    options.append(Option(f"  use global {value} ({label})",
+                                          id=f"global:{value}"))
+        pairs.add_options(options)
+
+    @on(OptionList.OptionSelected, "#pairs")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        option_id = event.option.id or ""
+        kind, _, rest = option_id.partition(":")
+        state = self.state
+        if kind == "pair":
+            micro, gas = rest.split(":")
+            sol = self.view.solution if self.view else None
+            state.micro_text, state.gas_text = micro, gas
+            if sol is not None:
+                state.global_text = str(sol.target)
+        elif kind == "global":
+            state.global_text = rest
+            if state.derive == "global":
+                state.derive = "gas"
+        self.refresh_from_state()
+
+    def ready(self) -> str | None:
+        self.recompute()
+        view = self.view
+        if view is None or view.resolution is None:
+            return "fill in the batch fields"
+        if not view.valid:
+            return f"DeepSpeed would reject this: {view.resolution.error}"
+        return None
+
+
+def _memory_line(state, view: BatchView) -> str | None:
+    """A per-GPU memory bar, when the memory model exists and a GPU size is known."""
+    return None

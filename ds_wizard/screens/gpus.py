@@ -1,0 +1,168 @@
+"""Step 1: which GPUs, how many nodes — or a CPU demo when there is no GPU."""
+
+from __future__ import annotations
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Input, Label, Static
+
+from ds_wizard.messages import GpusDetected
+from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
+
+
+class GpuScreen(WizardScreen):
+    step = "gpus"
+    BINDINGS = [
+        *WizardScreen.BINDINGS,
+        Binding("ctrl+r", "redetect", "Re-detect"),
+        Binding("ctrl+t", "cpu_demo", "CPU demo"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.step)
+        with Vertical(id="gpu-body", classes="body"):
+            yield Static("Detecting GPUs…", id="gpu-status")
+            yield DataTable(id="gpu-table", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="no-gpu")
+            with Horizontal(id="gpu-fields", classes="fields"):
+                with Vertical(classes="field"):
+                    yield Label("Nodes")
+                    yield Input(id="nodes", type="text", placeholder="1")
+                with Vertical(classes="field"):
+                    yield Label("GPUs per node")
+                    yield Input(id="per-node", type="text", placeholder="detected")
+            yield Static("", id="gpu-summary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#gpu-table", DataTable)
+        table.add_columns("#", "Name", "Memory", "CC", "bf16")
+        super().on_mount()
+        if self.state.report is None:
+            self.action_redetect()
+
+    def action_redetect(self) -> None:
+        self.query_one("#gpu-status", Static).update("Detecting GPUs…")
+        probe = self.wizard.gpu_probe
+
+        def work() -> None:
+            # NVML can take a while on a busy machine: keep it off the UI thread
+            self.post_message(GpusDetected(probe()))
+
+        self.run_worker(work, thread=True, exclusive=True, group="gpu-probe")
+
+    def on_gpus_detected(self, message: GpusDetected) -> None:
+        self.state.report = message.report
+        self.refresh_from_state()
+
+    def action_cpu_demo(self) -> None:
+        self.state.cpu_demo = not self.state.cpu_demo
+        if self.state.cpu_demo:
+            self.state.preset_ref = CPU_DEMO_PRESET
+            self.notify(f"CPU demo: {CPU_DEMO_PRESET} on {CPU_DEMO_RANKS} CPU ranks. ^n to go on.")
+        self.refresh_from_state()
+
+    def refresh_from_state(self) -> None:
+        state = self.state
+        report = state.report
+        table = self.query_one("#gpu-table", DataTable)
+        table.clear()
+        status = self.query_one("#gpu-status", Static)
+        no_gpu = self.query_one("#no-gpu", Static)
+        if report is None:
+            status.update("Detecting GPUs…")
+        else:
+            for g in report.gpus:
+                table.add_row(
+                    str(g.index), g.name, f"{g.memory_total / 2**30:.1f} GiB",
+                    f"{g.compute_capability[0]}.{g.compute_capability[1]}",
+                    "yes" if g.bf16 else "no",
+                )
+            parts = [f"{report.count} GPU(s) detected"]
+            if report.driver_version:
+                parts.append(f"driver {report.driver_version}")
+            if report.cuda_visible_devices is not None:
+                parts.append(f"CUDA_VISIBLE_DEVICES={report.cuda_visible_devices}")
+            status.update(" · ".join(parts))
+        none_found = report is not None and not report.gpus
+        table.display = not none_found
+        no_gpu.display = none_found
+        if none_found:
+            no_gpu.update(
+                f"[b]No GPU found[/b] ({report.reason}).\n"
+                "Type a GPU count below to write a config for another machine, or press "
+                f"[b]^t[/b] for a CPU demo run ({CPU_DEMO_PRESET}, {CPU_DEMO_RANKS} CPU ranks)."
+            )
+        nodes = self.query_one("#nodes", Input)
+        per_node = self.query_one("#per-node", Input)
+        nodes.disabled = per_node.disabled = state.cpu_demo
+        if nodes.value != str(state.nodes):
+            nodes.value = str(state.nodes)
+        wanted = "" if state.gpus_per_node is None else str(state.gpus_per_node)
+        if state.cpu_demo:
+            wanted = str(CPU_DEMO_RANKS)
+        elif state.gpus_per_node is None and report is not None and report.count:
+            wanted = str(report.count)
+        if per_node.value != wanted:
+            per_node.value = wanted
+        self._summarise()
+
+    @on(Input.Changed, "#nodes, #per-node")
+    def _fields_changed(self, event: Input.Changed) -> None:
+        if self.state.cpu_demo:
+            return
+        self.store()
+        self._summarise()
+
+    def store(self) -> None:
+        if self.state.cpu_demo:
+            return
+        nodes = parse_field("nodes", self.query_one("#nodes", Input).value)
+        per = parse_field("GPUs per node", self.query_one("#per-node", Input).value)
+        if nodes.value is not None and not nodes.error:
+            self.state.nodes = nodes.value
+        report = self.state.report
+        if per.value is not None and not per.error:
+            detected = report.count if report else 0
+            self.state.gpus_per_node = None if per.value == detected else per.value
+        elif per.value is None and not per.error:
+            self.state.gpus_per_node = None
+
+    def _problem(self) -> str | None:
+        if self.state.cpu_demo:
+            return None
+        for label, widget_id in (("nodes", "#nodes"), ("GPUs per node", "#per-node")):
+            parsed = parse_field(label, self.query_one(widget_id, Input).value)
+            if parsed.error:
+                return parsed.error
+        if self.state.world_size < 1:
+            return "no GPUs: type a GPU count, or press ^t for a CPU demo"
+        return None
+
+    def _summarise(self) -> None:
+        summary = self.query_one("#gpu-summary", Static)
+        problem = self._problem()
+        state = self.state
+        if problem:
+            summary.update(f"[$error]✘ {problem}[/]")
+            summary.set_class(True, "error")
+            return
+        summary.set_class(False, "error")
+        if state.cpu_demo:
+            summary.update(
+                f"CPU demo: [b]{CPU_DEMO_RANKS}[/b] CPU ranks, preset [b]{CPU_DEMO_PRESET}[/b] "
+                "(^t to turn off)"
+            )
+        else:
+            summary.update(
+                f"Data-parallel world size: [b]{state.world_size}[/b] "
+                f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s))"
+            )
+
+    def ready(self) -> str | None:
+        if self.state.report is None:
+            return "GPU detection is still running"
+        return self._problem()

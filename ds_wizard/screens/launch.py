@@ -1,0 +1,284 @@
+"""Step 5: run the job, stream its output, follow metrics.jsonl, stop it cleanly.
+
+The job runs under the launcher's supervisor (its own process group). Reading its output
+and its metrics file happens in thread workers; the UI drains what they collected on a
+timer, so a chatty job costs one batched write per tick and the log stays bounded.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Footer, Log, Sparkline, Static
+
+from ds_wizard.messages import JobExited, JobStarted
+from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.dialogs import ConfirmScreen
+
+if TYPE_CHECKING:
+    from ds_wizard.screens.state import WizardState
+
+LOG_MAX_LINES = 5000
+TAIL_LINES = 8
+DRAIN_INTERVAL = 0.1
+
+
+class Job(Protocol):
+    """A started job: its output, and a graceful stop of its whole process group."""
+
+    pid: int
+    command: str
+    run_dir: Path | None
+
+    def lines(self) -> Iterator[str]: ...
+
+    def stop(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+
+JobFactory = Callable[["WizardState"], Job]
+
+
+def default_job_factory(state: WizardState) -> Job:
+    """The real launcher: ``prepare_run`` + ``Supervisor`` from ``ds_wizard.launcher``."""
+    from ds_wizard.screens.jobs import launcher_job
+
+    return launcher_job(state)
+
+
+class LaunchScreen(WizardScreen):
+    step = "launch"
+    BINDINGS = [
+        *WizardScreen.BINDINGS,
+        Binding("ctrl+l", "start", "Start"),
+        Binding("ctrl+t", "stop", "Stop"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.job: Job | None = None
+        self.running = False
+        self.stopping = False
+        self._pending: collections.deque[str] = collections.deque()
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._metrics: collections.deque[dict[str, Any]] = collections.deque()
+        self._losses: list[float] = []
+        self._started_at: float | None = None
+        self._last: dict[str, Any] = {}
+        self._done = threading.Event()
+        self._exit_after_stop = False
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.step)
+        yield Static("", id="launch-info")
+        with Horizontal(id="launch-status-row"):
+            yield Static("", id="launch-status")
+            yield Sparkline([], id="loss-plot")
+        yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
+        yield Static("", id="launch-result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#log", Log).border_title = "Output"
+        self.set_interval(DRAIN_INTERVAL, self._drain)
+
+    def refresh_from_state(self) -> None:
+        if self.running:
+            return
+        state = self.state
+        saved = state.saved_path
+        where = f"config {saved.name}" if saved else "config not saved yet (it is built anyway)"
+        what = "CPU demo, " if state.cpu_demo else ""
+        name = state.preset.name if state.preset else "?"
+        self.query_one("#launch-info", Static).update(
+            f"{what}[b]{name}[/b] on {state.world_size} rank(s) · {where}\n"
+            "Press [b]^l[/b] to start training, [b]^t[/b] to stop it."
+        )
+        self._show_status()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start":
+            return not self.running
+        if action == "stop":
+            return self.running
+        return super().check_action(action, parameters)
+
+    # -- starting ----------------------------------------------------------------------
+    def action_start(self) -> None:
+        if self.running:
+            return
+        self.query_one("#log", Log).clear()
+        self.query_one("#launch-result", Static).update("")
+        self._losses.clear()
+        self._last = {}
+        self._tail.clear()
+        self._done.clear()
+        self.running = True
+        self.stopping = False
+        self._started_at = time.monotonic()
+        self.refresh_bindings()
+        factory = self.wizard.job_factory
+        state = self.state
+        self.run_worker(lambda: self._run(factory, state), thread=True, group="job",
+                        name="job")
+
+    def _run(self, factory: JobFactory, state: WizardState) -> None:
+        """Thread worker: start the job, collect its lines until it exits."""
+        try:
+            job = factory(state)
+        except Exception as exc:  # any failure to start is shown, not raised into the UI
+            message = getattr(exc, "one_line", lambda: f"{type(exc).__name__}: {exc}")()
+            self.post_message(JobExited(-1, False, [], error=message))
+            return
+        self.job = job
+        self.post_message(JobStarted(job.pid, job.command, str(job.run_dir or "")))
+        tailer = None
+        if job.run_dir is not None:
+            tailer = threading.Thread(target=self._follow_metrics, args=(job.run_dir,),
+                                      daemon=True, name="metrics-tail")
+            tailer.start()
+        for line in job.lines():
+            self._pending.append(line)
+        code = job.wait()
+        self._done.set()
+        if tailer is not None:
+            tailer.join(timeout=2)
+        self.post_message(JobExited(code, self.stopping, list(self._tail)))
+
+    def _follow_metrics(self, run_dir: Path) -> None:
+        """Thread: read complete new lines of metrics.jsonl until the job ends."""
+        path = run_dir / "metrics.jsonl"
+        offset = 0
+        while True:
+            finished = self._done.wait(0.25)
+            try:
+                with path.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+            except FileNotFoundError:
+                chunk = b""
+            # only whole lines: the writer may be half-way through one
+            end = chunk.rfind(b"\n") + 1
+            offset += end
+            for raw in chunk[:end].splitlines():
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    self._metrics.append(record)
+            if finished:
+                return
+
+    def on_job_started(self, message: JobStarted) -> None:
+        self.query_one("#launch-info", Static).update(
+            f"[b]running[/b] pid {message.pid} · {message.run_dir}\n[dim]{message.command}[/dim]"
+        )
+
+    def _drain(self) -> None:
+        if self._pending:
+            batch = []
+            while self._pending:
+                line = self._pending.popleft()
+                batch.append(line)
+                self._tail.append(line)
+            self.query_one("#log", Log).write_lines(batch)
+        if self._metrics:
+            while self._metrics:
+                record = self._metrics.popleft()
+                self._last.update(record)
+                loss = record.get("loss")
+                if isinstance(loss, (int, float)):
+                    self._losses.append(float(loss))
+            self.query_one("#loss-plot", Sparkline).data = self._losses[-200:]
+        if self.running:
+            self._show_status()
+
+    def _show_status(self) -> None:
+        last = self._last
+        elapsed = last.get("elapsed", last.get("elapsed_s"))
+        if elapsed is None and self.running and self._started_at is not None:
+            elapsed = time.monotonic() - self._started_at
+        tok = last.get("tokens_per_s", last.get("tokens_per_sec"))
+        loss = last.get("loss")
+        parts = [
+            f"step [b]{last.get('step', '—')}[/b]",
+            f"loss [b]{loss:.4f}[/b]" if isinstance(loss, (int, float)) else "loss —",
+            f"{tok:,.0f} tok/s" if isinstance(tok, (int, float)) else "— tok/s",
+            _clock(elapsed) if isinstance(elapsed, (int, float)) else "--:--",
+        ]
+        self.query_one("#launch-status", Static).update(" · ".join(parts))
+
+    # -- stopping ----------------------------------------------------------------------
+    def action_stop(self) -> None:
+        if not self.running:
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.stop_job()
+
+        self.app.push_screen(
+            ConfirmScreen("Stop training?", "The job gets a graceful stop (it saves a "
+                          "checkpoint), then is killed if it does not exit.", yes="Stop"),
+            answer,
+        )
+
+    def stop_job(self, then_exit: bool = False) -> None:
+        self._exit_after_stop = self._exit_after_stop or then_exit
+        if not self.running:
+            if then_exit:
+                self.app.exit()
+            return
+        if self.stopping:
+            return
+        self.stopping = True
+        self.query_one("#launch-result", Static).update("Stopping… (waiting for a checkpoint)")
+        job = self.job
+        if job is not None:
+            # stop() waits for the process group; keep it off the UI thread
+            self.run_worker(job.stop, thread=True, group="job-stop", name="stop")
+
+    def on_job_exited(self, message: JobExited) -> None:
+        self._drain()
+        self.running = False
+        self.refresh_bindings()
+        result = self.query_one("#launch-result", Static)
+        result.set_class(False, "error")
+        if message.error:
+            result.set_class(True, "error")
+            result.update(f"✘ could not start: {message.error}")
+        elif message.returncode == 0:
+            result.update("✔ finished (exit code 0)")
+        elif message.stopped:
+            result.update(f"■ stopped (exit code {message.returncode})")
+        else:
+            result.set_class(True, "error")
+            tail = "\n".join(message.last_lines[-5:])
+            result.update(f"✘ failed with exit code {message.returncode}\n{tail}")
+        self._show_status()
+        if self._exit_after_stop:
+            self.app.exit()
+
+    def stop_now(self) -> None:
+        """Last resort at app exit: stop synchronously so nothing outlives the UI."""
+        job = self.job
+        if self.running and job is not None:
+            job.stop()
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else \
+        f"{s // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,174 @@
+"""Step 2: pick a preset (built-in, local, team, user, or a file path) and preview it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.syntax import Syntax
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Input, Static
+
+from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.params import count_params
+from ds_wizard.core.presets import Preset, list_presets, load_preset, read_preset_file
+from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.dialogs import AskTextScreen
+
+
+class PresetScreen(WizardScreen):
+    step = "preset"
+    BINDINGS = [
+        *WizardScreen.BINDINGS,
+        Binding("ctrl+o", "open_path", "Load path"),
+        Binding("ctrl+s", "save_user_preset", "Save as mine"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.presets: dict[str, Preset] = {}
+        self.errors: dict[str, str] = {}
+        self.rows: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.step)
+        with Horizontal(id="preset-body", classes="body"):
+            with Vertical(id="preset-left"):
+                yield DataTable(id="preset-table", cursor_type="row", zebra_stripes=True)
+                yield Static("", id="preset-desc")
+            with VerticalScroll(id="preset-preview"):
+                yield Static("", id="preset-file")
+        yield Input(id="preset-path", placeholder="Load a preset from a path: type it, Enter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#preset-table", DataTable)
+        table.add_columns("Preset", "Type", "Parameters", "From", "Description")
+        for entry in list_presets(self.wizard.cwd):
+            try:
+                preset = read_preset_file(entry.path, entry.name, entry.source)
+            except DsWizardError as exc:
+                # a broken file in a shared directory must not hide the others
+                self.errors[entry.name] = exc.one_line()
+                self._add_row(entry.name, "?", "invalid", entry.source, exc.one_line())
+                continue
+            self._add(preset)
+        super().on_mount()
+
+    def _add(self, preset: Preset) -> str:
+        key = preset.name if preset.source != "path" else str(preset.path)
+        self.presets[key] = preset
+        spec = preset.spec
+        self._add_row(key, spec.model.arch, f"{count_params(spec.model):,}", preset.source,
+                      spec.description)
+        return key
+
+    def _add_row(self, key: str, arch: str, params: str, source: str, desc: str) -> None:
+        table = self.query_one("#preset-table", DataTable)
+        if key in self.rows:
+            table.remove_row(key)
+            self.rows.remove(key)
+        name = key if len(key) <= 24 else "…" + key[-23:]
+        table.add_row(name, arch, params, source, desc, key=key)
+        self.rows.append(key)
+
+    def refresh_from_state(self) -> None:
+        ref = self.state.preset_ref
+        if ref is None and self.rows:
+            ref = "7b_mamba" if "7b_mamba" in self.rows else self.rows[0]
+        if ref is not None and ref not in self.rows:
+            self._load_path(ref)
+        if ref in self.rows:
+            table = self.query_one("#preset-table", DataTable)
+            table.move_cursor(row=self.rows.index(ref))
+            self._select(ref)
+
+    @on(DataTable.RowHighlighted, "#preset-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self._select(event.row_key.value)
+
+    def _select(self, key: str) -> None:
+        preset = self.presets.get(key)
+        desc = self.query_one("#preset-desc", Static)
+        preview = self.query_one("#preset-file", Static)
+        if preset is None:
+            desc.update(f"[$error]✘ {self.errors.get(key, 'not loaded')}[/]")
+            preview.update("")
+            return
+        self.state.preset_ref = key
+        self.state.preset = preset
+        spec = preset.spec
+        where = str(preset.path) if preset.path else preset.source
+        desc.update(
+            f"[b]{preset.name}[/b] · {spec.model.arch} · [b]{count_params(spec.model):,}[/b] "
+            f"parameters\n{spec.description}\n[dim]{where}[/dim]"
+        )
+        text = preset.path.read_text(encoding="utf-8") if preset.path else ""
+        preview.update(Syntax(text, "toml", theme="ansi_dark", word_wrap=False,
+                              background_color="default"))
+
+    def action_open_path(self) -> None:
+        self.query_one("#preset-path", Input).focus()
+
+    @on(Input.Submitted, "#preset-path")
+    def _path_submitted(self, event: Input.Submitted) -> None:
+        if self._load_path(event.value.strip()):
+            event.input.value = ""
+            self.query_one("#preset-table", DataTable).focus()
+
+    def _load_path(self, ref: str) -> bool:
+        if not ref:
+            return False
+        try:
+            preset = load_preset(ref, self.wizard.cwd) if not Path(ref).exists() else \
+                read_preset_file(Path(ref).expanduser())
+        except DsWizardError as exc:
+            self.notify(exc.one_line(), title="Cannot load preset", severity="error")
+            return False
+        key = self._add(preset)
+        table = self.query_one("#preset-table", DataTable)
+        table.move_cursor(row=self.rows.index(key))
+        self._select(key)
+        return True
+
+    def action_save_user_preset(self) -> None:
+        save = _user_preset_saver()
+        if save is None:
+            self.notify("Saving user presets needs ds-wizard's presets module update.",
+                        severity="warning")
+            return
+        if self.state.preset is None:
+            return
+
+        def done(name: str | None) -> None:
+            if not name or self.state.preset is None:
+                return
+            try:
+                path = save(name, self.state.preset.spec)
+            except DsWizardError as exc:
+                self.notify(exc.one_line(), title="Not saved", severity="error")
+                return
+            self.notify(f"Saved as user preset {name!r} ({path})")
+            preset = read_preset_file(Path(path), name, "user")
+            key = self._add(preset)
+            self.query_one("#preset-table", DataTable).move_cursor(row=self.rows.index(key))
+
+        self.app.push_screen(
+            AskTextScreen("Save these choices as a new user preset", "name, e.g. my_7b",
+                          cursor_blink=self.wizard.cursor_blink),
+            done,
+        )
+
+    def ready(self) -> str | None:
+        if self.state.preset is None:
+            return "choose a preset"
+        return None
+
+
+def _user_preset_saver():  # -> Callable[[str, PresetSpec], Path] | None
+    from ds_wizard.core import presets
+
+    return getattr(presets, "save_user_preset", None)
