@@ -108,7 +108,12 @@ class WizardApp(App[None]):
             if target > here:
                 current.store()
                 for name in self.step_names[here:target]:
-                    problem = self.get_screen(name).ready()  # type: ignore[attr-defined]
+                    screen = self.get_screen(name)
+                    if not screen.is_mounted:
+                        # never visited: its defaults have not been shown yet
+                        self.goto(name)
+                        return
+                    problem = screen.ready()  # type: ignore[attr-defined]
                     if problem:
                         self.notify(problem, title=f"{self.step_titles[name]} first",
                                     severity="error")

@@ -63,5 +63,9 @@ from ds_wizard.commands.gpus import gpus  # noqa: E402
 for _command in (check, fix, generate, gpus):
     main.add_command(_command)
 
+from ds_wizard.commands.plan import plan  # noqa: E402
+
+main.add_command(plan)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -23,7 +23,8 @@ DEFAULT_PRESET = "7b_mamba"
 PRECISIONS = ["auto", "bf16", "fp16", "fp32", "autocast"]
 # Parameters that mean something only together with --auto.
 AUTO_ONLY = ("num_gpus", "preset_ref", "sets", "output", "dry_run", "as_json", "precision",
-             "micro_batch", "grad_accum", "global_batch", "zero_stage")
+             "micro_batch", "grad_accum", "global_batch", "zero_stage", "gpu_memory", "headroom",
+             "backend")
 
 
 def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,6 +50,16 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="[--auto] Target train_batch_size."),
         click.option("--zero-stage", type=click.IntRange(0, 3), default=None,
                      help="[--auto] ZeRO stage instead of the preset's."),
+        click.option("--gpu-memory", default=None, metavar="SIZE",
+                     help="[--auto] Memory of one GPU (80GiB, 80GB, 24G). Default: the "
+                          "smallest detected GPU; with neither, the preset's batch is used "
+                          "as is."),
+        click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=0.9,
+                     show_default=True,
+                     help="[--auto] Plan to this fraction of GPU memory."),
+        click.option("--backend", type=click.Choice(["mamba_ssm", "torch"]),
+                     default="mamba_ssm", show_default=True,
+                     help="[--auto] Kernels the memory estimate assumes."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -75,10 +86,12 @@ def check_auto_usage(ctx: click.Context, params: dict[str, Any]) -> None:
 def run_auto(
     *, num_gpus: int | None, preset_ref: str, sets: tuple[str, ...], output: Path,
     dry_run: bool, as_json: bool, precision: str, micro_batch: int | None,
-    grad_accum: int | None, global_batch: int | None, zero_stage: int | None, **_: Any,
+    grad_accum: int | None, global_batch: int | None, zero_stage: int | None,
+    gpu_memory: str | None = None, headroom: float = 0.9, backend: str = "mamba_ssm", **_: Any,
 ) -> None:
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.dsconfig import dumps
+    from ds_wizard.core.fit import gpu_memory_from
     from ds_wizard.core.fsio import atomic_write_text
     from ds_wizard.core.gpus import detect_gpus
 
@@ -95,6 +108,7 @@ def run_auto(
     result = auto_configure(
         preset, num_gpus, gpu_report=report, precision=precision, micro_batch=micro_batch,
         grad_accum=grad_accum, global_batch=global_batch, zero_stage=zero_stage,
+        gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom, backend=backend,
     )
     backup = None
     if not dry_run:
@@ -114,6 +128,9 @@ def run_auto(
     click.echo("Why these numbers:")
     for reason in result.reasons:
         click.echo(f"  - {reason}")
+    if result.memory is None:
+        click.echo("  - GPU memory unknown (no GPU detected, no --gpu-memory): the batch was "
+                   "not checked against memory")
     if dry_run:
         click.echo(f"Dry run: nothing written (would write {output})")
     else:

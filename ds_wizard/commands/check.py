@@ -20,7 +20,13 @@ from ds_wizard.core.checker import (
 @click.argument("config", type=click.Path(path_type=Path), metavar="CONFIG")
 @world_size_options
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
-def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json: bool) -> None:
+@click.option("--preset", "preset_ref", default=None, metavar="NAME|PATH",
+              help="The model the config trains: adds a per-GPU memory check.")
+@click.option("--gpu-memory", default=None, metavar="SIZE",
+              help="Memory of one GPU for the memory check (80GiB, 24G). "
+                   "Default: the smallest detected GPU.")
+def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json: bool,
+          preset_ref: str | None = None, gpu_memory: str | None = None) -> None:
     """Check a DeepSpeed JSON config the way DeepSpeed will, without starting it.
 
     Reports DeepSpeed's own batch verdict (with the resolved triplet and the
@@ -39,8 +45,10 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
     cfg = load_config_file(config)
     ws = resolve_world_size(num_gpus, tp, pp, sp)
     report = check_config(cfg, ws.data_parallel)
+    memory = _memory_check(report, cfg, ws.data_parallel, preset_ref, gpu_memory)
     if as_json:
         data = report.to_dict()
+        data["memory"] = memory
         data["config"] = str(config)
         data["total_ranks"] = ws.total_ranks
         data["world_size_source"] = ws.source
@@ -89,3 +97,34 @@ def render_check(report: CheckReport, config: Path, ws: WorldSize) -> list[str]:
         lines.append("to repair the batch triplet:")
         lines += [f"  ds-wizard fix {config} {ws.flags} {s}" for s in report.suggestions]
     return lines
+
+
+def _memory_check(report: CheckReport, cfg: dict, world_size: int, preset_ref: str | None,
+                  gpu_memory: str | None) -> dict | None:
+    """With --preset: add a warning to ``report`` when the config's estimate exceeds the GPU."""
+    if preset_ref is None:
+        if gpu_memory is not None:
+            raise click.UsageError("--gpu-memory needs --preset (the model to estimate)")
+        return None
+    from ds_wizard.commands.common import resolve_preset
+    from ds_wizard.core.fit import config_estimate, gpu_memory_from, memory_warning
+
+    spec = resolve_preset(preset_ref).spec
+    report_gpus = None
+    if gpu_memory is None:
+        from ds_wizard.core.gpus import detect_gpus
+
+        report_gpus = detect_gpus()
+    gpu = gpu_memory_from(gpu_memory, report_gpus)
+    micro = report.train_micro_batch_size_per_gpu
+    if gpu is None or not micro or micro < 1:
+        why = "GPU memory unknown (pass --gpu-memory)" if gpu is None else "no usable micro-batch"
+        report.warnings.append(f"memory not checked: {why}")
+        return None
+    est = config_estimate(cfg, spec, world_size, micro)
+    warning = memory_warning(est, spec, gpu)
+    if warning:
+        report.warnings.append(warning)
+    data = est.to_dict()
+    data.update(gpu_memory=gpu.bytes, gpu_memory_source=gpu.source, fits=warning is None)
+    return data

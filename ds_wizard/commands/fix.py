@@ -10,7 +10,6 @@ import click
 
 from ds_wizard.commands.worldsize import resolve_world_size, world_size_options
 from ds_wizard.core.checker import BATCH_KEYS, check_config, fix_config, load_config_file
-from ds_wizard.core.dsconfig import dumps
 from ds_wizard.core.fsio import atomic_write_text
 
 
@@ -32,7 +31,8 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
     and the previous version is kept as CONFIG.bak. Running it again on a fixed
     file changes nothing.
 
-    Exit status: 0 fixed or nothing to fix, 1 cannot fix, 2 usage error.
+    Exit status: 0 fixed or nothing to fix, 1 cannot fix (or problems other
+    than the batch remain, see `ds-wizard check`), 2 usage error.
 
     \b
     Examples:
@@ -40,13 +40,16 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
       ds-wizard fix ds.json --num-gpus 8 --keep global          # keep 128, re-split
       ds-wizard fix ds.json --num-gpus 4 -o deepspeed_4gpu.json # leave ds.json alone
     """
+    from ds_wizard.core.dsconfig import dumps  # imports the preset schema (pydantic)
+
     cfg = load_config_file(config)
     ws = resolve_world_size(num_gpus, tp, pp, sp)
     new_cfg, before, after = fix_config(cfg, ws.data_parallel, keep=keep)  # type: ignore[arg-type]
     target = output or config
     if dumps(new_cfg) == dumps(cfg):
-        click.echo(f"✅ nothing to fix: {config} is valid for {ws.describe()}: {after.formula}")
-        _note_other_problems(new_cfg, ws.data_parallel, config)
+        click.echo(f"✅ nothing to fix: the batch triplet in {config} is valid for "
+                   f"{ws.describe()}: {after.formula}")
+        _exit_on_other_problems(new_cfg, ws.data_parallel, config)
         return
     kept = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps") if keep == "micro" \
         else ("train_batch_size",)
@@ -67,17 +70,20 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
         return
     backup = atomic_write_text(target, dumps(new_cfg), backup=True)
     click.echo(f"wrote {target}" + (f" (previous version: {backup})" if backup else ""))
-    _note_other_problems(new_cfg, ws.data_parallel, target)
+    _exit_on_other_problems(new_cfg, ws.data_parallel, target)
 
 
 def _shown(cfg: dict[str, Any], key: str) -> str:
     return json.dumps(cfg[key]) if key in cfg else "(missing)"
 
 
-def _note_other_problems(cfg: dict[str, Any], world_size: int, path: Path) -> None:
+def _exit_on_other_problems(cfg: dict[str, Any], world_size: int, path: Path) -> None:
+    """fix repairs the batch only; anything else still wrong makes the exit status 1, so
+    ``ds-wizard fix ds.json && deepspeed ...`` does not launch a config that will fail."""
     others = check_config(cfg, world_size).errors
     if others:
-        click.echo(f"note: {len(others)} other problem(s) remain (not batch related); "
-                   f"run `ds-wizard check {path}`:")
+        click.echo(f"✗ {len(others)} other problem(s) remain, which fix does not change "
+                   f"(see `ds-wizard check {path}`):")
         for e in others:
             click.echo(f"  ✗ {e}")
+        click.get_current_context().exit(1)

@@ -23,6 +23,7 @@ from ds_wizard.core.preset_store import (
     derive_spec,
     export_text,
     import_preset,
+    placement,
     save_user_preset,
     to_toml,
 )
@@ -229,7 +230,8 @@ def export_cmd(name: str, output: str, force: bool, sets: tuple[str, ...]) -> No
 
 @presets.command("import")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
-@click.option("--name", "new_name", metavar="NEW", help="Save under this name (default: file name).")
+@click.option("--name", "new_name", metavar="NEW",
+              help="Save under this name (default: the file name).")
 @click.option("--force", is_flag=True, help="Replace an existing user preset of that name.")
 def import_cmd(file: Path, new_name: str | None, force: bool) -> None:
     """Validate a preset file and copy it into your user preset directory.
@@ -245,10 +247,20 @@ def import_cmd(file: Path, new_name: str | None, force: bool) -> None:
     for notice in result.notices:
         click.echo(f"note: {notice}", err=True)
     click.echo(f"imported {result.name!r} → {result.path}")
-    if result.shadowed_by:
+    _placement_notes(result.name)
+
+
+def _placement_notes(name: str) -> None:
+    where = placement(name)
+    if where.shadowed_by:
         click.echo(
-            f"note: a {result.shadowed_by} preset named {result.name!r} comes first on the "
+            f"note: a {where.shadowed_by} preset named {name!r} comes first on the "
             "lookup path, so that one is used for this name here",
+            err=True,
+        )
+    elif where.shadows:
+        click.echo(
+            f"note: {name!r} now hides the {' and '.join(where.shadows)} preset of that name",
             err=True,
         )
 
@@ -267,7 +279,7 @@ def new_cmd(
     \b
     Examples:
       ds-wizard presets new my_7b --from 7b_mamba --set model.n_layer=48
-      ds-wizard presets new fast_130m --from mamba_130m --set train.lr=3e-3 --set batch.micro_batch=32
+      ds-wizard presets new big_micro --from mamba_130m --set batch.micro_batch=32
     """
     check_name(name)
     preset = resolve_preset(base, sets)
@@ -279,6 +291,7 @@ def new_cmd(
               + "".join(f" --set {s}" for s in sets)]
     dest = save_user_preset(name, spec, force=force, header=tuple(header))
     click.echo(f"created {name!r} → {dest}")
+    _placement_notes(name)
 
 
 def _value(v: Any) -> str:
@@ -363,8 +376,9 @@ def validate_cmd(files: tuple[Path, ...], strict: bool) -> None:
             preset = read_preset_file(path)
             notices = preset.notices
             plans = batch_plans(preset.spec)
-            summary = (f"{preset.spec.model.arch}, {human_count(breakdown(preset.spec.model).total)}"
-                       f" params, batch {' / '.join(c.formula for c in plans)}")
+            params = human_count(breakdown(preset.spec.model).total)
+            summary = (f"{preset.spec.model.arch}, {params} params, "
+                       f"batch {' / '.join(c.formula for c in plans)}")
         except PresetValidationError as exc:
             problems = [f"{path}: {p}" for p in exc.problems]
         except DsWizardError as exc:

@@ -12,7 +12,9 @@ from typing import Any
 from ds_wizard.core import batch as batchmath
 from ds_wizard.core.dsconfig import BatchChoice, build_config, plan_batch, resolve_precision
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.fit import GpuMemory, choose_fit
 from ds_wizard.core.gpus import GpuReport
+from ds_wizard.core.memory import DEFAULT_HEADROOM, MemoryEstimate
 from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import Preset
 from ds_wizard.core.report import model_type, summary_lines
@@ -28,6 +30,8 @@ class AutoResult:
     precision: str
     params: int
     reasons: tuple[str, ...] = field(default=())
+    # set when GPU memory was known and the choice was fitted to it
+    memory: MemoryEstimate | None = None
 
     @property
     def world_size(self) -> int:
@@ -58,6 +62,7 @@ class AutoResult:
             "precision": self.precision,
             "valid": True,
             "reasons": list(self.reasons),
+            "memory": self.memory.to_dict() if self.memory else None,
             "config": self.config,
         }
 
@@ -72,6 +77,9 @@ def auto_configure(
     grad_accum: int | None = None,
     global_batch: int | None = None,
     zero_stage: int | None = None,
+    gpu_memory: GpuMemory | None = None,
+    headroom: float = DEFAULT_HEADROOM,
+    backend: str = "mamba_ssm",
 ) -> AutoResult:
     """Build the config for ``num_gpus`` data-parallel ranks.
 
@@ -79,6 +87,10 @@ def auto_configure(
     this GPU count, else its micro-batch with accumulation reaching its target global
     batch). Explicit values win; ones that cannot be combined raise DsWizardError with
     the nearest workable alternative.
+
+    With ``gpu_memory`` the choice is fitted to it (:func:`fit.choose_fit`): the largest
+    micro-batch under ``headroom``, the ZeRO stage raised and then offload added when model
+    states do not fit; :class:`fit.DoesNotFit` when nothing does.
     """
     if num_gpus < 1:
         raise DsWizardError(f"number of GPUs must be at least 1, got {num_gpus}",
@@ -91,21 +103,40 @@ def auto_configure(
         raise DsWizardError(f"ZeRO stage must be 0, 1, 2 or 3, got {zero_stage}")
 
     spec = preset.spec
-    choice = _choose_batch(spec, num_gpus, micro_batch, grad_accum, global_batch)
     bf16 = gpu_report.bf16_supported if gpu_report is not None else None
     requested = spec.train.precision if precision == "auto" else precision
     used = resolve_precision(requested, bf16)
+    given = (micro_batch, grad_accum, global_batch) != (None, None, None)
+    choice = _choose_batch(spec, num_gpus, micro_batch, grad_accum, global_batch) \
+        if given or gpu_memory is None else None
+    fit = None
+    offload_opt = offload_par = None
+    if gpu_memory is not None:
+        fit = choose_fit(
+            spec, num_gpus, gpu_memory, headroom=headroom, zero_stage=zero_stage,
+            micro_batch=choice.micro_batch if choice else None,
+            grad_accum=choice.grad_accum if choice else None,
+            global_batch=choice.global_batch if choice else None,
+            precision=used, backend=backend,
+        )
+        choice = fit.choice
+        zero_stage = fit.strategy.zero_stage
+        offload_opt = "cpu" if fit.strategy.offload_optimizer else "none"
+        offload_par = "cpu" if fit.strategy.offload_param else "none"
+    assert choice is not None
     config = build_config(spec, choice, precision=used, bf16_supported=bf16,
-                          zero_stage=zero_stage)
+                          zero_stage=zero_stage, offload_optimizer=offload_opt,
+                          offload_param=offload_par)
     # Belt and braces: never hand out a triplet DeepSpeed would reject.
     res = batchmath.resolve(config["train_batch_size"], config["train_micro_batch_size_per_gpu"],
                             config["gradient_accumulation_steps"], num_gpus)
     if not res.valid:  # pragma: no cover - the choice above is constructed to be valid
         raise DsWizardError(f"internal error: generated batch is invalid: {res.error}")
 
-    reasons = list(choice.reasons)
+    reasons = list(fit.reasons if fit else choice.reasons)
     reasons.append(_precision_reason(requested, used, gpu_report))
-    return AutoResult(preset, config, choice, used, count_params(spec.model), tuple(reasons))
+    return AutoResult(preset, config, choice, used, count_params(spec.model), tuple(reasons),
+                      fit.estimate if fit else None)
 
 
 def _precision_reason(requested: str, used: str, report: GpuReport | None) -> str:

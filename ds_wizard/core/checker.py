@@ -472,8 +472,8 @@ def _fix_keep_global(values: dict[str, BatchValue], world_size: int) -> tuple[in
     target = _usable(values[TRAIN])
     if target is None:
         raise _explain_unusable(values[TRAIN], "--keep micro")
-    per_rank_cap = max(1, target // world_size)
-    sol = batchmath.solve(world_size, target, max_micro=per_rank_cap, max_gas=per_rank_cap)
+    # no memory limits here: any split of the per-rank batch is a candidate
+    sol = batchmath.solve(world_size, target, max_micro=target, max_gas=target)
     if not sol.exact:
         near = " or ".join(str(x) for x in (sol.lower, sol.upper) if x is not None)
         raise DsWizardError(

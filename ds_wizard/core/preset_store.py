@@ -101,11 +101,29 @@ def save_user_preset(
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a user preset stands on the lookup path, for the notes after a save."""
+
+    shadowed_by: str | None  # a source earlier on the path that wins for this name
+    shadows: tuple[str, ...]  # sources later on the path that this one now hides
+
+
+def placement(name: str, cwd: Path | None = None) -> Placement:
+    entry = next((e for e in list_presets(cwd) if e.name == name), None)
+    if entry is None:
+        return Placement(None, ())
+    if entry.source != "user":
+        return Placement(entry.source, ())
+    return Placement(None, entry.shadows)
+
+
+@dataclass(frozen=True)
 class ImportResult:
     name: str
     path: Path
     notices: tuple[str, ...]
     shadowed_by: str | None  # a source earlier on the lookup path with the same name
+    shadows: tuple[str, ...] = ()
 
 
 def import_preset(source: Path, name: str | None = None, force: bool = False) -> ImportResult:
@@ -122,9 +140,8 @@ def import_preset(source: Path, name: str | None = None, force: bool = False) ->
         text = to_toml(parsed.spec, [f"imported from {source.name}, migrated to "
                                      f"schema_version {SCHEMA_VERSION} by ds-wizard"])
     dest = _write_user_preset(name, text, force=force)
-    earlier = next((e for e in list_presets() if e.name == name), None)
-    shadowed_by = earlier.source if earlier and earlier.source != "user" else None
-    return ImportResult(name, dest, parsed.notices, shadowed_by)
+    where = placement(name)
+    return ImportResult(name, dest, parsed.notices, where.shadowed_by, where.shadows)
 
 
 def derive_spec(base: PresetSpec, based_on: str, description: str | None = None) -> PresetSpec:

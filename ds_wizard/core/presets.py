@@ -211,7 +211,10 @@ def format_validation_error(exc: ValidationError) -> str:
 
 
 def validation_problems(exc: ValidationError) -> list[str]:
-    return [_describe(err) for err in exc.errors()]
+    # A misspelt key also shows up as a missing one; the unknown key (with its
+    # "did you mean") explains both, so it goes first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    return [_describe(err) for err in errors]
 
 
 def _describe(err: Any) -> str:
@@ -276,6 +279,8 @@ def read_preset_text(path: Path) -> str:
     """The text of a preset file, refusing anything that is not a small regular file."""
     try:
         st = path.stat()
+    except ValueError as exc:  # an embedded NUL byte
+        raise PresetError(f"invalid preset path {str(path)!r}") from exc
     except FileNotFoundError as exc:
         raise PresetError(f"preset file {path} does not exist") from exc
     except OSError as exc:
@@ -328,6 +333,8 @@ def load_preset(ref: str, cwd: Path | None = None) -> Preset:
     The first file found wins even when it is invalid: silently falling through to a
     preset further down the path would train something other than what was asked for.
     """
+    if "\x00" in ref:
+        raise PresetError(f"invalid preset reference {ref!r}: it contains a NUL byte")
     if looks_like_path(ref):
         path = Path(ref).expanduser()
         if cwd is not None and not path.is_absolute():

@@ -37,8 +37,8 @@ class WizardScreen(Screen):
 
     step: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.prev_step", "Back"),
-        Binding("ctrl+n", "app.next_step", "Next"),
+        Binding("escape", "prev_step", "Back"),
+        Binding("ctrl+n", "next_step", "Next"),
     ]
 
     @property
@@ -70,10 +70,16 @@ class WizardScreen(Screen):
         """None when the step is complete, else what is missing (one line)."""
         return None
 
+    def action_next_step(self) -> None:
+        self.wizard.action_next_step()
+
+    def action_prev_step(self) -> None:
+        self.wizard.action_prev_step()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         names = self.wizard.step_names
-        if action == "app.prev_step" or action == "prev_step":
+        if action == "prev_step":
             return self.step != names[0]
-        if action == "app.next_step" or action == "next_step":
+        if action == "next_step":
             return self.step != names[-1]
         return True

@@ -6,7 +6,7 @@ and ``core.batch.solve`` for the valid (micro, gas) pairs.
 
 from __future__ import annotations
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -38,6 +38,7 @@ class BatchScreen(WizardScreen):
         super().__init__()
         self.view: BatchView | None = None
         self._filling = False
+        self._last_field: Input | None = None
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.step)
@@ -142,6 +143,15 @@ class BatchScreen(WizardScreen):
             derived = name == self.state.derive
             self.query_one(selector, Input).disabled = derived
             self.query_one(f"#{name}-label", Label).set_class(derived, "derived")
+        # disabling the focused field moves focus; give it back once the field is editable
+        last = self._last_field
+        if last is not None and not last.disabled and self.focused is not last \
+                and isinstance(self.focused, Input | None):
+            last.focus()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if isinstance(event.widget, Input) and event.widget.id in FIELDS:
+            self._last_field = event.widget
 
     # -- the live part -----------------------------------------------------------------
     def recompute(self) -> None:

@@ -16,6 +16,7 @@ from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import Preset, list_presets, load_preset, read_preset_file
 from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.dialogs import AskTextScreen
+from ds_wizard.screens.state import save_current_as_preset
 
 
 class PresetScreen(WizardScreen):
@@ -135,29 +136,25 @@ class PresetScreen(WizardScreen):
         return True
 
     def action_save_user_preset(self) -> None:
-        save = _user_preset_saver()
-        if save is None:
-            self.notify("Saving user presets needs ds-wizard's presets module update.",
-                        severity="warning")
-            return
         if self.state.preset is None:
             return
 
         def done(name: str | None) -> None:
-            if not name or self.state.preset is None:
+            if not name:
                 return
             try:
-                path = save(name, self.state.preset.spec)
+                path = save_current_as_preset(self.state, name)
+                preset = read_preset_file(path, name, "user")
             except DsWizardError as exc:
                 self.notify(exc.one_line(), title="Not saved", severity="error")
                 return
             self.notify(f"Saved as user preset {name!r} ({path})")
-            preset = read_preset_file(Path(path), name, "user")
             key = self._add(preset)
             self.query_one("#preset-table", DataTable).move_cursor(row=self.rows.index(key))
+            self._select(key)
 
         self.app.push_screen(
-            AskTextScreen("Save these choices as a new user preset", "name, e.g. my_7b",
+            AskTextScreen("Save the current choices as a new user preset", "name, e.g. my_7b",
                           cursor_blink=self.wizard.cursor_blink),
             done,
         )
@@ -167,8 +164,3 @@ class PresetScreen(WizardScreen):
             return "choose a preset"
         return None
 
-
-def _user_preset_saver():  # -> Callable[[str, PresetSpec], Path] | None
-    from ds_wizard.core import presets
-
-    return getattr(presets, "save_user_preset", None)

@@ -189,3 +189,21 @@ def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:
     report = check_config(load_config_file(path), world_size)
     lines = [report.formula] if report.valid else report.errors[:2]
     return report.valid, lines
+
+
+def save_current_as_preset(state: WizardState, name: str) -> Path:
+    """The chosen preset, with the batch chosen on the batch step, as a user preset."""
+    from ds_wizard.core.overrides import apply_overrides
+    from ds_wizard.core.preset_store import derive_spec, save_user_preset
+
+    assert state.preset is not None
+    spec = derive_spec(state.preset.spec, state.preset.name)
+    if state.chosen is not None and state.world_size >= 1:
+        micro, gas = state.chosen
+        glob = micro * gas * state.world_size
+        prefix = "batch."
+        if str(state.world_size) in spec.batch.by_world_size:
+            prefix = f"batch.by_world_size.{state.world_size}."
+        spec = apply_overrides(spec, [f"{prefix}micro_batch={micro}",
+                                      f"{prefix}global_batch={glob}"])
+    return save_user_preset(name, spec)

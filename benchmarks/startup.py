@@ -1,0 +1,88 @@
+"""Start-up time of the headless CLI against importing DeepSpeed, as whole processes.
+
+    .venv/bin/python benchmarks/startup.py [--runs 9] [--deepspeed-runs 3]
+
+Each command runs as a fresh process; the table shows the median and the range of the
+wall-clock times. Bytecode for ds_wizard is compiled first (as ``pip install`` does for a
+wheel), so a source checkout under PYTHONDONTWRITEBYTECODE is not penalised for
+recompiling on every run. Target: ``--auto --dry-run`` under 0.3 s median and at least
+10× faster than ``import deepspeed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_SECONDS = 0.3
+TARGET_SPEEDUP = 10.0
+
+
+def cli_path() -> str:
+    here = Path(sys.executable).with_name("ds-wizard")
+    return str(here) if here.exists() else (shutil.which("ds-wizard") or "ds-wizard")
+
+
+def time_runs(cmd: list[str], runs: int, cwd: str) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9, help="runs per ds-wizard command")
+    parser.add_argument("--deepspeed-runs", type=int, default=3,
+                        help="runs of `import deepspeed` (each takes seconds)")
+    args = parser.parse_args()
+
+    compileall.compile_dir(str(ROOT / "ds_wizard"), quiet=1)
+    cli = cli_path()
+    cases = [
+        ("ds-wizard --auto --num-gpus 4 --preset 7b_mamba --dry-run",
+         [cli, "--auto", "--num-gpus", "4", "--preset", "7b_mamba", "--dry-run"], args.runs),
+        ("ds-wizard --help", [cli, "--help"], args.runs),
+        ("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"], args.runs),
+        ('python -c "import deepspeed"', [sys.executable, "-c", "import deepspeed"],
+         args.deepspeed_runs),
+    ]
+    results = {}
+    # an empty directory: no ./presets or config files nearby change what is measured
+    with tempfile.TemporaryDirectory() as cwd:
+        env_note = os.environ.get("PYTHONDONTWRITEBYTECODE")
+        for label, cmd, runs in cases:
+            results[label] = time_runs(cmd, runs, cwd)
+    width = max(len(label) for label in results)
+    print(f"{'command':<{width}} | runs | median s | min s | max s")
+    print(f"{'-' * width}-|------|----------|-------|------")
+    for label, times in results.items():
+        print(f"{label:<{width}} | {len(times):>4} | {statistics.median(times):>8.3f} | "
+              f"{min(times):>5.3f} | {max(times):>5.3f}")
+    auto = statistics.median(results[cases[0][0]])
+    ds = statistics.median(results[cases[3][0]])
+    speedup = ds / auto
+    print()
+    print(f"--auto median {auto:.3f} s (target < {TARGET_SECONDS} s): "
+          f"{'OK' if auto < TARGET_SECONDS else 'MISSED'}")
+    print(f"speed-up over import deepspeed: {speedup:.1f}x (target >= {TARGET_SPEEDUP:g}x): "
+          f"{'OK' if speedup >= TARGET_SPEEDUP else 'MISSED'}")
+    print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}, "
+          f"PYTHONDONTWRITEBYTECODE={env_note!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

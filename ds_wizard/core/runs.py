@@ -1,0 +1,223 @@
+"""Run directories and checkpoint bookkeeping, without torch or DeepSpeed.
+
+A run lives in ``runs/<preset>-<YYYYmmdd-HHMMSS>/``::
+
+    run.json              what was launched (preset, ranks, data, steps): read by --resume
+    ds_config.json        the DeepSpeed config every rank loads
+    preset.toml           the preset snapshot, --set overrides applied
+    command.txt           the exact launcher command of the latest launch
+    launch_deepspeed.sh   re-runs the first launch by hand (extra args are appended)
+    train.log             everything the launcher and the ranks printed
+    metrics.jsonl         one JSON object per logged step (rank 0)
+    checkpoints/global_stepN/   DeepSpeed checkpoint + our completeness marker
+    final/                weights for ``from_pretrained`` once the run finishes
+
+DeepSpeed writes its ``latest`` file with a plain ``open('w')`` before its final barrier,
+so a crash can leave ``latest`` naming a half-written tag. We never read ``latest``:
+after ``save_checkpoint`` returns on every rank and a barrier, rank 0 writes
+``ds_wizard_complete.json`` into the tag directory atomically, and resume takes the
+newest tag that has a valid marker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.fsio import atomic_write_text
+
+RUN_JSON = "run.json"
+CONFIG_JSON = "ds_config.json"
+PRESET_TOML = "preset.toml"
+COMMAND_TXT = "command.txt"
+LAUNCH_SH = "launch_deepspeed.sh"
+TRAIN_LOG = "train.log"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+MARKER = "ds_wizard_complete.json"
+TAG_PREFIX = "global_step"
+_TAG_RE = re.compile(rf"^{TAG_PREFIX}(\d+)$")
+_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class RunError(DsWizardError):
+    """A run directory or checkpoint that cannot be used."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Every file of one run, derived from its directory."""
+
+    root: Path
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / RUN_JSON
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_JSON
+
+    @property
+    def preset(self) -> Path:
+        return self.root / PRESET_TOML
+
+    @property
+    def command(self) -> Path:
+        return self.root / COMMAND_TXT
+
+    @property
+    def script(self) -> Path:
+        return self.root / LAUNCH_SH
+
+    @property
+    def log(self) -> Path:
+        return self.root / TRAIN_LOG
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def final(self) -> Path:
+        return self.root / FINAL
+
+
+def run_name(preset_name: str, now: datetime | None = None) -> str:
+    """``tiny_mamba-20261128-131839``; odd characters in the preset name become ``_``."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    safe = _NAME_RE.sub("_", preset_name).strip("._-") or "run"
+    return f"{safe}-{stamp}"
+
+
+def create_run_dir(runs_dir: str | Path, preset_name: str, now: datetime | None = None) -> Path:
+    """Make a fresh run directory; a second run in the same second gets ``-2``, ``-3``…"""
+    base = Path(runs_dir)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create runs directory {base}: {exc.strerror or exc}",
+                       "choose another with --runs-dir") from exc
+    name = run_name(preset_name, now)
+    for i in range(1, 1000):
+        candidate = base / (name if i == 1 else f"{name}-{i}")
+        try:
+            # exist_ok=False: two launches racing for a name never share a directory
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunError(f"cannot create {candidate}: {exc.strerror or exc}") from exc
+        (candidate / CHECKPOINTS).mkdir()
+        return candidate
+    raise RunError(f"too many runs named {name} in {base}", "clean up old run directories")
+
+
+def write_run_info(paths: RunPaths, info: dict[str, Any]) -> None:
+    atomic_write_text(paths.run_json, json.dumps(info, indent=2) + "\n")
+
+
+def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+    paths = RunPaths(Path(run_dir))
+    try:
+        data = json.loads(paths.run_json.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RunError(f"{run_dir} is not a ds-wizard run directory (no {RUN_JSON})",
+                       "give a directory under runs/ made by `ds-wizard launch`") from exc
+    except (OSError, ValueError) as exc:
+        raise RunError(f"cannot read {paths.run_json}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RunError(f"{paths.run_json} is not a JSON object")
+    return data
+
+
+def list_runs(runs_dir: str | Path) -> list[Path]:
+    """Run directories under ``runs_dir``, oldest first (by the time in run.json)."""
+    base = Path(runs_dir)
+    if not base.is_dir():
+        return []
+    found = []
+    for child in base.iterdir():
+        if (child / RUN_JSON).is_file():
+            try:
+                created = str(read_run_info(child).get("created", ""))
+            except RunError:
+                continue
+            found.append((created, child.name, child))
+    return [p for _, _, p in sorted(found)]
+
+
+def resolve_run_ref(ref: str, runs_dir: str | Path) -> Path:
+    """``latest`` → the newest run under ``runs_dir``; anything else is a path."""
+    if ref == "latest":
+        runs = list_runs(runs_dir)
+        if not runs:
+            raise RunError(f"no runs under {runs_dir} to resume",
+                           "start one with `ds-wizard launch --preset NAME`")
+        return runs[-1]
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        raise RunError(f"run directory {ref} does not exist",
+                       "pass a directory under runs/ or --resume latest")
+    read_run_info(path)
+    return path
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+def checkpoint_tag(step: int) -> str:
+    return f"{TAG_PREFIX}{step}"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    tag: str
+    step: int
+    path: Path
+    complete: bool
+
+
+def write_marker(ckpt_dir: str | Path, tag: str, step: int, extra: dict[str, Any]) -> Path:
+    """Declare ``tag`` complete. Call only after every rank's save_checkpoint returned."""
+    path = Path(ckpt_dir) / tag / MARKER
+    atomic_write_text(path, json.dumps({"tag": tag, "step": step, **extra}, indent=2) + "\n")
+    return path
+
+
+def _marker_ok(tag_dir: Path, step: int) -> bool:
+    try:
+        data = json.loads((tag_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("step") == step and data.get("tag") == tag_dir.name
+
+
+def scan_checkpoints(ckpt_dir: str | Path) -> list[CheckpointInfo]:
+    """Every ``global_stepN`` directory, oldest first, with whether it is complete."""
+    base = Path(ckpt_dir)
+    if not base.is_dir():
+        return []
+    out = []
+    for child in base.iterdir():
+        m = _TAG_RE.match(child.name)
+        if m and child.is_dir():
+            step = int(m.group(1))
+            out.append(CheckpointInfo(child.name, step, child, _marker_ok(child, step)))
+    return sorted(out, key=lambda c: c.step)
+
+
+def latest_complete(ckpt_dir: str | Path) -> CheckpointInfo | None:
+    """The newest complete checkpoint; newer incomplete ones are skipped."""
+    complete = [c for c in scan_checkpoints(ckpt_dir) if c.complete]
+    return complete[-1] if complete else None

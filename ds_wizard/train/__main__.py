@@ -1,0 +1,5 @@
+import sys
+
+from ds_wizard.train.loop import main
+
+sys.exit(main())

@@ -1,0 +1,345 @@
+"""The per-rank training program (``python -m ds_wizard.train``), started by ``deepspeed``.
+
+    deepspeed --num_accelerators 2 --module ds_wizard.train --run-dir runs/X \\
+        --deepspeed_config runs/X/ds_config.json --preset runs/X/preset.toml --steps 40
+
+Stopping: SIGINT or SIGTERM only sets a flag. At the end of the current optimizer step
+the ranks agree on it (it rides along the per-step loss all-reduce), every rank saves the
+checkpoint, and the process exits 0. A second signal changes nothing; the launcher's own
+timeout (30 s) then kills a rank that cannot finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ds_wizard.core import runs
+from ds_wizard.core.errors import DsWizardError
+
+# Dense bf16 peaks for MFU (the reference table; other GPUs get no MFU figure).
+PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ds_wizard.train",
+                                description="Train a Mamba preset inside a DeepSpeed rank.")
+    p.add_argument("--local_rank", "--local-rank", type=int, default=None,
+                   help="set by the deepspeed launcher (LOCAL_RANK is used)")
+    p.add_argument("--preset", required=True, help="preset name or .toml path")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--run-dir", help="run directory (metrics, checkpoints, final weights)")
+    p.add_argument("--deepspeed_config", "--config", dest="config",
+                   help="DeepSpeed JSON (default: RUN_DIR/ds_config.json)")
+    p.add_argument("--steps", type=int, default=None, help="train up to this global step")
+    p.add_argument("--data", default=None, help=".txt, .jsonl, .bin or a directory")
+    p.add_argument("--data-dtype", choices=["uint16", "uint32"], default=None)
+    p.add_argument("--tokenizer", default=None, help="a local HF tokenizer.json")
+    p.add_argument("--backend", choices=["auto", "transformers", "mamba_ssm"], default="auto")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR's latest complete checkpoint")
+    p.add_argument("--num-gpus", type=int, default=None, help="world size for --dry-run")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate everything, print the summary, do not train")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.dry_run:
+            return dry_run(args)
+        return Trainer(args).run()
+    except DsWizardError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr, flush=True)
+        return 1
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    from ds_wizard.launcher import dry_run_text, prepare_run
+
+    plan = prepare_run(args.preset, args.num_gpus, sets=args.sets, config_path=args.config,
+                       data=args.data, data_dtype=args.data_dtype, tokenizer=args.tokenizer,
+                       steps=args.steps, backend=args.backend, dry_run=True)
+    print(dry_run_text(plan), flush=True)
+    return 0
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; read at step boundaries."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            rank = os.environ.get("RANK", "?")
+            print(f"[rank {rank}] {signal.Signals(signum).name}: stopping after this step "
+                  "and saving a checkpoint", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    last_saved: int = -1
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stop = StopFlag()
+        self.stop.install()  # before the slow imports: a Ctrl-C during start-up still counts
+
+    def log(self, text: str) -> None:
+        if self.rank == 0:
+            print(text, flush=True)
+
+    def run(self) -> int:
+        import deepspeed
+        import torch
+        import torch.distributed as tdist
+
+        from ds_wizard.core.params import flops_per_token, padded_vocab
+        from ds_wizard.launcher import Accelerator, _load_preset, resolve_config
+        from ds_wizard.train import model as models
+        from ds_wizard.train.data import ShardedSamples, load_tokenizer, load_tokens
+
+        args = self.args
+        if not args.run_dir:
+            raise DsWizardError("--run-dir is required to train",
+                                "use `ds-wizard launch`, which creates one")
+        paths = runs.RunPaths(Path(args.run_dir))
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        if not os.environ.get("DS_WIZARD_VERBOSE"):
+            from deepspeed.utils import logger as ds_logger
+
+            ds_logger.setLevel(logging.WARNING)
+
+        preset = _load_preset(args.preset, args.sets)
+        spec = preset.spec
+        deepspeed.init_distributed()
+        self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
+        cuda = torch.cuda.is_available()
+        accel = Accelerator("cuda" if cuda else "cpu", torch.cuda.device_count(), "")
+        config_path = args.config or (paths.config if paths.config.exists() else None)
+        cfg, _ = resolve_config(spec, preset.name, self.world, accel, config_path)
+
+        torch.manual_seed(spec.train.seed)
+        choice = models.choose_backend(args.backend)
+        self.log(f"backend: {choice.name} ({choice.reason})"
+                 + ("; mambapy parallel scan" if choice.name == "transformers"
+                    and spec.model.arch == "mamba1" and models.mambapy_available() else ""))
+        model = models.build_model(spec.model, choice.name)
+        if spec.train.activation_checkpointing and hasattr(model,
+                                                           "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable()
+        self.log(f"model: {preset.name}, {models.param_check(model, spec.model)}")
+
+        tok = load_tokenizer(args.tokenizer)
+        vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
+        source = load_tokens(args.data, tok, vocab, dtype=args.data_dtype)
+        samples = ShardedSamples(source.tokens, spec.train.seq_len, self.rank, self.world,
+                                 spec.train.seed)
+        self.log(f"data: {source.description}: {len(source.tokens):,} tokens, "
+                 f"{samples.per_rank:,} samples of {samples.seq_len} per rank per epoch")
+
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=cfg,
+        )
+        micro = engine.train_micro_batch_size_per_gpu()
+        gas = engine.gradient_accumulation_steps()
+        global_batch = engine.train_batch_size()
+        self.log(f"batch: {global_batch} = {micro} × {gas} × {self.world}, "
+                 f"seq_len {samples.seq_len}, ZeRO stage {engine.zero_optimization_stage()}")
+
+        prog = Progress()
+        if args.resume:
+            prog = self._resume(engine, samples, paths, tdist)
+        total = args.steps if args.steps is not None else spec.train.total_steps
+        tokens_per_step = global_batch * samples.seq_len
+        fpt = flops_per_token(spec.model)
+        peak = _peak_flops(torch) if cuda else None
+        device = engine.device
+        log_every, save_every = spec.train.log_every, spec.train.save_every
+
+        metrics = paths.metrics.open("a", encoding="utf-8") if self.rank == 0 else None
+        start_step = prog.step
+        self.log(f"training steps {start_step + 1}..{total} "
+                 f"(log every {log_every}, checkpoint every {save_every})")
+        t_start = time.perf_counter()
+        t_mark, step_mark = t_start, prog.step
+        stopped = False
+        try:
+            while prog.step < total:
+                lr = float(engine.get_lr()[0])
+                loss_sum = torch.zeros((), device=device, dtype=torch.float32)
+                for _ in range(gas):
+                    ids = torch.from_numpy(samples.next_batch(micro)).to(device)
+                    logits = models.logits_of(engine, ids)
+                    loss = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+                        ids[:, 1:].reshape(-1),
+                    )
+                    engine.backward(loss)
+                    engine.step()
+                    loss_sum += loss.detach().float()
+                prog.step += 1
+                prog.tokens += tokens_per_step
+                # one all-reduce per step carries the loss (averaged over micro-steps and
+                # ranks) and the stop flag, so every rank stops at the same step
+                packed = torch.stack([loss_sum / gas, torch.tensor(
+                    float(self.stop.signum is not None), device=device)])
+                tdist.all_reduce(packed)
+                loss_mean, stop_votes = (packed / torch.tensor(
+                    [self.world, 1.0], device=device)).tolist()
+                stopped = stop_votes > 0
+                if prog.step % log_every == 0 or prog.step == total or stopped:
+                    now = time.perf_counter()
+                    dt = max(now - t_mark, 1e-9)
+                    n = prog.step - step_mark
+                    record = {
+                        "step": prog.step,
+                        "loss": round(loss_mean, 6),
+                        "lr": lr,
+                        "grad_norm": _float(engine.get_global_grad_norm()),
+                        "tokens_per_s": round(n * tokens_per_step / dt, 2),
+                        "samples_per_s": round(n * global_batch / dt, 3),
+                        "elapsed_s": round(prog.elapsed_s + now - t_start, 3),
+                        "tokens": prog.tokens,
+                        "epoch": samples.epoch,
+                    }
+                    if cuda:
+                        record["max_mem_alloc_gib"] = round(
+                            torch.cuda.max_memory_allocated() / 2**30, 3)
+                        if peak:
+                            record["mfu"] = round(
+                                fpt * record["tokens_per_s"] / self.world / peak, 4)
+                    t_mark, step_mark = now, prog.step
+                    if metrics is not None:
+                        metrics.write(json.dumps(record) + "\n")
+                        metrics.flush()
+                    gn = record["grad_norm"]
+                    self.log(f"step {prog.step:>6}/{total}  loss {loss_mean:.4f}  "
+                             f"lr {lr:.2e}  grad_norm "
+                             f"{'-' if gn is None else f'{gn:.3f}'}  "
+                             f"{record['tokens_per_s']:,.0f} tok/s  "
+                             f"{record['elapsed_s']:.1f}s")
+                if stopped:
+                    break
+                if prog.step % save_every == 0:
+                    self._save(engine, samples, paths, prog, t_start, tdist)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+        if prog.step > prog.last_saved and prog.step > start_step:
+            self._save(engine, samples, paths, prog, t_start, tdist)
+        if stopped:
+            self.log(f"stopped at step {prog.step}: checkpoint "
+                     f"{runs.checkpoint_tag(prog.step)} saved; continue with "
+                     f"`ds-wizard launch --resume {paths.root}`")
+            return 0
+        self._export(engine, choice.name, paths, tdist)
+        self.log(f"done: {prog.step} steps; weights in {paths.final}")
+        return 0
+
+    def _save(self, engine: Any, samples: Any, paths: runs.RunPaths, prog: Progress,
+              t_start: float, tdist: Any) -> None:
+        tag = runs.checkpoint_tag(prog.step)
+        state = {"ds_wizard": {
+            "step": prog.step, "tokens": prog.tokens, "data": samples.state_dict(),
+            "elapsed_s": prog.elapsed_s + time.perf_counter() - t_start,
+        }}
+        engine.save_checkpoint(str(paths.checkpoints), tag=tag, client_state=state)
+        # every rank has returned from save_checkpoint only after this barrier; only then
+        # is the tag complete and may be marked so
+        tdist.barrier()
+        if self.rank == 0:
+            runs.write_marker(paths.checkpoints, tag, prog.step,
+                              {"world_size": self.world, "tokens": prog.tokens})
+        prog.last_saved = prog.step
+        self.log(f"checkpoint {tag} saved")
+
+    def _resume(self, engine: Any, samples: Any, paths: runs.RunPaths, tdist: Any) -> Progress:
+        chosen: list[Any] = [None]
+        if self.rank == 0:
+            found = runs.scan_checkpoints(paths.checkpoints)
+            latest = runs.latest_complete(paths.checkpoints)
+            for c in found:
+                if not c.complete and (latest is None or c.step > latest.step):
+                    self.log(f"skipping incomplete checkpoint {c.tag}")
+            chosen[0] = latest.tag if latest else None
+        # every rank must load the same tag, whatever its view of the file system
+        tdist.broadcast_object_list(chosen, src=0)
+        if chosen[0] is None:
+            raise runs.RunError(f"no complete checkpoint in {paths.checkpoints}",
+                                "start a new run instead of --resume")
+        load_path, client = engine.load_checkpoint(str(paths.checkpoints), tag=chosen[0])
+        if load_path is None or not client or "ds_wizard" not in client:
+            raise runs.RunError(f"checkpoint {chosen[0]} in {paths.checkpoints} did not load")
+        st = client["ds_wizard"]
+        for note in samples.load_state_dict(st["data"]):
+            self.log(f"warning: {note}")
+        prog = Progress(step=int(st["step"]), tokens=int(st.get("tokens", 0)),
+                        elapsed_s=float(st.get("elapsed_s", 0.0)), last_saved=int(st["step"]))
+        self.log(f"resumed from {chosen[0]}: continuing at step {prog.step + 1}")
+        return prog
+
+    def _export(self, engine: Any, backend: str, paths: runs.RunPaths, tdist: Any) -> None:
+        from ds_wizard.train.model import export_pretrained
+
+        module = engine.module
+        if engine.zero_optimization_stage() == 3:
+            import deepspeed
+
+            # ZeRO-3 shards the weights: gather them (all ranks take part), rank 0 writes
+            with deepspeed.zero.GatheredParameters(list(module.parameters()),
+                                                   modifier_rank=None):
+                if self.rank == 0:
+                    export_pretrained(module, backend, paths.final)
+        elif self.rank == 0:
+            export_pretrained(module, backend, paths.final)
+        if self.rank == 0:
+            tok = self.args.tokenizer
+            info = {"backend": backend, "tokenizer": tok or "bytes (token id = byte value)"}
+            from ds_wizard.core.fsio import atomic_write_text
+
+            atomic_write_text(paths.final / "ds_wizard.json", json.dumps(info, indent=2) + "\n")
+        tdist.barrier()
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return round(out, 6) if out == out else None  # NaN → None keeps the JSON valid
+
+
+def _peak_flops(torch: Any) -> float | None:
+    name = torch.cuda.get_device_name()
+    for key, peak in PEAK_FLOPS.items():
+        if key in name:
+            return peak
+    return None
+
+
+

@@ -1,0 +1,152 @@
+"""Building the Mamba model from a preset's ModelSpec, on one of two backends.
+
+- ``mamba_ssm``: state-spaces' ``MambaLMHeadModel`` with its fused CUDA kernels.
+- ``transformers``: ``MambaForCausalLM`` / ``Mamba2ForCausalLM``. On CPU (or CUDA without
+  the kernels) they run a pure-PyTorch path. Mamba-1's default sequential scan has a
+  backward pass quadratic in the sequence length, so when the ``mambapy`` package is
+  importable we switch on its parallel scan (``use_mambapy``), several times faster.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.params import count_params, padded_vocab
+from ds_wizard.core.schema import ModelSpec
+
+BACKENDS = ("auto", "transformers", "mamba_ssm")
+
+
+class BackendError(DsWizardError):
+    """The requested model backend cannot run here."""
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str  # "transformers" | "mamba_ssm"
+    reason: str
+
+
+def choose_backend(requested: str = "auto") -> BackendChoice:
+    cuda = torch.cuda.is_available()
+    if requested == "transformers":
+        return BackendChoice("transformers", "requested with --backend transformers")
+    if requested == "mamba_ssm":
+        if not cuda:
+            raise BackendError("--backend mamba_ssm needs CUDA, and none is available",
+                               "use --backend transformers (or auto) on CPU")
+        _import_mamba_ssm()
+        return BackendChoice("mamba_ssm", "requested with --backend mamba_ssm")
+    if requested != "auto":
+        raise BackendError(f"unknown backend {requested!r}", f"choose one of {BACKENDS}")
+    if not cuda:
+        return BackendChoice("transformers", "no CUDA device: transformers' PyTorch Mamba path")
+    try:
+        _import_mamba_ssm()
+    except BackendError as exc:
+        return BackendChoice("transformers", f"CUDA is available but {exc.message}")
+    return BackendChoice("mamba_ssm", "CUDA is available and mamba_ssm imports")
+
+
+def _import_mamba_ssm() -> Any:
+    try:
+        from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+    except Exception as exc:  # a broken CUDA extension raises more than ImportError
+        raise BackendError(f"mamba_ssm does not import ({type(exc).__name__}: {exc})",
+                           "pip install 'ds-wizard[gpu]' or use --backend transformers") from exc
+    return MambaLMHeadModel
+
+
+def mambapy_available() -> bool:
+    return importlib.util.find_spec("mambapy") is not None
+
+
+def build_model(spec: ModelSpec, backend: str) -> torch.nn.Module:
+    if backend == "mamba_ssm":
+        return _build_mamba_ssm(spec)
+    return _build_transformers(spec)
+
+
+def transformers_config(spec: ModelSpec) -> Any:
+    vocab = padded_vocab(spec.vocab_size, spec.pad_vocab_size_multiple)
+    common = dict(
+        vocab_size=vocab, hidden_size=spec.d_model, state_size=spec.d_state,
+        num_hidden_layers=spec.n_layer, expand=spec.expand, conv_kernel=spec.d_conv,
+        use_bias=spec.bias, use_conv_bias=spec.conv_bias,
+        tie_word_embeddings=spec.tie_embeddings, use_cache=False,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0,
+    )
+    if spec.arch == "mamba2":
+        from transformers import Mamba2Config
+
+        return Mamba2Config(
+            num_heads=spec.expand * spec.d_model // spec.headdim, head_dim=spec.headdim,
+            n_groups=spec.ngroups, chunk_size=spec.chunk_size, **common,
+        )
+    from transformers import MambaConfig
+
+    return MambaConfig(use_mambapy=mambapy_available(), **common)
+
+
+def _build_transformers(spec: ModelSpec) -> torch.nn.Module:
+    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+    cls = Mamba2ForCausalLM if spec.arch == "mamba2" else MambaForCausalLM
+    return cls(transformers_config(spec))
+
+
+def _build_mamba_ssm(spec: ModelSpec) -> torch.nn.Module:
+    from mamba_ssm.models.config_mamba import MambaConfig
+
+    cls = _import_mamba_ssm()
+    ssm_cfg: dict[str, Any] = {"layer": "Mamba2" if spec.arch == "mamba2" else "Mamba1",
+                               "d_state": spec.d_state, "d_conv": spec.d_conv,
+                               "expand": spec.expand, "bias": spec.bias,
+                               "conv_bias": spec.conv_bias}
+    if spec.arch == "mamba2":
+        ssm_cfg.update(headdim=spec.headdim, ngroups=spec.ngroups, chunk_size=spec.chunk_size)
+    cfg = MambaConfig(
+        d_model=spec.d_model, n_layer=spec.n_layer, vocab_size=spec.vocab_size,
+        ssm_cfg=ssm_cfg, rms_norm=True, residual_in_fp32=True, fused_add_norm=True,
+        pad_vocab_size_multiple=spec.pad_vocab_size_multiple,
+        tie_embeddings=spec.tie_embeddings,
+    )
+    return cls(cfg, device="cuda")
+
+
+def numel(model: torch.nn.Module) -> int:
+    """Parameters, counting tied tensors once (as core.params does)."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def param_check(model: torch.nn.Module, spec: ModelSpec) -> str:
+    built, expected = numel(model), count_params(spec)
+    if built == expected:
+        return f"{built:,} parameters (matches the preset's exact count)"
+    return f"{built:,} parameters (the preset's formula says {expected:,})"
+
+
+def logits_of(engine: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Both backends return an object with ``.logits`` for ``model(input_ids)``."""
+    return engine(ids).logits
+
+
+def export_pretrained(module: torch.nn.Module, backend: str, out_dir: Path) -> None:
+    """Weights that ``from_pretrained`` of the same class loads."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if backend == "mamba_ssm":
+        module.save_pretrained(str(out_dir))  # mamba_ssm: config.json + pytorch_model.bin
+    else:
+        module.save_pretrained(str(out_dir), safe_serialization=True)

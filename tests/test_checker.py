@@ -1,0 +1,177 @@
+"""core.checker: the verdict, the extra problems, and the repair."""
+
+from __future__ import annotations
+
+import pytest
+from _ds_oracle import deepspeed_verdict
+
+from ds_wizard.core.checker import check_config, fix_config, parse_config_bytes
+from ds_wizard.core.errors import ConfigFileError, DsWizardError
+
+SEED = {
+    "train_batch_size": 16,
+    "train_micro_batch_size_per_gpu": 4,
+    "gradient_accumulation_steps": 8,
+    "zero_optimization": {"stage": 2},
+    "bf16": {"enabled": True},
+}
+
+
+def test_seed_is_invalid_with_deepspeeds_message():
+    report = check_config(SEED, 4)
+    assert not report.valid
+    assert report.deepspeed_error.endswith("16 != 4 * 8 * 4")
+    assert report.formula == "16 != 4 × 8 × 4"
+    assert any("--keep micro: 128 = 4 × 8 × 4" in s for s in report.suggestions)
+
+
+def test_valid_config_has_no_errors():
+    report = check_config({**SEED, "train_batch_size": 128}, 4)
+    assert report.valid and report.errors == [] and report.formula == "128 = 4 × 8 × 4"
+    data = report.to_dict()
+    for key in ("valid", "world_size", "train_batch_size", "train_micro_batch_size_per_gpu",
+                "gradient_accumulation_steps", "errors", "warnings"):
+        assert key in data
+
+
+def test_derived_values_are_reported():
+    report = check_config({"train_batch_size": 128, "train_micro_batch_size_per_gpu": 4}, 4)
+    assert report.valid and report.gradient_accumulation_steps == 8
+    assert report.derived == ["gradient_accumulation_steps"]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "needle"),
+    [
+        ({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": 4}, "Hugging Face"),
+        ({"train_batch_size": 128, "train_micro_batch_size_per_gpu": 4,
+          "gradient_accumulation_steps": "8"}, 'the string "8"'),
+        ({"train_batch_size": 128.0, "train_micro_batch_size_per_gpu": 4}, "float"),
+        ({"train_batch_size": True}, "whole number"),
+        ({"train_batch_size": 10**12, "train_micro_batch_size_per_gpu": 4}, "implausibly"),
+        ({"train_micro_batch_size_per_gpu": -4, "gradient_accumulation_steps": 8},
+         "at least 1"),
+        ({**SEED, "train_batch_size": 128, "fp16": {"enabled": True}}, "both enabled"),
+        ({**SEED, "train_batch_size": 128, "zero_optimization": {"stage": 4}}, "0, 1, 2 or 3"),
+        ({**SEED, "train_batch_size": 128, "zero_optimization": {"stage": "2"}}, "string"),
+        ({**SEED, "train_batch_size": 128, "train_batch_sizee": 128},
+         "did you mean 'train_batch_size'"),
+        ({**SEED, "train_batch_size": 128, "elasticity": {"enabled": True}}, "removed"),
+        ({**SEED, "train_batch_size": 128,
+          "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "optimizer.params.lr"),
+    ],
+    ids=["auto", "string", "float", "bool", "huge", "negative", "fp16+bf16", "stage4",
+         "stage-string", "typo", "removed", "auto-nested"],
+)
+def test_problems_are_errors(cfg, needle):
+    report = check_config(cfg, 4)
+    assert not report.valid
+    assert any(needle in e for e in report.errors), report.errors
+
+
+def test_native_auto_is_not_flagged():
+    cfg = {**SEED, "train_batch_size": 128, "data_types": {"keep_in_fp32_modules": "auto"}}
+    assert check_config(cfg, 4).valid
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "needle"),
+    [
+        ({"type": "WarmupCosineLR", "params": {"warmup_num_steps": 100}}, "total_num_steps"),
+        ({"type": "WarmupDecayLR", "params": {"total_num_steps": 10, "warmup_num_steps": 100}},
+         "longer than the whole run"),
+        ({"type": "WarmupLR", "params": {"warmup_min_lr": 1e-3, "warmup_max_lr": 1e-4}},
+         "above warmup_max_lr"),
+        ({"type": "WarmupCosinLR", "params": {}}, "did you mean 'WarmupCosineLR'"),
+    ],
+    ids=["no-total", "warmup-too-long", "min-above-max", "typo"],
+)
+def test_scheduler_warnings(scheduler, needle):
+    report = check_config({**SEED, "train_batch_size": 128, "scheduler": scheduler}, 4)
+    assert report.valid  # warnings do not make a config invalid
+    assert any(needle in w for w in report.warnings), report.warnings
+
+
+def test_fix_keep_micro_seed_case_keeps_other_keys_and_order():
+    cfg = {"zero_optimization": {"stage": 2}, **SEED, "steps_per_print": 10}
+    new, before, after = fix_config(cfg, 4, keep="micro")
+    assert new["train_batch_size"] == 128
+    assert list(new) == list(cfg)
+    assert {k: v for k, v in new.items() if k != "train_batch_size"} == {
+        k: v for k, v in cfg.items() if k != "train_batch_size"}
+    assert not before.valid and after.valid and after.formula == "128 = 4 × 8 × 4"
+    assert cfg["train_batch_size"] == 16  # the input is not mutated
+
+
+def test_fix_is_idempotent():
+    once, _, _ = fix_config(SEED, 4)
+    twice, before, after = fix_config(once, 4)
+    assert twice == once and before == after
+
+
+@pytest.mark.parametrize(
+    ("cfg", "ws", "expected"),
+    [
+        ({"train_batch_size": 128, "train_micro_batch_size_per_gpu": 4,
+          "gradient_accumulation_steps": 8}, 8, (128, 4, 4)),
+        ({"train_batch_size": 128, "train_micro_batch_size_per_gpu": 3}, 8, (128, 2, 8)),
+        ({"train_batch_size": 64}, 16, None),  # valid already: 64 // 16 = 4, gas 1
+        ({"train_batch_size": 96, "gradient_accumulation_steps": 5}, 8, (96, 12, 1)),
+    ],
+)
+def test_fix_keep_global(cfg, ws, expected):
+    new, _, after = fix_config(cfg, ws, keep="global")
+    if expected is None:
+        assert new == cfg
+    else:
+        assert (after.train_batch_size, after.micro_batch, after.grad_accum) == expected
+    assert deepspeed_verdict(new, ws).valid
+
+
+def test_fix_keep_global_indivisible_proposes_neighbours():
+    with pytest.raises(DsWizardError) as info:
+        fix_config({"train_batch_size": 100, "train_micro_batch_size_per_gpu": 4}, 8,
+                   keep="global")
+    assert "96" in info.value.one_line() and "104" in info.value.one_line()
+
+
+def test_fix_converts_strings_and_fills_missing_keys_next_to_the_others():
+    cfg = {"fp16": {"enabled": True}, "train_micro_batch_size_per_gpu": "4", "optimizer": {}}
+    new, _, after = fix_config(cfg, 2)
+    assert list(new) == ["fp16", "train_micro_batch_size_per_gpu", "train_batch_size",
+                         "gradient_accumulation_steps", "optimizer"]
+    assert after.formula == "8 = 4 × 1 × 2"
+    assert deepspeed_verdict(new, 2).valid
+
+
+def test_fix_refuses_auto_micro():
+    with pytest.raises(DsWizardError) as info:
+        fix_config({"train_batch_size": 16, "train_micro_batch_size_per_gpu": "auto"}, 4)
+    assert "--keep global" in info.value.one_line()
+
+
+def test_fixed_configs_pass_deepspeed():
+    for keep in ("micro", "global"):
+        new, _, _ = fix_config({"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4,
+                                "gradient_accumulation_steps": 8}, 2, keep=keep)
+        assert deepspeed_verdict(new, 2).valid
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b'{"a": 1,}', "line 1:9"),
+        (b"[1, 2]", "array"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"a": 1, "a": 2}', "appears twice"),
+        (b"[" * 100000 + b"]" * 100000, "unreadable"),
+    ],
+    ids=["empty", "blank", "trailing-comma", "array", "latin1", "duplicate", "deep"],
+)
+def test_parse_errors_are_one_line(raw, needle):
+    with pytest.raises(ConfigFileError) as info:
+        parse_config_bytes(raw, "cfg.json")
+    text = info.value.one_line()
+    assert needle in text and "\n" not in text

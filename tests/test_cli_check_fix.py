@@ -1,0 +1,132 @@
+"""The source document's scenario end to end through the CLI: check, fix, --auto."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _cli_helpers import NO_GPU, SEED_CONFIG, fake_gpus, run_cli, write_seed
+from click.testing import CliRunner
+
+from ds_wizard.cli import main
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    fake_gpus(monkeypatch, NO_GPU)
+    return CliRunner()
+
+
+def test_check_seed_is_invalid_with_deepspeeds_numbers(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    result = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4"])
+    assert result.exit_code == 1
+    assert result.output.splitlines()[0].startswith("❌ INVALID")
+    assert "16 != 4 * 8 * 4" in result.output
+    assert "--keep micro: 128 = 4 × 8 × 4" in result.output
+
+
+def test_check_json(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    result = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and data["world_size"] == 4
+    assert (data["train_batch_size"], data["train_micro_batch_size_per_gpu"],
+            data["gradient_accumulation_steps"]) == (16, 4, 8)
+    assert any("16 != 4 * 8 * 4" in e for e in data["errors"])
+    assert data["warnings"] == []
+
+
+def test_check_uses_data_parallel_size(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128}))
+    # 16 GPUs with tensor parallel 4 → 4 data-parallel ranks → 128 = 4 × 8 × 4
+    result = runner.invoke(main, ["check", str(cfg), "--num-gpus", "16", "--tp", "4"])
+    assert result.exit_code == 0, result.output
+    bad = runner.invoke(main, ["check", str(cfg), "--num-gpus", "16", "--tp", "3"])
+    assert bad.exit_code == 2  # 16 ranks do not divide by tensor parallel 3
+
+
+def test_check_without_num_gpus_says_what_it_assumed(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    result = runner.invoke(main, ["check", str(cfg)])
+    assert result.exit_code == 1
+    assert "assumed 1" in result.output and "--num-gpus" in result.output
+    assert "16 != 4 * 8 * 1" in result.output
+
+
+def test_fix_seed_gives_128_keeps_keys_order_backup_and_is_idempotent(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    original = cfg.read_bytes()
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4"])
+    assert result.exit_code == 0, result.output
+    assert "16 → 128" in result.output and "128 = 4 × 8 × 4" in result.output
+    fixed = json.loads(cfg.read_text())
+    assert fixed == {**SEED_CONFIG, "train_batch_size": 128}
+    assert list(fixed) == list(SEED_CONFIG)
+    backup = tmp_path / "deepspeed_config.json.bak"
+    assert backup.read_bytes() == original
+
+    after_first = cfg.read_bytes()
+    again = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4"])
+    assert again.exit_code == 0
+    assert "nothing to fix" in again.output
+    assert cfg.read_bytes() == after_first
+    assert backup.read_bytes() == original  # the second run did not overwrite the backup
+
+    check = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4"])
+    assert check.exit_code == 0 and check.output.startswith("✅ VALID")
+
+
+def test_fix_output_leaves_input_alone(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    original = cfg.read_bytes()
+    out = tmp_path / "deepspeed_4gpu.json"
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert cfg.read_bytes() == original
+    assert json.loads(out.read_text())["train_batch_size"] == 128
+
+
+def test_fix_keep_global(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128}))
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "8", "--keep", "global"])
+    assert result.exit_code == 0, result.output
+    fixed = json.loads(cfg.read_text())
+    assert (fixed["train_batch_size"], fixed["train_micro_batch_size_per_gpu"],
+            fixed["gradient_accumulation_steps"]) == (128, 4, 4)
+
+
+def test_fix_dry_run_writes_nothing(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    original = cfg.read_bytes()
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4", "--dry-run"])
+    assert result.exit_code == 0 and "not written" in result.output
+    assert cfg.read_bytes() == original
+    assert not (tmp_path / "deepspeed_config.json.bak").exists()
+
+
+def test_fix_exits_1_when_other_problems_remain(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    cfg.write_text(json.dumps({**SEED_CONFIG, "fp16": {"enabled": True}}))
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4"])
+    assert result.exit_code == 1
+    assert json.loads(cfg.read_text())["train_batch_size"] == 128
+    assert "both enabled" in result.output
+
+
+def test_seed_scenario_as_real_processes(tmp_path):
+    cfg = write_seed(tmp_path)
+    check = run_cli("check", cfg.name, "--num-gpus", "4", cwd=tmp_path)
+    assert check.returncode == 1 and "16 != 4 * 8 * 4" in check.stdout
+    fix = run_cli("fix", cfg.name, "--num-gpus", "4", cwd=tmp_path)
+    assert fix.returncode == 0 and json.loads(cfg.read_text())["train_batch_size"] == 128
+    auto = run_cli("--auto", "--num-gpus", "4", "--preset", "7b_mamba", "--dry-run",
+                   cwd=tmp_path)
+    assert auto.returncode == 0, auto.stderr
+    assert "✅ Config validated: 128 = 4 × 8 × 4" in auto.stdout
+    assert "✅ Batch size validated: 128 = 4 × 8 × 4" in auto.stdout
+    for proc in (check, fix, auto):
+        assert "Traceback" not in proc.stdout + proc.stderr

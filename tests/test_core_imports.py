@@ -1,0 +1,69 @@
+"""The core, the CLI and the commands must not import the heavy frameworks at import time
+(CONVENTIONS: pure core). Each module is imported in a fresh interpreter; modules are
+discovered with pkgutil so new ones are covered without editing this file."""
+
+from __future__ import annotations
+
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import ds_wizard.commands
+import ds_wizard.core
+
+FORBIDDEN = ("torch", "deepspeed", "transformers", "textual")
+
+
+def discover() -> list[str]:
+    names = ["ds_wizard.cli"]
+    for package in (ds_wizard.core, ds_wizard.commands):
+        for info in pkgutil.walk_packages(package.__path__, prefix=package.__name__ + "."):
+            names.append(info.name)
+    return sorted(names)
+
+
+PROBE = """
+import json, sys
+{body}
+print("LOADED=" + json.dumps(sorted(m for m in {forbidden!r} if m in sys.modules)))
+"""
+
+
+def loaded_after(body: str, cwd=None) -> list[str]:
+    code = PROBE.format(body=body, forbidden=FORBIDDEN)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env=env)
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("LOADED=")]
+    assert marker, proc.stdout + proc.stderr
+    return json.loads(marker[-1][len("LOADED="):])
+
+
+def test_discovery_finds_the_modules():
+    names = discover()
+    assert {"ds_wizard.cli", "ds_wizard.core.batch", "ds_wizard.core.checker",
+            "ds_wizard.commands.check"} <= set(names)
+
+
+@pytest.mark.parametrize("module", discover())
+def test_module_import_is_light(module):
+    assert loaded_after(f"import {module}") == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--auto", "--num-gpus", "4", "--preset", "7b_mamba", "--dry-run"],
+     ["check", "--help"], ["generate", "--gpus", "1,2", "--out-dir", "."]],
+    ids=["help", "auto-dry-run", "check-help", "generate"],
+)
+def test_cli_runs_without_heavy_imports(argv, tmp_path):
+    body = (
+        "from ds_wizard.cli import main\n"
+        f"sys.argv = ['ds-wizard', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+    )
+    assert loaded_after(body, cwd=tmp_path) == []

@@ -1,0 +1,360 @@
+"""Pilot tests of the wizard: each screen, and full keyboard walk-throughs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input, OptionList, Static
+from textual.widgets._toast import Toast
+
+from ds_wizard.app import make_app
+from test_tui_fakes import fake_gpus, isolated, no_gpus  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("isolated")]
+
+
+def text_of(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+async def settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def clear_and_type(pilot, text: str) -> None:
+    await pilot.press("end", "ctrl+u", *list(text))
+
+
+async def to_batch(pilot) -> None:
+    await settle(pilot)
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    assert pilot.app.screen.step == "batch"
+
+
+def auto_cli(output: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ds_wizard.cli", "--auto", *args, "--output", str(output)],
+        capture_output=True, text=True, timeout=60, cwd=output.parent,
+    )
+
+
+# -- the walk-throughs the issue asks for ------------------------------------------------
+async def test_walkthrough_saves_what_auto_writes(isolated: Path) -> None:
+    app = make_app(fake_gpus(4), output="tui.json", cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.screen.step == "gpus"
+        assert "4 GPU(s) detected" in text_of(app, "#gpu-status")
+        assert app.screen.query_one("#gpu-table", DataTable).row_count == 4
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "preset"
+        table = app.screen.query_one("#preset-table", DataTable)
+        table.focus()
+        await pilot.press("down", "up")  # 7b_mamba is the first row
+        assert app.state.preset is not None and app.state.preset.name == "7b_mamba"
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "batch"
+        assert app.focused is not None and app.focused.id == "micro"
+        await clear_and_type(pilot, "4")
+        await pilot.press("tab")
+        await clear_and_type(pilot, "8")
+        await pilot.pause()
+        formula = app.screen.query_one("#formula", Static)
+        assert "128 = 4 × 8 × 4" in str(formula.render())
+        assert formula.has_class("ok") and not formula.has_class("bad")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "review"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "check: valid" in text_of(app, "#verdict")
+    saved = isolated / "tui.json"
+    cli = auto_cli(isolated / "cli.json", "--num-gpus", "4", "--preset", "7b_mamba")
+    assert cli.returncode == 0, cli.stderr
+    assert saved.read_bytes() == (isolated / "cli.json").read_bytes()
+
+
+async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await clear_and_type(pilot, "4")
+        await pilot.press("tab")
+        await clear_and_type(pilot, "8")
+        # derive nothing: all three values go to DeepSpeed, as in a hand-written file
+        await pilot.press("ctrl+g", "ctrl+g", "ctrl+g")
+        assert app.state.derive == "none"
+        await pilot.press("tab")
+        assert app.focused is not None and app.focused.id == "global"
+        await clear_and_type(pilot, "16")
+        await pilot.pause()
+        formula = app.screen.query_one("#formula", Static)
+        shown = str(formula.render())
+        assert "16 != 4 × 8 × 4" in shown
+        assert ("Check batch related parameters. train_batch_size is not equal to "
+                "micro_batch_per_gpu * gradient_acc_step * world_size 16 != 4 * 8 * 4") in shown
+        assert formula.has_class("bad")
+        # DeepSpeed would refuse it, so the wizard does too
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "batch"
+        assert any("DeepSpeed would reject" in str(t.render()) for t in app.screen.query(Toast)) \
+            or app.screen.step == "batch"
+
+
+# -- GPUs ----------------------------------------------------------------------------------
+async def test_gpu_screen_nodes_and_cuda_visible_devices() -> None:
+    app = make_app(fake_gpus(2, cvd="2,3"), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert "CUDA_VISIBLE_DEVICES=2,3" in text_of(app, "#gpu-status")
+        app.screen.query_one("#nodes", Input).focus()
+        await clear_and_type(pilot, "3")
+        await pilot.pause()
+        assert app.state.world_size == 6
+        assert "world size: 6" in text_of(app, "#gpu-summary")
+        await clear_and_type(pilot, "x")
+        await pilot.pause()
+        assert "'x' is not a whole number" in text_of(app, "#gpu-summary")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "gpus"
+
+
+async def test_gpu_screen_without_gpu_offers_count_and_cpu_demo() -> None:
+    app = make_app(no_gpus, cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert "No GPU found" in text_of(app, "#no-gpu")
+        assert not app.screen.query_one("#gpu-table").display
+        await pilot.press("ctrl+n")  # nothing to train on yet
+        await pilot.pause()
+        assert app.screen.step == "gpus"
+        app.screen.query_one("#per-node", Input).focus()
+        await clear_and_type(pilot, "8")
+        await pilot.pause()
+        assert app.state.world_size == 8
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+        assert app.state.cpu_demo and app.state.world_size == 2
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.state.preset is not None and app.state.preset.name == "tiny_mamba"
+
+
+# -- preset --------------------------------------------------------------------------------
+async def test_preset_screen_lists_exact_counts_and_loads_a_path(isolated: Path) -> None:
+    custom = isolated / "mine.toml"
+    builtin = (Path(__file__).parents[1] / "presets" / "tiny_mamba.toml").read_text()
+    custom.write_text(builtin.replace('description = "', 'description = "My copy: '))
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        table = app.screen.query_one("#preset-table", DataTable)
+        names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        assert {"7b_mamba", "tiny_mamba", "mamba_130m", "mamba2_130m"} <= set(names)
+        row = table.get_row_at(names.index("7b_mamba"))
+        assert str(row[2]) == "6,945,935,360" and str(row[1]) == "mamba1"
+        assert "6,945,935,360" in text_of(app, "#preset-desc")
+        await pilot.press("ctrl+o")
+        await pilot.press(*list(str(custom)), "enter")
+        await pilot.pause()
+        assert app.state.preset is not None and app.state.preset.path == custom
+        assert "My copy" in text_of(app, "#preset-desc")
+        app.screen.query_one("#preset-path", Input).focus()
+        await pilot.press(*list("nope.toml"), "enter")
+        await pilot.pause()
+        assert app.state.preset.path == custom  # a bad path changes nothing
+
+
+async def test_preset_screen_saves_a_user_preset(isolated: Path) -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press(*list("my_7b"), "enter")
+        await pilot.pause()
+        saved = isolated.parent / "config" / "presets" / "my_7b.toml"
+        assert saved.is_file()
+        assert app.state.preset is not None and app.state.preset.name == "my_7b"
+
+
+# -- batch ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("typed, inline, deepspeed", [
+    ("abc", "'abc' is not a whole number", None),
+    ("0", "must be 1 or more", "Train batch size: 0 has to be greater than 0"),
+    ("-3", "must be 1 or more", "has to be greater than 0"),
+    ("4.5", "'4.5' is not a whole number", None),
+])
+async def test_batch_bad_text_is_an_inline_error(typed: str, inline: str,
+                                                 deepspeed: str | None) -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await clear_and_type(pilot, typed)
+        await pilot.pause()
+        assert inline in text_of(app, "#field-errors")
+        if deepspeed:
+            assert deepspeed in text_of(app, "#formula")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "batch"
+
+
+async def test_batch_derived_gas_floors_like_deepspeed() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await pilot.press("ctrl+g")  # derive gradient accumulation
+        assert app.state.derive == "gas"
+        assert app.screen.query_one("#gas", Input).disabled
+        app.screen.query_one("#global", Input).focus()
+        await clear_and_type(pilot, "100")
+        await pilot.pause()
+        # (100 // 4) // 4 = 6, then 100 != 4 * 6 * 4: DeepSpeed's flooring, shown as is
+        assert app.screen.query_one("#gas", Input).value == "6"
+        assert "100 != 4 * 6 * 4" in text_of(app, "#formula")
+        pairs = app.screen.query_one("#pairs", OptionList)
+
+        def labels() -> list[str]:
+            return [str(pairs.get_option_at_index(i).prompt) for i in range(pairs.option_count)]
+
+        assert [x.strip() for x in labels()] == ["25 × 1 × 4", "5 × 5 × 4", "1 × 25 × 4"]
+        await clear_and_type(pilot, "102")  # not a multiple of 4 ranks
+        await pilot.pause()
+        assert [x.strip() for x in labels()] == ["use global 100 (nearest below)",
+                                                 "use global 104 (nearest above)"]
+        pairs.focus()
+        await pilot.press("end", "enter")  # nearest above
+        await pilot.pause()
+        assert app.state.global_text == "104"
+        assert "2 × 13 × 4" in [x.strip() for x in labels()]
+        pairs.focus()
+        await pilot.press("home", "down", "down", "enter")  # 26×1, 13×2, then 2×13
+        await pilot.pause()
+        assert "104 = 2 × 13 × 4" in text_of(app, "#formula")
+
+
+async def test_batch_pick_a_pair_and_tokens_per_step() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        assert "262,144" in text_of(app, "#tokens")  # 128 × 2048
+        pairs = app.screen.query_one("#pairs", OptionList)
+        pairs.focus()
+        await pilot.press("home", "down", "enter")  # 16 × 2
+        await pilot.pause()
+        assert (app.state.micro_text, app.state.gas_text) == ("16", "2")
+        assert "128 = 16 × 2 × 4" in text_of(app, "#formula")
+
+
+async def test_back_and_next_keep_choices() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await clear_and_type(pilot, "2")
+        await pilot.press("tab")
+        await clear_and_type(pilot, "16")
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "review"
+        assert '"train_micro_batch_size_per_gpu": 2' in app.screen.result.text
+        for _ in range(3):
+            await pilot.press("escape")
+            await pilot.pause()
+        assert app.screen.step == "gpus"
+        for _ in range(2):
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+        assert app.screen.step == "batch"
+        assert app.screen.query_one("#micro", Input).value == "2"
+        assert app.screen.query_one("#gas", Input).value == "16"
+        assert "128 = 2 × 16 × 4" in text_of(app, "#formula")
+
+
+async def test_resize_keeps_working() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        for size in ((60, 20), (160, 50), (80, 24)):
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            assert app.screen.query_one("#formula").region.width > 0
+        await clear_and_type(pilot, "8")
+        await pilot.pause()
+        assert "256 = 8 × 8 × 4" in text_of(app, "#formula")
+
+
+# -- review --------------------------------------------------------------------------------
+async def test_review_diff_backup_check_and_command(isolated: Path) -> None:
+    target = isolated / "ds_config.json"
+    old = '{\n  "train_batch_size": 16,\n  "train_micro_batch_size_per_gpu": 4\n}\n'
+    target.write_text(old)
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await to_batch(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        diff = app.screen.query_one("#diff", Static)
+        assert '-  "train_batch_size": 16,' in diff.content.code  # type: ignore[union-attr]
+        command = text_of(app, "#command")
+        assert "ds-wizard --auto --num-gpus 4 --preset 7b_mamba --output ds_config.json" \
+            in command
+        await pilot.press("ctrl+t")
+        assert app.screen.query_one("#review-tabs").active == "tab-diff"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert (isolated / "ds_config.json.bak").read_text() == old
+        assert '"train_batch_size": 128' in target.read_text()
+        verdict = text_of(app, "#verdict")
+        assert "check: valid" in verdict and "ds_config.json.bak" in verdict
+        assert "already holds exactly this config" in str(diff.render())
+
+
+async def test_review_unwritable_path_is_a_one_line_error(isolated: Path) -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#output", Input).focus()
+        await clear_and_type(pilot, "no/such/dir/x.json")
+        await pilot.press("enter")  # Enter in the path field saves
+        await pilot.pause()
+        assert "directory" in text_of(app, "#verdict") and "✘" in text_of(app, "#verdict")
+        assert not (isolated / "no").exists()
+
+
+async def test_command_palette_offers_main_actions() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for wanted in ("Next step", "Back", "Save config", "Launch training", "Go to Batch",
+                       "CPU demo run"):
+            assert wanted in titles
+        for landed in ("preset", "batch"):
+            # a jump ahead stops at the first step not seen yet: the preset has no default
+            # until its screen has shown one
+            await pilot.press("ctrl+p")
+            await pilot.pause()
+            await pilot.press(*list("go to batch"))
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.screen.step == landed

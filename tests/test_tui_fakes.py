@@ -1,0 +1,140 @@
+"""Shared fakes for the TUI tests: NVML results, a scripted job, an isolated environment.
+
+The fakes go in through ``make_app(...)`` — the same door the CLI uses — never by
+patching ds_wizard.core.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ds_wizard.core.gpus import GpuInfo, GpuReport
+
+GIB = 2**30
+
+
+def fake_gpus(count: int = 4, name: str = "NVIDIA H100 80GB HBM3", memory_gib: int = 80,
+              cc: tuple[int, int] = (9, 0), cvd: str | None = None):
+    """A GPU probe returning what NVML would report for ``count`` identical GPUs."""
+
+    def probe() -> GpuReport:
+        gpus = [GpuInfo(i, i, name, memory_gib * GIB, cc, f"GPU-fake-{i}") for i in range(count)]
+        return GpuReport(gpus, "550.54.15", None if gpus else "no NVIDIA driver or GPU found",
+                         cvd)
+
+    return probe
+
+
+def no_gpus() -> GpuReport:
+    return GpuReport([], None, "no NVIDIA driver or GPU found (NVML: Driver Not Loaded)", None)
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with no local, team or user presets: only the built-in ones."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setenv("DS_WIZARD_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("DS_WIZARD_PRESET_PATH", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.chdir(work)
+    return work
+
+
+FAKE_TRAINER = textwrap.dedent(
+    """
+    import json, signal, sys, time
+    run_dir, steps, fail = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "fail"
+    stop = False
+    def on_signal(signum, frame):
+        global stop
+        stop = True
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print("[fake] starting", flush=True)
+    with open(run_dir + "/metrics.jsonl", "a") as m:
+        for step in range(1, steps + 1):
+            if stop:
+                print("[fake] stop requested: checkpoint saved", flush=True)
+                sys.exit(130)
+            loss = 5.0 / step
+            print(f"step {step} loss {loss:.4f}", flush=True)
+            m.write(json.dumps({"step": step, "loss": loss, "tokens_per_s": 1000.0 * step,
+                                "elapsed": float(step)}) + "\\n")
+            m.flush()
+            time.sleep(0.05 if steps < 50 else 0.2)
+    if fail:
+        print("RuntimeError: CUDA out of memory (fake)", file=sys.stderr, flush=True)
+        sys.exit(3)
+    print("[fake] done", flush=True)
+    """
+)
+
+
+class ScriptJob:
+    """A fake training job: a real child process in its own process group."""
+
+    def __init__(self, run_dir: Path, steps: int, fail: bool = False) -> None:
+        script = run_dir / "fake_train.py"
+        script.write_text(FAKE_TRAINER)
+        self.run_dir = run_dir
+        argv = [sys.executable, str(script), str(run_dir), str(steps),
+                "fail" if fail else "ok"]
+        self.command = " ".join(argv)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        self.pid = self.proc.pid
+
+    def lines(self) -> Iterator[str]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            yield line.rstrip("\n")
+
+    def stop(self) -> int | None:
+        try:
+            os.killpg(self.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            return self.proc.wait()
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+
+def script_job_factory(tmp_path: Path, steps: int = 5, fail: bool = False):
+    jobs: list[ScriptJob] = []
+
+    def factory(state) -> ScriptJob:
+        run_dir = tmp_path / f"run{len(jobs)}"
+        run_dir.mkdir()
+        job = ScriptJob(run_dir, steps, fail)
+        jobs.append(job)
+        return job
+
+    factory.jobs = jobs  # type: ignore[attr-defined]
+    return factory
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
