@@ -54,9 +54,8 @@ _BASE = tuple(
     for d, layers, micro, seq in (
         (64, 1, 1, 32),
         (64, 2, 2, 32),
-        (128, 2, 1, 64),
-        (96, 3, 3, 40),
-        (128, 4, 2, 48),
+        (128, 2, 1, 48),
+        (96, 3, 3, 24),
     )
 )
 GRID: tuple[Point, ...] = (
@@ -64,8 +63,8 @@ GRID: tuple[Point, ...] = (
     # other state sizes, head widths and chunk lengths, so no two terms coincide
     Point("mamba1", 80, 2, 2, 24, "bf16", d_state=8),
     Point("mamba1", 80, 2, 2, 24, "fp32", d_state=8),
-    Point("mamba2", 128, 2, 2, 72, "bf16", d_state=8, headdim=32, chunk_size=32),
-    Point("mamba2", 128, 2, 2, 72, "fp32", d_state=32, headdim=64, chunk_size=8),
+    Point("mamba2", 128, 2, 2, 40, "bf16", d_state=8, headdim=32, chunk_size=32),
+    Point("mamba2", 128, 2, 2, 40, "fp32", d_state=32, headdim=64, chunk_size=8),
 )
 
 
@@ -143,14 +142,17 @@ def rows(grid: tuple[Point, ...] = GRID) -> list[dict]:
 
 def markdown(table: list[dict]) -> str:
     lines = [
-        "| arch | d_model | layers | micro | seq_len | dtype | measured (KiB) | "
-        "estimate (KiB) | error |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| arch | d_model | state / head / chunk | layers | micro | seq_len | dtype | "
+        "measured (KiB) | estimate (KiB) | error |",
+        "|---|---:|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in table:
         p = r["point"]
+        shape = (f"{p.d_state}" if p.arch == "mamba1"
+                 else f"{p.d_state} / {p.headdim} / {p.chunk_size}")
         lines.append(
-            f"| {p.arch} | {p.d_model} | {p.n_layer} | {p.micro} | {p.seq_len} | {p.dtype} | "
+            f"| {p.arch} | {p.d_model} | {shape} | {p.n_layer} | {p.micro} | {p.seq_len} | "
+            f"{p.dtype} | "
             f"{r['measured'] / 1024:,.1f} | {r['predicted'] / 1024:,.1f} | "
             f"{r['error'] * 100:+.1f}% |"
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,14 +33,22 @@ def cli_path() -> str:
     return str(here) if here.exists() else (shutil.which("ds-wizard") or "ds-wizard")
 
 
-def time_runs(cmd: list[str], runs: int, cwd: str) -> list[float]:
-    times = []
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_runs(cmd: list[str], runs: int, cwd: str) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU seconds per run. CPU time is the steadier figure on a shared
+    machine: it does not count time spent waiting for a core."""
+    walls, cpus = [], []
     for _ in range(runs):
-        start = time.perf_counter()
+        cpu0, start = _child_cpu(), time.perf_counter()
         subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return times
+        walls.append(time.perf_counter() - start)
+        cpus.append(_child_cpu() - cpu0)
+    return walls, cpus
 
 
 def main() -> int:
@@ -60,25 +69,27 @@ def main() -> int:
          args.deepspeed_runs),
     ]
     results = {}
+    load_before = f"{os.getloadavg()[0]:.2f}"
     # an empty directory: no ./presets or config files nearby change what is measured
     with tempfile.TemporaryDirectory() as cwd:
         env_note = os.environ.get("PYTHONDONTWRITEBYTECODE")
         for label, cmd, runs in cases:
             results[label] = time_runs(cmd, runs, cwd)
     width = max(len(label) for label in results)
-    print(f"{'command':<{width}} | runs | median s | min s | max s")
-    print(f"{'-' * width}-|------|----------|-------|------")
-    for label, times in results.items():
-        print(f"{label:<{width}} | {len(times):>4} | {statistics.median(times):>8.3f} | "
-              f"{min(times):>5.3f} | {max(times):>5.3f}")
-    auto = statistics.median(results[cases[0][0]])
-    ds = statistics.median(results[cases[3][0]])
+    print(f"{'command':<{width}} | runs | median s | min s | max s | median CPU s")
+    print(f"{'-' * width}-|------|----------|-------|-------|-------------")
+    for label, (walls, cpus) in results.items():
+        print(f"{label:<{width}} | {len(walls):>4} | {statistics.median(walls):>8.3f} | "
+              f"{min(walls):>5.3f} | {max(walls):>5.3f} | {statistics.median(cpus):>12.3f}")
+    auto = statistics.median(results[cases[0][0]][0])
+    ds = statistics.median(results[cases[3][0]][0])
     speedup = ds / auto
     print()
     print(f"--auto median {auto:.3f} s (target < {TARGET_SECONDS} s): "
           f"{'OK' if auto < TARGET_SECONDS else 'MISSED'}")
     print(f"speed-up over import deepspeed: {speedup:.1f}x (target >= {TARGET_SPEEDUP:g}x): "
           f"{'OK' if speedup >= TARGET_SPEEDUP else 'MISSED'}")
+    print(f"load average before/after: {load_before} / {os.getloadavg()[0]:.2f}")
     print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}, "
           f"PYTHONDONTWRITEBYTECODE={env_note!r}")
     return 0

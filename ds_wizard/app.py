@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import ClassVar
 
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from ds_wizard.core.gpus import GpuProbe, detect_gpus
@@ -36,7 +37,7 @@ class WizardApp(App[None]):
     CSS_PATH = "screens/wizard.tcss"
     TITLE = "ds-wizard"
     ENABLE_COMMAND_PALETTE = True
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
@@ -180,18 +181,33 @@ def make_app(
     output: str | Path = "ds_config.json",
     cwd: str | Path | None = None,
     cursor_blink: bool = True,
+    steps: int | None = None,
 ) -> WizardApp:
     """Build the wizard. Tests pass fake GPUs, a fake job and ``cursor_blink=False``."""
-    state = WizardState(output=str(output))
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    state = WizardState(output=str(output), runs_dir=base / "runs", train_steps=steps)
     return WizardApp(
         gpu_probe=gpu_probe or detect_gpus,
         job_factory=job_factory or default_job_factory,
         state=state,
-        cwd=Path(cwd) if cwd is not None else Path.cwd(),
+        cwd=base,
         cursor_blink=cursor_blink,
     )
 
 
 def run() -> None:
-    """Entry point for a bare ``ds-wizard``."""
-    make_app().run()
+    """Entry point for a bare ``ds-wizard``.
+
+    The job runs in its own session, so a dropped SSH connection would not reach it:
+    on SIGHUP the app exits, and whatever way the app ends, a running job is stopped.
+    """
+    import signal
+
+    app = make_app()
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: app.exit())
+    try:
+        app.run()
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        if app.is_screen_installed("launch"):
+            app.launch_screen.stop_now()

@@ -6,6 +6,7 @@ Exit codes: 0 OK, 1 the config is invalid or a problem was found, 2 usage error.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
@@ -17,7 +18,30 @@ from ds_wizard.core.errors import DsWizardError
 
 
 class WizardGroup(click.Group):
-    """Turns DsWizardError into one ``error: …`` line and exit 1, anywhere below."""
+    """Turns DsWizardError into one ``error: …`` line and exit 1, anywhere below.
+
+    Subcommands can be registered lazily (``add_lazy_command``): their module is imported
+    only when that command runs or help lists it, so ``ds-wizard --auto`` does not pay
+    for every other command's imports at start-up.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy: dict[str, str] = {}
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        """Register ``module:attribute`` under ``name`` without importing it yet."""
+        self._lazy[name] = target
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self._lazy.pop(cmd_name, None)
+        if target is not None:
+            module, attribute = target.split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -51,21 +75,17 @@ def main(ctx: click.Context, auto: bool, **auto_params: Any) -> None:
         click.echo(ctx.get_help())
 
 
-from ds_wizard.commands.presets import presets  # noqa: E402
-
-main.add_command(presets)
-
-from ds_wizard.commands.check import check  # noqa: E402
-from ds_wizard.commands.fix import fix  # noqa: E402
-from ds_wizard.commands.generate import generate  # noqa: E402
-from ds_wizard.commands.gpus import gpus  # noqa: E402
-
-for _command in (check, fix, generate, gpus):
-    main.add_command(_command)
-
-from ds_wizard.commands.plan import plan  # noqa: E402
-
-main.add_command(plan)
+# Lazily registered (see WizardGroup): "name": "module:attribute".
+for _name, _target in {
+    "presets": "ds_wizard.commands.presets:presets",
+    "check": "ds_wizard.commands.check:check",
+    "fix": "ds_wizard.commands.fix:fix",
+    "generate": "ds_wizard.commands.generate:generate",
+    "gpus": "ds_wizard.commands.gpus:gpus",
+    "plan": "ds_wizard.commands.plan:plan",
+    "launch": "ds_wizard.commands.launch:launch",
+}.items():
+    main.add_lazy_command(_name, _target)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -153,3 +153,14 @@ def test_auto_set_override_and_usage_errors(runner):
     assert runner.invoke(main, ["--auto", "gpus"]).exit_code == 2
     unknown = runner.invoke(main, ["--auto", "--num-gpus", "4", "--preset", "nope"])
     assert unknown.exit_code == 1 and unknown.stderr.startswith("error: ")
+
+
+def test_auto_rerun_leaves_an_identical_file_and_its_backup_alone(runner, tmp_path):
+    out = tmp_path / "ds.json"
+    out.write_text("{}")
+    assert runner.invoke(main, ["--auto", "--num-gpus", "4", "-o", str(out)]).exit_code == 0
+    written = out.read_bytes()
+    again = runner.invoke(main, ["--auto", "--num-gpus", "4", "-o", str(out)])
+    assert again.exit_code == 0 and "left as it is" in again.output
+    assert out.read_bytes() == written
+    assert (tmp_path / "ds.json.bak").read_text() == "{}"

@@ -175,3 +175,30 @@ def test_parse_errors_are_one_line(raw, needle):
         parse_config_bytes(raw, "cfg.json")
     text = info.value.one_line()
     assert needle in text and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"train_batch_size": 128, "train_micro_batch_size_per_gpu": 4.5,
+         "gradient_accumulation_steps": 8},
+        {"train_batch_size": 128.0, "train_micro_batch_size_per_gpu": 4},
+        {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 0.0},
+        {"train_batch_size": 16, "gradient_accumulation_steps": True},
+        {"train_batch_size": 10**30, "train_micro_batch_size_per_gpu": 4,
+         "gradient_accumulation_steps": 8},
+        {"train_batch_size": float("nan"), "train_micro_batch_size_per_gpu": 4},
+        {"train_batch_size": -16, "train_micro_batch_size_per_gpu": 4},
+    ],
+    ids=["float-micro", "float-train", "float-zero", "bool", "huge", "nan", "negative"],
+)
+def test_verdict_on_odd_numbers_matches_deepspeed(cfg):
+    """Floats and booleans are errors for us, but the DeepSpeed verdict we quote must be
+    the one DeepSpeed really gives for them."""
+    theirs = deepspeed_verdict(cfg, 4)
+    ours = check_config(cfg, 4)
+    assert not ours.valid
+    if theirs.valid:
+        assert ours.deepspeed_error is None
+    else:
+        assert ours.deepspeed_error == f"{theirs.error_type}: {theirs.message}"

@@ -130,3 +130,25 @@ def test_seed_scenario_as_real_processes(tmp_path):
     assert "✅ Batch size validated: 128 = 4 × 8 × 4" in auto.stdout
     for proc in (check, fix, auto):
         assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_check_json_reports_unreadable_files_as_json(runner, tmp_path):
+    cfg = tmp_path / "broken.json"
+    cfg.write_text("{")
+    result = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and "invalid JSON at line 1:2" in data["errors"][0]
+    assert result.stderr.startswith("error: ")
+
+
+def test_hf_auto_precision_is_not_reported_as_both_enabled(runner, tmp_path):
+    cfg = tmp_path / "hf.json"
+    cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128,
+                               "fp16": {"enabled": "auto"}, "bf16": {"enabled": "auto"}}))
+    result = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--json"])
+    errors = json.loads(result.stdout)["errors"]
+    assert result.exit_code == 1
+    assert any('"auto" in' in e and "fp16.enabled" in e and "bf16.enabled" in e
+               for e in errors), errors
+    assert not any("both enabled" in e for e in errors)

@@ -7,13 +7,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_tui_fakes import fake_gpus, isolate, no_gpus
 from textual.widgets import DataTable, Input, OptionList, Static
 from textual.widgets._toast import Toast
 
 from ds_wizard.app import make_app
-from test_tui_fakes import fake_gpus, isolated, no_gpus  # noqa: F401  (fixture)
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("isolated")]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("work")]
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return isolate(tmp_path, monkeypatch)
 
 
 def text_of(app, selector: str) -> str:
@@ -47,7 +52,7 @@ def auto_cli(output: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 # -- the walk-throughs the issue asks for ------------------------------------------------
-async def test_walkthrough_saves_what_auto_writes(isolated: Path) -> None:
+async def test_walkthrough_saves_what_auto_writes(work: Path) -> None:
     app = make_app(fake_gpus(4), output="tui.json", cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -78,10 +83,10 @@ async def test_walkthrough_saves_what_auto_writes(isolated: Path) -> None:
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "check: valid" in text_of(app, "#verdict")
-    saved = isolated / "tui.json"
-    cli = auto_cli(isolated / "cli.json", "--num-gpus", "4", "--preset", "7b_mamba")
+    saved = work / "tui.json"
+    cli = auto_cli(work / "cli.json", "--num-gpus", "4", "--preset", "7b_mamba")
     assert cli.returncode == 0, cli.stderr
-    assert saved.read_bytes() == (isolated / "cli.json").read_bytes()
+    assert saved.read_bytes() == (work / "cli.json").read_bytes()
 
 
 async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
@@ -153,8 +158,8 @@ async def test_gpu_screen_without_gpu_offers_count_and_cpu_demo() -> None:
 
 
 # -- preset --------------------------------------------------------------------------------
-async def test_preset_screen_lists_exact_counts_and_loads_a_path(isolated: Path) -> None:
-    custom = isolated / "mine.toml"
+async def test_preset_screen_lists_exact_counts_and_loads_a_path(work: Path) -> None:
+    custom = work / "mine.toml"
     builtin = (Path(__file__).parents[1] / "presets" / "tiny_mamba.toml").read_text()
     custom.write_text(builtin.replace('description = "', 'description = "My copy: '))
     app = make_app(fake_gpus(4), cursor_blink=False)
@@ -179,7 +184,7 @@ async def test_preset_screen_lists_exact_counts_and_loads_a_path(isolated: Path)
         assert app.state.preset.path == custom  # a bad path changes nothing
 
 
-async def test_preset_screen_saves_a_user_preset(isolated: Path) -> None:
+async def test_preset_screen_saves_a_user_preset(work: Path) -> None:
     app = make_app(fake_gpus(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
@@ -189,7 +194,7 @@ async def test_preset_screen_saves_a_user_preset(isolated: Path) -> None:
         await pilot.pause()
         await pilot.press(*list("my_7b"), "enter")
         await pilot.pause()
-        saved = isolated.parent / "config" / "presets" / "my_7b.toml"
+        saved = work.parent / "config" / "presets" / "my_7b.toml"
         assert saved.is_file()
         assert app.state.preset is not None and app.state.preset.name == "my_7b"
 
@@ -301,8 +306,8 @@ async def test_resize_keeps_working() -> None:
 
 
 # -- review --------------------------------------------------------------------------------
-async def test_review_diff_backup_check_and_command(isolated: Path) -> None:
-    target = isolated / "ds_config.json"
+async def test_review_diff_backup_check_and_command(work: Path) -> None:
+    target = work / "ds_config.json"
     old = '{\n  "train_batch_size": 16,\n  "train_micro_batch_size_per_gpu": 4\n}\n'
     target.write_text(old)
     app = make_app(fake_gpus(4), cursor_blink=False)
@@ -319,14 +324,14 @@ async def test_review_diff_backup_check_and_command(isolated: Path) -> None:
         assert app.screen.query_one("#review-tabs").active == "tab-diff"
         await pilot.press("ctrl+s")
         await pilot.pause()
-        assert (isolated / "ds_config.json.bak").read_text() == old
+        assert (work / "ds_config.json.bak").read_text() == old
         assert '"train_batch_size": 128' in target.read_text()
         verdict = text_of(app, "#verdict")
         assert "check: valid" in verdict and "ds_config.json.bak" in verdict
         assert "already holds exactly this config" in str(diff.render())
 
 
-async def test_review_unwritable_path_is_a_one_line_error(isolated: Path) -> None:
+async def test_review_unwritable_path_is_a_one_line_error(work: Path) -> None:
     app = make_app(fake_gpus(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
@@ -337,7 +342,7 @@ async def test_review_unwritable_path_is_a_one_line_error(isolated: Path) -> Non
         await pilot.press("enter")  # Enter in the path field saves
         await pilot.pause()
         assert "directory" in text_of(app, "#verdict") and "✘" in text_of(app, "#verdict")
-        assert not (isolated / "no").exists()
+        assert not (work / "no").exists()
 
 
 async def test_command_palette_offers_main_actions() -> None:

@@ -7,26 +7,21 @@ patching ds_wizard.core.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ds_wizard.core.gpus import GpuInfo, GpuReport
 
-GIB = 2**30
 
-
-def fake_gpus(count: int = 4, name: str = "NVIDIA H100 80GB HBM3", memory_gib: int = 80,
+def fake_gpus(count: int = 4, name: str = "NVIDIA H200", memory_mib: int = 143771,
               cc: tuple[int, int] = (9, 0), cvd: str | None = None):
     """A GPU probe returning what NVML would report for ``count`` identical GPUs."""
 
     def probe() -> GpuReport:
-        gpus = [GpuInfo(i, i, name, memory_gib * GIB, cc, f"GPU-fake-{i}") for i in range(count)]
+        gpus = [GpuInfo(i, i, name, memory_mib * 2**20, cc, f"GPU-fake-{i}") for i in range(count)]
         return GpuReport(gpus, "550.54.15", None if gpus else "no NVIDIA driver or GPU found",
                          cvd)
 
@@ -37,8 +32,7 @@ def no_gpus() -> GpuReport:
     return GpuReport([], None, "no NVIDIA driver or GPU found (NVML: Driver Not Loaded)", None)
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with no local, team or user presets: only the built-in ones."""
     work = tmp_path / "work"
     work.mkdir()
@@ -52,7 +46,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 FAKE_TRAINER = textwrap.dedent(
     """
     import json, signal, sys, time
-    run_dir, steps, fail = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "fail"
+    run_dir, steps, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     stop = False
     def on_signal(signum, frame):
         global stop
@@ -68,10 +62,15 @@ FAKE_TRAINER = textwrap.dedent(
             loss = 5.0 / step
             print(f"step {step} loss {loss:.4f}", flush=True)
             m.write(json.dumps({"step": step, "loss": loss, "tokens_per_s": 1000.0 * step,
-                                "elapsed": float(step)}) + "\\n")
+                                "elapsed_s": float(step)}) + "\\n")
             m.flush()
             time.sleep(0.05 if steps < 50 else 0.2)
-    if fail:
+    while mode == "hold" and not stop:  # steady state, for screenshots
+        time.sleep(0.05)
+    if stop:
+        print("[fake] stop requested: checkpoint saved", flush=True)
+        sys.exit(130)
+    if mode == "fail":
         print("RuntimeError: CUDA out of memory (fake)", file=sys.stderr, flush=True)
         sys.exit(3)
     print("[fake] done", flush=True)
@@ -79,47 +78,20 @@ FAKE_TRAINER = textwrap.dedent(
 )
 
 
-class ScriptJob:
-    """A fake training job: a real child process in its own process group."""
+def script_job_factory(tmp_path: Path, steps: int = 5, fail: bool = False, hold: bool = False):
+    """A job factory for the launch screen: a fake trainer under the real Supervisor."""
+    from ds_wizard.launcher import Supervisor
 
-    def __init__(self, run_dir: Path, steps: int, fail: bool = False) -> None:
-        script = run_dir / "fake_train.py"
-        script.write_text(FAKE_TRAINER)
-        self.run_dir = run_dir
-        argv = [sys.executable, str(script), str(run_dir), str(steps),
-                "fail" if fail else "ok"]
-        self.command = " ".join(argv)
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
-        self.pid = self.proc.pid
+    jobs: list[Supervisor] = []
 
-    def lines(self) -> Iterator[str]:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            yield line.rstrip("\n")
-
-    def stop(self) -> int | None:
-        try:
-            os.killpg(self.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            return self.proc.wait()
-
-    def wait(self) -> int:
-        return self.proc.wait()
-
-
-def script_job_factory(tmp_path: Path, steps: int = 5, fail: bool = False):
-    jobs: list[ScriptJob] = []
-
-    def factory(state) -> ScriptJob:
+    def factory(state) -> Supervisor:
         run_dir = tmp_path / f"run{len(jobs)}"
         run_dir.mkdir()
-        job = ScriptJob(run_dir, steps, fail)
+        script = run_dir / "fake_train.py"
+        script.write_text(FAKE_TRAINER)
+        argv = [sys.executable, str(script), str(run_dir), str(steps),
+                "fail" if fail else "hold" if hold else "ok"]
+        job = Supervisor(argv, run_dir=run_dir).start()
         jobs.append(job)
         return job
 

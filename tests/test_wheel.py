@@ -28,7 +28,6 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-@pytest.mark.slow
 def test_wheel_contains_every_builtin_preset(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = sorted(p.name for p in (ROOT / "presets").glob("*.toml"))
@@ -37,7 +36,6 @@ def test_wheel_contains_every_builtin_preset(wheel):
         assert f"ds_wizard/_builtin_presets/{name}" in names
 
 
-@pytest.mark.slow
 def test_installed_copy_loads_presets_outside_the_repo(wheel, tmp_path):
     target = tmp_path / "site"
     proc = subprocess.run(
@@ -58,7 +56,8 @@ def test_installed_copy_loads_presets_outside_the_repo(wheel, tmp_path):
         "print(count_params(p.spec.model))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target), "HOME": str(tmp_path),
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "DS_WIZARD_PRESET_PATH": ""}
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "DS_WIZARD_PRESET_PATH": "",
+           "DS_WIZARD_CONFIG_DIR": str(tmp_path / "config")}
     run = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -111,8 +111,11 @@ def run_auto(
         gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom, backend=backend,
     )
     backup = None
-    if not dry_run:
-        backup = atomic_write_text(output, dumps(result.config), backup=True)
+    text = dumps(result.config)
+    unchanged = output.is_file() and output.read_bytes() == text.encode("utf-8")
+    if not dry_run and not unchanged:
+        # an identical file is left alone, so re-running does not replace the backup
+        backup = atomic_write_text(output, text, backup=True)
     if as_json:
         data = result.to_dict()
         data["gpus_source"] = source
@@ -134,4 +137,5 @@ def run_auto(
     if dry_run:
         click.echo(f"Dry run: nothing written (would write {output})")
     else:
-        click.echo(f"Wrote {output}" + (f" (previous version: {backup})" if backup else ""))
+        click.echo(f"{output} already holds this config; left as it is" if unchanged else
+                   f"Wrote {output}" + (f" (previous version: {backup})" if backup else ""))

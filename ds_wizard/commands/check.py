@@ -14,6 +14,7 @@ from ds_wizard.core.checker import (
     check_config,
     load_config_file,
 )
+from ds_wizard.core.errors import ConfigFileError
 
 
 @click.command("check")
@@ -42,7 +43,16 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
       ds-wizard check ds.json --num-gpus 16 --tp 2     # data-parallel size 8
       ds-wizard check ds.json --json | jq .errors
     """
-    cfg = load_config_file(config)
+    try:
+        cfg = load_config_file(config)
+    except ConfigFileError as exc:
+        if not as_json:
+            raise
+        # scripts reading --json still get an object saying why
+        click.echo(f"error: {exc.one_line()}", err=True)
+        click.echo(json.dumps({"valid": False, "config": str(config),
+                               "errors": [exc.one_line()], "warnings": []}, indent=2))
+        click.get_current_context().exit(1)
     ws = resolve_world_size(num_gpus, tp, pp, sp)
     report = check_config(cfg, ws.data_parallel)
     memory = _memory_check(report, cfg, ws.data_parallel, preset_ref, gpu_memory)
@@ -64,8 +74,9 @@ def render_check(report: CheckReport, config: Path, ws: WorldSize) -> list[str]:
     if report.valid:
         lines = [f"✅ VALID: {config} for {ws.describe()}: {report.formula}"]
     else:
-        first = (report.formula if report.deepspeed_error and report.formula
-                 else report.deepspeed_error or report.errors[0])
+        # the seed's case reads best as the formula; anything else as its first problem
+        first = (report.formula if report.errors[0].startswith(DEEPSPEED_VERDICT)
+                 and "!=" in report.formula else report.errors[0])
         lines = [f"❌ INVALID: {config} for {ws.describe()}: {first}"]
     triplet = (
         ("train_batch_size", report.train_batch_size),
@@ -73,14 +84,23 @@ def render_check(report: CheckReport, config: Path, ws: WorldSize) -> list[str]:
         ("gradient_accumulation_steps", report.gradient_accumulation_steps),
     )
     for key, value in triplet:
-        note = " (derived by DeepSpeed)" if key in report.derived else ""
+        raw = report.written.get(key)
+        if (raw is not None and raw != value) or isinstance(raw, (bool, float, str)):
+            note = f"  (written as {json.dumps(raw)})"
+        elif key in report.derived:
+            note = "  (derived by DeepSpeed)"
+        else:
+            note = ""
         lines.append(f"  {key:<31} {'-' if value is None else value}{note}")
     if report.formula:
         needed = ""
         m, g = report.train_micro_batch_size_per_gpu, report.gradient_accumulation_steps
-        if not report.batch_valid and m and g and m > 0 and g > 0:
+        if "!=" in report.formula and m and g and m > 0 and g > 0:
             needed = f"  (micro × accumulation × world size = {m * g * report.world_size})"
-        lines.append(f"  {'formula':<31} {report.formula}{needed}")
+        label = "formula"
+        if (report.deepspeed_error or "").startswith("TypeError"):
+            label = "formula, once they are numbers"
+        lines.append(f"  {label:<31} {report.formula}{needed}")
     if report.deepspeed_error:
         lines.append(f"  DeepSpeed: {report.deepspeed_error}")
     else:

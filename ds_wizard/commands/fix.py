@@ -9,7 +9,13 @@ from typing import Any
 import click
 
 from ds_wizard.commands.worldsize import resolve_world_size, world_size_options
-from ds_wizard.core.checker import BATCH_KEYS, check_config, fix_config, load_config_file
+from ds_wizard.core.checker import (
+    BATCH_KEYS,
+    check_config,
+    fix_config,
+    load_config_file,
+    read_batch_value,
+)
 from ds_wizard.core.fsio import atomic_write_text
 
 
@@ -61,9 +67,12 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
             click.echo(f"  {key:<31} {old}" + ("  (kept)" if key in kept else ""))
         else:
             click.echo(f"  {key:<31} {old} → {new}")
-    before_text = before.formula or "incomplete"
-    verdict = f"DeepSpeed: {before.error}" if before.error else "values not usable as written"
-    click.echo(f"before: {before_text}   ✗ {verdict}")
+    if before.error:
+        click.echo(f"before: {before.formula or 'incomplete'}   ✗ DeepSpeed: {before.error}")
+    else:
+        odd = [v for v in (read_batch_value(cfg, k) for k in BATCH_KEYS) if v.problem]
+        click.echo("before: ✗ not usable as written: "
+                   + ", ".join(f"{v.key}={json.dumps(v.raw)}" for v in odd))
     click.echo(f"after:  {after.formula}   ✅")
     if dry_run:
         click.echo(f"dry run: {target} not written")

@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
-from ds_wizard.core.auto import AutoResult, auto_configure
-from ds_wizard.core.dsconfig import dumps
 from ds_wizard.core.errors import WriteError
 from ds_wizard.core.fsio import atomic_write_text
 
@@ -71,11 +69,15 @@ def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_
       ds-wizard generate --preset mamba_1.4b --gpus 8,16 --out-dir configs/
       ds-wizard generate --preset tiny_mamba --gpus 2 --set batch.micro_batch=2
     """
+    # imported here: the config builder and memory model are not needed for --help
+    from ds_wizard.core.auto import auto_configure
+    from ds_wizard.core.dsconfig import dumps
+
     preset = resolve_preset(preset_ref, sets)
     if not out_dir.is_dir():
         raise WriteError(f"output directory {out_dir} does not exist",
                          "create it first, or pass an existing --out-dir")
-    results: list[tuple[int, AutoResult]] = []
+    results = []
     for n in gpu_counts:
         results.append((n, auto_configure(preset, n, precision=precision,
                                           zero_stage=zero_stage)))

@@ -210,6 +210,8 @@ class CheckReport:
     deepspeed_error: str | None = None
     derived: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
+    # the three batch values exactly as the file has them (None when absent)
+    written: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batch_valid(self) -> bool:
@@ -228,23 +230,32 @@ def check_config(cfg: dict[str, Any], world_size: int) -> CheckReport:
     suggestions: list[str] = []
 
     values = {k: read_batch_value(cfg, k) for k in BATCH_KEYS}
-    unusable = [v for v in values.values() if v.present and v.value is None]
     errors += [v.problem for v in values.values() if v.problem]
-
+    # shown to the user: the values as the integers they stand for ("8" → 8)
     res = batchmath.resolve(values[TRAIN].value, values[MICRO].value, values[GAS].value,
                             world_size)
     ds_error = None
-    if unusable:
+    not_numbers = [v for v in values.values()
+                   if v.present and not isinstance(v.raw, (int, float))]
+    if not_numbers:
         ds_error = (
             "TypeError: DeepSpeed cannot compute with "
-            + ", ".join(f"{v.key}={json.dumps(v.raw)}" for v in unusable)
+            + ", ".join(f"{v.key}={json.dumps(v.raw)}" for v in not_numbers)
         )
-    elif any(isinstance(v.raw, str) for v in values.values()):
-        ds_error = "TypeError: DeepSpeed cannot do arithmetic on a batch size written as a string"
-    elif not res.valid:
-        ds_error = f"{res.error_type}: {res.error}"
-        errors.insert(0, f"{DEEPSPEED_VERDICT} {ds_error}")
-    if not res.valid or ds_error:
+    else:
+        # DeepSpeed's verdict on the raw numbers: it does the same arithmetic on floats
+        # and booleans, so its message is reproduced for them too
+        raw = batchmath.resolve(values[TRAIN].raw, values[MICRO].raw, values[GAS].raw,
+                                world_size)
+        if not raw.valid:
+            message = raw.error
+            if raw.error_type == "ZeroDivisionError" and any(
+                isinstance(v.raw, float) for v in values.values()
+            ):
+                message = "float floor division by zero"  # Python's wording for floats
+            ds_error = f"{raw.error_type}: {message}"
+            errors.insert(0, f"{DEEPSPEED_VERDICT} {ds_error}")
+    if ds_error or not res.valid or any(v.problem for v in values.values()):
         suggestions += _batch_suggestions(cfg, world_size)
 
     errors += _precision_problems(cfg)
@@ -269,6 +280,7 @@ def check_config(cfg: dict[str, Any], world_size: int) -> CheckReport:
         deepspeed_error=ds_error,
         derived=list(res.derived),
         suggestions=suggestions,
+        written={k: v.raw for k, v in values.items()},
     )
 
 
@@ -288,7 +300,13 @@ def _batch_suggestions(cfg: dict[str, Any], world_size: int) -> list[str]:
 
 
 def _enabled(block: Any) -> bool:
-    return isinstance(block, dict) and block.get("enabled") not in (None, False, "false", 0)
+    # "auto" is reported on its own; under the HF Trainer only one of the two ends up on
+    if not isinstance(block, dict):
+        return False
+    flag = block.get("enabled")
+    if isinstance(flag, str):
+        return flag.strip().lower() == "true"
+    return bool(flag)
 
 
 def _precision_problems(cfg: dict[str, Any]) -> list[str]:

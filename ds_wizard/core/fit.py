@@ -248,13 +248,14 @@ MAX_SUGGESTED_GPUS = 4096
 
 def more_gpus_without_offload(spec: PresetSpec, ws: int, gpu: GpuMemory, headroom: float,
                               settings: dict[str, Any]) -> int | None:
-    """The smallest GPU count at which ZeRO-3 without offload fits one sample per GPU."""
+    """The smallest GPU count above ``ws`` at which ZeRO-3 without offload fits one sample per
+    GPU; None when it already fits on ``ws`` or never does."""
     kw = {k: v for k, v in settings.items() if k != "gpus_per_node"}
-    for n in range(ws + 1, MAX_SUGGESTED_GPUS + 1):
+    for n in range(ws, MAX_SUGGESTED_GPUS + 1):
         est = estimate(spec, world_size=n, micro_batch=1, zero_stage=3,
                        offload_optimizer=False, offload_param=False, **kw)
         if est.fits(gpu.bytes, headroom):
-            return n
+            return n if n > ws else None
         if est.model_states < 0.01 * gpu.bytes:
             return None  # only activations are left, and more GPUs do not shrink them
     return None
@@ -286,8 +287,8 @@ def fit_advice(spec: PresetSpec, ws: int, gpu: GpuMemory, headroom: float,
             continue
         kw = _settings(strat, world_size=ws, **settings)
         if estimate(spec, micro_batch=1, **kw).fits(gpu.bytes, headroom):
-            out.append(f"--zero-stage {strat.zero_stage}"
-                       + (" with offload" if strat.offload_optimizer else ""))
+            how = "" if strat.offload_optimizer else f" (--zero-stage {strat.zero_stage})"
+            out.append(f"{strat.label}{how}")
             break
     if not settings.get("activation_checkpointing", spec.train.activation_checkpointing):
         for strat in strategies:

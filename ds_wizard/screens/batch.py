@@ -6,18 +6,24 @@ and ``core.batch.solve`` for the valid (micro, gas) pairs.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
+from ds_wizard.core.errors import DsWizardError
 from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.state import (
     DERIVE_CHOICES,
     DERIVE_LABELS,
     BatchView,
+    ConfigResult,
+    build_config_text,
     default_batch,
     evaluate_batch,
 )
@@ -28,7 +34,7 @@ MAX_PAIRS = 12
 
 class BatchScreen(WizardScreen):
     step = "batch"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         *WizardScreen.BINDINGS,
         Binding("ctrl+g", "cycle_derive", "Derived value"),
         Binding("ctrl+r", "reset", "Preset default"),
@@ -201,10 +207,16 @@ class BatchScreen(WizardScreen):
 
     def _show_memory(self, view: BatchView) -> None:
         memory = self.query_one("#memory", Static)
-        line = _memory_line(self.state, view)
-        memory.display = line is not None
-        if line is not None:
-            memory.update(line)
+        res = view.resolution
+        if not view.valid or res is None or res.micro_batch is None or res.grad_accum is None:
+            memory.update("Memory per GPU: —")
+            return
+        try:
+            result = build_config_text(self.state, res.micro_batch, res.grad_accum)
+        except DsWizardError as exc:
+            memory.update(Text(f"✘ {exc.one_line()}", style="bold red"))
+            return
+        memory.update(memory_bar(result))
 
     def _show_pairs(self, view: BatchView) -> None:
         pairs = self.query_one("#pairs", OptionList)
@@ -257,6 +269,22 @@ class BatchScreen(WizardScreen):
         return None
 
 
-def _memory_line(state, view: BatchView) -> str | None:
-    """A per-GPU memory bar, when the memory model exists and a GPU size is known."""
-    return None
+
+def memory_bar(result: ConfigResult, width: int = 20) -> Text:
+    """``Memory/GPU ██████░░░░ 92.6 of 140.4 GiB · ZeRO-2`` — green when it fits."""
+    strategy = f"ZeRO-{result.zero_stage}" + (
+        f" + {result.offload} offload" if result.offload else "")
+    if result.memory_total is None or not result.memory_capacity:
+        return Text(f"Memory per GPU: not checked (GPU memory unknown) · {strategy}",
+                    style="dim")
+    total, capacity = result.memory_total, result.memory_capacity
+    fits = result.memory_usable is None or total <= result.memory_usable
+    filled = min(width, round(width * total / capacity))
+    text = Text("Memory per GPU ")
+    text.append("█" * filled, style="green" if fits else "red")
+    text.append("░" * (width - filled), style="dim")
+    text.append(f" {total / 2**30:.1f} of {capacity / 2**30:.1f} GiB", style="bold")
+    text.append(f" · {strategy}")
+    if not fits:
+        text.append(" · over the 90% headroom", style="red")
+    return text

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
@@ -15,7 +17,7 @@ from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
 
 class GpuScreen(WizardScreen):
     step = "gpus"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         *WizardScreen.BINDINGS,
         Binding("ctrl+r", "redetect", "Re-detect"),
         Binding("ctrl+t", "cpu_demo", "CPU demo"),

@@ -8,18 +8,18 @@ timer, so a chatty job costs one batched write per tick and the log stays bounde
 from __future__ import annotations
 
 import collections
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import Footer, Log, Sparkline, Static
 
+from ds_wizard.core.errors import DsWizardError
 from ds_wizard.messages import JobExited, JobStarted
 from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.dialogs import ConfirmScreen
@@ -58,7 +58,7 @@ def default_job_factory(state: WizardState) -> Job:
 
 class LaunchScreen(WizardScreen):
     step = "launch"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         *WizardScreen.BINDINGS,
         Binding("ctrl+l", "start", "Start"),
         Binding("ctrl+t", "stop", "Stop"),
@@ -77,6 +77,7 @@ class LaunchScreen(WizardScreen):
         self._last: dict[str, Any] = {}
         self._done = threading.Event()
         self._exit_after_stop = False
+        self._run_dir = ""
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.step)
@@ -137,9 +138,11 @@ class LaunchScreen(WizardScreen):
         """Thread worker: start the job, collect its lines until it exits."""
         try:
             job = factory(state)
-        except Exception as exc:  # any failure to start is shown, not raised into the UI
-            message = getattr(exc, "one_line", lambda: f"{type(exc).__name__}: {exc}")()
-            self.post_message(JobExited(-1, False, [], error=message))
+        except DsWizardError as exc:
+            self.post_message(JobExited(-1, False, [], error=exc.one_line()))
+            return
+        except OSError as exc:
+            self.post_message(JobExited(-1, False, [], error=f"{type(exc).__name__}: {exc}"))
             return
         self.job = job
         self.post_message(JobStarted(job.pid, job.command, str(job.run_dir or "")))
@@ -157,31 +160,20 @@ class LaunchScreen(WizardScreen):
         self.post_message(JobExited(code, self.stopping, list(self._tail)))
 
     def _follow_metrics(self, run_dir: Path) -> None:
-        """Thread: read complete new lines of metrics.jsonl until the job ends."""
+        """Thread: read complete new records of metrics.jsonl until the job ends."""
+        from ds_wizard.core.metrics import read_new_metrics
+
         path = run_dir / "metrics.jsonl"
         offset = 0
         while True:
             finished = self._done.wait(0.25)
-            try:
-                with path.open("rb") as fh:
-                    fh.seek(offset)
-                    chunk = fh.read()
-            except FileNotFoundError:
-                chunk = b""
-            # only whole lines: the writer may be half-way through one
-            end = chunk.rfind(b"\n") + 1
-            offset += end
-            for raw in chunk[:end].splitlines():
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    self._metrics.append(record)
+            records, offset = read_new_metrics(path, offset)
+            self._metrics.extend(records)
             if finished:
                 return
 
     def on_job_started(self, message: JobStarted) -> None:
+        self._run_dir = message.run_dir
         self.query_one("#launch-info", Static).update(
             f"[b]running[/b] pid {message.pid} · {message.run_dir}\n[dim]{message.command}[/dim]"
         )
@@ -268,6 +260,10 @@ class LaunchScreen(WizardScreen):
             tail = "\n".join(message.last_lines[-5:])
             result.update(f"✘ failed with exit code {message.returncode}\n{tail}")
         self._show_status()
+        if self._run_dir:
+            self.query_one("#launch-info", Static).update(
+                f"Last run: [b]{Path(self._run_dir).name}[/b] (train.log and metrics.jsonl "
+                "are there)\nPress [b]^l[/b] to start again.")
         if self._exit_after_stop:
             self.app.exit()
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from rich.syntax import Syntax
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Static
 
@@ -21,7 +22,7 @@ from ds_wizard.screens.state import save_current_as_preset
 
 class PresetScreen(WizardScreen):
     step = "preset"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         *WizardScreen.BINDINGS,
         Binding("ctrl+o", "open_path", "Load path"),
         Binding("ctrl+s", "save_user_preset", "Save as mine"),
@@ -102,7 +103,9 @@ class PresetScreen(WizardScreen):
         self.state.preset_ref = key
         self.state.preset = preset
         spec = preset.spec
-        where = str(preset.path) if preset.path else preset.source
+        # a shipped preset's absolute path says nothing useful and varies per install
+        where = str(preset.path) if preset.source == "path" or preset.path is None \
+            else f"{preset.source}: {preset.path.name}"
         desc.update(
             f"[b]{preset.name}[/b] · {spec.model.arch} · [b]{count_params(spec.model):,}[/b] "
             f"parameters\n{spec.description}\n[dim]{where}[/dim]"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import ClassVar
 
 from rich.syntax import Syntax
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
 
@@ -24,7 +25,7 @@ from ds_wizard.screens.state import (
 
 class ReviewScreen(WizardScreen):
     step = "review"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         *WizardScreen.BINDINGS,
         Binding("ctrl+s", "save", "Save"),
         Binding("ctrl+t", "toggle_view", "JSON/diff"),
@@ -64,12 +65,19 @@ class ReviewScreen(WizardScreen):
             self.query_one("#review-summary", Static).update("Finish the batch step first.")
             return
         micro, gas = state.chosen
-        self.result = build_config_text(state, micro, gas)
+        summary = self.query_one("#review-summary", Static)
+        try:
+            self.result = build_config_text(state, micro, gas)
+        except DsWizardError as exc:
+            self.result = None
+            summary.update(f"[$error]✘ {exc.one_line()}[/]")
+            return
         self.query_one("#json", Static).update(
             Syntax(self.result.text, "json", theme="ansi_dark", background_color="default"))
-        self.query_one("#review-summary", Static).update(
+        offload = f" + {self.result.offload} offload" if self.result.offload else ""
+        summary.update(
             f"✔ [b]{micro * gas * state.world_size} = {micro} × {gas} × {state.world_size}[/b]"
-            f" · {state.preset.name} · {state.world_size} rank(s)"
+            f" · {state.preset.name} · ZeRO-{self.result.zero_stage}{offload}"
         )
         self.query_one("#command", Static).update(
             f"[dim]Same file from a script:[/dim] {headless_command(state, micro, gas)}")
@@ -140,7 +148,7 @@ class ReviewScreen(WizardScreen):
         mark = "[$success]✔ check: valid[/]" if valid else "[$error]✘ check: invalid[/]"
         verdict.update(f"Saved {self.state.output}{kept} · {mark} · {' · '.join(lines)}")
         self._show_diff()
-        self.notify(f"Saved {target}")
+        self.notify(f"Saved {self.state.output}")
 
     def ready(self) -> str | None:
         if self.result is None:

@@ -26,6 +26,7 @@ DERIVE_LABELS = {
 }
 CPU_DEMO_PRESET = "tiny_mamba"
 CPU_DEMO_RANKS = 2
+CPU_DEMO_STEPS = 30  # long enough to see the loss fall, short enough for a laptop
 
 
 @dataclass
@@ -45,6 +46,14 @@ class WizardState:
     chosen: tuple[int, int] | None = None  # (micro, gas) once the batch step is valid
     output: str = "ds_config.json"
     saved_path: Path | None = None
+    runs_dir: Path = Path("runs")
+    train_steps: int | None = None  # None: the preset's total_steps
+
+    @property
+    def steps(self) -> int | None:
+        if self.train_steps is None and self.cpu_demo:
+            return CPU_DEMO_STEPS
+        return self.train_steps
 
     @property
     def ranks_per_node(self) -> int:
@@ -143,11 +152,9 @@ def headless_command(state: WizardState, micro: int, gas: int) -> str:
     if preset is not None and preset.source == "path" and preset.path is not None:
         ref = str(preset.path)
     args = ["ds-wizard", "--auto", "--num-gpus", str(state.world_size), "--preset", ref]
-    if preset is not None:
-        default = default_batch(state)
-        if default is None or (default[0], default[1]) != (micro, gas):
-            args += ["--micro-batch", str(micro), "--grad-accum", str(gas)]
-    args += ["--output", state.output]
+    # always explicit: on a machine with GPUs, --auto alone would fit the micro-batch to
+    # their memory and could pick another one
+    args += ["--micro-batch", str(micro), "--grad-accum", str(gas), "--output", state.output]
     return shlex.join(args)
 
 
@@ -167,19 +174,35 @@ class ConfigResult:
     world_size: int
     micro: int
     gas: int
+    zero_stage: int
+    offload: str  # "" or "optimizer" / "optimizer + params" offloaded to CPU
     reasons: list[str] = field(default_factory=list)
+    memory_total: int | None = None  # estimated peak bytes per GPU, when memory is known
+    memory_capacity: int | None = None
+    memory_usable: int | None = None
 
 
 def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
-    """The DeepSpeed JSON for the current choices: ``auto_configure``, as ``--auto`` does."""
+    """The DeepSpeed JSON for the current choices: ``auto_configure`` with the same inputs
+    ``ds-wizard --auto`` takes on this machine (detected GPUs and their memory)."""
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.dsconfig import dumps
+    from ds_wizard.core.fit import DEFAULT_HEADROOM, gpu_memory_from
 
     assert state.preset is not None
+    gpu_memory = gpu_memory_from(None, state.report)
     result = auto_configure(state.preset, state.world_size, gpu_report=state.report,
-                            micro_batch=micro, grad_accum=gas)
-    return ConfigResult(dumps(result.config), result.world_size, micro, gas,
-                        list(result.reasons))
+                            micro_batch=micro, grad_accum=gas, gpu_memory=gpu_memory)
+    zero = result.config.get("zero_optimization", {})
+    offloaded = [k.removeprefix("offload_") for k in ("offload_optimizer", "offload_param")
+                 if k in zero]
+    out = ConfigResult(dumps(result.config), result.world_size, micro, gas,
+                       int(zero.get("stage", 0)), " + ".join(offloaded), list(result.reasons))
+    if gpu_memory is not None and result.memory is not None:
+        out.memory_total = result.memory.total
+        out.memory_capacity = gpu_memory.bytes
+        out.memory_usable = gpu_memory.usable(DEFAULT_HEADROOM)
+    return out
 
 
 def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:

@@ -126,18 +126,19 @@ class Trainer:
         paths = runs.RunPaths(Path(args.run_dir))
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         if not os.environ.get("DS_WIZARD_VERBOSE"):
-            from deepspeed.utils import logger as ds_logger
-
-            ds_logger.setLevel(logging.WARNING)
+            _quiet_libraries()
 
         preset = _load_preset(args.preset, args.sets)
         spec = preset.spec
+        name = preset.name
+        if paths.run_json.exists():
+            name = str(runs.read_run_info(paths.root).get("preset", name))
         deepspeed.init_distributed()
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
         cuda = torch.cuda.is_available()
         accel = Accelerator("cuda" if cuda else "cpu", torch.cuda.device_count(), "")
         config_path = args.config or (paths.config if paths.config.exists() else None)
-        cfg, _ = resolve_config(spec, preset.name, self.world, accel, config_path)
+        cfg, _ = resolve_config(spec, name, self.world, accel, config_path)
 
         torch.manual_seed(spec.train.seed)
         choice = models.choose_backend(args.backend)
@@ -148,7 +149,7 @@ class Trainer:
         if spec.train.activation_checkpointing and hasattr(model,
                                                            "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
-        self.log(f"model: {preset.name}, {models.param_check(model, spec.model)}")
+        self.log(f"model: {name}, {models.param_check(model, spec.model)}")
 
         tok = load_tokenizer(args.tokenizer)
         vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
@@ -187,7 +188,7 @@ class Trainer:
         stopped = False
         try:
             while prog.step < total:
-                lr = float(engine.get_lr()[0])
+                lr = float(engine.optimizer.param_groups[0]["lr"])
                 loss_sum = torch.zeros((), device=device, dtype=torch.float32)
                 for _ in range(gas):
                     ids = torch.from_numpy(samples.next_batch(micro)).to(device)
@@ -322,6 +323,19 @@ class Trainer:
 
             atomic_write_text(paths.final / "ds_wizard.json", json.dumps(info, indent=2) + "\n")
         tdist.barrier()
+
+
+def _quiet_libraries() -> None:
+    """Keep the log readable: the backend line already says which Mamba path runs."""
+    import warnings
+
+    from deepspeed.utils import logger as ds_logger
+    from transformers.utils import logging as hf_logging
+
+    ds_logger.setLevel(logging.WARNING)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
 
 
 def _float(value: Any) -> float | None:

@@ -1,0 +1,134 @@
+"""SVG snapshots of every step at 80×24 and 120×40 (fake GPUs, no cursor blink).
+
+Regenerate with ``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at the
+images before committing them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from test_tui_fakes import fake_gpus, isolate, no_gpus, script_job_factory
+
+from ds_wizard.app import make_app
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return isolate(tmp_path, monkeypatch)
+
+
+async def _settle(pilot) -> None:
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def _forward(pilot, steps: int) -> None:
+    await _settle(pilot)
+    for _ in range(steps):
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+
+
+def _app(**kw):
+    return make_app(kw.pop("probe", fake_gpus(4)), cursor_blink=False, **kw)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gpus(snap_compare, work, size) -> None:
+    assert snap_compare(_app(), terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gpus_none_found(snap_compare, work, size) -> None:
+    assert snap_compare(_app(probe=no_gpus), terminal_size=size, run_before=_settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_preset(snap_compare, work, size) -> None:
+    async def run_before(pilot) -> None:
+        await _forward(pilot, 1)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_batch_valid(snap_compare, work, size) -> None:
+    async def run_before(pilot) -> None:
+        await _forward(pilot, 2)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_batch_deepspeed_error(snap_compare, work, size) -> None:
+    async def run_before(pilot) -> None:
+        await _forward(pilot, 2)
+        await pilot.press("ctrl+g", "ctrl+g", "ctrl+g", "tab", "tab", "end", "ctrl+u", "1", "6")
+        await pilot.pause()
+
+    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_review_saved(snap_compare, work, size) -> None:
+    async def run_before(pilot) -> None:
+        await _forward(pilot, 3)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        pilot.app.clear_notifications()
+        await pilot.pause()
+
+    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_launch_ready(snap_compare, work, size) -> None:
+    async def run_before(pilot) -> None:
+        await _forward(pilot, 4)
+
+    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_launch_after_fake_run(snap_compare, work, size) -> None:
+    factory = script_job_factory(work, steps=12)
+
+    async def run_before(pilot) -> None:
+        await _forward(pilot, 4)
+        await pilot.press("ctrl+l")
+        screen = pilot.app.screen
+        deadline = time.monotonic() + 30
+        while (not factory.jobs or screen.running) and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        await pilot.pause()
+
+    assert snap_compare(_app(job_factory=factory), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_launch_confirm_stop(snap_compare, work, size) -> None:
+    """The stop question over a running (fake) job that has logged 3 steps and waits."""
+    factory = script_job_factory(work, steps=3, hold=True)
+
+    async def run_before(pilot) -> None:
+        await _forward(pilot, 4)
+        await pilot.press("ctrl+l")
+        screen = pilot.app.screen
+        deadline = time.monotonic() + 30
+        while (not factory.jobs or len(screen._losses) < 3) and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+t")
+        await pilot.pause()
+
+    try:
+        assert snap_compare(_app(job_factory=factory), terminal_size=size,
+                            run_before=run_before)
+    finally:
+        for job in factory.jobs:
+            job.stop()
