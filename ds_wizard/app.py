@@ -202,7 +202,13 @@ def run() -> None:
     on SIGHUP the app exits, and whatever way the app ends, a running job is stopped.
     """
     import signal
+    import sys
 
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # piped or scripted: a full-screen UI would hang or garble the output
+        print("ds-wizard: the wizard needs a terminal. Headless: ds-wizard --auto "
+              "--num-gpus N --preset NAME (see ds-wizard --help).", file=sys.stderr)
+        raise SystemExit(2)
     app = make_app()
     previous = signal.signal(signal.SIGHUP, lambda signum, frame: app.exit())
     try:

@@ -72,7 +72,9 @@ def main(ctx: click.Context, auto: bool, **auto_params: Any) -> None:
     if auto:
         run_auto(**auto_params)
     elif ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        from ds_wizard.app import run  # textual loads only when the wizard opens
+
+        run()
 
 
 # Lazily registered (see WizardGroup): "name": "module:attribute".

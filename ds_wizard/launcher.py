@@ -19,6 +19,7 @@ unattended, start ``runs/…/launch_deepspeed.sh`` under ``setsid``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import queue
@@ -357,18 +358,18 @@ def _resume_plan(ref: str | Path, runs_dir: str | Path, num_gpus: int | None,
     paths = runs.RunPaths(run_dir)
     ckpt = runs.latest_complete(paths.checkpoints)
     if ckpt is None:
-        raise DsWizardError(f"{run_dir} has no complete checkpoint to resume from",
+        raise runs.RunError(f"{run_dir} has no complete checkpoint to resume from",
                             "start a new run instead")
     ws = int(info["world_size"])
     if num_gpus is not None and num_gpus != ws:
-        raise DsWizardError(
+        raise runs.RunError(
             f"{run_dir} was trained on {ws} rank(s); ZeRO checkpoints are split per rank",
             f"resume with --num-gpus {ws} (or drop --num-gpus)")
     if info.get("accelerator") == "cuda" and accel.kind != "cuda":
-        raise DsWizardError(f"{run_dir} ran on CUDA GPUs but none are visible here")
+        raise runs.RunError(f"{run_dir} ran on CUDA GPUs but none are visible here")
     total = steps if steps is not None else int(info["steps"])
     if total <= ckpt.step:
-        raise DsWizardError(f"{run_dir} is already at step {ckpt.step}",
+        raise runs.RunError(f"{run_dir} is already at step {ckpt.step}",
                             f"pass --steps N with N > {ckpt.step} to train further")
     from ds_wizard.core.checker import load_config_file
 
@@ -428,6 +429,11 @@ def group_pids(pgid: int) -> list[int]:
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return sorted(out)
+
+
+def is_rank_cmdline(argv: Sequence[str]) -> bool:
+    """``python -u -m ds_wizard.train …`` (the runner and launch.py only mention it)."""
+    return any(a == "-m" and b == TRAIN_MODULE for a, b in itertools.pairwise(argv))
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -526,7 +532,7 @@ class Supervisor:
         out = []
         for pid in self.pids():
             with contextlib.suppress(psutil.Error):
-                if TRAIN_MODULE in " ".join(psutil.Process(pid).cmdline()):
+                if is_rank_cmdline(psutil.Process(pid).cmdline()):
                     out.append(pid)
         return out
 

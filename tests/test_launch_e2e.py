@@ -19,6 +19,7 @@ import pytest
 
 from ds_wizard.core import runs
 from ds_wizard.core.metrics import read_metrics
+from ds_wizard.launcher import is_rank_cmdline
 
 pytestmark = pytest.mark.slow
 
@@ -173,8 +174,7 @@ def test_sigkill_of_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> 
     try:
         _wait_for_steps(_first_run(tmp_path), 1, proc)
         pids = _run_pids(proc)
-        ranks = [p for p in pids
-                 if "ds_wizard.train" in " ".join(psutil.Process(p).cmdline())]
+        ranks = [p for p in pids if is_rank_cmdline(psutil.Process(p).cmdline())]
         assert len(ranks) == 2
         victim = max(ranks)
         os.kill(victim, signal.SIGKILL)

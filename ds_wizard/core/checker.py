@@ -108,8 +108,8 @@ def parse_config_bytes(raw: bytes, origin: str = "config") -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ConfigFileError(
             f"{origin}: invalid JSON at line {exc.lineno}:{exc.colno}: {exc.msg}",
-            "fix the syntax there (DeepSpeed configs are plain JSON: no comments, "
-            "no trailing commas)",
+            "fix the syntax there; plain JSON without comments or trailing commas is "
+            "what both DeepSpeed and the HF Trainer read",
         ) from exc
     except _DuplicateKey as exc:
         raise ConfigFileError(f"{origin}: key {exc.args[0]!r} appears twice",

@@ -255,9 +255,10 @@ class Trainer:
             self.log(f"stopped at step {prog.step}: checkpoint "
                      f"{runs.checkpoint_tag(prog.step)} saved; continue with "
                      f"`ds-wizard launch --resume {paths.root}`")
-            return 0
-        self._export(engine, choice.name, paths, tdist)
-        self.log(f"done: {prog.step} steps; weights in {paths.final}")
+        else:
+            self._export(engine, choice.name, paths, tdist)
+            self.log(f"done: {prog.step} steps; weights in {paths.final}")
+        tdist.destroy_process_group()
         return 0
 
     def _save(self, engine: Any, samples: Any, paths: runs.RunPaths, prog: Progress,

@@ -1,0 +1,71 @@
+"""The bare reference for train_throughput.py: the smallest DeepSpeed training loop.
+
+Same model (built by ds_wizard.train.model), same DeepSpeed JSON, same tokens; no metrics
+file, no per-step all-reduce, no stop handling, no checkpoints. Started by the deepspeed
+launcher; rank 0 prints one JSON line with its tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import deepspeed
+import torch
+import torch.distributed as dist
+
+from ds_wizard.core.params import padded_vocab
+from ds_wizard.core.presets import read_preset_file
+from ds_wizard.train.data import ByteTokenizer, load_tokens
+from ds_wizard.train.model import build_model, choose_backend
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--local_rank", type=int, default=None)
+    p.add_argument("--preset", required=True)
+    p.add_argument("--deepspeed_config", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--warmup", type=int, default=2)
+    args = p.parse_args()
+
+    spec = read_preset_file(__import__("pathlib").Path(args.preset)).spec
+    with open(args.deepspeed_config) as fh:
+        cfg = json.load(fh)
+    deepspeed.init_distributed()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(spec.train.seed)
+    model = build_model(spec.model, choose_backend("auto").name)
+    vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
+    tokens = load_tokens(None, ByteTokenizer(), vocab).tokens
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                           config=cfg)
+    micro, gas = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
+    seq = spec.train.seq_len
+    n = len(tokens) // seq
+    i = rank
+    t0 = None
+    for step in range(1, args.steps + 1):
+        for _ in range(gas):
+            rows = [tokens[(k % n) * seq:(k % n + 1) * seq] for k in range(i, i + micro * world,
+                                                                          world)]
+            i += micro * world
+            ids = torch.from_numpy(__import__("numpy").stack(rows).astype("int64"))
+            ids = ids.to(engine.device)
+            logits = engine(ids).logits
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1))
+            engine.backward(loss)
+            engine.step()
+        if step == args.warmup:
+            t0 = time.perf_counter()
+    elapsed = time.perf_counter() - t0
+    if rank == 0:
+        timed = args.steps - args.warmup
+        print("BARE " + json.dumps({"tokens_per_s": timed * engine.train_batch_size() * seq
+                                    / elapsed, "steps": timed, "seconds": elapsed}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

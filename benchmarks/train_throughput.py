@@ -1,0 +1,95 @@
+"""Tokens/s of ``ds_wizard.train`` against a bare DeepSpeed loop, run alternately.
+
+    .venv/bin/python benchmarks/train_throughput.py [--preset tiny_mamba] [--rounds 3]
+        [--steps 12] [--warmup 2] [--num-gpus N]
+
+Both sides run under the real ``deepspeed`` launcher with the same DeepSpeed JSON, the
+same model and the same tokens. A is ``ds-wizard``'s launcher API + ``ds_wizard.train``
+(metrics, per-step loss/stop all-reduce, checkpoints at the end); B is
+``benchmarks/bare_deepspeed_loop.py``. They alternate A B A B … so drift in the machine's
+load hits both. Each side's tokens/s counts the steps after ``--warmup``; A's comes from
+its metrics.jsonl (elapsed_s), B's from its own clock over the same steps. Start-up and
+the final checkpoint are outside both windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ds_wizard import launcher
+from ds_wizard.core.metrics import read_metrics
+
+HERE = Path(__file__).resolve().parent
+
+
+def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
+                  runs_dir: Path) -> tuple[float, Path]:
+    plan = launcher.prepare_run(preset, num_gpus, steps=steps, runs_dir=runs_dir)
+    job = launcher.start(plan)
+    for _ in job.lines():
+        pass
+    code = job.wait()
+    if code:
+        raise SystemExit(f"ds_wizard.train failed ({code}); see {plan.paths.log}")
+    records = {r["step"]: r for r in read_metrics(plan.paths.metrics)}
+    seconds = records[steps]["elapsed_s"] - records[warmup]["elapsed_s"]
+    tokens = records[steps]["tokens"] - records[warmup]["tokens"]
+    return tokens / seconds, plan.paths.root
+
+
+def run_bare(run_dir: Path, steps: int, warmup: int) -> float:
+    plan_cmd = json.loads(json.dumps((run_dir / "command.txt").read_text().split()))
+    env_part = [c for c in plan_cmd if "=" in c and not c.startswith("-")
+                and c.split("=", 1)[0].isupper()]
+    flag = next(c for c in plan_cmd if c.startswith(("--num_gpus=", "--num_accelerators=")))
+    cmd = [*launcher.deepspeed_launcher(), flag, f"--master_port={launcher.free_port()}",
+           str(HERE / "bare_deepspeed_loop.py"),
+           "--preset", str(run_dir / "preset.toml"),
+           "--deepspeed_config", str(run_dir / "ds_config.json"),
+           "--steps", str(steps), "--warmup", str(warmup)]
+    env = dict(kv.split("=", 1) for kv in env_part)
+    out = subprocess.run(cmd, capture_output=True, text=True,
+                         env={**__import__("os").environ, **env}, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("BARE "):
+            return float(json.loads(line[5:])["tokens_per_s"])
+    raise SystemExit(f"bare loop failed ({out.returncode}):\n{out.stdout[-3000:]}"
+                     f"{out.stderr[-3000:]}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny_mamba")
+    p.add_argument("--num-gpus", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2)
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ds-wizard-bench-") as tmp:
+        for r in range(1, args.rounds + 1):
+            a, run_dir = run_ds_wizard(args.preset, args.num_gpus, args.steps, args.warmup,
+                                       Path(tmp))
+            b = run_bare(run_dir, args.steps, args.warmup)
+            rows.append((r, a, b))
+            print(f"round {r}: ds_wizard.train {a:,.0f} tok/s, bare {b:,.0f} tok/s",
+                  file=sys.stderr, flush=True)
+    print(f"\npreset {args.preset}, {args.steps} steps per run, first {args.warmup} "
+          "not timed, alternating A (ds_wizard.train) and B (bare loop)\n")
+    print("| round | ds_wizard.train tok/s | bare DeepSpeed tok/s | ratio |")
+    print("|---|---|---|---|")
+    for r, a, b in rows:
+        print(f"| {r} | {a:,.0f} | {b:,.0f} | {a / b:.3f} |")
+    ratios = [a / b for _, a, b in rows]
+    print(f"| median | {statistics.median(a for _, a, _ in rows):,.0f} | "
+          f"{statistics.median(b for _, _, b in rows):,.0f} | {statistics.median(ratios):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Run directories, launcher commands, checkpoint completeness, metrics tailing and the
+process supervisor: all without DeepSpeed (fast)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from ds_wizard import launcher
+from ds_wizard.cli import main
+from ds_wizard.core import runs
+from ds_wizard.core.metrics import read_new_metrics
+
+CPU = launcher.Accelerator("cpu", 0, "no GPU in this test")
+CUDA = launcher.Accelerator("cuda", 4, "4 test GPUs", True)
+BROKEN = {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
+          "gradient_accumulation_steps": 8}
+
+
+def test_prepare_run_writes_the_run_directory(tmp_path: Path) -> None:
+    plan = launcher.prepare_run("tiny_mamba", None, steps=7, runs_dir=tmp_path,
+                                accelerator=CPU, master_port=29999)
+    assert plan.world_size == 2 and any("running 2 CPU ranks" in n for n in plan.notes)
+    paths = plan.paths
+    assert paths.root.parent == tmp_path and paths.root.name.startswith("tiny_mamba-")
+    for f in (paths.config, paths.preset, paths.command, paths.script, paths.run_json):
+        assert f.is_file(), f
+    assert paths.checkpoints.is_dir()
+    cfg = json.loads(paths.config.read_text())
+    assert cfg["train_batch_size"] == (cfg["train_micro_batch_size_per_gpu"]
+                                       * cfg["gradient_accumulation_steps"] * 2)
+    from ds_wizard.core.presets import read_preset_file
+
+    assert read_preset_file(paths.preset).spec == plan.spec  # the snapshot round-trips
+    cmd = shlex.split(paths.command.read_text())
+    assert "--num_accelerators=2" in cmd and "--master_port=29999" in cmd
+    assert cmd[cmd.index("--module") + 1] == "ds_wizard.train"
+    assert cmd[cmd.index("--steps") + 1] == "7"
+    assert paths.script.stat().st_mode & 0o111
+    info = runs.read_run_info(paths.root)
+    assert info["preset"] == "tiny_mamba" and info["world_size"] == 2
+
+
+def test_cuda_command_uses_num_gpus(tmp_path: Path) -> None:
+    plan = launcher.prepare_run("tiny_mamba", 4, runs_dir=tmp_path, accelerator=CUDA,
+                                data=None, steps=3)
+    assert "--num_gpus=4" in plan.command and "OMP_NUM_THREADS" not in plan.env
+    with pytest.raises(launcher.LaunchRefused, match="only 4 GPU"):
+        launcher.prepare_run("tiny_mamba", 8, runs_dir=tmp_path, accelerator=CUDA)
+
+
+def test_seed_broken_config_is_refused_before_anything_exists(tmp_path: Path) -> None:
+    cfg = tmp_path / "deepspeed_config.json"
+    cfg.write_text(json.dumps(BROKEN))
+    runs_dir = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["launch", "--preset", "tiny_mamba", "--config",
+                                       str(cfg), "--num-gpus", "4", "--runs-dir",
+                                       str(runs_dir)])
+    assert result.exit_code == 1
+    out = result.output
+    assert "refused before launch" in out and "16 != 4 * 8 * 4" in out
+    assert "128 = 4 × 8 × 4" in out and f"ds-wizard fix {cfg} --num-gpus 4" in out
+    assert not runs_dir.exists()
+
+
+def test_dry_run_prints_the_seed_summary_and_starts_nothing(tmp_path: Path) -> None:
+    cfg = tmp_path / "deepspeed_4gpu.json"
+    cfg.write_text(json.dumps({**BROKEN, "train_batch_size": 128}))
+    result = CliRunner().invoke(main, ["launch", "--preset", "7b_mamba", "--num-gpus", "4",
+                                       "--config", str(cfg), "--dry-run", "--runs-dir",
+                                       str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    for line in (f"✅ Using pre-built config: {cfg}", "✅ Config validated: 128 = 4 × 8 × 4",
+                 "Model type: mamba", "GPUs: 4", "Batch size per GPU: 4",
+                 "Gradient accumulation: 8", "Effective batch size: 128", "ZeRO stage: 0",
+                 "✅ Batch size validated: 128 = 4 × 8 × 4",
+                 "✅ Config validation complete (dry_run mode)"):
+        assert line in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_names_never_collide(tmp_path: Path) -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5)
+    a = runs.create_run_dir(tmp_path, "my preset!", now)
+    b = runs.create_run_dir(tmp_path, "my preset!", now)
+    assert a.name == "my_preset-20260102-030405" and b.name == a.name + "-2"
+
+
+def _fake_checkpoint(ckpt: Path, step: int, marker: bool = True) -> None:
+    tag = runs.checkpoint_tag(step)
+    (ckpt / tag).mkdir(parents=True)
+    (ckpt / tag / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    if marker:
+        runs.write_marker(ckpt, tag, step, {})
+
+
+def test_latest_complete_skips_checkpoints_without_a_marker(tmp_path: Path) -> None:
+    _fake_checkpoint(tmp_path, 10)
+    _fake_checkpoint(tmp_path, 20)
+    _fake_checkpoint(tmp_path, 30, marker=False)  # DeepSpeed's `latest` would say 30
+    (tmp_path / "latest").write_text("global_step30")
+    assert runs.latest_complete(tmp_path).step == 20
+    # a marker that names another step (copied by hand, torn) does not count
+    (tmp_path / "global_step20" / runs.MARKER).write_text('{"tag": "global_step10", "step": 10}')
+    assert runs.latest_complete(tmp_path).step == 10
+    (tmp_path / "global_step10" / runs.MARKER).write_text("{trunc")
+    assert runs.latest_complete(tmp_path) is None
+
+
+def test_resume_plan_uses_the_run_and_refuses_other_world_sizes(tmp_path: Path) -> None:
+    plan = launcher.prepare_run("tiny_mamba", None, steps=5, runs_dir=tmp_path,
+                                accelerator=CPU)
+    with pytest.raises(runs.RunError, match="no complete checkpoint"):
+        launcher.prepare_run(resume="latest", runs_dir=tmp_path, accelerator=CPU)
+    _fake_checkpoint(plan.paths.checkpoints, 5)
+    with pytest.raises(launcher.DsWizardError, match="already at step 5"):
+        launcher.prepare_run(resume=str(plan.run_dir), runs_dir=tmp_path, accelerator=CPU)
+    with pytest.raises(launcher.DsWizardError, match="trained on 2 rank"):
+        launcher.prepare_run(resume="latest", num_gpus=4, steps=9, runs_dir=tmp_path,
+                             accelerator=CPU)
+    again = launcher.prepare_run(resume="latest", steps=9, runs_dir=tmp_path, accelerator=CPU)
+    assert again.run_dir == plan.run_dir and again.resume_step == 5
+    assert "--resume" in again.command and again.command[again.command.index("--steps") + 1] \
+        == "9"
+
+
+def test_read_new_metrics_consumes_only_complete_lines(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    assert read_new_metrics(path, 0) == ([], 0)
+    path.write_text('{"step": 1}\n{"step": 2}\n{"st')
+    records, offset = read_new_metrics(path, 0)
+    assert [r["step"] for r in records] == [1, 2]
+    with path.open("a") as fh:
+        fh.write('ep": 3}\nnot json\n')
+    records, offset2 = read_new_metrics(path, offset)
+    assert [r["step"] for r in records] == [3] and offset2 == path.stat().st_size
+
+
+def test_rank_failure_is_readable() -> None:
+    lines = ["x", "[2026] [ERROR] [launch.py:3:sigkill_handler] ['python'] exits with "
+             "return code = -9"]
+    assert launcher.rank_failure(lines) == ("a rank was killed by SIGKILL (out of memory, or "
+                                           "killed by hand)")
+    assert launcher.rank_failure(["... exits with return code = 3"]) == \
+        "a rank exited with code 3"
+    assert launcher.rank_failure(["nothing"]) is None
+
+
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)   # a rank that ignores the polite stop
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('child up', flush=True); "
+    "time.sleep(600)"])
+print("parent up", flush=True)
+time.sleep(600)
+"""
+
+
+def test_supervisor_stops_and_reaps_the_whole_group(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    seen: list[str] = []
+    sup = launcher.Supervisor([sys.executable, "-c", STUBBORN], log_path=log,
+                              on_line=seen.append).start()
+    deadline = time.monotonic() + 30
+    while len(sup.pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = sup.pids()
+    assert len(pids) == 2 and sup.pid in pids
+    code = sup.stop(grace_s=0.5, kill_after_s=0.5)
+    assert code != 0 and sup.killed
+    assert not [p for p in pids if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert sup.pids() == []
+    assert "parent up" in log.read_text() and "parent up" in seen
+
+
+def test_supervisor_streams_lines_and_returns_the_exit_code(tmp_path: Path) -> None:
+    sup = launcher.Supervisor([sys.executable, "-c",
+                               "print('a'); print('b'); raise SystemExit(3)"],
+                              log_path=tmp_path / "log").start()
+    assert list(sup.lines()) == ["a", "b"]
+    assert sup.wait() == 3 and not sup.stop_requested
+    assert launcher.describe_exit(3, sup).startswith("the job exited with code 3")
+
+
+def test_supervisor_kills_processes_left_behind_by_the_leader(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    monkeypatch.setattr(launcher, "LINGER_S", 0.5)
+    orphan = ("import subprocess, sys; subprocess.Popen([sys.executable, '-c', "
+              "'import time; time.sleep(600)'], stdout=subprocess.DEVNULL); print('bye')")
+    sup = launcher.Supervisor([sys.executable, "-c", orphan]).start()
+    assert sup.wait() == 0
+    assert sup.pids() == [] and sup.killed
+
+
+def test_train_entry_dry_run_matches_the_seed_document() -> None:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "ds_wizard.train", "--preset", "7b_mamba",
+                          "--num-gpus", "4", "--dry-run"], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert "✅ Config validated: 128 = 4 × 8 × 4" in out
+    assert "Estimated parameters: 6.95B (6,945,935,360)" in out
+    assert "✅ Config validation complete (dry_run mode)" in out
