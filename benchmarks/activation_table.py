@@ -41,6 +41,8 @@ class Point:
     d_state: int = 16
     headdim: int = 16
     chunk_size: int = 16
+    checkpointing: bool = False  # transformers' gradient_checkpointing_enable()
+    mambapy: bool = False  # Mamba-1 on mambapy's parallel scan (what ds_wizard.train uses)
 
 
 # d_model, layers, micro-batch, sequence length and dtype each vary at least once, for both
@@ -65,6 +67,13 @@ GRID: tuple[Point, ...] = (
     Point("mamba1", 80, 2, 2, 24, "fp32", d_state=8),
     Point("mamba2", 128, 2, 2, 40, "bf16", d_state=8, headdim=32, chunk_size=32),
     Point("mamba2", 128, 2, 2, 40, "fp32", d_state=32, headdim=64, chunk_size=8),
+    # activation checkpointing: only each block's input (and the loss) stays saved
+    *(Point(arch, 64, 3, 2, 32, dtype, checkpointing=True)
+      for arch in ("mamba1", "mamba2") for dtype in ("fp32", "bf16")),
+    # mambapy's parallel scan pads to a power of two; transformers runs it in fp32 only
+    *(Point("mamba1", d, layers, micro, seq, "fp32", mambapy=True)
+      for d, layers, micro, seq in ((64, 1, 1, 32), (64, 2, 2, 32), (128, 2, 1, 48),
+                                    (96, 3, 3, 24))),
 )
 
 
@@ -83,7 +92,7 @@ def build_model(p: Point):  # type: ignore[no-untyped-def]
     if p.arch == "mamba1":
         cfg = MambaConfig(vocab_size=VOCAB, hidden_size=m.d_model, num_hidden_layers=m.n_layer,
                           state_size=m.d_state, expand=m.expand, conv_kernel=m.d_conv,
-                          use_mambapy=False, tie_word_embeddings=True)
+                          use_mambapy=p.mambapy, tie_word_embeddings=True)
         model = MambaForCausalLM(cfg)
     else:
         e = m.expand * m.d_model
@@ -93,7 +102,10 @@ def build_model(p: Point):  # type: ignore[no-untyped-def]
                            chunk_size=m.chunk_size, tie_word_embeddings=True)
         model = Mamba2ForCausalLM(cfg)
     dtype = torch.bfloat16 if p.dtype == "bf16" else torch.float32
-    return model.to(dtype).train()
+    model = model.to(dtype).train()
+    if p.checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
 
 
 def measure(p: Point) -> int:
@@ -121,7 +133,8 @@ def measure(p: Point) -> int:
 
 def predict(p: Point) -> int:
     return activations(spec_for(p), micro_batch=p.micro, seq_len=p.seq_len, precision=p.dtype,
-                       backend="torch").saved
+                       backend="transformers", checkpointing=p.checkpointing,
+                       mambapy=p.mambapy).saved
 
 
 def rows(grid: tuple[Point, ...] = GRID) -> list[dict]:
@@ -142,17 +155,18 @@ def rows(grid: tuple[Point, ...] = GRID) -> list[dict]:
 
 def markdown(table: list[dict]) -> str:
     lines = [
-        "| arch | d_model | state / head / chunk | layers | micro | seq_len | dtype | "
-        "measured (KiB) | estimate (KiB) | error |",
-        "|---|---:|---|---:|---:|---:|---|---:|---:|---:|",
+        "| arch | scan | d_model | state / head / chunk | layers | micro | seq_len | dtype | "
+        "ckpt | measured (KiB) | estimate (KiB) | error |",
+        "|---|---|---:|---|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for r in table:
         p = r["point"]
+        scan = ("mambapy" if p.mambapy else "loop") if p.arch == "mamba1" else "chunked"
         shape = (f"{p.d_state}" if p.arch == "mamba1"
                  else f"{p.d_state} / {p.headdim} / {p.chunk_size}")
         lines.append(
-            f"| {p.arch} | {p.d_model} | {shape} | {p.n_layer} | {p.micro} | {p.seq_len} | "
-            f"{p.dtype} | "
+            f"| {p.arch} | {scan} | {p.d_model} | {shape} | {p.n_layer} | {p.micro} | "
+            f"{p.seq_len} | {p.dtype} | {'on' if p.checkpointing else 'off'} | "
             f"{r['measured'] / 1024:,.1f} | {r['predicted'] / 1024:,.1f} | "
             f"{r['error'] * 100:+.1f}% |"
         )

@@ -192,13 +192,28 @@ def deepspeed_launcher() -> list[str]:
     return [sys.executable, "-m", "deepspeed.launcher.runner"]
 
 
+def rank_selection(kind: str, world_size: int,
+                   visible: str | None = None) -> list[str]:
+    """``--num_gpus=N`` (CUDA) or ``--num_accelerators=N`` (CPU).
+
+    The deepspeed runner ignores CUDA_VISIBLE_DEVICES once --num_gpus is given and takes
+    GPUs 0..N-1, so with the variable set the visible ids are named with --include.
+    """
+    if kind != "cuda":
+        return [f"--num_accelerators={world_size}"]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    ids = [t.strip() for t in (visible or "").split(",") if t.strip()]
+    if ids:
+        return [f"--include=localhost:{','.join(ids[:world_size])}"]
+    return [f"--num_gpus={world_size}"]
+
+
 def build_command(plan: RunPlan, *, master_port: int | None = None,
                   extra: Sequence[str] = ()) -> list[str]:
     if plan.run_dir is None:
         raise ValueError("build_command needs a run directory")
     paths = plan.paths
-    flag = "--num_gpus" if plan.accelerator.kind == "cuda" else "--num_accelerators"
-    cmd = [*deepspeed_launcher(), f"{flag}={plan.world_size}",
+    cmd = [*deepspeed_launcher(), *rank_selection(plan.accelerator.kind, plan.world_size),
            f"--master_port={master_port or free_port()}",
            "--module", TRAIN_MODULE,
            "--run-dir", str(paths.root.resolve()),
@@ -219,6 +234,9 @@ def build_command(plan: RunPlan, *, master_port: int | None = None,
 
 def run_env(accel: Accelerator, world_size: int) -> dict[str, str]:
     env = {"PYTHONUNBUFFERED": "1"}
+    if accel.kind == "cpu":
+        # CPU ranks even where GPUs exist (the TUI's CPU demo, tests on a GPU box)
+        env["DS_ACCELERATOR"] = "cpu"
     if accel.kind == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # one rank per core share: more threads than cores makes CPU ranks crawl
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // world_size))

@@ -32,6 +32,8 @@ def _launch(*args: str, runs_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*CLI, "launch", *args, "--runs-dir", str(runs_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # CPU ranks even on a machine with GPUs: these tests are about the 2-CPU-rank run
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
         start_new_session=True,  # so a failing test can still kill whatever is left
     )
 

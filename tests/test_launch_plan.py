@@ -49,7 +49,8 @@ def test_prepare_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert info["preset"] == "tiny_mamba" and info["world_size"] == 2
 
 
-def test_cuda_command_uses_num_gpus(tmp_path: Path) -> None:
+def test_cuda_command_uses_num_gpus(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     plan = launcher.prepare_run("tiny_mamba", 4, runs_dir=tmp_path, accelerator=CUDA,
                                 data=None, steps=3)
     assert "--num_gpus=4" in plan.command and "OMP_NUM_THREADS" not in plan.env
@@ -212,3 +213,10 @@ def test_train_entry_dry_run_matches_the_seed_document() -> None:
     assert "✅ Config validated: 128 = 4 × 8 × 4" in out
     assert "Estimated parameters: 6.95B (6,945,935,360)" in out
     assert "✅ Config validation complete (dry_run mode)" in out
+
+
+def test_rank_selection_respects_cuda_visible_devices() -> None:
+    assert launcher.rank_selection("cpu", 2, "0,1") == ["--num_accelerators=2"]
+    assert launcher.rank_selection("cuda", 4, "") == ["--num_gpus=4"]
+    # deepspeed would take GPUs 0,1 for --num_gpus 2 whatever the variable says
+    assert launcher.rank_selection("cuda", 2, "3,5,7") == ["--include=localhost:3,5"]

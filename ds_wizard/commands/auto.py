@@ -57,7 +57,7 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=0.9,
                      show_default=True,
                      help="[--auto] Plan to this fraction of GPU memory."),
-        click.option("--backend", type=click.Choice(["mamba_ssm", "torch"]),
+        click.option("--backend", type=click.Choice(["mamba_ssm", "transformers"]),
                      default="mamba_ssm", show_default=True,
                      help="[--auto] Kernels the memory estimate assumes."),
     ]

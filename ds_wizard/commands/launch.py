@@ -97,10 +97,13 @@ def _report(plan: object, job: object, code: int, signals: list[int]) -> int:
     assert isinstance(plan, launcher.RunPlan) and isinstance(job, launcher.Supervisor)
     paths = plan.paths
     latest = runs.latest_complete(paths.checkpoints)
-    where = f"checkpoint {latest.tag}" if latest else "no checkpoint"
+    where = f"checkpoint {latest.tag}" if latest else "no checkpoint yet"
     if signals:
-        click.echo(f"⏹  stopped: {where} in {paths.checkpoints}; continue with "
-                   f"`ds-wizard launch --resume {paths.root}`", err=True)
+        if latest is None:
+            click.echo("⏹  stopped before the first checkpoint; nothing to resume", err=True)
+        else:
+            click.echo(f"⏹  stopped: {where} in {paths.checkpoints}; continue with "
+                       f"`ds-wizard launch --resume {paths.root}`", err=True)
         return 128 + signals[0]
     if code == 0:
         click.echo(f"✅ training finished: {where}; weights in {paths.final}; "
@@ -108,7 +111,7 @@ def _report(plan: object, job: object, code: int, signals: list[int]) -> int:
         return 0
     reason = launcher.describe_exit(code, job)
     raise TrainingFailed(f"training failed (exit {code}): {reason}",
-                         f"see {paths.log}; last {where}", exit_code=code)
+                         f"see {paths.log}; {where}", exit_code=code)
 
 
 class TrainingFailed(DsWizardError):

@@ -35,7 +35,7 @@ PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
 @click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto",
               show_default=True, help="auto: the preset's, bf16 where supported.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="mamba_ssm", show_default=True,
-              help="mamba_ssm: the CUDA kernels; torch: transformers' pure-PyTorch path.")
+              help="mamba_ssm: the CUDA kernels; transformers: its pure-PyTorch path.")
 @click.option("--checkpointing/--no-checkpointing", default=None,
               help="Activation checkpointing. Default: the preset's.")
 @click.option("--headroom", type=float, default=0.9, show_default=True,

@@ -196,7 +196,7 @@ def _strategy_reason(strat: Strategy, start_why: str, skipped: list[str], spec: 
     if not skipped:
         return f"{strat.label}: {start_why}; model states {gib(est.model_states)} per GPU fit"
     if not (strat.offload_optimizer or strat.offload_param):
-        return f"raised to {strat.label}: the lowest stage whose model states fit"
+        return f"raised to {strat.label}: the lowest stage at which it fits"
     more = more_gpus_without_offload(spec, ws, gpu, headroom, settings)
     alt = f"; without offload it would fit on {more}+ GPUs with ZeRO-3" if more else ""
     return (f"the model does not fit on {ws} GPU(s) of {gib(gpu.bytes)} without offload, so "

@@ -7,7 +7,7 @@ Four parts, each a pure function of the preset and the settings (no torch import
   ``estimate_zero2_model_states_mem_needs`` / ``estimate_zero3_model_states_mem_needs``
   (a test calls them); ZeRO-0/1 follow from the same byte counts.
 * **activations** saved for backward for one micro-batch, per backend:
-  ``mamba_ssm`` (the fused CUDA kernels) and ``torch`` (transformers' pure-PyTorch path,
+  ``mamba_ssm`` (the fused CUDA kernels) and ``transformers`` (its pure-PyTorch path,
   which is what runs on CPU, and is measured exactly by a test).
 * **logits and loss buffers** (vocab × tokens, upcast to fp32 for the loss).
 * **overhead**: CUDA context, DeepSpeed's communication buckets and allocator fragmentation.
@@ -25,8 +25,8 @@ from typing import Any, Literal
 from ds_wizard.core.params import breakdown, dt_rank, padded_vocab
 from ds_wizard.core.schema import ModelSpec, PresetSpec
 
-Backend = Literal["mamba_ssm", "torch"]
-BACKENDS: tuple[str, ...] = ("mamba_ssm", "torch")
+Backend = Literal["mamba_ssm", "transformers"]
+BACKENDS: tuple[str, ...] = ("mamba_ssm", "transformers")
 PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "fp32", "autocast")
 DEFAULT_HEADROOM = 0.9
 
@@ -103,15 +103,16 @@ DS_PREFETCH_BUCKET_ELEMS = 50_000_000
 #   ((2E + 2GN + H)·a), out_x (E·a) and rstd (4·G); everything else is recomputed.
 # With E = 2d this is the 18·d bytes/token/layer (bf16) usually quoted for Mamba.
 SCAN_CHUNK = 2048  # selective_scan_cuda keeps one state checkpoint per 2048 steps
-SCAN_STATE_COPIES = 2  # ... stored as (real, imag)-sized pairs: 2N floats per chunk
+SCAN_STATE_COPIES = 2  # ... as the scan's (decay, state) pair: 2N floats per channel
 # Backward working set of the one layer being differentiated (mamba-ssm): recomputed
 # conv1d_out and delta, dxz (2E), dout_y, dconv1d_out, ddelta and out_z: 8·E·a, plus the
 # fp32 residual-stream gradient in and out (2 × 4·d).
 MAMBA_SSM_BWD_E_COPIES = 8
 RESIDUAL_GRAD_COPIES = 2
 # transformers' pure-PyTorch path: counted op by op from MambaMixer.forward
-# (``mamba_selective_scan`` recurrent loop) and Mamba2Mixer.forward (``mamba2_chunk_scan``);
-# see _torch_layer_* below. Its backward working set is about one more layer's worth.
+# (``mamba_selective_scan`` recurrent loop, i.e. use_mambapy=False) and Mamba2Mixer.forward
+# (``mamba2_chunk_scan``); see _torch_layer_* below. mambapy's parallel scan, when installed
+# and enabled, saves a different set. The backward working set is about one layer's worth.
 TORCH_BWD_LAYER_FRACTION = 1.0
 # Loss: HF ForCausalLM returns ``lm_head(...).float()`` and keeps it in the output (4·V);
 # cross_entropy saves the fp32 log_softmax (4·V); backward holds its incoming grad and the
@@ -215,6 +216,7 @@ class Activations:
 
     per_layer: int  # saved for backward by one layer
     layers: int  # all layers (checkpointed: the layer inputs plus one layer re-run)
+    checkpointing: bool
     head: int  # embedding indices, final norm, lm-head input, labels
     logits_saved: int  # the fp32 log-softmax the loss keeps for backward
     logits_peak: int  # logits + loss buffers at their peak (includes logits_saved)
@@ -222,8 +224,10 @@ class Activations:
 
     @property
     def saved(self) -> int:
-        """What ``torch.autograd.graph.saved_tensors_hooks`` sees after the forward."""
-        return self.layers + self.head + self.logits_saved
+        """What ``torch.autograd.graph.saved_tensors_hooks`` sees after the forward (with
+        checkpointing the re-run layer exists only during backward)."""
+        rerun = self.per_layer if self.checkpointing else 0
+        return self.layers - rerun + self.head + self.logits_saved
 
 
 def act_bytes(precision: str) -> int:
@@ -250,8 +254,10 @@ def _torch_norm(d: int, a: int) -> int:
     return 4 * d + 4 + 2 * a * d
 
 
-def _torch_layer_mamba1(m: ModelSpec, micro: int, seq: int, a: int) -> int:
-    """transformers MambaMixer.forward on the ``mamba_selective_scan`` recurrent loop."""
+def _torch_layer_mamba1(m: ModelSpec, micro: int, seq: int, a: int,
+                        mambapy: bool = False) -> int:
+    """transformers MambaMixer.forward on the ``mamba_selective_scan`` recurrent loop, or on
+    mambapy's parallel scan (``use_mambapy=True``, fp32 only in transformers 5)."""
     d, e, n, k = m.d_model, m.expand * m.d_model, m.d_state, m.d_conv
     r = dt_rank(d)
     t = micro * seq
@@ -265,10 +271,16 @@ def _torch_layer_mamba1(m: ModelSpec, micro: int, seq: int, a: int) -> int:
     b += 2 * e * n * 4 * t  # discrete_A = exp(A·dt) and discrete_B, fp32
     if low:
         b += (e + n) * 4 * t  # hidden.float() and B.float() copies
-    # the recurrence keeps every step's state: fp32 states saved by the next step's mul,
-    # and (16-bit) their casts saved by the matmul with C; plus the zero initial state
-    states = (seq - 1) * 4 + (seq + 1) * a if low else (seq + 1) * 4
-    b += micro * e * n * states
+    if mambapy:
+        # PScan.forward saves its output X, a clone padded to the next power of two; the
+        # matmul with C copies the (b, L, E, N) states when micro > 1 (a view when 1)
+        padded = 1 << (seq - 1).bit_length()
+        b += micro * e * n * 4 * (padded + (seq if micro > 1 else 0))
+    else:
+        # the recurrence keeps every step's state: fp32 states saved by the next step's mul,
+        # and (16-bit) their casts saved by the matmul with C; plus the zero initial state
+        states = (seq - 1) * 4 + (seq + 1) * a if low else (seq + 1) * 4
+        b += micro * e * n * states
     b += e * 4 * t  # y + u·D in fp32, saved by the gating mul
     b += e * a * t  # silu(z), saved by the gating mul
     # out_proj's input is a transposed (b, L, E) tensor: reshaping it for the matmul copies
@@ -330,8 +342,13 @@ def activations(
     precision: str = "bf16",
     backend: str = "mamba_ssm",
     checkpointing: bool = False,
+    mambapy: bool = False,
 ) -> Activations:
-    """Activation, logits and loss memory for one micro-batch of ``micro_batch`` sequences."""
+    """Activation, logits and loss memory for one micro-batch of ``micro_batch`` sequences.
+
+    ``mambapy`` selects mambapy's parallel scan on the transformers Mamba-1 path (what
+    ``ds_wizard.train`` switches on when the package is installed).
+    """
     if micro_batch < 1 or seq_len < 1:
         raise ValueError("micro-batch and sequence length must be >= 1")
     if backend not in BACKENDS:
@@ -346,19 +363,22 @@ def activations(
         working = t * (MAMBA_SSM_BWD_E_COPIES * e * a + RESIDUAL_GRAD_COPIES * 4 * m.d_model)
         logits_kept = a
         block_input = (a + 4) * m.d_model  # hidden_states and the fp32 residual
+        first_input = a * m.d_model  # the embedding output; no residual yet
     else:
-        layer_fn = _torch_layer_mamba1 if m.arch == "mamba1" else _torch_layer_mamba2
-        per_layer = layer_fn(m, micro_batch, seq_len, a)
+        per_layer = (_torch_layer_mamba1(m, micro_batch, seq_len, a, mambapy)
+                     if m.arch == "mamba1" else _torch_layer_mamba2(m, micro_batch, seq_len, a))
         head = _torch_head(m, micro_batch, seq_len, a)
         working = int(per_layer * TORCH_BWD_LAYER_FRACTION)
         logits_kept = 4  # the model returns lm_head(...).float()
         block_input = 4 * m.d_model  # residual_in_fp32: the stream between blocks is fp32
+        first_input = a * m.d_model  # the embedding output
     # checkpointed: each block keeps only its input; backward re-runs one block at a time
-    layers = (t * block_input * m.n_layer + per_layer) if checkpointing \
-        else per_layer * m.n_layer
+    kept = t * (first_input + block_input * (m.n_layer - 1))
+    layers = (kept + per_layer) if checkpointing else per_layer * m.n_layer
     logits_saved = LOGSOFTMAX_BYTES * vocab * t
     logits_peak = (logits_kept + LOGSOFTMAX_BYTES + LOSS_GRAD_BUFFERS * 4) * vocab * t
-    return Activations(per_layer, layers, head, logits_saved, logits_peak, working)
+    return Activations(per_layer, layers, checkpointing, head, logits_saved, logits_peak,
+                       working)
 
 
 # --------------------------------------------------------------------------------------
@@ -414,8 +434,9 @@ class MemoryEstimate:
         return out
 
 
-def resolve_precision(spec: PresetSpec, precision: str | None,
-                      bf16_supported: bool | None = None) -> str:
+def preset_precision(spec: PresetSpec, precision: str | None,
+                     bf16_supported: bool | None = None) -> str:
+    """``precision`` (or the preset's) with ``auto`` resolved as the config builder does."""
     from ds_wizard.core.dsconfig import resolve_precision as _resolve
 
     requested = precision or spec.train.precision
@@ -436,13 +457,14 @@ def estimate(
     seq_len: int | None = None,
     gpus_per_node: int | None = None,
     bf16_supported: bool | None = None,
+    mambapy: bool = False,
 ) -> MemoryEstimate:
     """Peak memory on one GPU; unset settings come from the preset."""
     ds = spec.deepspeed
     stage = ds.zero_stage if zero_stage is None else zero_stage
     off_opt = (ds.offload_optimizer != "none") if offload_optimizer is None else offload_optimizer
     off_par = (ds.offload_param != "none") if offload_param is None else offload_param
-    prec = resolve_precision(spec, precision, bf16_supported)
+    prec = preset_precision(spec, precision, bf16_supported)
     micro = micro_batch if micro_batch is not None \
         else spec.batch.for_world_size(world_size).micro_batch
     seq = spec.train.seq_len if seq_len is None else seq_len
@@ -459,7 +481,7 @@ def estimate(
         gpus_per_node=per_node,
     )
     acts = activations(spec.model, micro_batch=micro, seq_len=seq, precision=prec,
-                       backend=backend, checkpointing=ckpt)
+                       backend=backend, checkpointing=ckpt, mambapy=mambapy)
     activ = acts.layers + acts.head + acts.working
     buckets = comm_buckets(stage, prec, ds.overlap_comm, ds.contiguous_gradients)
     before_frag = states.gpu_total + activ + acts.logits_peak + buckets

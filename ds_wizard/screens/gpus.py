@@ -93,6 +93,9 @@ class GpuScreen(WizardScreen):
         table.display = not none_found
         no_gpu.display = none_found
         if none_found:
+            per_node = self.query_one("#per-node", Input)
+            if (self.focused is None or self.focused is table) and not per_node.disabled:
+                per_node.focus()
             no_gpu.update(
                 f"[b]No GPU found[/b] ({report.reason}).\n"
                 "Type a GPU count below to write a config for another machine, or press "

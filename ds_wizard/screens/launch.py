@@ -113,6 +113,8 @@ class LaunchScreen(WizardScreen):
             return not self.running
         if action == "stop":
             return self.running
+        if action == "prev_step" and self.running:
+            return False
         return super().check_action(action, parameters)
 
     # -- starting ----------------------------------------------------------------------
@@ -174,8 +176,10 @@ class LaunchScreen(WizardScreen):
 
     def on_job_started(self, message: JobStarted) -> None:
         self._run_dir = message.run_dir
+        where = Path(message.run_dir).name if message.run_dir else ""
         self.query_one("#launch-info", Static).update(
-            f"[b]running[/b] pid {message.pid} · {message.run_dir}\n[dim]{message.command}[/dim]"
+            f"[b]Running[/b] {where} · output below (also in its train.log)\n"
+            "Press [b]^t[/b] to stop it (you will be asked first)."
         )
 
     def _drain(self) -> None:
@@ -185,7 +189,13 @@ class LaunchScreen(WizardScreen):
                 line = self._pending.popleft()
                 batch.append(line)
                 self._tail.append(line)
-            self.query_one("#log", Log).write_lines(batch)
+            log = self.query_one("#log", Log)
+            # Log follows only when exactly at the end, and a horizontal scrollbar that
+            # appears later moves the end by a line; follow unless the user scrolled up
+            follow = log.max_scroll_y - log.scroll_y <= 2
+            log.write_lines(batch, scroll_end=False)
+            if follow:
+                log.scroll_end(animate=False, immediate=True, x_axis=False)
         if self._metrics:
             while self._metrics:
                 record = self._metrics.popleft()
@@ -272,6 +282,12 @@ class LaunchScreen(WizardScreen):
         job = self.job
         if self.running and job is not None:
             job.stop()
+
+    def on_unmount(self) -> None:
+        # The app is closing with the job still running (an exit that skipped the quit
+        # question). Stop it here: its output thread would otherwise keep the event loop
+        # from closing, and the job would outlive the UI.
+        self.stop_now()
 
 
 def _clock(seconds: float) -> str:

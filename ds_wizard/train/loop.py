@@ -135,13 +135,17 @@ class Trainer:
             name = str(runs.read_run_info(paths.root).get("preset", name))
         deepspeed.init_distributed()
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
-        cuda = torch.cuda.is_available()
+        from deepspeed.accelerator import get_accelerator
+
+        # follow DeepSpeed's accelerator, not torch: DS_ACCELERATOR=cpu means CPU ranks
+        # even on a machine with GPUs
+        cuda = get_accelerator().device_name() == "cuda"
         accel = Accelerator("cuda" if cuda else "cpu", torch.cuda.device_count(), "")
         config_path = args.config or (paths.config if paths.config.exists() else None)
         cfg, _ = resolve_config(spec, name, self.world, accel, config_path)
 
         torch.manual_seed(spec.train.seed)
-        choice = models.choose_backend(args.backend)
+        choice = models.choose_backend(args.backend, cuda=cuda)
         self.log(f"backend: {choice.name} ({choice.reason})"
                  + ("; mambapy parallel scan" if choice.name == "transformers"
                     and spec.model.arch == "mamba1" and models.mambapy_available() else ""))

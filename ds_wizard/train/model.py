@@ -33,8 +33,9 @@ class BackendChoice:
     reason: str
 
 
-def choose_backend(requested: str = "auto") -> BackendChoice:
-    cuda = torch.cuda.is_available()
+def choose_backend(requested: str = "auto", cuda: bool | None = None) -> BackendChoice:
+    """``cuda``: whether the ranks run on CUDA (DeepSpeed's accelerator decides)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     if requested == "transformers":
         return BackendChoice("transformers", "requested with --backend transformers")
     if requested == "mamba_ssm":
