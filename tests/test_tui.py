@@ -318,8 +318,8 @@ async def test_review_diff_backup_check_and_command(work: Path) -> None:
         diff = app.screen.query_one("#diff", Static)
         assert '-  "train_batch_size": 16,' in diff.content.code  # type: ignore[union-attr]
         command = text_of(app, "#command")
-        assert "ds-wizard --auto --num-gpus 4 --preset 7b_mamba --output ds_config.json" \
-            in command
+        assert ("ds-wizard --auto --num-gpus 4 --preset 7b_mamba --micro-batch 4 --grad-accum 8 "
+                "--output ds_config.json") in command
         await pilot.press("ctrl+t")
         assert app.screen.query_one("#review-tabs").active == "tab-diff"
         await pilot.press("ctrl+s")

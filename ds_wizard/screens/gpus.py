@@ -8,6 +8,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.markup import escape
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from ds_wizard.messages import GpusDetected
@@ -97,7 +98,7 @@ class GpuScreen(WizardScreen):
             if (self.focused is None or self.focused is table) and not per_node.disabled:
                 per_node.focus()
             no_gpu.update(
-                f"[b]No GPU found[/b] ({report.reason}).\n"
+                f"[b]No GPU found[/b] ({escape(report.reason or '')}).\n"
                 "Type a GPU count below to write a config for another machine, or press "
                 f"[b]^t[/b] for a CPU demo run ({CPU_DEMO_PRESET}, {CPU_DEMO_RANKS} CPU ranks)."
             )
@@ -152,7 +153,7 @@ class GpuScreen(WizardScreen):
         problem = self._problem()
         state = self.state
         if problem:
-            summary.update(f"[$error]✘ {problem}[/]")
+            summary.update(f"[$error]✘ {escape(problem)}[/]")
             summary.set_class(True, "error")
             return
         summary.set_class(False, "error")

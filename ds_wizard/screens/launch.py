@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.markup import escape
 from textual.widgets import Footer, Log, Sparkline, Static
 
 from ds_wizard.core.errors import DsWizardError
@@ -103,7 +105,7 @@ class LaunchScreen(WizardScreen):
         what = "CPU demo, " if state.cpu_demo else ""
         name = state.preset.name if state.preset else "?"
         self.query_one("#launch-info", Static).update(
-            f"{what}[b]{name}[/b] on {state.world_size} rank(s) · {where}\n"
+            f"{what}[b]{name}[/b] on {state.world_size} rank(s) · {escape(where)}\n"
             "Press [b]^l[/b] to start training, [b]^t[/b] to stop it."
         )
         self._show_status()
@@ -253,22 +255,22 @@ class LaunchScreen(WizardScreen):
             self.run_worker(job.stop, thread=True, group="job-stop", name="stop")
 
     def on_job_exited(self, message: JobExited) -> None:
-        self._drain()
+        self._drain()  # the last lines may still be waiting for the timer
         self.running = False
         self.refresh_bindings()
         result = self.query_one("#launch-result", Static)
-        result.set_class(False, "error")
+        failed = bool(message.error) or (message.returncode != 0 and not message.stopped)
+        result.set_class(failed, "error")
+        # job output is plain text: never let "[fake]" or "[INFO]" be read as markup
         if message.error:
-            result.set_class(True, "error")
-            result.update(f"✘ could not start: {message.error}")
+            result.update(Text(f"✘ could not start: {message.error}"))
         elif message.returncode == 0:
-            result.update("✔ finished (exit code 0)")
+            result.update(Text("✔ finished (exit code 0)"))
         elif message.stopped:
-            result.update(f"■ stopped (exit code {message.returncode})")
+            result.update(Text(f"■ stopped (exit code {message.returncode})"))
         else:
-            result.set_class(True, "error")
-            tail = "\n".join(message.last_lines[-5:])
-            result.update(f"✘ failed with exit code {message.returncode}\n{tail}")
+            tail = "\n".join(list(self._tail)[-5:])
+            result.update(Text(f"✘ failed with exit code {message.returncode}\n{tail}"))
         self._show_status()
         if self._run_dir:
             self.query_one("#launch-info", Static).update(

@@ -10,6 +10,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.widgets import DataTable, Footer, Input, Static
 
 from ds_wizard.core.errors import DsWizardError
@@ -97,7 +98,7 @@ class PresetScreen(WizardScreen):
         desc = self.query_one("#preset-desc", Static)
         preview = self.query_one("#preset-file", Static)
         if preset is None:
-            desc.update(f"[$error]✘ {self.errors.get(key, 'not loaded')}[/]")
+            desc.update(f"[$error]✘ {escape(self.errors.get(key, 'not loaded'))}[/]")
             preview.update("")
             return
         self.state.preset_ref = key
@@ -108,7 +109,7 @@ class PresetScreen(WizardScreen):
             else f"{preset.source}: {preset.path.name}"
         desc.update(
             f"[b]{preset.name}[/b] · {spec.model.arch} · [b]{count_params(spec.model):,}[/b] "
-            f"parameters\n{spec.description}\n[dim]{where}[/dim]"
+            f"parameters\n{escape(spec.description)}\n[dim]{escape(where)}[/dim]"
         )
         text = preset.path.read_text(encoding="utf-8") if preset.path else ""
         preview.update(Syntax(text, "toml", theme="ansi_dark", word_wrap=False,

@@ -11,6 +11,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.markup import escape
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
 
 from ds_wizard.core.errors import DsWizardError
@@ -70,7 +71,7 @@ class ReviewScreen(WizardScreen):
             self.result = build_config_text(state, micro, gas)
         except DsWizardError as exc:
             self.result = None
-            summary.update(f"[$error]✘ {exc.one_line()}[/]")
+            summary.update(f"[$error]✘ {escape(exc.one_line())}[/]")
             return
         self.query_one("#json", Static).update(
             Syntax(self.result.text, "json", theme="ansi_dark", background_color="default"))
@@ -141,7 +142,7 @@ class ReviewScreen(WizardScreen):
             backup = atomic_write_text(target, self.result.text, backup=True)
             valid, lines = check_saved(target, self.result.world_size)
         except DsWizardError as exc:
-            verdict.update(f"[$error]✘ {exc.one_line()}[/]")
+            verdict.update(f"[$error]✘ {escape(exc.one_line())}[/]")
             return
         self.state.saved_path = target
         kept = f" (previous file kept as {backup.name})" if backup else ""
