@@ -8,6 +8,7 @@ launcher; rank 0 prints one JSON line with its tokens/s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 
@@ -46,6 +47,7 @@ def main() -> None:
     n = len(tokens) // seq
     i = rank
     t0 = None
+    marks = []
     for step in range(1, args.steps + 1):
         for _ in range(gas):
             rows = [tokens[(k % n) * seq:(k % n + 1) * seq] for k in range(i, i + micro * world,
@@ -58,13 +60,18 @@ def main() -> None:
                 logits[:, :-1].reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1))
             engine.backward(loss)
             engine.step()
+        marks.append(time.perf_counter())
         if step == args.warmup:
-            t0 = time.perf_counter()
+            t0 = marks[-1]
     elapsed = time.perf_counter() - t0
     if rank == 0:
         timed = args.steps - args.warmup
-        print("BARE " + json.dumps({"tokens_per_s": timed * engine.train_batch_size() * seq
-                                    / elapsed, "steps": timed, "seconds": elapsed}), flush=True)
+        per_step = engine.train_batch_size() * seq
+        steps_s = sorted(b - a for a, b in itertools.pairwise(marks[args.warmup - 1:]))
+        print("BARE " + json.dumps({"tokens_per_s": timed * per_step / elapsed,
+                                    "median_step_tokens_per_s":
+                                        per_step / steps_s[len(steps_s) // 2],
+                                    "steps": timed, "seconds": elapsed}), flush=True)
 
 
 if __name__ == "__main__":

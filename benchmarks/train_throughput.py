@@ -40,10 +40,12 @@ def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
     records = {r["step"]: r for r in read_metrics(plan.paths.metrics)}
     seconds = records[steps]["elapsed_s"] - records[warmup]["elapsed_s"]
     tokens = records[steps]["tokens"] - records[warmup]["tokens"]
-    return tokens / seconds, plan.paths.root
+    per_step = statistics.median(records[s]["tokens_per_s"] for s in range(warmup + 1,
+                                                                           steps + 1))
+    return tokens / seconds, per_step, plan.paths.root
 
 
-def run_bare(run_dir: Path, steps: int, warmup: int) -> float:
+def run_bare(run_dir: Path, steps: int, warmup: int) -> tuple[float, float]:
     plan_cmd = json.loads(json.dumps((run_dir / "command.txt").read_text().split()))
     env_part = [c for c in plan_cmd if "=" in c and not c.startswith("-")
                 and c.split("=", 1)[0].isupper()]
@@ -58,7 +60,8 @@ def run_bare(run_dir: Path, steps: int, warmup: int) -> float:
                          env={**__import__("os").environ, **env}, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("BARE "):
-            return float(json.loads(line[5:])["tokens_per_s"])
+            result = json.loads(line[5:])
+            return float(result["tokens_per_s"]), float(result["median_step_tokens_per_s"])
     raise SystemExit(f"bare loop failed ({out.returncode}):\n{out.stdout[-3000:]}"
                      f"{out.stderr[-3000:]}")
 
@@ -74,21 +77,25 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ds-wizard-bench-") as tmp:
         for r in range(1, args.rounds + 1):
-            a, run_dir = run_ds_wizard(args.preset, args.num_gpus, args.steps, args.warmup,
-                                       Path(tmp))
-            b = run_bare(run_dir, args.steps, args.warmup)
-            rows.append((r, a, b))
-            print(f"round {r}: ds_wizard.train {a:,.0f} tok/s, bare {b:,.0f} tok/s",
-                  file=sys.stderr, flush=True)
+            a, a_med, run_dir = run_ds_wizard(args.preset, args.num_gpus, args.steps,
+                                              args.warmup, Path(tmp))
+            b, b_med = run_bare(run_dir, args.steps, args.warmup)
+            rows.append((r, a, b, a_med, b_med))
+            print(f"round {r}: ds_wizard.train {a:,.0f} tok/s (median step {a_med:,.0f}), "
+                  f"bare {b:,.0f} tok/s (median step {b_med:,.0f})", file=sys.stderr,
+                  flush=True)
     print(f"\npreset {args.preset}, {args.steps} steps per run, first {args.warmup} "
           "not timed, alternating A (ds_wizard.train) and B (bare loop)\n")
-    print("| round | ds_wizard.train tok/s | bare DeepSpeed tok/s | ratio |")
-    print("|---|---|---|---|")
-    for r, a, b in rows:
-        print(f"| {r} | {a:,.0f} | {b:,.0f} | {a / b:.3f} |")
-    ratios = [a / b for _, a, b in rows]
-    print(f"| median | {statistics.median(a for _, a, _ in rows):,.0f} | "
-          f"{statistics.median(b for _, _, b in rows):,.0f} | {statistics.median(ratios):.3f} |")
+    print("| round | A tok/s (window) | B tok/s (window) | ratio | A median step | "
+          "B median step | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r, a, b, am, bm in rows:
+        print(f"| {r} | {a:,.0f} | {b:,.0f} | {a / b:.3f} | {am:,.0f} | {bm:,.0f} | "
+              f"{am / bm:.3f} |")
+    med = statistics.median
+    print(f"| median | {med(x[1] for x in rows):,.0f} | {med(x[2] for x in rows):,.0f} | "
+          f"{med(x[1] / x[2] for x in rows):.3f} | {med(x[3] for x in rows):,.0f} | "
+          f"{med(x[4] for x in rows):,.0f} | {med(x[3] / x[4] for x in rows):.3f} |")
 
 
 if __name__ == "__main__":

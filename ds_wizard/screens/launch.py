@@ -149,6 +149,9 @@ class LaunchScreen(WizardScreen):
             self.post_message(JobExited(-1, False, [], error=f"{type(exc).__name__}: {exc}"))
             return
         self.job = job
+        if self.stopping:
+            # the stop was confirmed while the run was still being prepared
+            threading.Thread(target=job.stop, daemon=True, name="job-stop").start()
         self.post_message(JobStarted(job.pid, job.command, str(job.run_dir or "")))
         tailer = None
         if job.run_dir is not None:
