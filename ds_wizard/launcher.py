@@ -417,7 +417,8 @@ def summary_lines(plan: RunPlan, *, dry_run: bool = False) -> list[str]:
                      f"rank(s)")
     lines += report_lines(plan.config, plan.world_size, model_type=model_type(
         plan.spec.model.arch), params=count_params(plan.spec.model),
-        config_source=plan.config_source, dry_run=dry_run)
+        config_source=plan.config_source, dry_run=dry_run,
+        device="GPU" if plan.accelerator.kind == "cuda" else "CPU")
     return lines
 
 

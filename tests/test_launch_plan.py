@@ -220,3 +220,14 @@ def test_rank_selection_respects_cuda_visible_devices() -> None:
     assert launcher.rank_selection("cuda", 4, "") == ["--num_gpus=4"]
     # deepspeed would take GPUs 0,1 for --num_gpus 2 whatever the variable says
     assert launcher.rank_selection("cuda", 2, "3,5,7") == ["--include=localhost:3,5"]
+
+
+def test_cpu_dry_run_labels_its_ranks_as_cpu_ranks(tmp_path: Path, monkeypatch) -> None:
+    # No --num-gpus and no GPU: the demo plans CPU ranks, and the summary must not call
+    # them GPUs (that would send a reader looking for GPUs that are not there).
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    result = CliRunner().invoke(main, ["launch", "--preset", "tiny_mamba", "--dry-run",
+                                       "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    assert "CPU ranks: 2" in result.output and "Batch size per rank: 4" in result.output
+    assert "GPUs:" not in result.output

@@ -37,11 +37,13 @@ def summary_lines(
     params: int,
     config_source: str | None = None,
     dry_run: bool = False,
+    device: str = "GPU",
 ) -> list[str]:
     """The summary for ``config`` on ``world_size`` data-parallel ranks.
 
     ``config_source`` adds the "Using pre-built config: FILE" line; ``dry_run`` adds the
-    closing "validation complete (dry_run mode)" line. An invalid triplet is shown with
+    closing "validation complete (dry_run mode)" line; ``device="CPU"`` labels the ranks of a
+    CPU run as what they are. An invalid triplet is shown with
     DeepSpeed's own message instead of the ✅ lines.
     """
     res = batchmath.resolve(
@@ -64,8 +66,8 @@ def summary_lines(
         "📊 DeepSpeed training configuration:",
         f"Model type: {model_type}",
         f"Estimated parameters: {human_count(params)} ({params:,})",
-        f"GPUs: {world_size}",
-        f"Batch size per GPU: {_shown(res.micro_batch)}",
+        f"{device}s: {world_size}" if device == "GPU" else f"{device} ranks: {world_size}",
+        f"Batch size per {device if device == 'GPU' else 'rank'}: {_shown(res.micro_batch)}",
         f"Gradient accumulation: {_shown(res.grad_accum)}",
         f"Effective batch size: {_shown(res.train_batch_size)}",
         f"ZeRO stage: {stage}",
