@@ -108,16 +108,6 @@ class RunPlan:
         return (env + " " if env else "") + shlex.join(self.command)
 
 
-def _load_preset(preset: Any, sets: Sequence[str]) -> Any:
-    from ds_wizard.core.overrides import apply_overrides
-    from ds_wizard.core.presets import Preset, load_preset
-
-    loaded = preset if isinstance(preset, Preset) else load_preset(str(preset))
-    if sets:
-        loaded = replace(loaded, spec=apply_overrides(loaded.spec, list(sets)))
-    return loaded
-
-
 def world_size_for(num_gpus: int | None, accel: Accelerator) -> tuple[int, list[str]]:
     notes = []
     if accel.kind == "cuda":
@@ -276,7 +266,9 @@ def prepare_run(
     else:
         if preset is None:
             raise DsWizardError("no preset given", "pass --preset NAME (see `ds-wizard presets`)")
-        loaded = _load_preset(preset, sets)
+        from ds_wizard.core.overrides import load_with_overrides
+
+        loaded = load_with_overrides(preset, sets)
         ws, notes = world_size_for(num_gpus, accel)
         cfg, source = resolve_config(loaded.spec, loaded.name, ws, accel, config_path)
         total = steps if steps is not None else loaded.spec.train.total_steps

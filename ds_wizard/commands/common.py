@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import click
 
-from ds_wizard.core.overrides import apply_overrides
-from ds_wizard.core.presets import Preset, load_preset
+from ds_wizard.core.overrides import load_with_overrides
+from ds_wizard.core.presets import Preset
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -32,9 +31,7 @@ def preset_options(default: str | None = None) -> Decorator:
 
 def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:
     """Load a preset and apply ``--set`` overrides; errors are DsWizardError one-liners."""
-    preset = load_preset(ref)
+    preset = load_with_overrides(ref, sets)
     for notice in preset.notices:  # e.g. "migrated from schema_version 1"
         click.echo(f"note: {notice}", err=True)
-    if sets:
-        preset = replace(preset, spec=apply_overrides(preset.spec, list(sets)))
     return preset

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ds_wizard.commands.common import preset_options
+from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.core.errors import DsWizardError
 
 
@@ -51,8 +51,9 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
 
     if preset_ref is None and resume is None:
         raise click.UsageError("give --preset NAME, or --resume RUN_DIR|latest")
+    preset = resolve_preset(preset_ref, sets) if preset_ref is not None else None
     plan = launcher.prepare_run(
-        preset_ref, num_gpus, sets=sets, config_path=config_path, data=data,
+        preset, num_gpus, config_path=config_path, data=data,
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
         runs_dir=runs_dir, backend=backend, dry_run=dry_run,
     )

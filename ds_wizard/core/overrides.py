@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from ds_wizard.core.errors import PresetError
-from ds_wizard.core.presets import validation_problems
+from ds_wizard.core.presets import Preset, load_preset, validation_problems
 from ds_wizard.core.schema import PresetSpec
 
 if sys.version_info >= (3, 11):
@@ -89,3 +91,15 @@ def apply_overrides(spec: PresetSpec, assignments: list[str] | tuple[str, ...]) 
         problems = validation_problems(exc)
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise PresetError(f"--set: {problems[0]}{more}") from exc
+
+
+def load_with_overrides(preset: str | Preset, sets: Sequence[str] = ()) -> Preset:
+    """A preset (by name/path, or already loaded) with ``--set`` overrides applied.
+
+    The CLI, the launcher and the training entry point all resolve presets through this,
+    so an override means the same thing everywhere.
+    """
+    loaded = preset if isinstance(preset, Preset) else load_preset(str(preset))
+    if sets:
+        loaded = replace(loaded, spec=apply_overrides(loaded.spec, list(sets)))
+    return loaded

@@ -114,8 +114,9 @@ class Trainer:
         import torch
         import torch.distributed as tdist
 
+        from ds_wizard.core.overrides import load_with_overrides
         from ds_wizard.core.params import flops_per_token, padded_vocab
-        from ds_wizard.launcher import Accelerator, _load_preset, resolve_config
+        from ds_wizard.launcher import Accelerator, resolve_config
         from ds_wizard.train import model as models
         from ds_wizard.train.data import ShardedSamples, load_tokenizer, load_tokens
 
@@ -128,7 +129,7 @@ class Trainer:
         if not os.environ.get("DS_WIZARD_VERBOSE"):
             _quiet_libraries()
 
-        preset = _load_preset(args.preset, args.sets)
+        preset = load_with_overrides(args.preset, args.sets)
         spec = preset.spec
         name = preset.name
         if paths.run_json.exists():
