@@ -33,9 +33,10 @@ print("LOADED=" + json.dumps(sorted(m for m in {forbidden!r} if m in sys.modules
 """
 
 
-def loaded_after(body: str, cwd=None) -> list[str]:
-    code = PROBE.format(body=body, forbidden=FORBIDDEN)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+def loaded_after(body: str, cwd=None, forbidden: tuple[str, ...] = FORBIDDEN,
+                 env: dict[str, str] | None = None) -> list[str]:
+    code = PROBE.format(body=body, forbidden=forbidden)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=cwd, env=env)
     marker = [line for line in proc.stdout.splitlines() if line.startswith("LOADED=")]
@@ -85,3 +86,39 @@ def test_auto_does_not_import_other_commands(tmp_path):
     line = [x for x in proc.stdout.splitlines() if x.startswith("COMMANDS=")][-1]
     loaded = set(line[len("COMMANDS="):].split(","))
     assert loaded <= {"ds_wizard.commands.auto", "ds_wizard.commands.common"}, loaded
+
+
+# The one core module allowed to import pydantic: it runs only when data must be checked.
+VALIDATOR = "ds_wizard.core.validation"
+
+
+@pytest.mark.parametrize("module", [m for m in discover()
+                                    if m.startswith("ds_wizard.core.") and m != VALIDATOR])
+def test_core_module_does_not_import_the_validator(module):
+    assert loaded_after(f"import {module}", forbidden=("pydantic", VALIDATOR)) == []
+
+
+def _nvml_loadable() -> bool:
+    from ds_wizard.core.gpus import _nvml_library_loadable
+
+    return _nvml_library_loadable()
+
+
+def test_a_known_preset_is_not_validated_again(tmp_path):
+    """The start-up path: the first --auto run validates the preset (pydantic), every later
+    run of the same file rebuilds it from the validation cache without importing pydantic,
+    nor pynvml where the NVIDIA driver is absent."""
+    body = (
+        "from ds_wizard.cli import main\n"
+        "sys.argv = ['ds-wizard', '--auto', '--num-gpus', '4', '--preset', '7b_mamba',"
+        " '--dry-run']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None)\n"
+    )
+    watched = ("pydantic", VALIDATOR, "pynvml")
+    env = {"DS_WIZARD_CACHE_DIR": str(tmp_path / "cache")}
+    first = loaded_after(body, cwd=tmp_path, forbidden=watched, env=env)
+    second = loaded_after(body, cwd=tmp_path, forbidden=watched, env=env)
+    assert {"pydantic", VALIDATOR} <= set(first)
+    expected = [] if not _nvml_loadable() else ["pynvml"]
+    assert second == expected
+    assert list((tmp_path / "cache" / "validated").glob("*.json"))

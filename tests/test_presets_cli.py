@@ -16,8 +16,6 @@ from ds_wizard.core.errors import PresetError
 from ds_wizard.core.overrides import apply_overrides
 from ds_wizard.core.preset_store import to_toml
 from ds_wizard.core.presets import (
-    ENV_CONFIG_DIR,
-    ENV_PRESET_PATH,
     builtin_dir,
     load_preset,
     parse_preset,
@@ -30,16 +28,6 @@ else:  # pragma: no cover
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.stem for p in builtin_dir().glob("*.toml"))
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.delenv(ENV_PRESET_PATH, raising=False)
-    monkeypatch.setenv(ENV_CONFIG_DIR, str(tmp_path / "config"))
-    return tmp_path
 
 
 def run(*args: str) -> click.testing.Result:

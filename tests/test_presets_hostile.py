@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from ds_wizard.cli import main
 from ds_wizard.core.errors import PresetError
 from ds_wizard.core.preset_store import import_preset, save_user_preset
-from ds_wizard.core.presets import ENV_CONFIG_DIR, ENV_PRESET_PATH, MAX_PRESET_BYTES, load_preset
+from ds_wizard.core.presets import MAX_PRESET_BYTES, load_preset
 from ds_wizard.core.schema import PresetSpec
 
 GOOD = (
@@ -23,16 +23,11 @@ GOOD = (
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated user config dir that already holds one preset of the user's own."""
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.delenv(ENV_PRESET_PATH, raising=False)
-    monkeypatch.setenv(ENV_CONFIG_DIR, str(tmp_path / "config"))
-    (tmp_path / "config" / "presets").mkdir(parents=True)
-    (tmp_path / "config" / "presets" / "mine.toml").write_text(GOOD.replace('"ok"', '"mine"'))
-    return tmp_path
+def home(home: Path) -> Path:
+    """The shared isolated home, already holding one preset of the user's own."""
+    (home / "config" / "presets").mkdir(parents=True)
+    (home / "config" / "presets" / "mine.toml").write_text(GOOD.replace('"ok"', '"mine"'))
+    return home
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -92,7 +92,6 @@ def run_auto(
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.dsconfig import dumps
     from ds_wizard.core.fit import gpu_memory_from
-    from ds_wizard.core.fsio import atomic_write_text
     from ds_wizard.core.gpus import detect_gpus
 
     report = detect_gpus()
@@ -114,6 +113,8 @@ def run_auto(
     text = dumps(result.config)
     unchanged = output.is_file() and output.read_bytes() == text.encode("utf-8")
     if not dry_run and not unchanged:
+        from ds_wizard.core.fsio import atomic_write_text
+
         # an identical file is left alone, so re-running does not replace the backup
         backup = atomic_write_text(output, text, backup=True)
     if as_json:

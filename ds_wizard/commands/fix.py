@@ -46,7 +46,7 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
       ds-wizard fix ds.json --num-gpus 8 --keep global          # keep 128, re-split
       ds-wizard fix ds.json --num-gpus 4 -o deepspeed_4gpu.json # leave ds.json alone
     """
-    from ds_wizard.core.dsconfig import dumps  # imports the preset schema (pydantic)
+    from ds_wizard.core.dsconfig import dumps
 
     cfg = load_config_file(config)
     ws = resolve_world_size(num_gpus, tp, pp, sp)

@@ -175,7 +175,7 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: str, as_json: bool) -> None
         click.echo(json.dumps({
             "name": preset.name, "source": preset.source,
             "path": str(preset.path) if preset.path else None,
-            "params": bd.total, "preset": spec.model_dump(mode="json"),
+            "params": bd.total, "preset": spec.to_dict(),
             "batch": [
                 {"gpus": c.world_size, "train_batch_size": c.global_batch,
                  "train_micro_batch_size_per_gpu": c.micro_batch,

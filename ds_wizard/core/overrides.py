@@ -8,11 +8,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
 from ds_wizard.core.errors import PresetError
-from ds_wizard.core.presets import Preset, load_preset, validation_problems
-from ds_wizard.core.schema import PresetSpec
+from ds_wizard.core.presets import Preset, load_preset
+from ds_wizard.core.schema import PresetSpec, sections
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,11 +20,10 @@ else:  # pragma: no cover
 PINNED_PREFIX = "batch.by_world_size."
 
 
-def _leaf_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
     paths = []
-    for name, info in model.model_fields.items():
-        ann = info.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+    for name, ann in sections(cls).items():
+        if isinstance(ann, type) and hasattr(ann, "__dataclass_fields__"):
             paths += _leaf_paths(ann, f"{prefix}{name}.")
         else:
             paths.append(f"{prefix}{name}")
@@ -68,7 +65,7 @@ def apply_overrides(spec: PresetSpec, assignments: list[str] | tuple[str, ...]) 
     """Return a new, re-validated spec with each ``path=value`` applied in order."""
     if not assignments:
         return spec
-    data = spec.model_dump()
+    data = spec.to_dict()
     for item in assignments:
         if "=" not in item:
             raise PresetError(
@@ -85,12 +82,12 @@ def apply_overrides(spec: PresetSpec, assignments: list[str] | tuple[str, ...]) 
             if not isinstance(node, dict):
                 raise _unknown_key(path)
         node[leaf] = parse_value(raw)
+    from ds_wizard.core.validation import SpecProblems, validate_spec
+
     try:
-        return PresetSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = validation_problems(exc)
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise PresetError(f"--set: {problems[0]}{more}") from exc
+        return validate_spec(data)
+    except SpecProblems as exc:
+        raise PresetError(f"--set: {exc}") from exc
 
 
 def load_with_overrides(preset: str | Preset, sets: Sequence[str] = ()) -> Preset:

@@ -82,7 +82,7 @@ def flatten(spec: PresetSpec) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", spec.model_dump(mode="python"))
+    walk("", spec.to_dict())
     return out
 
 

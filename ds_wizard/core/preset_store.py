@@ -37,7 +37,7 @@ def spec_to_data(spec: PresetSpec) -> dict[str, Any]:
     Defaults are written out so that a shared file means the same thing to a later
     ds-wizard whose defaults have moved.
     """
-    dumped = spec.model_dump(mode="python")
+    dumped = spec.to_dict()
     dumped["schema_version"] = SCHEMA_VERSION
     data: dict[str, Any] = {}
     for key in _TOP_ORDER:
@@ -146,7 +146,7 @@ def import_preset(source: Path, name: str | None = None, force: bool = False) ->
 
 def derive_spec(base: PresetSpec, based_on: str, description: str | None = None) -> PresetSpec:
     """A copy of ``base`` recording where it came from, re-validated."""
-    data = base.model_dump()
+    data = base.to_dict()
     data["based_on"] = based_on
     if description is not None:
         data["description"] = description

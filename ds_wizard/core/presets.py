@@ -5,7 +5,7 @@ current directory; each directory of ``DS_WIZARD_PRESET_PATH`` (colon-separated,
 team's shared directory); the user's config directory; the presets shipped with ds-wizard.
 
 A preset file is TOML data only: it is parsed with ``tomllib`` and validated by the
-pydantic schema; nothing in it is evaluated. Files are size-limited and names sanitized.
+schema (``core/schema.py``); nothing in it is evaluated. Files are size-limited and names sanitized.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-
+from ds_wizard.core import spec_cache
 from ds_wizard.core.errors import PresetError
 from ds_wizard.core.migrations import migrate
 from ds_wizard.core.schema import PresetSpec
@@ -168,8 +167,12 @@ def parse_preset(text: str, origin: str) -> Parsed:
     """TOML text → migrated, validated spec plus notices.
 
     Syntax errors name the origin, line and column; schema errors the field path, the bad
-    value and what is allowed.
+    value and what is allowed. Text that passed before is rebuilt from the validation
+    cache instead (see :mod:`ds_wizard.core.spec_cache`).
     """
+    cached = spec_cache.get(text, origin)
+    if cached is not None:
+        return Parsed(*cached)
     try:
         data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
@@ -181,7 +184,9 @@ def parse_preset(text: str, origin: str) -> Parsed:
         ) from exc
     except RecursionError as exc:
         raise PresetError(f"{origin}: invalid TOML: nested too deeply") from exc
-    return validate_data(data, origin)
+    parsed = validate_data(data, origin)
+    spec_cache.put(text, origin, parsed.spec, parsed.notices)
+    return parsed
 
 
 def parse_preset_text(text: str, origin: str) -> PresetSpec:
@@ -190,12 +195,13 @@ def parse_preset_text(text: str, origin: str) -> PresetSpec:
 
 def validate_data(data: dict[str, Any], origin: str) -> Parsed:
     data, notices = migrate(data, origin)
+    # pydantic is imported only here, when data really has to be checked
+    from ds_wizard.core.validation import SpecProblems, validate_spec
+
     try:
-        spec = PresetSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = validation_problems(exc)
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise PresetValidationError(f"{origin}: {problems[0]}{more}", problems) from exc
+        spec = validate_spec(data)
+    except SpecProblems as exc:
+        raise PresetValidationError(f"{origin}: {exc}", exc.problems) from exc
     return Parsed(spec, tuple(notices))
 
 
@@ -203,73 +209,11 @@ def validate_preset_data(data: dict[str, Any], origin: str) -> PresetSpec:
     return validate_data(data, origin).spec
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """First problem as ``field.path = value: what is allowed`` (+N more)."""
-    problems = validation_problems(exc)
-    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-    return problems[0] + more
-
-
-def validation_problems(exc: ValidationError) -> list[str]:
-    # A misspelt key also shows up as a missing one; the unknown key (with its
-    # "did you mean") explains both, so it goes first.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    return [_describe(err) for err in errors]
-
-
-def _describe(err: Any) -> str:
-    loc = tuple(str(p) for p in err["loc"])
-    path = ".".join(loc) or "(top level)"
-    kind = err["type"]
-    msg = str(err["msg"]).replace("Input should be", "should be")
-    if kind == "extra_forbidden":
-        allowed = allowed_keys(loc[:-1])
-        close = _close(loc[-1], allowed)
-        hint = f"did you mean {'.'.join((*loc[:-1], close))}?" if close else (
-            f"allowed here: {', '.join(allowed)}" if allowed else "remove it"
-        )
-        return f"unknown key {path} ({hint})"
-    if kind == "missing":
-        return f"missing required field {path}"
-    if kind == "value_error":
-        return f"{path}: {msg.removeprefix('Value error, ')}"
-    return f"{path} = {_short(err.get('input'))}: {msg}"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _close(word: str, options: list[str]) -> str | None:
     import difflib
 
     close = difflib.get_close_matches(word, options, n=1)
     return close[0] if close else None
-
-
-def allowed_keys(loc: tuple[str, ...]) -> list[str]:
-    """The keys the schema allows in the table at ``loc`` (``()`` = top level)."""
-    model: Any = PresetSpec
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return []
-        info = model.model_fields.get(part)
-        if info is None:
-            return []
-        ann = info.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        elif get_args(ann) and parts:  # dict[str, Model]: skip the key
-            parts.pop(0)
-            model = get_args(ann)[-1]
-        else:
-            return []
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
 
 
 # ----------------------------------------------------------------------------- files

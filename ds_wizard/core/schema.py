@@ -1,15 +1,22 @@
-"""The preset file format: one strict pydantic schema, versioned.
+"""The preset file format: one strict schema, versioned.
 
-A preset is TOML data only (``presets/*.toml``). Unknown keys, wrong types and values
-that make no sense are rejected with the field path, so a teammate's file fails loudly
-instead of training something else.
+A preset is TOML data only (``presets/*.toml``). The schema is written once, here, as
+frozen standard-library dataclasses whose annotations carry the constraints
+(:class:`Bounds`). pydantic enforces them strictly at the file boundary
+(:mod:`ds_wizard.core.validation`): unknown keys, wrong types and values that make no
+sense are rejected with the field path, so a teammate's file fails loudly instead of
+training something else. The rest of the core only reads these objects, so it never
+imports pydantic, and a preset already validated once is rebuilt from the validation
+cache without it (the start-up path of ``ds-wizard --auto``).
+
+No ``from __future__ import annotations`` here on purpose: the annotations are real
+objects, so the override and "did you mean" code can walk the schema without evaluating
+strings.
 """
 
-from __future__ import annotations
-
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 # Version history (ds_wizard/core/migrations.py turns older files into the current form):
 #   1 — the first format.
@@ -20,64 +27,103 @@ SCHEMA_VERSION = 2
 Precision = Literal["auto", "bf16", "fp16", "fp32", "autocast"]
 OffloadDevice = Literal["none", "cpu", "nvme"]
 
+# strict: "8" is not 8 and 1.5 is not an int; a preset says exactly what it means.
+# nan/inf are legal TOML floats but never a sensible learning rate or clip value.
+# pydantic reads this from each class; it is a plain dict so this module needs no pydantic.
+STRICT: dict[str, Any] = {"extra": "forbid", "strict": True, "allow_inf_nan": False}
 
-class _Strict(BaseModel):
-    # strict: "8" is not 8 and 1.5 is not an int; a preset says exactly what it means.
-    # nan/inf are legal TOML floats but never a sensible learning rate or clip value.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+@dataclass(frozen=True)
+class Bounds:
+    """Limits on a field (``Annotated[int, Bounds(gt=0, le=64)]``), enforced by pydantic.
+
+    The same limits ``annotated_types.Gt``/``Le``/``Len`` would express, through pydantic's
+    public ``__get_pydantic_core_schema__`` hook; importing ``annotated_types`` (and the
+    ``typing_extensions`` it pulls in) would cost more start-up time than everything else
+    in this module.
+    """
+
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        schema = handler(source)
+        # pydantic-core's int, float, str and list schemas take these keys directly and
+        # report violations as greater_than, less_than_equal, too_long, ...
+        if schema.get("type") not in ("int", "float", "str", "list"):
+            raise TypeError(f"Bounds does not apply to {source!r}")
+        for key in ("gt", "ge", "le", "min_length", "max_length"):
+            value = getattr(self, key)
+            if value is not None:
+                schema[key] = value
+        return schema
 
 
-class ModelSpec(_Strict):
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
     """Architecture, named as in mamba-ssm's ``MambaConfig``."""
 
+    __pydantic_config__ = STRICT
+
     arch: Literal["mamba1", "mamba2"] = "mamba1"
-    d_model: int = Field(gt=0, le=65536)
-    n_layer: int = Field(gt=0, le=1024)
-    vocab_size: int = Field(default=50277, gt=0, le=4_000_000)
-    pad_vocab_size_multiple: int = Field(default=8, ge=1, le=4096)
-    d_state: int = Field(default=0, ge=0, le=1024, description="0 means the arch default")
-    d_conv: int = Field(default=4, gt=0, le=64)
-    expand: int = Field(default=2, gt=0, le=16)
-    headdim: int = Field(default=64, gt=0, le=1024, description="Mamba-2 only")
-    ngroups: int = Field(default=1, gt=0, le=1024, description="Mamba-2 only")
-    chunk_size: int = Field(default=256, gt=0, le=65536, description="Mamba-2 only")
+    d_model: Annotated[int, Bounds(gt=0, le=65536)]
+    n_layer: Annotated[int, Bounds(gt=0, le=1024)]
+    vocab_size: Annotated[int, Bounds(gt=0, le=4_000_000)] = 50277
+    pad_vocab_size_multiple: Annotated[int, Bounds(ge=1, le=4096)] = 8
+    d_state: Annotated[int, Bounds(ge=0, le=1024)] = 0  # 0 means the arch default
+    d_conv: Annotated[int, Bounds(gt=0, le=64)] = 4
+    expand: Annotated[int, Bounds(gt=0, le=16)] = 2
+    headdim: Annotated[int, Bounds(gt=0, le=1024)] = 64  # Mamba-2 only
+    ngroups: Annotated[int, Bounds(gt=0, le=1024)] = 1  # Mamba-2 only
+    chunk_size: Annotated[int, Bounds(gt=0, le=65536)] = 256  # Mamba-2 only
     tie_embeddings: bool = True
     bias: bool = False
     conv_bias: bool = True
 
-    @model_validator(mode="after")
-    def _arch_defaults(self) -> ModelSpec:
+    def __post_init__(self) -> None:
+        # Runs after pydantic's field checks and on every rebuild from the cache, so the
+        # cross-field rules hold for every ModelSpec there is.
         if self.d_state == 0:
-            # frozen model: set through object.__setattr__ once, during validation
+            # frozen: the arch default is filled in once, here
             object.__setattr__(self, "d_state", 16 if self.arch == "mamba1" else 128)
         if self.arch == "mamba2" and (self.expand * self.d_model) % self.headdim:
             raise ValueError(
                 f"expand × d_model = {self.expand * self.d_model} must be a multiple of "
                 f"headdim = {self.headdim} for mamba2"
             )
-        return self
 
 
-class TrainSpec(_Strict):
+def _default_betas() -> list[float]:
+    return [0.9, 0.95]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
     """Training recipe. Defaults follow the Mamba paper (App. E.2)."""
 
-    seq_len: int = Field(default=2048, gt=0, le=1_048_576)
-    lr: float = Field(default=6e-4, gt=0, le=1)
-    min_lr: float = Field(default=1e-5, ge=0, le=1)
-    warmup_steps: int = Field(default=2000, gt=0, le=10_000_000)
-    total_steps: int = Field(default=100_000, gt=0, le=100_000_000)
-    weight_decay: float = Field(default=0.1, ge=0, le=10)
-    betas: list[float] = Field(default=[0.9, 0.95], min_length=2, max_length=2)
-    eps: float = Field(default=1e-8, gt=0, le=1)
-    grad_clip: float = Field(default=1.0, ge=0, le=1e6)
+    __pydantic_config__ = STRICT
+
+    seq_len: Annotated[int, Bounds(gt=0, le=1_048_576)] = 2048
+    lr: Annotated[float, Bounds(gt=0, le=1)] = 6e-4
+    min_lr: Annotated[float, Bounds(ge=0, le=1)] = 1e-5
+    warmup_steps: Annotated[int, Bounds(gt=0, le=10_000_000)] = 2000
+    total_steps: Annotated[int, Bounds(gt=0, le=100_000_000)] = 100_000
+    weight_decay: Annotated[float, Bounds(ge=0, le=10)] = 0.1
+    betas: Annotated[list[float], Bounds(min_length=2, max_length=2)] = field(
+        default_factory=_default_betas
+    )
+    eps: Annotated[float, Bounds(gt=0, le=1)] = 1e-8
+    grad_clip: Annotated[float, Bounds(ge=0, le=1e6)] = 1.0
     precision: Precision = "auto"
     activation_checkpointing: bool = False
-    log_every: int = Field(default=10, gt=0, le=1_000_000)
-    save_every: int = Field(default=1000, gt=0, le=100_000_000)
-    seed: int = Field(default=1234, ge=0, le=2**32 - 1)
+    log_every: Annotated[int, Bounds(gt=0, le=1_000_000)] = 10
+    save_every: Annotated[int, Bounds(gt=0, le=100_000_000)] = 1000
+    seed: Annotated[int, Bounds(ge=0, le=2**32 - 1)] = 1234
 
-    @model_validator(mode="after")
-    def _consistent(self) -> TrainSpec:
+    def __post_init__(self) -> None:
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}")
         if self.warmup_steps > self.total_steps:
@@ -86,15 +132,18 @@ class TrainSpec(_Strict):
             )
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
-        return self
 
 
-class BatchPlan(_Strict):
-    global_batch: int = Field(gt=0, le=1 << 24, description="samples per optimizer step")
-    micro_batch: int = Field(gt=0, le=1 << 16, description="samples per GPU per forward")
+@dataclass(frozen=True, kw_only=True)
+class BatchPlan:
+    __pydantic_config__ = STRICT
+
+    global_batch: Annotated[int, Bounds(gt=0, le=1 << 24)]  # samples per optimizer step
+    micro_batch: Annotated[int, Bounds(gt=0, le=1 << 16)]  # samples per GPU per forward
 
 
-class BatchSpec(BatchPlan):
+@dataclass(frozen=True, kw_only=True)
+class BatchSpec:
     """The target batch, with optional reviewed choices for particular world sizes.
 
     ``by_world_size`` keys are data-parallel sizes, written as TOML keys
@@ -102,10 +151,13 @@ class BatchSpec(BatchPlan):
     A team uses them to pin what it has measured to work on a given GPU count.
     """
 
-    by_world_size: dict[str, BatchPlan] = Field(default_factory=dict)
+    __pydantic_config__ = STRICT
 
-    @model_validator(mode="after")
-    def _keys_are_sizes(self) -> BatchSpec:
+    global_batch: Annotated[int, Bounds(gt=0, le=1 << 24)]
+    micro_batch: Annotated[int, Bounds(gt=0, le=1 << 16)]
+    by_world_size: dict[str, BatchPlan] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
         for key, plan in self.by_world_size.items():
             if not key.isdigit() or int(key) < 1 or len(key) > 6:
                 raise ValueError(
@@ -118,7 +170,6 @@ class BatchSpec(BatchPlan):
                     f"by_world_size.{key}: global_batch {plan.global_batch} is not a multiple "
                     f"of micro_batch {plan.micro_batch} × {key} ranks"
                 )
-        return self
 
     def for_world_size(self, world_size: int) -> BatchPlan:
         return self.by_world_size.get(str(world_size), BatchPlan(
@@ -126,32 +177,73 @@ class BatchSpec(BatchPlan):
         ))
 
 
-class DeepSpeedSpec(_Strict):
-    zero_stage: int = Field(default=2, ge=0, le=3)
+@dataclass(frozen=True, kw_only=True)
+class DeepSpeedSpec:
+    __pydantic_config__ = STRICT
+
+    zero_stage: Annotated[int, Bounds(ge=0, le=3)] = 2
     offload_optimizer: OffloadDevice = "none"
     offload_param: OffloadDevice = "none"
     overlap_comm: bool = True
     contiguous_gradients: bool = True
-    steps_per_print: int = Field(default=100, gt=0, le=100_000_000)
+    steps_per_print: Annotated[int, Bounds(gt=0, le=100_000_000)] = 100
 
-    @model_validator(mode="after")
-    def _offload_needs_stage(self) -> DeepSpeedSpec:
+    def __post_init__(self) -> None:
         if self.offload_param != "none" and self.zero_stage != 3:
             raise ValueError("offload_param needs zero_stage = 3")
         if self.offload_optimizer != "none" and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
-        return self
 
 
-class PresetSpec(_Strict):
+@dataclass(frozen=True, kw_only=True)
+class PresetSpec:
     """The whole content of a preset file."""
 
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
-    description: str = Field(default="", max_length=500)
-    based_on: str = Field(
-        default="", max_length=200, description="the preset this one was derived from (v2)"
-    )
+    __pydantic_config__ = STRICT
+
+    schema_version: Annotated[int, Bounds(ge=1, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    description: Annotated[str, Bounds(max_length=500)] = ""
+    # the preset this one was derived from (v2)
+    based_on: Annotated[str, Bounds(max_length=200)] = ""
     model: ModelSpec
-    train: TrainSpec = Field(default_factory=TrainSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
     batch: BatchSpec
-    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    deepspeed: DeepSpeedSpec = field(default_factory=DeepSpeedSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (nested dicts and lists), in the schema's field order."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_validated(cls, data: dict[str, Any]) -> "PresetSpec":
+        """Rebuild a spec from :meth:`to_dict` output of a spec that passed validation.
+
+        Only for data that came out of a validated spec (the validation cache): the
+        field constraints are not re-checked here, the cross-field rules are.
+        """
+        batch = dict(data["batch"])
+        batch["by_world_size"] = {
+            k: BatchPlan(**v) for k, v in batch.get("by_world_size", {}).items()
+        }
+        train = dict(data["train"])
+        train["betas"] = list(train["betas"])
+        return cls(
+            model=ModelSpec(**data["model"]),
+            batch=BatchSpec(**batch),
+            schema_version=data["schema_version"],
+            description=data["description"],
+            based_on=data["based_on"],
+            train=TrainSpec(**train),
+            deepspeed=DeepSpeedSpec(**data["deepspeed"]),
+        )
+
+
+def sections(cls: type) -> dict[str, Any]:
+    """Field name → annotation of a schema class (``Annotated`` stripped)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        ann = f.type
+        if getattr(ann, "__metadata__", None) is not None:
+            ann = ann.__origin__
+        out[f.name] = ann
+    return out

@@ -1,0 +1,38 @@
+"""Fixtures every test module shares."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ds_wizard.core.presets import ENV_CONFIG_DIR, ENV_PRESET_PATH
+from ds_wizard.core.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_validation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # os.environ, not monkeypatch: subprocesses (the CLI, deepspeed ranks) inherit it, and
+    # the user's real ~/.cache stays untouched by the suite.
+    saved = {k: os.environ.get(k) for k in (ENV_CACHE_DIR, ENV_NO_CACHE)}
+    os.environ[ENV_CACHE_DIR] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop(ENV_NO_CACHE, None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory (cwd) and user config dir, with no team preset path."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.delenv(ENV_PRESET_PATH, raising=False)
+    monkeypatch.setenv(ENV_CONFIG_DIR, str(tmp_path / "config"))
+    return tmp_path
