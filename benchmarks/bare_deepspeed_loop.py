@@ -11,10 +11,13 @@ import argparse
 import itertools
 import json
 import time
+from pathlib import Path
 
 import deepspeed
+import numpy as np
 import torch
 import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
 
 from ds_wizard.core.params import padded_vocab
 from ds_wizard.core.presets import read_preset_file
@@ -31,13 +34,15 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args()
 
-    spec = read_preset_file(__import__("pathlib").Path(args.preset)).spec
+    spec = read_preset_file(Path(args.preset)).spec
     with open(args.deepspeed_config) as fh:
         cfg = json.load(fh)
     deepspeed.init_distributed()
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(spec.train.seed)
-    model = build_model(spec.model, choose_backend("auto").name)
+    # the backend ds_wizard.train picks: by DeepSpeed's accelerator (DS_ACCELERATOR=cpu)
+    cuda = get_accelerator().device_name() == "cuda"
+    model = build_model(spec.model, choose_backend("auto", cuda=cuda).name)
     vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
     tokens = load_tokens(None, ByteTokenizer(), vocab).tokens
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
@@ -53,7 +58,7 @@ def main() -> None:
             rows = [tokens[(k % n) * seq:(k % n + 1) * seq] for k in range(i, i + micro * world,
                                                                           world)]
             i += micro * world
-            ids = torch.from_numpy(__import__("numpy").stack(rows).astype("int64"))
+            ids = torch.from_numpy(np.stack(rows).astype("int64"))
             ids = ids.to(engine.device)
             logits = engine(ids).logits
             loss = torch.nn.functional.cross_entropy(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,12 +30,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
-                  runs_dir: Path) -> tuple[float, Path]:
+                  runs_dir: Path) -> tuple[float, float, launcher.RunPlan]:
     plan = launcher.prepare_run(preset, num_gpus, steps=steps, runs_dir=runs_dir)
-    job = launcher.start(plan)
-    for _ in job.lines():
-        pass
-    code = job.wait()
+    # run_foreground, not a bare start(): Ctrl-C must not leave the ranks running
+    _, code, signum = launcher.run_foreground(plan, on_line=lambda line: None)
+    if signum is not None:
+        raise SystemExit(128 + signum)
     if code:
         raise SystemExit(f"ds_wizard.train failed ({code}); see {plan.paths.log}")
     records = {r["step"]: r for r in read_metrics(plan.paths.metrics)}
@@ -42,22 +43,20 @@ def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
     tokens = records[steps]["tokens"] - records[warmup]["tokens"]
     per_step = statistics.median(records[s]["tokens_per_s"] for s in range(warmup + 1,
                                                                            steps + 1))
-    return tokens / seconds, per_step, plan.paths.root
+    return tokens / seconds, per_step, plan
 
 
-def run_bare(run_dir: Path, steps: int, warmup: int) -> tuple[float, float]:
-    plan_cmd = json.loads(json.dumps((run_dir / "command.txt").read_text().split()))
-    env_part = [c for c in plan_cmd if "=" in c and not c.startswith("-")
-                and c.split("=", 1)[0].isupper()]
-    flag = next(c for c in plan_cmd if c.startswith(("--num_gpus=", "--num_accelerators=")))
-    cmd = [*launcher.deepspeed_launcher(), flag, f"--master_port={launcher.free_port()}",
+def run_bare(plan: launcher.RunPlan, steps: int, warmup: int) -> tuple[float, float]:
+    """B, with A's ranks, environment, preset snapshot and DeepSpeed JSON."""
+    paths = plan.paths
+    cmd = [*launcher.deepspeed_launcher(),
+           *launcher.rank_selection(plan.accelerator.kind, plan.world_size),
+           f"--master_port={launcher.free_port()}",
            str(HERE / "bare_deepspeed_loop.py"),
-           "--preset", str(run_dir / "preset.toml"),
-           "--deepspeed_config", str(run_dir / "ds_config.json"),
+           "--preset", str(paths.preset), "--deepspeed_config", str(paths.config),
            "--steps", str(steps), "--warmup", str(warmup)]
-    env = dict(kv.split("=", 1) for kv in env_part)
     out = subprocess.run(cmd, capture_output=True, text=True,
-                         env={**__import__("os").environ, **env}, check=False)
+                         env={**os.environ, **plan.env}, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("BARE "):
             result = json.loads(line[5:])
@@ -74,12 +73,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args()
+    if not 1 <= args.warmup < args.steps:
+        p.error("need 1 <= --warmup < --steps: the window starts after a warm-up step")
     rows = []
     with tempfile.TemporaryDirectory(prefix="ds-wizard-bench-") as tmp:
         for r in range(1, args.rounds + 1):
-            a, a_med, run_dir = run_ds_wizard(args.preset, args.num_gpus, args.steps,
-                                              args.warmup, Path(tmp))
-            b, b_med = run_bare(run_dir, args.steps, args.warmup)
+            a, a_med, plan = run_ds_wizard(args.preset, args.num_gpus, args.steps,
+                                           args.warmup, Path(tmp))
+            b, b_med = run_bare(plan, args.steps, args.warmup)
             rows.append((r, a, b, a_med, b_med))
             print(f"round {r}: ds_wizard.train {a:,.0f} tok/s (median step {a_med:,.0f}), "
                   f"bare {b:,.0f} tok/s (median step {b_med:,.0f})", file=sys.stderr,

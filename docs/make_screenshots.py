@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_tui_fakes import fake_gpus, no_gpus, script_job_factory  # noqa: E402
+from test_tui_fakes import fake_gpus, no_gpus, script_job_factory, wait_for  # noqa: E402
 
 from ds_wizard.app import make_app  # noqa: E402
 
@@ -43,10 +43,7 @@ async def shoot(app, name: str, steps: list) -> None:
 
 async def wait_job(pilot) -> None:
     screen = pilot.app.screen
-    for _ in range(300):
-        if screen.job is not None and not screen.running:
-            break
-        await pilot.pause(0.1)
+    await wait_for(pilot, lambda: screen.job is not None and not screen.running)
 
 
 async def main() -> None:

@@ -19,7 +19,8 @@ from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.batch import BatchScreen
 from ds_wizard.screens.dialogs import ConfirmScreen
 from ds_wizard.screens.gpus import GpuScreen
-from ds_wizard.screens.launch import JobFactory, LaunchScreen, default_job_factory
+from ds_wizard.screens.jobs import launcher_job
+from ds_wizard.screens.launch import JobFactory, LaunchScreen
 from ds_wizard.screens.preset import PresetScreen
 from ds_wizard.screens.review import ReviewScreen
 from ds_wizard.screens.state import WizardState
@@ -83,7 +84,7 @@ class WizardApp(App[None]):
             return
         problem = current.ready()
         if problem:
-            self.notify(problem, title="Not yet", severity="error")
+            self.notify(problem, title="Not yet", severity="error", markup=False)
             return
         idx = self.step_names.index(current.step)
         if idx + 1 < len(self.step_names):
@@ -109,22 +110,22 @@ class WizardApp(App[None]):
             if target > here:
                 current.store()
                 for name in self.step_names[here:target]:
-                    screen = self.get_screen(name)
+                    screen = self.get_screen(name, WizardScreen)
                     if not screen.is_mounted:
                         # never visited: its defaults have not been shown yet
                         self.goto(name)
                         return
-                    problem = screen.ready()  # type: ignore[attr-defined]
+                    problem = screen.ready()
                     if problem:
                         self.notify(problem, title=f"{self.step_titles[name]} first",
-                                    severity="error")
+                                    severity="error", markup=False)
                         self.goto(name)
                         return
         self.goto(step)
 
     @property
     def launch_screen(self) -> LaunchScreen:
-        return self.get_screen("launch")  # type: ignore[return-value]
+        return self.get_screen("launch", LaunchScreen)
 
     @property
     def job_running(self) -> bool:
@@ -161,17 +162,21 @@ class WizardApp(App[None]):
         yield SystemCommand("CPU demo run", "tiny_mamba on 2 CPU ranks, no GPU needed",
                             self._palette_cpu_demo)
 
+    def _goto_then(self, step: str, action: Callable[[], object]) -> None:
+        """Jump to ``step`` and run ``action`` there, unless an earlier step needs work
+        first (the jump then stops at that step, and the action would act on an unseen
+        screen)."""
+        self.action_goto(step)
+        self.call_after_refresh(lambda: action() if self.step == step else None)
+
     def _palette_save(self) -> None:
-        self.action_goto("review")
-        self.call_after_refresh(lambda: self.get_screen("review").action_save())  # type: ignore[attr-defined]
+        self._goto_then("review", self.get_screen("review", ReviewScreen).action_save)
 
     def _palette_launch(self) -> None:
-        self.action_goto("launch")
-        self.call_after_refresh(self.launch_screen.action_start)
+        self._goto_then("launch", self.launch_screen.action_start)
 
     def _palette_cpu_demo(self) -> None:
-        self.goto("gpus")
-        self.call_after_refresh(lambda: self.get_screen("gpus").action_cpu_demo())  # type: ignore[attr-defined]
+        self._goto_then("gpus", self.get_screen("gpus", GpuScreen).action_cpu_demo)
 
 
 def make_app(
@@ -188,7 +193,7 @@ def make_app(
     state = WizardState(output=str(output), runs_dir=base / "runs", train_steps=steps)
     return WizardApp(
         gpu_probe=gpu_probe or detect_gpus,
-        job_factory=job_factory or default_job_factory,
+        job_factory=job_factory or launcher_job,
         state=state,
         cwd=base,
         cursor_blink=cursor_blink,
@@ -199,7 +204,8 @@ def run() -> None:
     """Entry point for a bare ``ds-wizard``.
 
     The job runs in its own session, so a dropped SSH connection would not reach it:
-    on SIGHUP the app exits, and whatever way the app ends, a running job is stopped.
+    on SIGHUP (or SIGTERM) the app exits, and whatever way the app ends, a running job is
+    stopped.
     """
     import signal
     import sys
@@ -210,10 +216,13 @@ def run() -> None:
               "--num-gpus N --preset NAME (see ds-wizard --help).", file=sys.stderr)
         raise SystemExit(2)
     app = make_app()
-    previous = signal.signal(signal.SIGHUP, lambda signum, frame: app.exit())
+    # Python's default SIGTERM ends the process without unwinding, skipping the stop below
+    previous = {s: signal.signal(s, lambda signum, frame: app.exit())
+                for s in (signal.SIGHUP, signal.SIGTERM)}
     try:
         app.run()
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         if app.is_screen_installed("launch"):
             app.launch_screen.stop_now()

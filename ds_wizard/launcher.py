@@ -8,6 +8,9 @@ Used by ``ds-wizard launch`` and the TUI's launch screen::
     job.stop()                                             # graceful: ranks checkpoint
     code = job.wait()
 
+    job, code, signum = run_foreground(plan, on_line=print)  # all of the above, plus
+                                                           # SIGINT/SIGTERM/SIGHUP handling
+
 Process model: ``deepspeed`` (runner) → ``deepspeed.launcher.launch`` → one
 ``python -m ds_wizard.train`` per rank, all in one new session/process group. The
 supervisor never leaves the group behind: ``wait()`` returns only once no process of the
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import queue
 import shlex
@@ -34,17 +36,27 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ds_wizard import __version__
 from ds_wizard.core import runs
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.fsio import atomic_write_text
 
+if TYPE_CHECKING:
+    from ds_wizard.core.checker import CheckReport
+    from ds_wizard.core.gpus import GpuReport
+    from ds_wizard.core.presets import Preset
+    from ds_wizard.core.schema import PresetSpec
+
+BACKENDS = ("auto", "transformers", "mamba_ssm")
 CPU_DEFAULT_RANKS = 2
-GRACE_S = 60.0  # the launcher itself kills ranks 30 s after its SIGTERM
+GRACE_S = 60.0  # for the ranks to reach the end of a step and save a checkpoint
 KILL_AFTER_S = 10.0
 LINGER_S = 45.0  # how long the group may outlive the launcher before it is killed
+# a dropped terminal (SIGHUP) must stop the job too: it runs in its own session, which
+# the terminal's hang-up never reaches
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 TRAIN_MODULE = "ds_wizard.train"
 
 
@@ -60,7 +72,7 @@ class Accelerator:
     bf16: bool | None = None
 
 
-def detect_accelerator(gpu_report: Any = None) -> Accelerator:
+def detect_accelerator(gpu_report: GpuReport | None = None) -> Accelerator:
     """CUDA if NVML sees a GPU, else CPU. Never imports torch."""
     if gpu_report is None:
         from ds_wizard.core.gpus import detect_gpus
@@ -79,7 +91,7 @@ class RunPlan:
     """Everything about one launch, decided before any process starts."""
 
     preset_name: str
-    spec: Any  # PresetSpec
+    spec: PresetSpec
     config: dict[str, Any]
     config_source: str | None  # the user's --config path, None when built from the preset
     world_size: int
@@ -127,7 +139,7 @@ def world_size_for(num_gpus: int | None, accel: Accelerator) -> tuple[int, list[
 
 
 def resolve_config(
-    spec: Any, preset_name: str, world_size: int, accel: Accelerator,
+    spec: PresetSpec, preset_name: str, world_size: int, accel: Accelerator,
     config_path: str | Path | None = None,
 ) -> tuple[dict[str, Any], str | None]:
     """The user's config (which must pass check) or one built from the preset."""
@@ -158,7 +170,7 @@ def resolve_config(
     return cfg, source
 
 
-def _fix_hint(report: Any, source: str | None, world_size: int) -> str:
+def _fix_hint(report: CheckReport, source: str | None, world_size: int) -> str:
     parts = []
     if report.suggestions:
         parts.append("suggested fix: " + report.suggestions[0].removeprefix("--keep micro: "))
@@ -200,8 +212,6 @@ def rank_selection(kind: str, world_size: int,
 
 def build_command(plan: RunPlan, *, master_port: int | None = None,
                   extra: Sequence[str] = ()) -> list[str]:
-    if plan.run_dir is None:
-        raise ValueError("build_command needs a run directory")
     paths = plan.paths
     cmd = [*deepspeed_launcher(), *rank_selection(plan.accelerator.kind, plan.world_size),
            f"--master_port={master_port or free_port()}",
@@ -234,7 +244,7 @@ def run_env(accel: Accelerator, world_size: int) -> dict[str, str]:
 
 
 def prepare_run(
-    preset: Any = None,
+    preset: str | Preset | None = None,
     num_gpus: int | None = None,
     *,
     sets: Sequence[str] = (),
@@ -247,7 +257,7 @@ def prepare_run(
     runs_dir: str | Path = "runs",
     backend: str = "auto",
     accelerator: Accelerator | None = None,
-    gpu_report: Any = None,
+    gpu_report: GpuReport | None = None,
     master_port: int | None = None,
     extra: Sequence[str] = (),
     dry_run: bool = False,
@@ -257,12 +267,24 @@ def prepare_run(
     Raises a DsWizardError (``LaunchRefused`` for a config DeepSpeed would reject) before
     anything is written or started.
     """
+    if backend not in BACKENDS:
+        raise DsWizardError(f"unknown backend {backend!r}",
+                            "choose auto, transformers or mamba_ssm")
     accel = accelerator or detect_accelerator(gpu_report)
     if dry_run and accel.kind == "cpu" and num_gpus is not None and resume is None:
         # `--num-gpus 4 --dry-run` on a laptop checks a plan for a GPU machine
         accel = Accelerator("cuda", num_gpus, "none visible here: planning for a GPU machine")
     if resume is not None:
+        given = {"--preset": preset, "--set": sets, "--config": config_path, "--data": data,
+                 "--data-dtype": data_dtype, "--tokenizer": tokenizer}
+        if clash := [flag for flag, value in given.items() if value]:
+            # the run's own preset snapshot, config and data are what its checkpoint fits
+            raise DsWizardError(
+                f"--resume continues a run as it was launched; {', '.join(clash)} cannot "
+                "change it", "drop them, or start a new run with them")
         plan = _resume_plan(resume, runs_dir, num_gpus, steps, accel)
+        if backend != "auto":
+            plan.backend = backend
     else:
         if preset is None:
             raise DsWizardError("no preset given", "pass --preset NAME (see `ds-wizard presets`)")
@@ -279,11 +301,6 @@ def prepare_run(
             data=_abs(data), data_dtype=data_dtype, tokenizer=_abs(tokenizer),
             backend=backend, notes=notes,
         )
-    if backend not in ("auto", "transformers", "mamba_ssm"):
-        raise DsWizardError(f"unknown backend {backend!r}",
-                            "choose auto, transformers or mamba_ssm")
-    if resume is not None:
-        plan.backend = backend if backend != "auto" else plan.backend
     _validate_data(plan)
     plan.env = run_env(accel, plan.world_size)
     if dry_run:
@@ -475,7 +492,6 @@ class Supervisor:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._reader: threading.Thread | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
         self.stop_requested = False
         self.killed = False
         self.returncode: int | None = None
@@ -538,6 +554,7 @@ class Supervisor:
         return group_pids(self.pgid) if self._proc is not None else []
 
     def rank_pids(self) -> list[int]:
+        """The training ranks among :meth:`pids` (not the runner, not launch.py)."""
         import psutil
 
         out = []
@@ -547,24 +564,23 @@ class Supervisor:
                     out.append(pid)
         return out
 
-    def poll(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
-
     # -- stopping -------------------------------------------------------------------------
     def stop(self, grace_s: float = GRACE_S, kill_after_s: float = KILL_AFTER_S) -> int | None:
-        """Graceful stop: SIGINT to the launcher and the ranks (they checkpoint and exit),
-        then SIGTERM and SIGKILL to the whole group if it outlives ``grace_s``.
+        """Graceful stop: SIGINT to the ranks (they checkpoint and exit 0, and the launcher
+        with them), then SIGTERM and SIGKILL to the whole group if it outlives ``grace_s``.
 
-        The ``deepspeed`` runner at the top is left out of the SIGINT: it has no handler
-        and would only print a KeyboardInterrupt traceback; it exits when its child does.
+        Only the ranks get the SIGINT: DeepSpeed's launch.py answers any signal by
+        terminating the ranks and killing them 30 s later, which would cut a checkpoint
+        that needs longer than that short of ``grace_s``. Before the ranks exist, every
+        process but the runner gets it (the runner has no handler and would only print a
+        KeyboardInterrupt traceback; it exits when its child does).
         """
         if self._proc is None:
             return None
-        with self._lock:
-            self.stop_requested = True
-        members = [p for p in self.pids() if p != self.pid]
-        if members:
-            for pid in members:
+        self.stop_requested = True
+        targets = self.rank_pids() or [p for p in self.pids() if p != self.pid]
+        if targets:
+            for pid in targets:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGINT)
         else:
@@ -599,10 +615,7 @@ class Supervisor:
         never returns with orphans running.
         """
         assert self._proc is not None, "not started"
-        try:
-            code = self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise
+        code = self._proc.wait(timeout=timeout)
         if not self._wait_group(LINGER_S):
             self.killed = True
             _signal_group(self.pgid, signal.SIGKILL)
@@ -620,6 +633,57 @@ def start(plan: RunPlan, *, on_line: Callable[[str], None] | None = None) -> Sup
         fh.write(f"$ {plan.command_text}\n")
     return Supervisor(plan.command, env=plan.env, log_path=paths.log, run_dir=plan.run_dir,
                       on_line=on_line).start()
+
+
+def run_foreground(
+    plan: RunPlan, *, on_line: Callable[[str], None], grace_s: float = GRACE_S,
+    on_signal: Callable[[int], None] | None = None,
+) -> tuple[Supervisor, int, int | None]:
+    """Start ``plan``, hand each output line to ``on_line``, and return once no process of
+    the job is left: the job, the launcher's exit code, and the first stop signal (or None).
+
+    The first SIGINT, SIGTERM or SIGHUP stops the job gracefully (``on_signal`` is told);
+    another one kills it. The job runs in its own session, so nothing but this function
+    stops it when this process ends: the handlers go in before it starts, and an
+    exception (a closed stdout, a failing ``on_line``) stops it before propagating.
+    Call from the main thread (signal handlers).
+    """
+    signals: list[int] = []
+    job: Supervisor | None = None
+
+    def begin_stop(signum: int) -> None:
+        assert job is not None
+        # stop() waits for the group: off this thread, so the output keeps flowing
+        threading.Thread(target=job.stop, kwargs={"grace_s": grace_s}, daemon=True,
+                         name="job-stop").start()
+        if on_signal is not None:
+            on_signal(signum)
+
+    def handle(signum: int, frame: object) -> None:
+        signals.append(signum)
+        if job is None:
+            return  # start() is still running; the stop begins as soon as it returns
+        if len(signals) == 1:
+            begin_stop(signum)
+        else:
+            job.kill()
+
+    previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
+    try:
+        job = start(plan)
+        try:
+            if signals:
+                begin_stop(signals[0])
+            for line in job.lines():
+                on_line(line)
+            code = job.wait()
+        except BaseException:
+            job.stop(grace_s=grace_s)
+            raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return job, code, signals[0] if signals else None
 
 
 def rank_failure(lines: Sequence[str]) -> str | None:
@@ -646,7 +710,3 @@ def describe_exit(code: int, sup: Supervisor) -> str:
     failure = rank_failure(sup.tail)
     base = failure or f"the job exited with code {code}"
     return f"{base}; the launcher stopped the other ranks"
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))

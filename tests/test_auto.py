@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from ds_wizard.cli import main
 from ds_wizard.core.auto import auto_configure
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.overrides import load_with_overrides
 from ds_wizard.core.presets import load_preset
 from ds_wizard.core.report import summary_lines
 
@@ -83,6 +84,15 @@ def test_explicit_batch_values(seven_b, kwargs, expected):
     c = result.choice
     assert (c.micro_batch, c.grad_accum, c.global_batch) == expected
     assert deepspeed_verdict(result.config, 4).valid
+
+
+def test_a_zero_stage_that_cannot_carry_the_presets_offload_is_refused():
+    offloading = load_with_overrides("7b_mamba", ["deepspeed.offload_optimizer=cpu"])
+    with pytest.raises(DsWizardError,
+                       match=r"optimizer offload \(offload_optimizer\) needs ZeRO stage 1, 2 or 3"):
+        auto_configure(offloading, 4, zero_stage=0)
+    zero = auto_configure(offloading, 4, zero_stage=3).config["zero_optimization"]
+    assert (zero["stage"], zero["offload_optimizer"]["device"]) == (3, "cpu")
 
 
 def test_impossible_global_batch_names_neighbours(seven_b):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
-from _cli_helpers import NO_GPU, SEED_CONFIG, fake_gpus, run_cli, write_seed
+from _cli_helpers import NO_GPU, fake_gpus, run_cli, write_seed
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
@@ -62,9 +63,10 @@ def assert_one_line(name: str, needle: str, stdout: str, stderr: str) -> None:
         assert len(lines) == 1 and lines[0].startswith("error: "), stderr
         assert needle in lines[0]
     else:
+        # the headline alone must name the cause; the lines below it are detail
         first = stdout.splitlines()[0]
         assert first.startswith("❌ INVALID"), stdout
-        assert needle in stdout
+        assert needle in first, stdout
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
@@ -105,30 +107,71 @@ def test_fix_repairs_numbers_written_as_strings(tmp_path, monkeypatch):
     assert json.loads(path.read_text())["gradient_accumulation_steps"] == 8
 
 
-def unwritable_dir(tmp_path: Path) -> Path:
-    if os.geteuid() == 0:
-        return Path("/sys")  # root ignores permission bits; sysfs refuses new files
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    return locked
+def refuse(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
 
 
+REAL_REPLACE = os.replace
+
+
+def refuse_all_but_backup(src, dst, **kwargs):
+    if str(dst).endswith(".bak"):
+        return REAL_REPLACE(src, dst, **kwargs)
+    return refuse()
+
+
+# where the write is refused: no temp file can be made (a read-only directory), no rename
+# at all, or only the final rename over the target (after fix has made its backup). Root
+# ignores permission bits, so the refusal is injected where fsio makes the call.
+FAILURE_POINTS = {
+    "mkstemp": (tempfile, "mkstemp", refuse),
+    "replace": (os, "replace", refuse),
+    "replace-target": (os, "replace", refuse_all_but_backup),
+}
+
+
+@pytest.mark.parametrize("point", sorted(FAILURE_POINTS))
 @pytest.mark.parametrize("command", ["fix", "auto", "generate"])
-def test_unwritable_output_directory(command, tmp_path, monkeypatch):
+def test_refused_write_changes_nothing(command, point, tmp_path, monkeypatch):
     fake_gpus(monkeypatch, NO_GPU)
-    seed = write_seed(tmp_path)
+    work = tmp_path / "configs"
+    work.mkdir()
+    seed = write_seed(work)  # fix rewrites it in place; auto and generate write next to it
     before = seed.read_bytes()
-    target = unwritable_dir(tmp_path)
     args = {
-        "fix": ["fix", str(seed), "--num-gpus", "4", "--output", str(target / "out.json")],
-        "auto": ["--auto", "--num-gpus", "4", "--output", str(target / "out.json")],
-        "generate": ["generate", "--gpus", "4", "--out-dir", str(target)],
+        "fix": ["fix", str(seed), "--num-gpus", "4"],
+        "auto": ["--auto", "--num-gpus", "4", "--output", str(work / "out.json")],
+        "generate": ["generate", "--gpus", "4", "--out-dir", str(work)],
     }[command]
+    monkeypatch.setattr(*FAILURE_POINTS[point])
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("error: cannot write"), result.output
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: cannot write"), result.stderr
+    assert "Permission denied" in errors[0]
     assert seed.read_bytes() == before
-    assert json.loads(before) == SEED_CONFIG
-    assert not (target / "out.json").exists()
+    # no half-written target and no temp file; a backup only if it was made before the
+    # final rename failed, and then it is the original
+    left = sorted(p.name for p in work.iterdir())
+    if command == "fix" and point == "replace-target":
+        assert left == [seed.name, seed.name + ".bak"]
+        assert (work / (seed.name + ".bak")).read_bytes() == before
+    else:
+        assert left == [seed.name]
+
+
+def test_real_write_failure_through_the_entry_point(tmp_path):
+    """A genuine OS refusal, whoever runs the tests: the config's name is legal but the temp
+    file beside it (".NAME.XXXXXXXX.tmp") is over the 255-byte name limit."""
+    seed = write_seed(tmp_path, "d" * 245 + ".json")
+    before = seed.read_bytes()
+    proc = run_cli("fix", str(seed), "--num-gpus", "4", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: cannot write"), proc.stderr
+    assert "name too long" in errors[0].lower()
+    assert seed.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == [seed.name]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import deepspeed  # noqa: F401  (a hard dependency: a broken install must fail, not skip)
 from _ds_oracle import deepspeed_verdict
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ds_wizard.core.batch import resolve
-
-pytest.importorskip("deepspeed")
 
 value = st.one_of(
     st.none(),

@@ -69,6 +69,29 @@ def test_problems_are_errors(cfg, needle):
     assert any(needle in e for e in report.errors), report.errors
 
 
+@pytest.mark.parametrize(("cfg", "headline"), [
+    (SEED, "16 != 4 × 8 × 4"),
+    ({**SEED, "train_batch_size": 128}, "128 = 4 × 8 × 4"),
+    ({**SEED, "train_batch_size": 128, "train_micro_batch_size_per_gpu": -4},
+     "train_micro_batch_size_per_gpu is -4; it must be at least 1"),
+    ({**SEED, "train_batch_size": 128, "train_micro_batch_size_per_gpu": 4.5},
+     "train_micro_batch_size_per_gpu is 4.5; it must be a whole number of samples"),
+    ({**SEED, "train_batch_size": 128, "fp16": {"enabled": True}}, "fp16 and bf16 are both"),
+], ids=["mismatch", "valid", "negative", "float", "fp16+bf16"])
+def test_headline_names_the_cause(cfg, headline):
+    report = check_config(cfg, 4)
+    assert report.headline.startswith(headline), report.headline
+    assert "\n" not in report.headline
+
+
+def test_a_bad_value_comes_before_deepspeeds_verdict_on_it():
+    report = check_config({**SEED, "train_batch_size": 128,
+                           "train_micro_batch_size_per_gpu": -4}, 4)
+    assert report.errors[0] == "train_micro_batch_size_per_gpu is -4; it must be at least 1"
+    assert report.errors[1] == ("DeepSpeed would stop with AssertionError: Micro batch size "
+                                "per gpu: -4 has to be greater than 0")
+
+
 def test_native_auto_is_not_flagged():
     cfg = {**SEED, "train_batch_size": 128, "data_types": {"keep_in_fp32_modules": "auto"}}
     assert check_config(cfg, 4).valid

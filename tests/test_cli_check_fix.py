@@ -79,6 +79,32 @@ def test_fix_seed_gives_128_keeps_keys_order_backup_and_is_idempotent(runner, tm
     assert check.exit_code == 0 and check.output.startswith("✅ VALID")
 
 
+@pytest.mark.parametrize(("keep", "triplet", "after", "written"), [
+    ("micro", ["train_batch_size                16 → 128",
+               "train_micro_batch_size_per_gpu  4  (kept)",
+               "gradient_accumulation_steps     8  (kept)"], "128 = 4 × 8 × 4", (128, 4, 8)),
+    ("global", ["train_batch_size                16  (kept)",
+                "train_micro_batch_size_per_gpu  4",
+                "gradient_accumulation_steps     8 → 1"], "16 = 4 × 1 × 4", (16, 4, 1)),
+])
+def test_fix_shows_each_value_before_and_after_and_both_formulas(runner, tmp_path, keep,
+                                                                 triplet, after, written):
+    cfg = write_seed(tmp_path)
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4", "--keep", keep])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"fixing {cfg} for world size 4 (--num-gpus 4), keeping ")
+    assert [line.strip() for line in lines[1:4]] == triplet
+    # before: our formula, then DeepSpeed's own message for it
+    assert lines[4].startswith("before: 16 != 4 × 8 × 4   ✗ DeepSpeed: ")
+    assert lines[4].endswith("16 != 4 * 8 * 4")
+    assert lines[5] == f"after:  {after}   ✅"
+    assert lines[6] == f"wrote {cfg} (previous version: {cfg}.bak)"
+    fixed = json.loads(cfg.read_text())
+    assert (fixed["train_batch_size"], fixed["train_micro_batch_size_per_gpu"],
+            fixed["gradient_accumulation_steps"]) == written
+
+
 def test_fix_output_leaves_input_alone(runner, tmp_path):
     cfg = write_seed(tmp_path)
     original = cfg.read_bytes()

@@ -76,15 +76,17 @@ def test_auto_does_not_import_other_commands(tmp_path):
         "import sys\n"
         "from ds_wizard.cli import main\n"
         "sys.argv = ['ds-wizard', '--auto', '--num-gpus', '4', '--dry-run']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
         "print('COMMANDS=' + ','.join(sorted(m for m in sys.modules\n"
         "      if m.startswith('ds_wizard.commands.'))))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    line = [x for x in proc.stdout.splitlines() if x.startswith("COMMANDS=")][-1]
-    loaded = set(line[len("COMMANDS="):].split(","))
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("COMMANDS=")]
+    assert lines, proc.stdout + proc.stderr
+    loaded = set(lines[-1][len("COMMANDS="):].split(","))
+    assert "ds_wizard.commands.auto" in loaded
     assert loaded <= {"ds_wizard.commands.auto", "ds_wizard.commands.common"}, loaded
 
 

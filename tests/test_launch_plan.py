@@ -133,6 +133,18 @@ def test_resume_plan_uses_the_run_and_refuses_other_world_sizes(tmp_path: Path) 
         == "9"
 
 
+def test_resume_refuses_the_flags_it_would_otherwise_ignore(tmp_path: Path) -> None:
+    plan = launcher.prepare_run("tiny_mamba", None, steps=5, runs_dir=tmp_path,
+                                accelerator=CPU)
+    _fake_checkpoint(plan.paths.checkpoints, 2)
+    with pytest.raises(launcher.DsWizardError, match="--set, --data cannot change it"):
+        launcher.prepare_run(resume="latest", sets=["train.lr=1e-3"], data="more.txt",
+                             runs_dir=tmp_path, accelerator=CPU)
+    result = CliRunner().invoke(main, ["launch", "--resume", "latest", "--preset",
+                                       "tiny_mamba", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "--preset cannot change it" in result.output
+
+
 def test_read_new_metrics_consumes_only_complete_lines(tmp_path: Path) -> None:
     path = tmp_path / "metrics.jsonl"
     assert read_new_metrics(path, 0) == ([], 0)
@@ -202,6 +214,71 @@ def test_supervisor_kills_processes_left_behind_by_the_leader(tmp_path: Path,
     sup = launcher.Supervisor([sys.executable, "-c", orphan]).start()
     assert sup.wait() == 0
     assert sup.pids() == [] and sup.killed
+
+
+# A job shaped like the real one: runner → launch.py → a rank (its argv has
+# `-m ds_wizard.train`). Like DeepSpeed's launch.py, the middle process cuts the rank
+# down as soon as it is signalled; the rank needs a moment to "checkpoint" after SIGINT.
+RANK = """
+import signal, time
+stop = []
+signal.signal(signal.SIGINT, lambda signum, frame: stop.append(signum))
+print("rank up", flush=True)
+while not stop:
+    time.sleep(0.05)
+print("rank: checkpoint", flush=True)
+time.sleep(0.5)
+print("rank: saved", flush=True)
+"""
+LAUNCH_PY = f"""
+import signal, subprocess, sys
+rank = subprocess.Popen([sys.executable, "-c", {RANK!r}, "-m", "ds_wizard.train"])
+def cut(signum, frame):
+    print("launch.py: killing the rank", flush=True)
+    rank.kill()
+signal.signal(signal.SIGINT, cut)
+signal.signal(signal.SIGTERM, cut)
+sys.exit(rank.wait())
+"""
+RUNNER = f"""
+import os, subprocess, sys
+print("pgid", os.getpgid(0), flush=True)
+sys.exit(subprocess.run([sys.executable, "-c", {LAUNCH_PY!r}]).returncode)
+"""
+
+
+def test_stop_signals_only_the_ranks_so_they_can_checkpoint() -> None:
+    seen: list[str] = []
+    sup = launcher.Supervisor([sys.executable, "-c", RUNNER], on_line=seen.append).start()
+    try:
+        deadline = time.monotonic() + 30
+        while "rank up" not in seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(sup.rank_pids()) == 1 and len(sup.pids()) == 3
+        code = sup.stop(grace_s=30, kill_after_s=1)
+    finally:
+        if sup.pids():  # only when an assertion above failed
+            sup.kill()
+    assert "rank: saved" in seen and "launch.py: killing the rank" not in seen, seen
+    assert code == 0 and not sup.killed and sup.pids() == []
+
+
+def test_run_foreground_stops_the_job_when_the_caller_fails(tmp_path: Path) -> None:
+    plan = launcher.prepare_run("tiny_mamba", None, steps=3, runs_dir=tmp_path,
+                                accelerator=CPU)
+    plan.command = [sys.executable, "-c", RUNNER]
+    pgids: list[int] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith("pgid "):
+            pgids.append(int(line.split()[1]))
+        if line == "rank up":
+            raise BrokenPipeError("stdout went away")
+
+    with pytest.raises(BrokenPipeError):
+        launcher.run_foreground(plan, on_line=on_line, grace_s=30)
+    assert pgids and launcher.group_pids(pgids[0]) == []
+    assert "rank: saved" in plan.paths.log.read_text()  # stopped gracefully, not killed
 
 
 def test_train_entry_dry_run_matches_the_seed_document() -> None:

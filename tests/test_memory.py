@@ -8,11 +8,10 @@ import itertools
 import pytest
 
 from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.fit import GpuMemory, choose_fit, parse_size
+from ds_wizard.core.fit import DoesNotFit, GpuMemory, choose_fit, parse_size
 from ds_wizard.core.memory import (
     GiB,
     activations,
-    cheapest_fit,
     estimate,
     largest_micro_batch,
     model_states,
@@ -80,9 +79,10 @@ def test_zero0_and_zero1_follow_the_byte_counts():
 
 
 def test_model_states_reject_impossible_combinations():
-    with pytest.raises(ValueError, match="stage 1, 2 or 3"):
+    # offload is a user's choice (plan --zero, --zero-stage): a one-line error, not a crash
+    with pytest.raises(DsWizardError, match="stage 1, 2 or 3"):
         model_states(10, 1, zero_stage=0, offload_optimizer=True)
-    with pytest.raises(ValueError, match="stage 3"):
+    with pytest.raises(DsWizardError, match="stage 3"):
         model_states(10, 1, zero_stage=2, offload_param=True)
     with pytest.raises(ValueError, match="precision"):
         model_states(10, 1, zero_stage=2, precision="int8")
@@ -128,11 +128,13 @@ def test_largest_micro_batch_is_the_boundary():
 
 def test_cheapest_fit_prefers_low_stages_then_offload():
     spec = load_preset("7b_mamba").spec
-    small = cheapest_fit(load_preset("mamba_130m").spec, 80 * GiB, world_size=1)
-    assert small is not None and small.strategy.zero_stage == 0
-    big = cheapest_fit(spec, 80 * GiB, world_size=1)
-    assert big is not None and big.strategy.offload_optimizer
-    assert cheapest_fit(spec, 4 * GiB, world_size=1) is None
+    gpu = GpuMemory(80 * GiB, "test")
+    small = choose_fit(load_preset("mamba_130m").spec, 1, gpu, micro_batch=1, from_stage=0)
+    assert small.strategy.zero_stage == 0
+    big = choose_fit(spec, 1, gpu, micro_batch=1, from_stage=0)
+    assert big.strategy.offload_optimizer
+    with pytest.raises(DoesNotFit):
+        choose_fit(spec, 1, GpuMemory(4 * GiB, "test"), micro_batch=1, from_stage=0)
 
 
 def test_choose_fit_reaches_the_target_batch_and_fits():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _cli_helpers import FOUR_A100, NO_GPU, fake_gpus, write_seed
+from _cli_helpers import FOUR_A100, NO_GPU, SEED_CONFIG, fake_gpus, write_seed
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
@@ -48,6 +48,7 @@ def test_auto_8x80gib_picks_a_config_that_fits_and_says_why(runner, tmp_path):
 
 def test_auto_json_carries_the_estimate(runner):
     result = _auto(runner, "--num-gpus", "8", "--gpu-memory", "80GiB", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     mem = data["memory"]
     assert mem["total"] == sum(mem[k] for k in ("params", "grads", "optimizer", "activations",
@@ -90,6 +91,7 @@ def test_auto_without_memory_info_keeps_the_preset_batch(runner):
 def test_auto_uses_the_smallest_detected_gpu(monkeypatch):
     fake_gpus(monkeypatch, FOUR_A100)
     result = CliRunner().invoke(main, ["--auto", "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert any("smallest detected GPU (NVIDIA A100-SXM4-80GB)" in r for r in data["reasons"])
     assert data["memory"]["total"] <= 0.9 * 80 * GiB
@@ -98,6 +100,7 @@ def test_auto_uses_the_smallest_detected_gpu(monkeypatch):
 def test_auto_given_micro_batch_that_does_not_fit_raises_the_stage(runner):
     result = _auto(runner, "--num-gpus", "8", "--gpu-memory", "80GiB", "--micro-batch", "4",
                    "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["train_micro_batch_size_per_gpu"] == 4 and data["train_batch_size"] == 128
     assert data["zero_stage"] == 3
@@ -151,6 +154,7 @@ def test_plan_offload_and_stage_options(runner):
     result = runner.invoke(main, ["plan", "--preset", "7b_mamba", "--num-gpus", "8",
                                   "--nodes", "2", "--gpu-memory", "40GiB", "--zero", "3",
                                   "--offload-optimizer", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     s = data["estimate"]["settings"]
     assert (s["zero_stage"], s["offload_optimizer"], s["gpus_per_node"]) == (3, True, 4)
@@ -186,18 +190,30 @@ def test_check_warns_when_the_config_does_not_fit(runner, tmp_path):
                                   "7b_mamba", "--gpu-memory", "80GiB"])
     assert "estimated peak memory" in result.output and "exceeds 72.0 GiB" in result.output
     assert "micro-batch 2 would fit" in result.output
-    data = json.loads(runner.invoke(main, ["check", str(seed), "--num-gpus", "4", "--preset",
-                                           "7b_mamba", "--gpu-memory", "80GiB",
-                                           "--json"]).output)
+    as_json = runner.invoke(main, ["check", str(seed), "--num-gpus", "4", "--preset",
+                                   "7b_mamba", "--gpu-memory", "80GiB", "--json"])
+    assert as_json.exit_code == 1, as_json.output  # the seed's batch: 16 != 4 × 8 × 4
+    data = json.loads(as_json.output)
     assert data["memory"]["fits"] is False
     assert any("estimated peak memory" in w for w in data["warnings"])
 
 
 def test_check_is_quiet_when_it_fits_and_needs_a_preset(runner, tmp_path):
     seed = write_seed(tmp_path)
-    ok = runner.invoke(main, ["check", str(seed), "--num-gpus", "4", "--preset", "7b_mamba",
-                              "--gpu-memory", "141GiB"])
-    assert "estimated peak memory" not in ok.output
+    fixed = tmp_path / "fixed.json"  # the seed with its batch repaired: 128 = 4 × 8 × 4
+    fixed.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128}), encoding="utf-8")
+    args = ["check", str(fixed), "--num-gpus", "4", "--preset", "7b_mamba",
+            "--gpu-memory", "141GiB"]
+    ok = runner.invoke(main, args)
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.startswith("✅ VALID")
+    assert "estimated peak memory" not in ok.output and "warnings:" not in ok.output
+    as_json = runner.invoke(main, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.output)
+    assert data["valid"] is True and data["warnings"] == []
+    assert data["memory"]["fits"] is True and data["memory"]["gpu_memory"] == 141 * GiB
+    assert 0 < data["memory"]["total"] <= 0.9 * 141 * GiB
     unknown = runner.invoke(main, ["check", str(seed), "--num-gpus", "4", "--preset",
                                    "7b_mamba"])
     assert "memory not checked: GPU memory unknown" in unknown.output

@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import transformers
 
-from ds_wizard.core.params import count_params, padded_vocab
+from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import builtin_dir, read_preset_file
 from ds_wizard.core.schema import ModelSpec
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 BUILTIN = sorted(builtin_dir().glob("*.toml"))
 
 
 def hf_count(spec: ModelSpec) -> int:
-    """numel of transformers' Mamba(2)ForCausalLM for ``spec``, built without memory."""
-    vocab = padded_vocab(spec.vocab_size, spec.pad_vocab_size_multiple)
-    common = dict(
-        vocab_size=vocab, hidden_size=spec.d_model, num_hidden_layers=spec.n_layer,
-        state_size=spec.d_state, expand=spec.expand, conv_kernel=spec.d_conv,
-        use_bias=spec.bias, use_conv_bias=spec.conv_bias,
-        tie_word_embeddings=spec.tie_embeddings,
-    )
-    if spec.arch == "mamba1":
-        config = transformers.MambaConfig(**common)
-        cls = transformers.MambaForCausalLM
-    else:
-        config = transformers.Mamba2Config(
-            **common, head_dim=spec.headdim, n_groups=spec.ngroups,
-            num_heads=spec.expand * spec.d_model // spec.headdim, chunk_size=spec.chunk_size,
-        )
-        cls = transformers.Mamba2ForCausalLM
+    """numel of transformers' Mamba(2)ForCausalLM for ``spec``, built without memory.
+
+    The config is the one training builds (``train.model.transformers_config``), so this
+    checks the closed form and the spec → transformers mapping the ranks use.
+    """
+    from ds_wizard.train.model import transformers_config
+
+    cls = transformers.Mamba2ForCausalLM if spec.arch == "mamba2" else transformers.MambaForCausalLM
     with torch.device("meta"):
-        model = cls(config)
+        model = cls(transformers_config(spec))
     # parameters() yields a tied weight once, as the closed form counts it
     return sum(p.numel() for p in model.parameters())
 

@@ -40,13 +40,6 @@ def ok(*args: str) -> click.testing.Result:
     return result
 
 
-def generate_cmd() -> click.Command:
-    cmd = main.commands.get("generate")
-    if cmd is None:  # not registered in cli.py yet: use the command object itself
-        from ds_wizard.commands.generate import generate as cmd
-    return cmd
-
-
 # ---------------------------------------------------------------- round trip
 
 
@@ -60,10 +53,7 @@ def test_export_import_generate_round_trip_is_byte_identical(home: Path) -> None
     for ref in ("7b_mamba", "teammates_7b"):
         out = home / ref
         out.mkdir()
-        result = CliRunner().invoke(
-            generate_cmd(), ["--preset", ref, "--gpus", "1,2,4,8", "--out-dir", str(out)]
-        )
-        assert result.exit_code == 0, result.output
+        ok("generate", "--preset", ref, "--gpus", "1,2,4,8", "--out-dir", str(out))
         outputs[ref] = {p.name: p.read_bytes() for p in sorted(out.glob("*.json"))}
     assert len(outputs["7b_mamba"]) == 4
     assert outputs["7b_mamba"] == outputs["teammates_7b"]

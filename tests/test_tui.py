@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from test_tui_fakes import fake_gpus, isolate, no_gpus
 from textual.widgets import DataTable, Input, OptionList, Static
-from textual.widgets._toast import Toast
 
 from ds_wizard.app import make_app
+from ds_wizard.core.dsconfig import plan_batch
+from ds_wizard.core.presets import load_preset, read_preset_file
+from ds_wizard.core.wizard import with_batch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("work")]
 
@@ -33,6 +35,27 @@ async def settle(pilot) -> None:
 
 async def clear_and_type(pilot, text: str) -> None:
     await pilot.press("end", "ctrl+u", *list(text))
+
+
+async def type_micro_gas(pilot, micro: str, gas: str) -> None:
+    """With the micro-batch field focused (as the batch step opens), fill both fields."""
+    assert pilot.app.focused is not None and pilot.app.focused.id == "micro"
+    await clear_and_type(pilot, micro)
+    await pilot.press("tab")
+    await clear_and_type(pilot, gas)
+
+
+def record_notifications(app) -> list[str]:
+    """Every message the app shows as a toast, from now on."""
+    shown: list[str] = []
+    real = app.notify
+
+    def notify(message: str, **kw) -> None:
+        shown.append(message)
+        real(message, **kw)
+
+    app.notify = notify
+    return shown
 
 
 async def to_batch(pilot) -> None:
@@ -69,10 +92,7 @@ async def test_walkthrough_saves_what_auto_writes(work: Path) -> None:
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.screen.step == "batch"
-        assert app.focused is not None and app.focused.id == "micro"
-        await clear_and_type(pilot, "4")
-        await pilot.press("tab")
-        await clear_and_type(pilot, "8")
+        await type_micro_gas(pilot, "4", "8")
         await pilot.pause()
         formula = app.screen.query_one("#formula", Static)
         assert "128 = 4 × 8 × 4" in str(formula.render())
@@ -91,11 +111,10 @@ async def test_walkthrough_saves_what_auto_writes(work: Path) -> None:
 
 async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
     app = make_app(fake_gpus(4), cursor_blink=False)
+    toasts = record_notifications(app)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
-        await clear_and_type(pilot, "4")
-        await pilot.press("tab")
-        await clear_and_type(pilot, "8")
+        await type_micro_gas(pilot, "4", "8")
         # derive nothing: all three values go to DeepSpeed, as in a hand-written file
         await pilot.press("ctrl+g", "ctrl+g", "ctrl+g")
         assert app.state.derive == "none"
@@ -113,8 +132,7 @@ async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.screen.step == "batch"
-        assert any("DeepSpeed would reject" in str(t.render()) for t in app.screen.query(Toast)) \
-            or app.screen.step == "batch"
+        assert any(m.startswith("DeepSpeed would reject this: Check batch") for m in toasts)
 
 
 # -- GPUs ----------------------------------------------------------------------------------
@@ -272,9 +290,7 @@ async def test_back_and_next_keep_choices() -> None:
     app = make_app(fake_gpus(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
-        await clear_and_type(pilot, "2")
-        await pilot.press("tab")
-        await clear_and_type(pilot, "16")
+        await type_micro_gas(pilot, "2", "16")
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.screen.step == "review"
@@ -359,7 +375,84 @@ async def test_command_palette_offers_main_actions() -> None:
             await pilot.press("ctrl+p")
             await pilot.pause()
             await pilot.press(*list("go to batch"))
-            await pilot.pause(0.3)
+            await settle(pilot)  # the palette searches in a worker
             await pilot.press("enter")
             await pilot.pause()
             assert app.screen.step == landed
+
+
+async def test_palette_save_before_the_batch_step_stops_at_the_first_unseen_step() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        save = next(c for c in app.get_system_commands(app.screen) if c.title == "Save config")
+        save.callback()
+        await settle(pilot)
+        assert app.screen.step == "preset"  # not saved behind the user's back, and no crash
+        assert app.state.saved_path is None
+
+
+async def test_review_saving_twice_keeps_the_first_backup(work: Path) -> None:
+    target = work / "ds_config.json"
+    target.write_text("{}\n")
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "already held this config" in text_of(app, "#verdict")
+    assert (work / "ds_config.json.bak").read_text() == "{}\n"
+
+
+async def test_batch_choice_does_not_follow_into_another_preset(work: Path) -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await type_micro_gas(pilot, "2", "16")
+        await pilot.pause()
+        assert app.state.chosen == (2, 16)
+        await pilot.press("escape")
+        await pilot.pause()
+        table = app.screen.query_one("#preset-table", DataTable)
+        table.focus()
+        table.move_cursor(row=app.screen.rows.index("tiny_mamba"))
+        await pilot.pause()
+        assert app.state.preset is not None and app.state.preset.name == "tiny_mamba"
+        assert app.state.chosen is None  # 7b_mamba's batch says nothing about tiny_mamba
+        await pilot.press("ctrl+s", *list("my_tiny"), "enter")
+        await pilot.pause()
+    saved = read_preset_file(work.parent / "config" / "presets" / "my_tiny.toml")
+    assert saved.spec.batch == load_preset("tiny_mamba").spec.batch
+
+
+def test_with_batch_replaces_a_pin_or_the_base_batch() -> None:
+    spec = load_preset("7b_mamba").spec
+    pinned = with_batch(spec, 2, 4, 8)
+    assert pinned.batch.by_world_size["2"].micro_batch == 4
+    assert pinned.batch.by_world_size["2"].global_batch == 64
+    assert (pinned.batch.global_batch, pinned.batch.micro_batch) == (128, 4)
+    base = with_batch(spec, 8, 2, 4)
+    assert (base.batch.global_batch, base.batch.micro_batch) == (64, 2)
+    assert base.batch.by_world_size == spec.batch.by_world_size
+    choice = plan_batch(base, 8)
+    assert (choice.micro_batch, choice.grad_accum) == (2, 4)
+
+
+async def test_jump_after_a_gpu_change_stops_at_the_batch_step() -> None:
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await type_micro_gas(pilot, "2", "16")
+        await pilot.press("escape", "escape")
+        await pilot.pause()
+        app.screen.query_one("#nodes", Input).focus()
+        await clear_and_type(pilot, "2")  # 4 → 8 GPUs: the batch was chosen for 4
+        await pilot.pause()
+        app.action_goto("review")
+        await settle(pilot)
+        assert app.screen.step == "batch"
+        assert "128 = 4 × 4 × 8" in text_of(app, "#formula")  # the preset's choice for 8

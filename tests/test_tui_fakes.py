@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,15 @@ def script_job_factory(tmp_path: Path, steps: int = 5, fail: bool = False, hold:
 
     factory.jobs = jobs  # type: ignore[attr-defined]
     return factory
+
+
+async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
+    """Let the app run until ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await pilot.pause(0.1)
 
 
 def pid_alive(pid: int) -> bool:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
 from pathlib import Path
 
 import pytest
-from test_tui_fakes import fake_gpus, isolate, no_gpus, pid_alive, script_job_factory
+from test_tui_fakes import fake_gpus, isolate, no_gpus, pid_alive, script_job_factory, wait_for
 from textual.widgets import Log, Sparkline, Static
 
 from ds_wizard.app import make_app
@@ -24,14 +24,6 @@ def text_of(app, selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
 
 
-async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await pilot.pause(0.1)
-
-
 async def to_launch(pilot, save: bool = False) -> None:
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
@@ -46,12 +38,19 @@ async def to_launch(pilot, save: bool = False) -> None:
     assert pilot.app.screen.step == "launch"
 
 
-async def test_fake_job_streams_log_metrics_and_plot(work: Path) -> None:
-    factory = script_job_factory(work, steps=6)
+@contextlib.asynccontextmanager
+async def started(work: Path, **job):
+    """A wizard at the launch step that has just started a scripted job."""
+    factory = script_job_factory(work, **job)
     app = make_app(fake_gpus(4), job_factory=factory, cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_launch(pilot)
         await pilot.press("ctrl+l")
+        yield app, pilot, factory
+
+
+async def test_fake_job_streams_log_metrics_and_plot(work: Path) -> None:
+    async with started(work, steps=6) as (app, pilot, factory):
         screen = app.screen
         await wait_for(pilot, lambda: not screen.running and factory.jobs)
         log = screen.query_one("#log", Log)
@@ -66,11 +65,7 @@ async def test_fake_job_streams_log_metrics_and_plot(work: Path) -> None:
 
 
 async def test_failed_job_shows_exit_code_and_last_lines(work: Path) -> None:
-    factory = script_job_factory(work, steps=2, fail=True)
-    app = make_app(fake_gpus(4), job_factory=factory, cursor_blink=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await to_launch(pilot)
-        await pilot.press("ctrl+l")
+    async with started(work, steps=2, fail=True) as (app, pilot, factory):
         await wait_for(pilot, lambda: not app.screen.running and factory.jobs)
         result = app.screen.query_one("#launch-result", Static)
         assert "failed with exit code 3" in str(result.render())
@@ -79,11 +74,7 @@ async def test_failed_job_shows_exit_code_and_last_lines(work: Path) -> None:
 
 
 async def test_stop_asks_then_stops_the_process_group(work: Path) -> None:
-    factory = script_job_factory(work, steps=400)
-    app = make_app(fake_gpus(4), job_factory=factory, cursor_blink=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await to_launch(pilot)
-        await pilot.press("ctrl+l")
+    async with started(work, steps=400) as (app, pilot, factory):
         launch = app.screen
         await wait_for(pilot, lambda: launch._losses)
         pid = factory.jobs[0].pid
@@ -104,11 +95,7 @@ async def test_stop_asks_then_stops_the_process_group(work: Path) -> None:
 
 
 async def test_quit_while_running_asks_and_stops(work: Path) -> None:
-    factory = script_job_factory(work, steps=400)
-    app = make_app(fake_gpus(4), job_factory=factory, cursor_blink=False)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await to_launch(pilot)
-        await pilot.press("ctrl+l")
+    async with started(work, steps=400) as (app, pilot, factory):
         await wait_for(pilot, lambda: factory.jobs and app.screen._losses)
         await pilot.press("ctrl+q")
         await pilot.pause()

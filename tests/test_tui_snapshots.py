@@ -6,11 +6,11 @@ images before committing them.
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from pathlib import Path
 
 import pytest
-from test_tui_fakes import fake_gpus, isolate, no_gpus, script_job_factory
+from test_tui_fakes import fake_gpus, isolate, no_gpus, script_job_factory, wait_for
 
 from ds_wizard.app import make_app
 
@@ -50,18 +50,12 @@ def test_gpus_none_found(snap_compare, work, size) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_preset(snap_compare, work, size) -> None:
-    async def run_before(pilot) -> None:
-        await _forward(pilot, 1)
-
-    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+    assert snap_compare(_app(), terminal_size=size, run_before=partial(_forward, steps=1))
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_batch_valid(snap_compare, work, size) -> None:
-    async def run_before(pilot) -> None:
-        await _forward(pilot, 2)
-
-    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+    assert snap_compare(_app(), terminal_size=size, run_before=partial(_forward, steps=2))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -88,10 +82,7 @@ def test_review_saved(snap_compare, work, size) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_launch_ready(snap_compare, work, size) -> None:
-    async def run_before(pilot) -> None:
-        await _forward(pilot, 4)
-
-    assert snap_compare(_app(), terminal_size=size, run_before=run_before)
+    assert snap_compare(_app(), terminal_size=size, run_before=partial(_forward, steps=4))
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -102,9 +93,7 @@ def test_launch_after_fake_run(snap_compare, work, size) -> None:
         await _forward(pilot, 4)
         await pilot.press("ctrl+l")
         screen = pilot.app.screen
-        deadline = time.monotonic() + 30
-        while (not factory.jobs or screen.running) and time.monotonic() < deadline:
-            await pilot.pause(0.1)
+        await wait_for(pilot, lambda: factory.jobs and not screen.running)
         await pilot.pause()
 
     assert snap_compare(_app(job_factory=factory), terminal_size=size, run_before=run_before)
@@ -119,9 +108,7 @@ def test_launch_confirm_stop(snap_compare, work, size) -> None:
         await _forward(pilot, 4)
         await pilot.press("ctrl+l")
         screen = pilot.app.screen
-        deadline = time.monotonic() + 30
-        while (not factory.jobs or len(screen._losses) < 3) and time.monotonic() < deadline:
-            await pilot.pause(0.1)
+        await wait_for(pilot, lambda: factory.jobs and len(screen._losses) >= 3)
         await pilot.pause(0.3)
         await pilot.press("ctrl+t")
         await pilot.pause()

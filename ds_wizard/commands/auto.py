@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.presets import DEFAULT_PRESET
+from ds_wizard.core.schema import Precision
 
 DEFAULT_OUTPUT = "deepspeed_config.json"
-# The source document's recipe: the preset a bare `--auto` reproduces.
-DEFAULT_PRESET = "7b_mamba"
-PRECISIONS = ["auto", "bf16", "fp16", "fp32", "autocast"]
 # Parameters that mean something only together with --auto.
 AUTO_ONLY = ("num_gpus", "preset_ref", "sets", "output", "dry_run", "as_json", "precision",
              "micro_batch", "grad_accum", "global_batch", "zero_stage", "gpu_memory", "headroom",
@@ -39,7 +38,7 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--dry-run", is_flag=True, help="[--auto] Print the summary, write nothing."),
         click.option("--json", "as_json", is_flag=True,
                      help="[--auto] Print a machine-readable summary."),
-        click.option("--precision", type=click.Choice(PRECISIONS), default="auto",
+        click.option("--precision", type=click.Choice(get_args(Precision)), default="auto",
                      show_default=True,
                      help="[--auto] auto: bf16 where the GPUs support it, else fp16."),
         click.option("--micro-batch", type=click.IntRange(min=1), default=None,
@@ -109,14 +108,11 @@ def run_auto(
         grad_accum=grad_accum, global_batch=global_batch, zero_stage=zero_stage,
         gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom, backend=backend,
     )
-    backup = None
-    text = dumps(result.config)
-    unchanged = output.is_file() and output.read_bytes() == text.encode("utf-8")
-    if not dry_run and not unchanged:
-        from ds_wizard.core.fsio import atomic_write_text
+    written, backup = False, None
+    if not dry_run:
+        from ds_wizard.core.fsio import write_if_changed
 
-        # an identical file is left alone, so re-running does not replace the backup
-        backup = atomic_write_text(output, text, backup=True)
+        written, backup = write_if_changed(output, dumps(result.config), backup=True)
     if as_json:
         data = result.to_dict()
         data["gpus_source"] = source
@@ -138,5 +134,5 @@ def run_auto(
     if dry_run:
         click.echo(f"Dry run: nothing written (would write {output})")
     else:
-        click.echo(f"{output} already holds this config; left as it is" if unchanged else
-                   f"Wrote {output}" + (f" (previous version: {backup})" if backup else ""))
+        click.echo(f"Wrote {output}" + (f" (previous version: {backup})" if backup else "")
+                   if written else f"{output} already holds this config; left as it is")

@@ -74,10 +74,7 @@ def render_check(report: CheckReport, config: Path, ws: WorldSize) -> list[str]:
     if report.valid:
         lines = [f"✅ VALID: {config} for {ws.describe()}: {report.formula}"]
     else:
-        # the seed's case reads best as the formula; anything else as its first problem
-        first = (report.formula if report.errors[0].startswith(DEEPSPEED_VERDICT)
-                 and "!=" in report.formula else report.errors[0])
-        lines = [f"❌ INVALID: {config} for {ws.describe()}: {first}"]
+        lines = [f"❌ INVALID: {config} for {ws.describe()}: {report.headline}"]
     triplet = (
         ("train_batch_size", report.train_batch_size),
         ("train_micro_batch_size_per_gpu", report.train_micro_batch_size_per_gpu),

@@ -13,20 +13,37 @@ from ds_wizard.core.presets import Preset
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+def set_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Repeatable ``--set key=value``, passed as ``sets``."""
+    return click.option(
+        "--set", "sets", multiple=True, metavar="KEY=VALUE",
+        help="Override a preset field, e.g. --set model.n_layer=48 --set train.lr=3e-4.",
+    )(fn)
+
+
 def preset_options(default: str | None = None) -> Decorator:
     """``--preset NAME|PATH`` and repeatable ``--set key=value``."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        fn = click.option(
-            "--set", "sets", multiple=True, metavar="KEY=VALUE",
-            help="Override a preset field, e.g. --set model.n_layer=48 --set train.lr=3e-4.",
-        )(fn)
+        fn = set_option(fn)
         return click.option(
             "--preset", "preset_ref", default=default, show_default=bool(default),
             metavar="NAME|PATH", help="Preset name (see `ds-wizard presets`) or a .toml path.",
         )(fn)
 
     return decorate
+
+
+def parse_gpu_counts(_ctx: click.Context | None, _param: object, value: str) -> list[int]:
+    """Click callback for ``--gpus 1,2,4,8``: whole numbers >= 1, each once, in order."""
+    counts = []
+    for token in value.split(","):
+        token = token.strip()
+        if not token.isdigit() or int(token) < 1:
+            raise click.BadParameter(f"{token!r} is not a GPU count; write e.g. 1,2,4,8")
+        if int(token) not in counts:
+            counts.append(int(token))
+    return counts
 
 
 def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:

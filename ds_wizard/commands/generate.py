@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import click
 
-from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.common import parse_gpu_counts, preset_options, resolve_preset
 from ds_wizard.core.errors import WriteError
-from ds_wizard.core.fsio import atomic_write_text
+from ds_wizard.core.fsio import write_if_changed
+from ds_wizard.core.presets import DEFAULT_PRESET
+from ds_wizard.core.schema import Precision
 
-PRECISIONS = ["auto", "bf16", "fp16", "fp32", "autocast"]
 TABLE_HEADERS = ("GPUs", "micro_batch", "grad_acc", "train_batch_size", "config file")
-
-
-def parse_gpu_counts(_ctx: click.Context | None, _param: object, value: str) -> list[int]:
-    counts = []
-    for token in value.split(","):
-        token = token.strip()
-        if not token.isdigit() or int(token) < 1:
-            raise click.BadParameter(f"{token!r} is not a GPU count; write e.g. 1,2,4,8")
-        if int(token) not in counts:
-            counts.append(int(token))
-    return counts
 
 
 def config_filename(num_gpus: int) -> str:
@@ -44,13 +35,14 @@ def render_table(rows: list[tuple[int, int, int, int, str]]) -> list[str]:
 
 
 @click.command("generate")
-@preset_options(default="7b_mamba")
+@preset_options(default=DEFAULT_PRESET)
 @click.option("--gpus", "gpu_counts", default="1,2,4,8", show_default=True,
               callback=parse_gpu_counts, metavar="N,N,...",
               help="Comma-separated GPU counts; one file per count.")
 @click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Directory for the deepspeed_{N}gpu.json files.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(get_args(Precision)), default="auto",
+              show_default=True,
               help="auto: the preset's choice, bf16 where it says auto.")
 @click.option("--zero-stage", type=click.IntRange(0, 3), default=None,
               help="Override the preset's ZeRO stage.")
@@ -84,11 +76,7 @@ def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_
     rows = []
     for n, result in results:
         name = config_filename(n)
-        path = out_dir / name
-        text = dumps(result.config)
-        unchanged = path.is_file() and path.read_text(encoding="utf-8", errors="replace") == text
-        if not unchanged:
-            atomic_write_text(path, text, backup=True)
+        write_if_changed(out_dir / name, dumps(result.config), backup=True)
         c = result.choice
         rows.append((n, c.micro_batch, c.grad_accum, c.global_batch, name))
     if as_json:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.core.errors import DsWizardError
+
+if TYPE_CHECKING:
+    from ds_wizard.launcher import RunPlan, Supervisor
 
 
 @click.command("launch")
@@ -43,17 +46,31 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
            dry_run: bool) -> None:
     """Train a preset under DeepSpeed, in runs/<preset>-<time>/.
 
-    Ctrl-C (or SIGTERM) stops the whole job gracefully: the ranks save a checkpoint,
-    then anything still alive after --grace seconds is killed. Resume with
-    `ds-wizard launch --resume latest`.
+    Ctrl-C (or SIGTERM, or closing the terminal) stops the whole job gracefully: the
+    ranks save a checkpoint, then anything still alive after --grace seconds is killed.
+    Resume with `ds-wizard launch --resume latest`.
+
+    Exit status: 0 finished, 1 refused or failed, 2 usage error, 128+N after a stop
+    by signal N (130 for Ctrl-C).
+
+    \b
+    Examples:
+      ds-wizard launch --preset tiny_mamba --steps 40        # CPU demo, 2 ranks
+      ds-wizard launch --preset 7b_mamba --num-gpus 8 --dry-run
+      ds-wizard launch --preset mamba_130m --set train.lr=3e-4 --data corpus.jsonl
+      ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba
+      ds-wizard launch --resume latest
     """
     from ds_wizard import launcher
 
     if preset_ref is None and resume is None:
         raise click.UsageError("give --preset NAME, or --resume RUN_DIR|latest")
-    preset = resolve_preset(preset_ref, sets) if preset_ref is not None else None
+    if resume is None:
+        preset, sets = resolve_preset(preset_ref, sets), ()  # the overrides are applied
+    else:
+        preset = preset_ref  # prepare_run refuses --preset/--set on a resume
     plan = launcher.prepare_run(
-        preset, num_gpus, config_path=config_path, data=data,
+        preset, num_gpus, sets=sets, config_path=config_path, data=data,
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
         runs_dir=runs_dir, backend=backend, dry_run=dry_run,
     )
@@ -67,45 +84,30 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
     click.echo(f"📁 run directory: {plan.run_dir}")
     click.echo(f"🚀 {plan.command_text}", err=False)
 
-    job = launcher.start(plan)
-    signals: list[int] = []
+    def on_signal(signum: int) -> None:
+        click.echo(f"\n⏹  {signal.Signals(signum).name}: stopping the job gracefully "
+                   f"(checkpoint first; killed after {grace:.0f} s; again to kill now)",
+                   err=True)
 
-    def on_signal(signum: int, frame: object) -> None:
-        signals.append(signum)
-        if len(signals) == 1:
-            click.echo(f"\n⏹  {signal.Signals(signum).name}: stopping the job gracefully "
-                       f"(checkpoint first; killed after {grace:.0f} s; again to kill now)",
-                       err=True)
-            threading.Thread(target=job.stop, kwargs={"grace_s": grace}, daemon=True).start()
-        else:
-            job.kill()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for line in job.lines():
-            click.echo(line)
-        code = job.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    ctx.exit(_report(plan, job, code, signals))
+    job, code, signum = launcher.run_foreground(plan, on_line=click.echo, grace_s=grace,
+                                                on_signal=on_signal)
+    ctx.exit(_report(plan, job, code, signum))
 
 
-def _report(plan: object, job: object, code: int, signals: list[int]) -> int:
+def _report(plan: RunPlan, job: Supervisor, code: int, signum: int | None) -> int:
     from ds_wizard import launcher
     from ds_wizard.core import runs
 
-    assert isinstance(plan, launcher.RunPlan) and isinstance(job, launcher.Supervisor)
     paths = plan.paths
     latest = runs.latest_complete(paths.checkpoints)
     where = f"checkpoint {latest.tag}" if latest else "no checkpoint yet"
-    if signals:
+    if signum is not None:
         if latest is None:
             click.echo("⏹  stopped before the first checkpoint; nothing to resume", err=True)
         else:
             click.echo(f"⏹  stopped: {where} in {paths.checkpoints}; continue with "
                        f"`ds-wizard launch --resume {paths.root}`", err=True)
-        return 128 + signals[0]
+        return 128 + signum
     if code == 0:
         click.echo(f"✅ training finished: {where}; weights in {paths.final}; "
                    f"metrics in {paths.metrics}")

@@ -75,19 +75,14 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
                             "pass --gpu-memory, e.g. --gpu-memory 80GiB")
     settings: dict[str, Any] = {
         "world_size": num_gpus, "gpus_per_node": num_gpus // nodes, "backend": backend,
-        "precision": None if precision == "auto" else precision,
-        "activation_checkpointing": checkpointing,
+        "precision": precision, "activation_checkpointing": checkpointing,
         "bf16_supported": report.bf16_supported if report else None,
     }
-    stage = spec.deepspeed.zero_stage if zero is None else zero
-    off_opt = offload_optimizer or spec.deepspeed.offload_optimizer
-    off_par = offload_param or spec.deepspeed.offload_param
-    if off_par != "none" and stage != 3:
-        raise DsWizardError("parameter offload needs ZeRO stage 3", "add --zero 3")
-    if off_opt != "none" and stage == 0:
-        raise DsWizardError("optimizer offload needs ZeRO stage 1, 2 or 3", "add --zero 2")
-    chosen = dict(settings, zero_stage=stage, offload_optimizer=off_opt != "none",
-                  offload_param=off_par != "none")
+    # None leaves the preset's choice; estimate() refuses offload the stage cannot carry
+    chosen = dict(settings, zero_stage=zero,
+                  offload_optimizer=None if offload_optimizer is None
+                  else offload_optimizer != "none",
+                  offload_param=None if offload_param is None else offload_param != "none")
     est = estimate(spec, micro_batch=micro, **chosen)
     largest = largest_micro_batch(spec, gpu.bytes, headroom, **chosen)
     fit_settings = {k: v for k, v in settings.items() if k != "world_size"}

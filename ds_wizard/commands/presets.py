@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ds_wizard.commands.common import resolve_preset
+from ds_wizard.commands.common import parse_gpu_counts, resolve_preset, set_option
 from ds_wizard.core.errors import DsWizardError, PresetError, WriteError
 from ds_wizard.core.fsio import atomic_write_text
 from ds_wizard.core.params import breakdown, human_count
@@ -20,6 +20,7 @@ from ds_wizard.core.preset_report import (
     summarize_all,
 )
 from ds_wizard.core.preset_store import (
+    Placement,
     derive_spec,
     export_text,
     import_preset,
@@ -35,37 +36,17 @@ from ds_wizard.core.presets import (
     search_dirs,
 )
 
-_SET_HELP = "Override a preset field, e.g. --set model.n_layer=48 --set train.lr=3e-4."
-
-
-def _set_option(fn: Any) -> Any:
-    return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)(fn)
-
 
 def _gpus_option(fn: Any) -> Any:
     return click.option(
         "--gpus", default=",".join(map(str, COMMON_GPU_COUNTS)), show_default=True,
-        metavar="N,N,…", help="Data-parallel sizes to plan the batch for.",
+        callback=parse_gpu_counts, metavar="N,N,…",
+        help="Data-parallel sizes to plan the batch for.",
     )(fn)
-
-
-def _parse_gpus(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        counts = ()
-    if not counts or any(n < 1 or n > 1_000_000 for n in counts):
-        raise click.BadParameter(f"{text!r}: give GPU counts like 1,2,4,8", param_hint="--gpus")
-    return counts
 
 
 def _count(n: int) -> str:
     return f"{n:,} ({human_count(n)})"
-
-
-def _notes(preset: Preset) -> None:
-    for notice in preset.notices:
-        click.echo(f"note: {notice}", err=True)
 
 
 def _where(preset: Preset) -> str:
@@ -155,10 +136,10 @@ def _batch_table(name_plans: list[tuple[str, list[Any]]], seq_lens: list[int]) -
 
 @presets.command("show")
 @click.argument("name", metavar="NAME|PATH")
-@_set_option
+@set_option
 @_gpus_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show_cmd(name: str, sets: tuple[str, ...], gpus: str, as_json: bool) -> None:
+def show_cmd(name: str, sets: tuple[str, ...], gpus: list[int], as_json: bool) -> None:
     """Show one preset: its TOML, exact parameter count and the batch per GPU count.
 
     \b
@@ -166,10 +147,9 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: str, as_json: bool) -> None
       ds-wizard presets show 7b_mamba
       ds-wizard presets show mamba_1.4b --set batch.micro_batch=4 --gpus 1,8
     """
-    counts = _parse_gpus(gpus)
     preset = resolve_preset(name, sets)
     spec = preset.spec
-    plans = batch_plans(spec, counts)
+    plans = batch_plans(spec, tuple(gpus))
     bd = breakdown(spec.model)
     if as_json:
         click.echo(json.dumps({
@@ -207,7 +187,7 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: str, as_json: bool) -> None
 @click.option("-o", "--output", default="-", show_default=True, metavar="FILE|-",
               help="Where to write the TOML; - is stdout.")
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
-@_set_option
+@set_option
 def export_cmd(name: str, output: str, force: bool, sets: tuple[str, ...]) -> None:
     """Write a preset as a self-contained TOML file (every field explicit) to share.
 
@@ -247,11 +227,10 @@ def import_cmd(file: Path, new_name: str | None, force: bool) -> None:
     for notice in result.notices:
         click.echo(f"note: {notice}", err=True)
     click.echo(f"imported {result.name!r} → {result.path}")
-    _placement_notes(result.name)
+    _placement_notes(result.name, result.placement)
 
 
-def _placement_notes(name: str) -> None:
-    where = placement(name)
+def _placement_notes(name: str, where: Placement) -> None:
     if where.shadowed_by:
         click.echo(
             f"note: a {where.shadowed_by} preset named {name!r} comes first on the "
@@ -268,7 +247,7 @@ def _placement_notes(name: str) -> None:
 @presets.command("new")
 @click.argument("name")
 @click.option("--from", "base", required=True, metavar="BASE", help="Preset to start from.")
-@_set_option
+@set_option
 @click.option("--description", default=None, help="Description for the new preset.")
 @click.option("--force", is_flag=True, help="Replace an existing user preset of that name.")
 def new_cmd(
@@ -291,7 +270,7 @@ def new_cmd(
               + "".join(f" --set {s}" for s in sets)]
     dest = save_user_preset(name, spec, force=force, header=tuple(header))
     click.echo(f"created {name!r} → {dest}")
-    _placement_notes(name)
+    _placement_notes(name, placement(name))
 
 
 def _value(v: Any) -> str:
@@ -303,7 +282,7 @@ def _value(v: Any) -> str:
 @click.argument("b", metavar="B")
 @_gpus_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def diff_cmd(a: str, b: str, gpus: str, as_json: bool) -> None:
+def diff_cmd(a: str, b: str, gpus: list[int], as_json: bool) -> None:
     """Field-by-field difference of two presets (names or paths), with parameter counts
     and batch triplets of both.
 
@@ -312,7 +291,7 @@ def diff_cmd(a: str, b: str, gpus: str, as_json: bool) -> None:
       ds-wizard presets diff 7b_mamba my_7b
       ds-wizard presets diff mamba_1.4b ./candidate.toml --gpus 8,16
     """
-    counts = _parse_gpus(gpus)
+    counts = tuple(gpus)
     pa, pb = resolve_preset(a), resolve_preset(b)
     diffs = diff_specs(pa.spec, pb.spec)
     params = [breakdown(p.spec.model).total for p in (pa, pb)]

@@ -18,6 +18,7 @@ from ds_wizard.core.memory import DEFAULT_HEADROOM, MemoryEstimate
 from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import Preset
 from ds_wizard.core.report import model_type, summary_lines
+from ds_wizard.core.schema import PresetSpec
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _precision_reason(requested: str, used: str, report: GpuReport | None) -> st
 
 
 def _choose_batch(
-    spec: Any,
+    spec: PresetSpec,
     ws: int,
     micro: int | None,
     gas: int | None,

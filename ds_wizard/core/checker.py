@@ -214,8 +214,16 @@ class CheckReport:
     written: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def batch_valid(self) -> bool:
-        return self.deepspeed_error is None
+    def headline(self) -> str:
+        """The verdict in one line: the formula when valid; otherwise the first problem's
+        cause. A batch value written wrongly comes before DeepSpeed's verdict, which it
+        causes; a plain mismatch reads best as the formula (``16 != 4 × 8 × 4``)."""
+        if not self.errors:
+            return self.formula
+        first = self.errors[0]
+        if first.startswith(DEEPSPEED_VERDICT) and "!=" in self.formula:
+            return self.formula
+        return first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -254,15 +262,14 @@ def check_config(cfg: dict[str, Any], world_size: int) -> CheckReport:
             ):
                 message = "float floor division by zero"  # Python's wording for floats
             ds_error = f"{raw.error_type}: {message}"
-            errors.insert(0, f"{DEEPSPEED_VERDICT} {ds_error}")
+            # after the value problems: a -4 or a 4.5 is the cause, this is the consequence
+            errors.append(f"{DEEPSPEED_VERDICT} {ds_error}")
     if ds_error or not res.valid or any(v.problem for v in values.values()):
         suggestions += _batch_suggestions(cfg, world_size)
 
     errors += _precision_problems(cfg)
     errors += _zero_problems(cfg)
-    key_errors, key_warnings = _key_problems(cfg)
-    errors += key_errors
-    warnings += key_warnings
+    errors += _key_problems(cfg)
     errors += _auto_values(cfg)
     scheduler_errors, scheduler_warnings = _scheduler_problems(cfg)
     errors += scheduler_errors
@@ -337,7 +344,7 @@ def _zero_problems(cfg: dict[str, Any]) -> list[str]:
     return []
 
 
-def _key_problems(cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
+def _key_problems(cfg: dict[str, Any]) -> list[str]:
     errors = []
     for key in cfg:
         if key in KNOWN_TOP_LEVEL_KEYS:
@@ -349,7 +356,7 @@ def _key_problems(cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
         close = difflib.get_close_matches(key, sorted(KNOWN_TOP_LEVEL_KEYS), n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         errors.append(f"unknown top-level key {key!r}: DeepSpeed ignores it{hint}")
-    return errors, []
+    return errors
 
 
 def _auto_values(cfg: dict[str, Any]) -> list[str]:

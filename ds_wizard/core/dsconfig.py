@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ds_wizard.core import batch as batchmath
-from ds_wizard.core.schema import PresetSpec
+from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.schema import PresetSpec, offload_problem
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,21 @@ def resolve_precision(requested: str, bf16_supported: bool | None) -> str:
     return "bf16"
 
 
+def preset_precision(spec: PresetSpec, precision: str | None = None,
+                     bf16_supported: bool | None = None) -> str:
+    """``precision``, or the preset's when it is None or ``auto``, with ``auto`` resolved."""
+    requested = spec.train.precision if precision in (None, "auto") else precision
+    return resolve_precision(requested, bf16_supported)
+
+
+def check_offload(zero_stage: int, offload_optimizer: bool, offload_param: bool) -> None:
+    """The preset schema's offload rule, for a stage or offload chosen after loading it
+    (``--zero-stage``, ``plan --zero``)."""
+    problem = offload_problem(zero_stage, offload_optimizer, offload_param)
+    if problem:
+        raise DsWizardError(problem, "choose another ZeRO stage, or no offload")
+
+
 def build_config(
     spec: PresetSpec,
     choice: BatchChoice,
@@ -90,7 +106,8 @@ def build_config(
     stage = ds.zero_stage if zero_stage is None else zero_stage
     off_opt = ds.offload_optimizer if offload_optimizer is None else offload_optimizer
     off_par = ds.offload_param if offload_param is None else offload_param
-    prec = resolve_precision(train.precision if precision == "auto" else precision, bf16_supported)
+    check_offload(stage, off_opt != "none", off_par != "none")
+    prec = preset_precision(spec, precision, bf16_supported)
 
     cfg: dict[str, Any] = {
         "train_batch_size": choice.global_batch,
@@ -117,17 +134,11 @@ def build_config(
 
     zero: dict[str, Any] = {"stage": stage}
     if stage > 0:
-        zero.update(
-            {
-                "overlap_comm": ds.overlap_comm,
-                "contiguous_gradients": ds.contiguous_gradients,
-                "allgather_partitions": True,
-                "reduce_scatter": True,
-            }
-        )
-    if stage == 3:
-        zero.pop("allgather_partitions")
-        zero.pop("reduce_scatter")
+        zero.update({"overlap_comm": ds.overlap_comm,
+                     "contiguous_gradients": ds.contiguous_gradients})
+    if stage in (1, 2):
+        # only the ZeRO-1/2 optimizer reads these two, so a ZeRO-3 config leaves them out
+        zero.update({"allgather_partitions": True, "reduce_scatter": True})
     if off_opt != "none":
         zero["offload_optimizer"] = {"device": off_opt, "pin_memory": True}
     if off_par != "none":

@@ -8,8 +8,8 @@ and the TUI, so every surface gives the same answer.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from ds_wizard.core import batch as batchmath
 from ds_wizard.core.dsconfig import BatchChoice
@@ -24,6 +24,9 @@ from ds_wizard.core.memory import (
     strategies_from,
 )
 from ds_wizard.core.schema import PresetSpec
+
+if TYPE_CHECKING:
+    from ds_wizard.core.gpus import GpuReport
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -90,13 +93,11 @@ class GpuMemory:
         return int(self.bytes * headroom)
 
 
-def gpu_memory_from(given: str | int | None, report: Any = None) -> GpuMemory | None:
+def gpu_memory_from(given: str | None, report: GpuReport | None = None) -> GpuMemory | None:
     """``--gpu-memory`` if given, else the smallest GPU in ``report``, else None."""
     if given is not None:
-        if isinstance(given, int):
-            return GpuMemory(given, f"--gpu-memory {gib(given)}")
         return GpuMemory(parse_size(given), f"--gpu-memory {given}")
-    if report is not None and getattr(report, "gpus", None):
+    if report is not None and report.gpus:
         smallest = min(report.gpus, key=lambda g: g.memory_total)
         return GpuMemory(smallest.memory_total, f"smallest detected GPU ({smallest.name})")
     return None
@@ -345,9 +346,8 @@ def memory_warning(est: MemoryEstimate, spec: PresetSpec, gpu: GpuMemory,
     if est.fits(gpu.bytes, headroom):
         return None
     s = est.settings
-    kw = {"world_size": s.world_size, "zero_stage": s.zero_stage, "precision": s.precision,
-          "offload_optimizer": s.offload_optimizer, "offload_param": s.offload_param,
-          "backend": s.backend}
+    # the settings are estimate()'s own keyword arguments: the same estimate at other sizes
+    kw = {k: v for k, v in asdict(s).items() if k != "micro_batch"}
     largest = largest_micro_batch(spec, gpu.bytes, headroom, **kw)
     fix = (f"micro-batch {largest} would fit" if largest else
            "even micro-batch 1 does not fit at this ZeRO stage; see `ds-wizard plan`")

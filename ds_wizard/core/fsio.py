@@ -6,7 +6,9 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from ds_wizard.core.errors import WriteError
 
@@ -31,12 +33,35 @@ def atomic_write_text(
     backup_path = None
     if backup and target.exists():
         backup_path = target.with_name(target.name + ".bak")
-        _replace_with(backup_path, lambda fh: shutil.copyfileobj(target.open("rb"), fh))
+        # read inside the fill, so an unreadable file becomes a WriteError
+        _replace_with(backup_path, lambda fh: fh.write(target.read_bytes()))
     _replace_with(target, lambda fh: fh.write(text.encode("utf-8")), mode_from=target)
     return backup_path
 
 
-def _replace_with(target: Path, fill, mode_from: Path | None = None) -> None:
+def write_if_changed(
+    path: str | os.PathLike[str], text: str, *, backup: bool = False
+) -> tuple[bool, Path | None]:
+    """:func:`atomic_write_text`, unless ``path`` already holds exactly ``text``.
+
+    Re-running a command that writes the same file then leaves it, and its backup, alone.
+    Returns whether it wrote, and the backup path when one was made.
+    """
+    target = Path(path)
+    if _holds(target, text.encode("utf-8")):
+        return False, None
+    return True, atomic_write_text(target, text, backup=backup)
+
+
+def _holds(target: Path, data: bytes) -> bool:
+    try:
+        return target.is_file() and target.read_bytes() == data
+    except OSError:  # unreadable: the write that follows says what is wrong
+        return False
+
+
+def _replace_with(target: Path, fill: Callable[[BinaryIO], object],
+                  mode_from: Path | None = None) -> None:
     parent = target.parent if str(target.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 BF16_MIN_CC = (8, 0)  # Ampere: the first generation with bf16 tensor cores
+NO_DRIVER = "no NVIDIA driver or GPU found (NVML: {})"
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,6 @@ class GpuReport:
     @property
     def count(self) -> int:
         return len(self.gpus)
-
-    @property
-    def min_memory(self) -> int | None:
-        return min((g.memory_total for g in self.gpus), default=None)
 
     @property
     def bf16_supported(self) -> bool | None:
@@ -123,9 +120,9 @@ def detect_gpus() -> GpuReport:
     """Ask NVML. Every failure becomes ``reason``; this function does not raise."""
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not _nvml_library_loadable():
-        # the same words NVML's own "library not found" gives, without importing it
-        return GpuReport(reason="no NVIDIA driver or GPU found (NVML: NVML Shared Library "
-                                "Not Found)", cuda_visible_devices=cvd)
+        # NVML's own words for this case, so the message does not depend on the path taken
+        return GpuReport(reason=NO_DRIVER.format("NVML Shared Library Not Found"),
+                         cuda_visible_devices=cvd)
     try:
         import pynvml
     except ImportError:
@@ -134,7 +131,7 @@ def detect_gpus() -> GpuReport:
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        return GpuReport(reason=f"no NVIDIA driver or GPU found (NVML: {exc})",
+        return GpuReport(reason=NO_DRIVER.format(exc),
                          cuda_visible_devices=cvd)
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ds_wizard.core.dsconfig import check_offload, preset_precision
 from ds_wizard.core.params import breakdown, dt_rank, padded_vocab
 from ds_wizard.core.schema import ModelSpec, PresetSpec
 
@@ -65,8 +66,6 @@ FP32_GRAD_BYTES = 4
 # 2 B param shard: stage 3 materialises fp32 grads one optimizer sub-group at a time
 # (``_prepare_fp32_grad_for_sub_group``). We keep DeepSpeed's total and book 2 B for them.
 ZERO3_FP32_GRAD_BYTES = 2
-# The gathered largest layer: its 16-bit params and 16-bit grads (DeepSpeed's 4·L).
-ZERO3_LAYER_COPIES = 2
 # DeepSpeed's CPU-side estimates multiply by this "additional_buffer_factor" default.
 DS_CPU_BUFFER_FACTOR = 1.5
 
@@ -165,10 +164,7 @@ def model_states(
         raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {zero_stage}")
     if world_size < 1:
         raise ValueError(f"world size must be >= 1, got {world_size}")
-    if offload_optimizer and zero_stage == 0:
-        raise ValueError("optimizer offload needs ZeRO stage 1, 2 or 3")
-    if offload_param and zero_stage != 3:
-        raise ValueError("parameter offload needs ZeRO stage 3")
+    check_offload(zero_stage, offload_optimizer, offload_param)
     p_b, g_b, g32_b, m_b = _state_bytes(precision, zero_stage)
     P, G, L = total_params, world_size, largest_layer_params  # DeepSpeed's names
     per_node = gpus_per_node or G
@@ -194,7 +190,8 @@ def model_states(
             cpu = int(P * 4 * per_node * DS_CPU_BUFFER_FACTOR)
     else:
         g32_b3 = ZERO3_FP32_GRAD_BYTES if g32_b else 0
-        layer_p, layer_g = p_b * L, g_b * L  # the gathered layer and its full grad
+        # the gathered largest layer and its full grad: DeepSpeed's 4·L in 16-bit
+        layer_p, layer_g = p_b * L, g_b * L
         params = layer_p + (0 if offload_param else shard(p_b))
         if offload_optimizer:
             grads, opt = layer_g, 0
@@ -434,15 +431,6 @@ class MemoryEstimate:
         return out
 
 
-def preset_precision(spec: PresetSpec, precision: str | None,
-                     bf16_supported: bool | None = None) -> str:
-    """``precision`` (or the preset's) with ``auto`` resolved as the config builder does."""
-    from ds_wizard.core.dsconfig import resolve_precision as _resolve
-
-    requested = precision or spec.train.precision
-    return _resolve(requested, bf16_supported)
-
-
 def estimate(
     spec: PresetSpec,
     *,
@@ -571,29 +559,8 @@ def strategies_from(min_stage: int) -> Iterable[Strategy]:
     return (s for s in STRATEGIES if s.zero_stage >= min_stage)
 
 
-@dataclass(frozen=True)
-class Fit:
-    strategy: Strategy
-    micro_batch: int
-    estimate: MemoryEstimate
-
-
-def cheapest_fit(
-    spec: PresetSpec, gpu_bytes: int, headroom: float = DEFAULT_HEADROOM, *,
-    micro_batch: int = 1, min_stage: int = 0, **settings: Any,
-) -> Fit | None:
-    """The first strategy (lowest ZeRO stage, then offload) where ``micro_batch`` fits."""
-    for strat in strategies_from(min_stage):
-        est = estimate(spec, micro_batch=micro_batch, zero_stage=strat.zero_stage,
-                       offload_optimizer=strat.offload_optimizer,
-                       offload_param=strat.offload_param, **settings)
-        if est.fits(gpu_bytes, headroom):
-            return Fit(strat, micro_batch, est)
-    return None
-
-
 __all__ = [
-    "BACKENDS", "DEFAULT_HEADROOM", "STRATEGIES", "Activations", "Fit", "MemoryEstimate",
-    "ModelStates", "Settings", "Strategy", "activations", "cheapest_fit", "comm_buckets",
-    "estimate", "largest_micro_batch", "model_states",
+    "BACKENDS", "DEFAULT_HEADROOM", "STRATEGIES", "Activations", "MemoryEstimate",
+    "ModelStates", "Settings", "Strategy", "activations", "comm_buckets", "estimate",
+    "largest_micro_batch", "model_states",
 ]

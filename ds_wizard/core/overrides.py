@@ -10,7 +10,7 @@ from typing import Any
 
 from ds_wizard.core.errors import PresetError
 from ds_wizard.core.presets import Preset, load_preset
-from ds_wizard.core.schema import PresetSpec, sections
+from ds_wizard.core.schema import PresetSpec, field_types, is_section
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,8 +22,8 @@ PINNED_PREFIX = "batch.by_world_size."
 
 def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
     paths = []
-    for name, ann in sections(cls).items():
-        if isinstance(ann, type) and hasattr(ann, "__dataclass_fields__"):
+    for name, ann in field_types(cls).items():
+        if is_section(ann):
             paths += _leaf_paths(ann, f"{prefix}{name}.")
         else:
             paths.append(f"{prefix}{name}")

@@ -122,8 +122,7 @@ class ImportResult:
     name: str
     path: Path
     notices: tuple[str, ...]
-    shadowed_by: str | None  # a source earlier on the lookup path with the same name
-    shadows: tuple[str, ...] = ()
+    placement: Placement
 
 
 def import_preset(source: Path, name: str | None = None, force: bool = False) -> ImportResult:
@@ -140,8 +139,7 @@ def import_preset(source: Path, name: str | None = None, force: bool = False) ->
         text = to_toml(parsed.spec, [f"imported from {source.name}, migrated to "
                                      f"schema_version {SCHEMA_VERSION} by ds-wizard"])
     dest = _write_user_preset(name, text, force=force)
-    where = placement(name)
-    return ImportResult(name, dest, parsed.notices, where.shadowed_by, where.shadows)
+    return ImportResult(name, dest, parsed.notices, placement(name))
 
 
 def derive_spec(base: PresetSpec, based_on: str, description: str | None = None) -> PresetSpec:

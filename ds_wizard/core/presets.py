@@ -29,6 +29,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PRESET_SUFFIX = ".toml"
+# The source document's recipe: what `--auto`, `generate` and the wizard start from.
+DEFAULT_PRESET = "7b_mamba"
 MAX_PRESET_BYTES = 64 * 1024
 ENV_PRESET_PATH = "DS_WIZARD_PRESET_PATH"
 # Points the user config dir elsewhere (tests, or a per-project sandbox).
@@ -189,10 +191,6 @@ def parse_preset(text: str, origin: str) -> Parsed:
     return parsed
 
 
-def parse_preset_text(text: str, origin: str) -> PresetSpec:
-    return parse_preset(text, origin).spec
-
-
 def validate_data(data: dict[str, Any], origin: str) -> Parsed:
     data, notices = migrate(data, origin)
     # pydantic is imported only here, when data really has to be checked
@@ -203,10 +201,6 @@ def validate_data(data: dict[str, Any], origin: str) -> Parsed:
     except SpecProblems as exc:
         raise PresetValidationError(f"{origin}: {exc}", exc.problems) from exc
     return Parsed(spec, tuple(notices))
-
-
-def validate_preset_data(data: dict[str, Any], origin: str) -> PresetSpec:
-    return validate_data(data, origin).spec
 
 
 def _close(word: str, options: list[str]) -> str | None:
@@ -340,9 +334,3 @@ def list_presets(cwd: Path | None = None) -> list[PresetEntry]:
         )
     return entries
 
-
-def save_user_preset(name: str, spec: PresetSpec, force: bool = False) -> Path:
-    """Save ``spec`` as the user preset ``name``; see ``preset_store.save_user_preset``."""
-    from ds_wizard.core.preset_store import save_user_preset as save
-
-    return save(name, spec, force=force)

@@ -16,7 +16,7 @@ strings.
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 # Version history (ds_wizard/core/migrations.py turns older files into the current form):
 #   1 — the first format.
@@ -189,10 +189,20 @@ class DeepSpeedSpec:
     steps_per_print: Annotated[int, Bounds(gt=0, le=100_000_000)] = 100
 
     def __post_init__(self) -> None:
-        if self.offload_param != "none" and self.zero_stage != 3:
-            raise ValueError("offload_param needs zero_stage = 3")
-        if self.offload_optimizer != "none" and self.zero_stage == 0:
-            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+        problem = offload_problem(self.zero_stage, self.offload_optimizer != "none",
+                                  self.offload_param != "none")
+        if problem:
+            raise ValueError(problem)
+
+
+def offload_problem(zero_stage: int, offload_optimizer: bool, offload_param: bool) -> str | None:
+    """The one offload rule, for a file and for a stage chosen later (``--zero-stage``):
+    DeepSpeed offloads only what the stage shards."""
+    if offload_param and zero_stage != 3:
+        return "parameter offload (offload_param) needs ZeRO stage 3"
+    if offload_optimizer and zero_stage == 0:
+        return "optimizer offload (offload_optimizer) needs ZeRO stage 1, 2 or 3"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,31 +229,39 @@ class PresetSpec:
         """Rebuild a spec from :meth:`to_dict` output of a spec that passed validation.
 
         Only for data that came out of a validated spec (the validation cache): the
-        field constraints are not re-checked here, the cross-field rules are.
+        field limits are not re-checked here, the cross-field rules are. Data of any
+        other shape (a missing or extra key) raises ValueError, KeyError or TypeError.
         """
-        batch = dict(data["batch"])
-        batch["by_world_size"] = {
-            k: BatchPlan(**v) for k, v in batch.get("by_world_size", {}).items()
-        }
-        train = dict(data["train"])
-        train["betas"] = list(train["betas"])
-        return cls(
-            model=ModelSpec(**data["model"]),
-            batch=BatchSpec(**batch),
-            schema_version=data["schema_version"],
-            description=data["description"],
-            based_on=data["based_on"],
-            train=TrainSpec(**train),
-            deepspeed=DeepSpeedSpec(**data["deepspeed"]),
-        )
+        return _rebuild(cls, data)
 
 
-def sections(cls: type) -> dict[str, Any]:
+def is_section(ann: Any) -> bool:
+    """Whether an annotation is a table of the schema (a nested spec class)."""
+    return isinstance(ann, type) and dataclasses.is_dataclass(ann)
+
+
+def field_types(cls: type) -> dict[str, Any]:
     """Field name → annotation of a schema class (``Annotated`` stripped)."""
     out = {}
     for f in dataclasses.fields(cls):
         ann = f.type
-        if getattr(ann, "__metadata__", None) is not None:
-            ann = ann.__origin__
+        if get_origin(ann) is Annotated:
+            ann = get_args(ann)[0]
         out[f.name] = ann
     return out
+
+
+def _rebuild(cls: type, data: dict[str, Any]) -> Any:
+    # Walks the annotations, so a field added to the schema is rebuilt with no edit here.
+    types = field_types(cls)
+    if set(data) != set(types):
+        raise ValueError(f"{cls.__name__}: keys {sorted(data)} are not {sorted(types)}")
+    kwargs = {}
+    for name, ann in types.items():
+        value = data[name]
+        if is_section(ann):
+            value = _rebuild(ann, value)
+        elif get_origin(ann) is dict and is_section(get_args(ann)[1]):
+            value = {k: _rebuild(get_args(ann)[1], v) for k, v in value.items()}
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -19,7 +19,7 @@ from typing import Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
-from ds_wizard.core.schema import PresetSpec, sections
+from ds_wizard.core.schema import PresetSpec, field_types, is_section
 
 # pydantic's names for "this key is not in the schema": models say extra_forbidden,
 # dataclasses unexpected_keyword_argument.
@@ -110,20 +110,16 @@ def allowed_keys(loc: tuple[str, ...]) -> list[str]:
     parts = list(loc)
     while parts:
         part = parts.pop(0)
-        if not _is_schema_class(cls):
+        if not is_section(cls):
             return []
-        ann = sections(cls).get(part)
+        ann = field_types(cls).get(part)
         if ann is None:
             return []
-        if _is_schema_class(ann):
+        if is_section(ann):
             cls = ann
         elif get_args(ann) and parts:  # dict[str, Plan]: skip the key
             parts.pop(0)
             cls = get_args(ann)[-1]
         else:
             return []
-    return list(sections(cls)) if _is_schema_class(cls) else []
-
-
-def _is_schema_class(obj: Any) -> bool:
-    return isinstance(obj, type) and hasattr(obj, "__dataclass_fields__")
+    return list(field_types(cls)) if is_section(cls) else []

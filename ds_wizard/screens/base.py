@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Input, Static
+from textual.widgets import Footer, Input, Static
 
 if TYPE_CHECKING:
     from ds_wizard.app import WizardApp
@@ -33,13 +34,24 @@ class StepBar(Static):
 
 
 class WizardScreen(Screen):
-    """A step. Subclasses set ``step`` and implement ``refresh_from_state``/``store``/``ready``."""
+    """A step. Subclasses set ``step``, compose their part in ``compose_body`` and implement
+    ``refresh_from_state``/``store``/``ready``. Their own ``BINDINGS`` add to these (Textual
+    merges bindings down the class hierarchy)."""
 
     step: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "prev_step", "Back"),
         Binding("ctrl+n", "next_step", "Next"),
     ]
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.step)
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        """The widgets between the step bar and the footer."""
+        yield from ()
 
     @property
     def wizard(self) -> WizardApp:

@@ -13,11 +13,12 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Input, Label, OptionList, RadioButton, RadioSet, Static
+from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
 from ds_wizard.core.errors import DsWizardError
-from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.core.memory import DEFAULT_HEADROOM
+from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.state import (
     DERIVE_CHOICES,
     DERIVE_LABELS,
@@ -25,7 +26,6 @@ from ds_wizard.screens.state import (
     ConfigResult,
     build_config_text,
     default_batch,
-    evaluate_batch,
 )
 
 FIELDS = {"micro": "#micro", "gas": "#gas", "global": "#global"}
@@ -35,7 +35,6 @@ MAX_PAIRS = 12
 class BatchScreen(WizardScreen):
     step = "batch"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *WizardScreen.BINDINGS,
         Binding("ctrl+g", "cycle_derive", "Derived value"),
         Binding("ctrl+r", "reset", "Preset default"),
     ]
@@ -46,8 +45,7 @@ class BatchScreen(WizardScreen):
         self._filling = False
         self._last_field: Input | None = None
 
-    def compose(self) -> ComposeResult:
-        yield StepBar(self.step)
+    def compose_body(self) -> ComposeResult:
         with Vertical(id="batch-body", classes="body"):
             yield Static("", id="batch-context")
             with Horizontal(id="batch-fields", classes="fields"):
@@ -66,7 +64,6 @@ class BatchScreen(WizardScreen):
                     for key in DERIVE_CHOICES:
                         yield RadioButton(DERIVE_LABELS[key], id=f"derive-{key}")
                 yield OptionList(id="pairs")
-        yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#derive", RadioSet).border_title = "Derived by DeepSpeed"
@@ -78,8 +75,7 @@ class BatchScreen(WizardScreen):
         state = self.state
         if state.preset is None:
             return
-        key = (state.preset_ref or state.preset.name, state.world_size)
-        if state.batch_for != key:
+        if state.batch_for != state.batch_key:
             # new preset or GPU count: start from the preset's own choice for it
             default = default_batch(state)
             if default is not None:
@@ -87,7 +83,7 @@ class BatchScreen(WizardScreen):
                 state.micro_text, state.gas_text, state.global_text = (
                     str(micro), str(gas), str(glob))
             state.derive = "global"
-            state.batch_for = key
+            state.batch_for = state.batch_key
         self._filling = True
         try:
             for name, selector in FIELDS.items():
@@ -110,10 +106,6 @@ class BatchScreen(WizardScreen):
     def store(self) -> None:
         for name, selector in FIELDS.items():
             setattr(self.state, f"{name}_text", self.query_one(selector, Input).value)
-        self.recompute()
-        res = self.view.resolution if self.view else None
-        valid = res is not None and res.valid
-        self.state.chosen = (res.micro_batch, res.grad_accum) if valid else None  # type: ignore[assignment]
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
@@ -162,10 +154,9 @@ class BatchScreen(WizardScreen):
     # -- the live part -----------------------------------------------------------------
     def recompute(self) -> None:
         state = self.state
-        if state.preset is None:
+        view = state.batch_view()
+        if view is None:
             return
-        view = evaluate_batch(state.micro_text, state.gas_text, state.global_text,
-                              state.derive, state.world_size, state.preset.spec.train.seq_len)
         self.view = view
         res = view.resolution
         if res is not None and state.derive in FIELDS:
@@ -260,6 +251,9 @@ class BatchScreen(WizardScreen):
         self.refresh_from_state()
 
     def ready(self) -> str | None:
+        if self.state.batch_for != self.state.batch_key:
+            # reached through a jump after the preset or GPU count changed
+            return "the preset or GPU count changed: check the batch"
         self.recompute()
         view = self.view
         if view is None or view.resolution is None:
@@ -269,22 +263,19 @@ class BatchScreen(WizardScreen):
         return None
 
 
-
 def memory_bar(result: ConfigResult, width: int = 20) -> Text:
     """``Memory/GPU ██████░░░░ 92.6 of 140.4 GiB · ZeRO-2`` — green when it fits."""
-    strategy = f"ZeRO-{result.zero_stage}" + (
-        f" + {result.offload} offload" if result.offload else "")
-    if result.memory_total is None or not result.memory_capacity:
-        return Text(f"Memory per GPU: not checked (GPU memory unknown) · {strategy}",
+    est, gpu = result.auto.memory, result.gpu_memory
+    if est is None or gpu is None:
+        return Text(f"Memory per GPU: not checked (GPU memory unknown) · {result.strategy}",
                     style="dim")
-    total, capacity = result.memory_total, result.memory_capacity
-    fits = result.memory_usable is None or total <= result.memory_usable
-    filled = min(width, round(width * total / capacity))
+    fits = est.fits(gpu.bytes, DEFAULT_HEADROOM)
+    filled = min(width, round(width * est.total / gpu.bytes))
     text = Text("Memory per GPU ")
     text.append("█" * filled, style="green" if fits else "red")
     text.append("░" * (width - filled), style="dim")
-    text.append(f" {total / 2**30:.1f} of {capacity / 2**30:.1f} GiB", style="bold")
-    text.append(f" · {strategy}")
+    text.append(f" {est.total / 2**30:.1f} of {gpu.bytes / 2**30:.1f} GiB", style="bold")
+    text.append(f" · {result.strategy}")
     if not fits:
-        text.append(" · over the 90% headroom", style="red")
+        text.append(f" · over the {DEFAULT_HEADROOM:.0%} headroom", style="red")
     return text

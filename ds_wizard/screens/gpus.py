@@ -9,23 +9,21 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 
 from ds_wizard.messages import GpusDetected
-from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
 
 
 class GpuScreen(WizardScreen):
     step = "gpus"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *WizardScreen.BINDINGS,
         Binding("ctrl+r", "redetect", "Re-detect"),
         Binding("ctrl+t", "cpu_demo", "CPU demo"),
     ]
 
-    def compose(self) -> ComposeResult:
-        yield StepBar(self.step)
+    def compose_body(self) -> ComposeResult:
         with Vertical(id="gpu-body", classes="body"):
             yield Static("Detecting GPUs…", id="gpu-status")
             yield DataTable(id="gpu-table", cursor_type="row", zebra_stripes=True)
@@ -38,7 +36,6 @@ class GpuScreen(WizardScreen):
                     yield Label("GPUs per node")
                     yield Input(id="per-node", type="text", placeholder="detected")
             yield Static("", id="gpu-summary")
-        yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#gpu-table", DataTable)
@@ -75,6 +72,8 @@ class GpuScreen(WizardScreen):
         table.clear()
         status = self.query_one("#gpu-status", Static)
         no_gpu = self.query_one("#no-gpu", Static)
+        nodes = self.query_one("#nodes", Input)
+        per_node = self.query_one("#per-node", Input)
         if report is None:
             status.update("Detecting GPUs…")
         else:
@@ -94,7 +93,6 @@ class GpuScreen(WizardScreen):
         table.display = not none_found
         no_gpu.display = none_found
         if none_found:
-            per_node = self.query_one("#per-node", Input)
             if (self.focused is None or self.focused is table) and not per_node.disabled:
                 per_node.focus()
             no_gpu.update(
@@ -102,8 +100,6 @@ class GpuScreen(WizardScreen):
                 "Type a GPU count below to write a config for another machine, or press "
                 f"[b]^t[/b] for a CPU demo run ({CPU_DEMO_PRESET}, {CPU_DEMO_RANKS} CPU ranks)."
             )
-        nodes = self.query_one("#nodes", Input)
-        per_node = self.query_one("#per-node", Input)
         nodes.disabled = per_node.disabled = state.cpu_demo
         if nodes.value != str(state.nodes):
             nodes.value = str(state.nodes)

@@ -19,11 +19,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
-from textual.widgets import Footer, Log, Sparkline, Static
+from textual.widgets import Log, Sparkline, Static
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.messages import JobExited, JobStarted
-from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import ConfirmScreen
 
 if TYPE_CHECKING:
@@ -48,20 +48,13 @@ class Job(Protocol):
     def wait(self) -> int: ...
 
 
+# the real one is ds_wizard.screens.jobs.launcher_job; tests pass a scripted job
 JobFactory = Callable[["WizardState"], Job]
-
-
-def default_job_factory(state: WizardState) -> Job:
-    """The real launcher: ``prepare_run`` + ``Supervisor`` from ``ds_wizard.launcher``."""
-    from ds_wizard.screens.jobs import launcher_job
-
-    return launcher_job(state)
 
 
 class LaunchScreen(WizardScreen):
     step = "launch"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *WizardScreen.BINDINGS,
         Binding("ctrl+l", "start", "Start"),
         Binding("ctrl+t", "stop", "Stop"),
     ]
@@ -81,15 +74,13 @@ class LaunchScreen(WizardScreen):
         self._exit_after_stop = False
         self._run_dir = ""
 
-    def compose(self) -> ComposeResult:
-        yield StepBar(self.step)
+    def compose_body(self) -> ComposeResult:
         yield Static("", id="launch-info")
         with Horizontal(id="launch-status-row"):
             yield Static("", id="launch-status")
             yield Sparkline([], id="loss-plot")
         yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
         yield Static("", id="launch-result")
-        yield Footer()
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -101,7 +92,8 @@ class LaunchScreen(WizardScreen):
             return
         state = self.state
         saved = state.saved_path
-        where = f"config {saved.name}" if saved else "config not saved yet (it is built anyway)"
+        where = (f"config {saved.name}" if saved
+                 else "config not saved yet: ^s on the review step")
         what = "CPU demo, " if state.cpu_demo else ""
         name = state.preset.name if state.preset else "?"
         self.query_one("#launch-info", Static).update(
@@ -129,6 +121,7 @@ class LaunchScreen(WizardScreen):
         self._last = {}
         self._tail.clear()
         self._done.clear()
+        self.job = None
         self.running = True
         self.stopping = False
         self._started_at = time.monotonic()
@@ -143,10 +136,10 @@ class LaunchScreen(WizardScreen):
         try:
             job = factory(state)
         except DsWizardError as exc:
-            self.post_message(JobExited(-1, False, [], error=exc.one_line()))
+            self.post_message(JobExited(-1, False, error=exc.one_line()))
             return
         except OSError as exc:
-            self.post_message(JobExited(-1, False, [], error=f"{type(exc).__name__}: {exc}"))
+            self.post_message(JobExited(-1, False, error=f"{type(exc).__name__}: {exc}"))
             return
         self.job = job
         if self.stopping:
@@ -164,7 +157,7 @@ class LaunchScreen(WizardScreen):
         self._done.set()
         if tailer is not None:
             tailer.join(timeout=2)
-        self.post_message(JobExited(code, self.stopping, list(self._tail)))
+        self.post_message(JobExited(code, self.stopping))
 
     def _follow_metrics(self, run_dir: Path) -> None:
         """Thread: read complete new records of metrics.jsonl until the job ends."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from rich.syntax import Syntax
@@ -11,12 +10,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params
-from ds_wizard.core.presets import Preset, list_presets, load_preset, read_preset_file
-from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.core.preset_report import PresetSummary, summarize_all
+from ds_wizard.core.presets import DEFAULT_PRESET, Preset, load_preset, read_preset_file
+from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import AskTextScreen
 from ds_wizard.screens.state import save_current_as_preset
 
@@ -24,19 +24,17 @@ from ds_wizard.screens.state import save_current_as_preset
 class PresetScreen(WizardScreen):
     step = "preset"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *WizardScreen.BINDINGS,
         Binding("ctrl+o", "open_path", "Load path"),
         Binding("ctrl+s", "save_user_preset", "Save as mine"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        self.presets: dict[str, Preset] = {}
-        self.errors: dict[str, str] = {}
+        self.listed: dict[str, PresetSummary] = {}  # what `ds-wizard presets` lists
+        self.presets: dict[str, Preset] = {}  # loaded once highlighted, or from a path
         self.rows: list[str] = []
 
-    def compose(self) -> ComposeResult:
-        yield StepBar(self.step)
+    def compose_body(self) -> ComposeResult:
         with Horizontal(id="preset-body", classes="body"):
             with Vertical(id="preset-left"):
                 yield DataTable(id="preset-table", cursor_type="row", zebra_stripes=True)
@@ -44,20 +42,19 @@ class PresetScreen(WizardScreen):
             with VerticalScroll(id="preset-preview"):
                 yield Static("", id="preset-file")
         yield Input(id="preset-path", placeholder="Load a preset from a path: type it, Enter")
-        yield Footer()
 
     def on_mount(self) -> None:
         table = self.query_one("#preset-table", DataTable)
         table.add_columns("Preset", "Type", "Parameters", "From", "Description")
-        for entry in list_presets(self.wizard.cwd):
-            try:
-                preset = read_preset_file(entry.path, entry.name, entry.source)
-            except DsWizardError as exc:
-                # a broken file in a shared directory must not hide the others
-                self.errors[entry.name] = exc.one_line()
-                self._add_row(entry.name, "?", "invalid", entry.source, exc.one_line())
-                continue
-            self._add(preset)
+        # the CLI's listing: a broken file in a shared directory shows as such, not hiding
+        # the others
+        for summary in summarize_all(self.wizard.cwd):
+            self.listed[summary.name] = summary
+            if summary.error is not None:
+                self._add_row(summary.name, "?", "invalid", summary.source, summary.error)
+            else:
+                self._add_row(summary.name, summary.arch, f"{summary.params:,}", summary.source,
+                              summary.description)
         super().on_mount()
 
     def _add(self, preset: Preset) -> str:
@@ -80,25 +77,37 @@ class PresetScreen(WizardScreen):
     def refresh_from_state(self) -> None:
         ref = self.state.preset_ref
         if ref is None and self.rows:
-            ref = "7b_mamba" if "7b_mamba" in self.rows else self.rows[0]
+            ref = DEFAULT_PRESET if DEFAULT_PRESET in self.rows else self.rows[0]
         if ref is not None and ref not in self.rows:
             self._load_path(ref)
         if ref in self.rows:
-            table = self.query_one("#preset-table", DataTable)
-            table.move_cursor(row=self.rows.index(ref))
-            self._select(ref)
+            self._show(ref)
+
+    def _show(self, key: str) -> None:
+        self.query_one("#preset-table", DataTable).move_cursor(row=self.rows.index(key))
+        self._select(key)
 
     @on(DataTable.RowHighlighted, "#preset-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
             self._select(event.row_key.value)
 
+    def _preset(self, key: str) -> Preset:
+        """The preset behind a row, read on first use."""
+        if key not in self.presets:
+            summary = self.listed[key]
+            if summary.error is not None:
+                raise DsWizardError(summary.error)
+            self.presets[key] = read_preset_file(summary.path, summary.name, summary.source)
+        return self.presets[key]
+
     def _select(self, key: str) -> None:
-        preset = self.presets.get(key)
         desc = self.query_one("#preset-desc", Static)
         preview = self.query_one("#preset-file", Static)
-        if preset is None:
-            desc.update(f"[$error]✘ {escape(self.errors.get(key, 'not loaded'))}[/]")
+        try:
+            preset = self._preset(key)
+        except DsWizardError as exc:
+            desc.update(f"[$error]✘ {escape(exc.one_line())}[/]")
             preview.update("")
             return
         self.state.preset_ref = key
@@ -128,15 +137,12 @@ class PresetScreen(WizardScreen):
         if not ref:
             return False
         try:
-            preset = load_preset(ref, self.wizard.cwd) if not Path(ref).exists() else \
-                read_preset_file(Path(ref).expanduser())
+            preset = load_preset(ref, self.wizard.cwd)
         except DsWizardError as exc:
-            self.notify(exc.one_line(), title="Cannot load preset", severity="error")
+            self.notify(exc.one_line(), title="Cannot load preset", severity="error",
+                        markup=False)
             return False
-        key = self._add(preset)
-        table = self.query_one("#preset-table", DataTable)
-        table.move_cursor(row=self.rows.index(key))
-        self._select(key)
+        self._show(self._add(preset))
         return True
 
     def action_save_user_preset(self) -> None:
@@ -150,12 +156,10 @@ class PresetScreen(WizardScreen):
                 path = save_current_as_preset(self.state, name)
                 preset = read_preset_file(path, name, "user")
             except DsWizardError as exc:
-                self.notify(exc.one_line(), title="Not saved", severity="error")
+                self.notify(exc.one_line(), title="Not saved", severity="error", markup=False)
                 return
-            self.notify(f"Saved as user preset {name!r} ({path})")
-            key = self._add(preset)
-            self.query_one("#preset-table", DataTable).move_cursor(row=self.rows.index(key))
-            self._select(key)
+            self.notify(f"Saved as user preset {name!r} ({path})", markup=False)
+            self._show(self._add(preset))
 
         self.app.push_screen(
             AskTextScreen("Save the current choices as a new user preset", "name, e.g. my_7b",

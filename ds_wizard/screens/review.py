@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from rich.syntax import Syntax
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.markup import escape
-from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Input, Label, Static, TabbedContent, TabPane
 
 from ds_wizard.core.errors import DsWizardError
-from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.state import (
     ConfigResult,
     build_config_text,
@@ -27,7 +28,6 @@ from ds_wizard.screens.state import (
 class ReviewScreen(WizardScreen):
     step = "review"
     BINDINGS: ClassVar[list[BindingType]] = [
-        *WizardScreen.BINDINGS,
         Binding("ctrl+s", "save", "Save"),
         Binding("ctrl+t", "toggle_view", "JSON/diff"),
     ]
@@ -36,8 +36,7 @@ class ReviewScreen(WizardScreen):
         super().__init__()
         self.result: ConfigResult | None = None
 
-    def compose(self) -> ComposeResult:
-        yield StepBar(self.step)
+    def compose_body(self) -> ComposeResult:
         yield Static("", id="review-summary")
         with TabbedContent(id="review-tabs"):
             with TabPane("DeepSpeed JSON", id="tab-json"), VerticalScroll(id="json-scroll"):
@@ -49,7 +48,6 @@ class ReviewScreen(WizardScreen):
             yield Input(id="output", placeholder="ds_config.json")
         yield Static("", id="verdict")
         yield Static("", id="command")
-        yield Footer()
 
     @property
     def target(self) -> Path:
@@ -61,38 +59,38 @@ class ReviewScreen(WizardScreen):
         field = self.query_one("#output", Input)
         if field.value != state.output:
             field.value = state.output
-        if state.preset is None or state.chosen is None:
-            self.result = None
-            self.query_one("#review-summary", Static).update("Finish the batch step first.")
-            return
-        micro, gas = state.chosen
+        chosen = state.chosen
         summary = self.query_one("#review-summary", Static)
+        if state.preset is None or chosen is None:
+            self.result = None
+            summary.update("Finish the batch step first.")
+            return
         try:
-            self.result = build_config_text(state, micro, gas)
+            self.result = build_config_text(state, *chosen)
         except DsWizardError as exc:
             self.result = None
             summary.update(f"[$error]✘ {escape(exc.one_line())}[/]")
             return
         self.query_one("#json", Static).update(
             Syntax(self.result.text, "json", theme="ansi_dark", background_color="default"))
-        offload = f" + {self.result.offload} offload" if self.result.offload else ""
-        summary.update(
-            f"✔ [b]{micro * gas * state.world_size} = {micro} × {gas} × {state.world_size}[/b]"
-            f" · {state.preset.name} · ZeRO-{self.result.zero_stage}{offload}"
-        )
-        self.query_one("#command", Static).update(
-            f"[dim]Same file from a script:[/dim] {headless_command(state, micro, gas)}")
-        self._show_diff()
+        summary.update(f"✔ [b]{self.result.auto.choice.formula}[/b] · {state.preset.name} · "
+                       f"{self.result.strategy}")
+        self._show_target()
 
     @on(Input.Changed, "#output")
     def _path_changed(self, event: Input.Changed) -> None:
         self.state.output = event.value.strip()
         if self.result is not None:
-            self._show_diff()
-            state = self.state
-            assert state.chosen is not None
-            self.query_one("#command", Static).update(
-                f"[dim]Same file from a script:[/dim] {headless_command(state, *state.chosen)}")
+            self._show_target()
+
+    def _show_target(self) -> None:
+        """The parts that depend on the output path: the diff and the headless command."""
+        assert self.result is not None
+        choice = self.result.auto.choice
+        command = headless_command(self.state, choice.micro_batch, choice.grad_accum)
+        self.query_one("#command", Static).update(
+            f"[dim]Same file from a script:[/dim] {escape(command)}")
+        self._show_diff()
 
     @on(Input.Submitted, "#output")
     def _path_submitted(self, event: Input.Submitted) -> None:
@@ -101,20 +99,21 @@ class ReviewScreen(WizardScreen):
     def _show_diff(self) -> None:
         diff = self.query_one("#diff", Static)
         assert self.result is not None
-        target = self.target
-        if not self.state.output:
+        target, shown = self.target, self.state.output
+        if not shown:
             diff.update("Type a path to save to.")
             return
+        # plain Text: a path or an OS error is never markup
         try:
             old = target.read_text(encoding="utf-8")
         except FileNotFoundError:
-            diff.update(f"No file at {self.state.output} yet: saving creates it.")
+            diff.update(Text(f"No file at {shown} yet: saving creates it."))
             return
         except (OSError, UnicodeDecodeError) as exc:
-            diff.update(f"Cannot read {self.state.output}: {exc}")
+            diff.update(Text(f"Cannot read {shown}: {exc}"))
             return
         if old == self.result.text:
-            diff.update(f"{self.state.output} already holds exactly this config.")
+            diff.update(Text(f"{shown} already holds exactly this config."))
             return
         lines = difflib.unified_diff(old.splitlines(keepends=True),
                                      self.result.text.splitlines(keepends=True),
@@ -128,7 +127,7 @@ class ReviewScreen(WizardScreen):
         tabs.active = "tab-diff" if tabs.active == "tab-json" else "tab-json"
 
     def action_save(self) -> None:
-        from ds_wizard.core.fsio import atomic_write_text
+        from ds_wizard.core.fsio import write_if_changed
 
         verdict = self.query_one("#verdict", Static)
         if self.result is None:
@@ -139,17 +138,22 @@ class ReviewScreen(WizardScreen):
             return
         target = self.target
         try:
-            backup = atomic_write_text(target, self.result.text, backup=True)
-            valid, lines = check_saved(target, self.result.world_size)
+            # an identical file is left alone, so saving again keeps the real backup
+            written, backup = write_if_changed(target, self.result.text, backup=True)
+            valid, lines = check_saved(target, self.result.auto.world_size)
         except DsWizardError as exc:
             verdict.update(f"[$error]✘ {escape(exc.one_line())}[/]")
             return
         self.state.saved_path = target
-        kept = f" (previous file kept as {backup.name})" if backup else ""
+        shown = escape(self.state.output)
+        if backup is not None:
+            kept = f" (previous file kept as {escape(backup.name)})"
+        else:
+            kept = "" if written else " (it already held this config)"
         mark = "[$success]✔ check: valid[/]" if valid else "[$error]✘ check: invalid[/]"
-        verdict.update(f"Saved {self.state.output}{kept} · {mark} · {' · '.join(lines)}")
+        verdict.update(f"Saved {shown}{kept} · {mark} · {escape(' · '.join(lines))}")
         self._show_diff()
-        self.notify(f"Saved {self.state.output}")
+        self.notify(f"Saved {shown}")
 
     def ready(self) -> str | None:
         if self.result is None:

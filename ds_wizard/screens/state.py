@@ -8,12 +8,17 @@ those calls go to the core, the same functions ``ds-wizard --auto`` uses.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ds_wizard.core import batch as batchmath
 from ds_wizard.core.gpus import GpuReport
 from ds_wizard.core.presets import Preset
+
+if TYPE_CHECKING:
+    from ds_wizard.core.auto import AutoResult
+    from ds_wizard.core.fit import GpuMemory
 
 # Which of the three batch values DeepSpeed is left to derive; "none" sends all three,
 # which is how a hand-written config is checked.
@@ -42,8 +47,7 @@ class WizardState:
     gas_text: str = ""
     global_text: str = ""
     derive: str = "global"
-    batch_for: tuple[str, int] | None = None  # (preset, world size) the texts were filled for
-    chosen: tuple[int, int] | None = None  # (micro, gas) once the batch step is valid
+    batch_for: tuple[str, int] | None = None  # the batch_key the texts were filled for
     output: str = "ds_config.json"
     saved_path: Path | None = None
     runs_dir: Path = Path("runs")
@@ -68,8 +72,31 @@ class WizardState:
         return (1 if self.cpu_demo else self.nodes) * self.ranks_per_node
 
     @property
-    def bf16_supported(self) -> bool | None:
-        return self.report.bf16_supported if self.report else None
+    def batch_key(self) -> tuple[str, int] | None:
+        """What the batch fields depend on: the preset and the world size."""
+        if self.preset is None:
+            return None
+        return self.preset_ref or self.preset.name, self.world_size
+
+    def batch_view(self) -> BatchView | None:
+        """What DeepSpeed makes of the batch fields as they stand."""
+        if self.preset is None:
+            return None
+        return evaluate_batch(self.micro_text, self.gas_text, self.global_text, self.derive,
+                              self.world_size, self.preset.spec.train.seq_len)
+
+    @property
+    def chosen(self) -> tuple[int, int] | None:
+        """(micro, gas) when the batch step, filled for this preset and world size, is valid."""
+        if self.batch_for is None or self.batch_for != self.batch_key:
+            return None
+        view = self.batch_view()
+        if view is None or view.resolution is None or not view.valid:
+            return None
+        res = view.resolution
+        if res.micro_batch is None or res.grad_accum is None:
+            return None
+        return res.micro_batch, res.grad_accum
 
 
 @dataclass(frozen=True)
@@ -168,18 +195,22 @@ def default_batch(state: WizardState) -> tuple[int, int, int] | None:
     return choice.micro_batch, choice.grad_accum, choice.global_batch
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConfigResult:
+    """The config ``auto_configure`` chose, its JSON text, and the GPU memory it planned for."""
+
+    auto: AutoResult
     text: str
-    world_size: int
-    micro: int
-    gas: int
-    zero_stage: int
-    offload: str  # "" or "optimizer" / "optimizer + params" offloaded to CPU
-    reasons: list[str] = field(default_factory=list)
-    memory_total: int | None = None  # estimated peak bytes per GPU, when memory is known
-    memory_capacity: int | None = None
-    memory_usable: int | None = None
+    gpu_memory: GpuMemory | None  # None: no GPU seen, the memory was not checked
+
+    @property
+    def strategy(self) -> str:
+        """``ZeRO-2``, ``ZeRO-3 + optimizer offload``, …"""
+        from ds_wizard.core.memory import Strategy
+
+        zero = self.auto.config["zero_optimization"]
+        return Strategy(self.auto.zero_stage, offload_optimizer="offload_optimizer" in zero,
+                        offload_param="offload_param" in zero).label
 
 
 def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
@@ -187,22 +218,13 @@ def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
     ``ds-wizard --auto`` takes on this machine (detected GPUs and their memory)."""
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.dsconfig import dumps
-    from ds_wizard.core.fit import DEFAULT_HEADROOM, gpu_memory_from
+    from ds_wizard.core.fit import gpu_memory_from
 
     assert state.preset is not None
     gpu_memory = gpu_memory_from(None, state.report)
     result = auto_configure(state.preset, state.world_size, gpu_report=state.report,
                             micro_batch=micro, grad_accum=gas, gpu_memory=gpu_memory)
-    zero = result.config.get("zero_optimization", {})
-    offloaded = [k.removeprefix("offload_") for k in ("offload_optimizer", "offload_param")
-                 if k in zero]
-    out = ConfigResult(dumps(result.config), result.world_size, micro, gas,
-                       int(zero.get("stage", 0)), " + ".join(offloaded), list(result.reasons))
-    if gpu_memory is not None and result.memory is not None:
-        out.memory_total = result.memory.total
-        out.memory_capacity = gpu_memory.bytes
-        out.memory_usable = gpu_memory.usable(DEFAULT_HEADROOM)
-    return out
+    return ConfigResult(result, dumps(result.config), gpu_memory)
 
 
 def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:
@@ -216,17 +238,11 @@ def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:
 
 def save_current_as_preset(state: WizardState, name: str) -> Path:
     """The chosen preset, with the batch chosen on the batch step, as a user preset."""
-    from ds_wizard.core.overrides import apply_overrides
     from ds_wizard.core.preset_store import derive_spec, save_user_preset
+    from ds_wizard.core.wizard import with_batch
 
     assert state.preset is not None
     spec = derive_spec(state.preset.spec, state.preset.name)
-    if state.chosen is not None and state.world_size >= 1:
-        micro, gas = state.chosen
-        glob = micro * gas * state.world_size
-        prefix = "batch."
-        if str(state.world_size) in spec.batch.by_world_size:
-            prefix = f"batch.by_world_size.{state.world_size}."
-        spec = apply_overrides(spec, [f"{prefix}micro_batch={micro}",
-                                      f"{prefix}global_batch={glob}"])
+    if state.chosen is not None:
+        spec = with_batch(spec, state.world_size, *state.chosen)
     return save_user_preset(name, spec)

@@ -5,8 +5,8 @@
 
 Stopping: SIGINT or SIGTERM only sets a flag. At the end of the current optimizer step
 the ranks agree on it (it rides along the per-step loss all-reduce), every rank saves the
-checkpoint, and the process exits 0. A second signal changes nothing; the launcher's own
-timeout (30 s) then kills a rank that cannot finish.
+checkpoint, and the process exits 0. A second signal changes nothing; the supervisor
+(``ds_wizard.launcher``) kills a rank that has not finished when its grace period ends.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 from ds_wizard.core import runs
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.launcher import BACKENDS
 
 # Dense bf16 peaks for MFU (the reference table; other GPUs get no MFU figure).
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=None, help=".txt, .jsonl, .bin or a directory")
     p.add_argument("--data-dtype", choices=["uint16", "uint32"], default=None)
     p.add_argument("--tokenizer", default=None, help="a local HF tokenizer.json")
-    p.add_argument("--backend", choices=["auto", "transformers", "mamba_ssm"], default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR's latest complete checkpoint")
     p.add_argument("--num-gpus", type=int, default=None, help="world size for --dry-run")
@@ -323,11 +324,12 @@ class Trainer:
         elif self.rank == 0:
             export_pretrained(module, backend, paths.final)
         if self.rank == 0:
-            tok = self.args.tokenizer
-            info = {"backend": backend, "tokenizer": tok or "bytes (token id = byte value)"}
+            from ds_wizard.core.dsconfig import dumps
             from ds_wizard.core.fsio import atomic_write_text
 
-            atomic_write_text(paths.final / "ds_wizard.json", json.dumps(info, indent=2) + "\n")
+            tok = self.args.tokenizer
+            info = {"backend": backend, "tokenizer": tok or "bytes (token id = byte value)"}
+            atomic_write_text(paths.final / "ds_wizard.json", dumps(info))
         tdist.barrier()
 
 

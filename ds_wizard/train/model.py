@@ -19,8 +19,7 @@ import torch
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params, padded_vocab
 from ds_wizard.core.schema import ModelSpec
-
-BACKENDS = ("auto", "transformers", "mamba_ssm")
+from ds_wizard.launcher import BACKENDS
 
 
 class BackendError(DsWizardError):
