@@ -260,10 +260,13 @@ class LaunchScreen(WizardScreen):
         # job output is plain text: never let "[fake]" or "[INFO]" be read as markup
         if message.error:
             result.update(Text(f"✘ could not start: {message.error}"))
+        elif message.stopped:
+            # the ranks alone get the stop signal: a clean stop (checkpoint saved) exits 0
+            how = ("the ranks saved a checkpoint and exited cleanly"
+                   if message.returncode == 0 else f"exit code {message.returncode}")
+            result.update(Text(f"■ stopped ({how})"))
         elif message.returncode == 0:
             result.update(Text("✔ finished (exit code 0)"))
-        elif message.stopped:
-            result.update(Text(f"■ stopped (exit code {message.returncode})"))
         else:
             tail = "\n".join(list(self._tail)[-5:])
             result.update(Text(f"✘ failed with exit code {message.returncode}\n{tail}"))
