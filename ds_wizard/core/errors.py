@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit status ds-wizard uses; the README documents this table."""
+
+    OK = 0
+    #: the input is invalid, a check found a problem, a plan does not fit, or an input could
+    #: not be read or an output written
+    PROBLEM = 1
+    #: the command line itself is wrong (click's own usage errors)
+    USAGE = 2
+    #: a run stopped by a signal exits 128 + the signal's number (130 for Ctrl-C);
+    #: a training run that failed exits with its rank's own code
+    SIGNAL_BASE = 128
+
 
 class DsWizardError(Exception):
     """A problem with the user's input or environment, reported as one line (exit 1)."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.PROBLEM
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
