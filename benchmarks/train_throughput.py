@@ -23,17 +23,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ds_wizard import launcher
+from ds_wizard.launch import command, supervisor
+from ds_wizard.launch import plan as planning
 from ds_wizard.core.metrics import read_metrics
 
 HERE = Path(__file__).resolve().parent
 
 
 def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
-                  runs_dir: Path) -> tuple[float, float, launcher.RunPlan]:
-    plan = launcher.prepare_run(preset, num_gpus, steps=steps, runs_dir=runs_dir)
+                  runs_dir: Path) -> tuple[float, float, planning.RunPlan]:
+    plan = planning.prepare_run(planning.LaunchRequest(preset, num_gpus, steps=steps, runs_dir=runs_dir))
     # run_foreground, not a bare start(): Ctrl-C must not leave the ranks running
-    _, code, signum = launcher.run_foreground(plan, on_line=lambda line: None)
+    _, code, signum = supervisor.run_foreground(plan, on_line=lambda line: None)
     if signum is not None:
         raise SystemExit(128 + signum)
     if code:
@@ -46,12 +47,12 @@ def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
     return tokens / seconds, per_step, plan
 
 
-def run_bare(plan: launcher.RunPlan, steps: int, warmup: int) -> tuple[float, float]:
+def run_bare(plan: planning.RunPlan, steps: int, warmup: int) -> tuple[float, float]:
     """B, with A's ranks, environment, preset snapshot and DeepSpeed JSON."""
     paths = plan.paths
-    cmd = [*launcher.deepspeed_launcher(),
-           *launcher.rank_selection(plan.accelerator.kind, plan.world_size),
-           f"--master_port={launcher.free_port()}",
+    cmd = [*command.deepspeed_launcher(),
+           *command.rank_selection(plan.accelerator.kind, plan.world_size),
+           f"--master_port={command.free_port()}",
            str(HERE / "bare_deepspeed_loop.py"),
            "--preset", str(paths.preset), "--deepspeed_config", str(paths.config),
            "--steps", str(steps), "--warmup", str(warmup)]

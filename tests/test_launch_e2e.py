@@ -19,7 +19,7 @@ import pytest
 
 from ds_wizard.core import runs
 from ds_wizard.core.metrics import read_metrics
-from ds_wizard.launcher import is_rank_cmdline
+from ds_wizard.launch.supervisor import is_rank_cmdline
 
 pytestmark = pytest.mark.slow
 

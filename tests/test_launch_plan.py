@@ -14,20 +14,26 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from ds_wizard import launcher
+import dataclasses
+
+from ds_wizard.core.runspec import Accelerator
+from ds_wizard.core.errors import DsWizardError
+from ds_wizard.launch import command, supervisor
+from ds_wizard.launch import plan as planning
+from ds_wizard.launch.plan import LaunchRequest
 from ds_wizard.cli import main
 from ds_wizard.core import runs
 from ds_wizard.core.metrics import read_new_metrics
 
-CPU = launcher.Accelerator("cpu", 0, "no GPU in this test")
-CUDA = launcher.Accelerator("cuda", 4, "4 test GPUs", True)
+CPU = Accelerator("cpu", 0, "no GPU in this test")
+CUDA = Accelerator("cuda", 4, "4 test GPUs", True)
 BROKEN = {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
           "gradient_accumulation_steps": 8}
 
 
 def test_prepare_run_writes_the_run_directory(tmp_path: Path) -> None:
-    plan = launcher.prepare_run("tiny_mamba", None, steps=7, runs_dir=tmp_path,
-                                accelerator=CPU, master_port=29999)
+    plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, steps=7, runs_dir=tmp_path,
+                                accelerator=CPU, master_port=29999))
     assert plan.world_size == 2 and any("running 2 CPU ranks" in n for n in plan.notes)
     paths = plan.paths
     assert paths.root.parent == tmp_path and paths.root.name.startswith("tiny_mamba-")
@@ -45,17 +51,23 @@ def test_prepare_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert cmd[cmd.index("--module") + 1] == "ds_wizard.train"
     assert cmd[cmd.index("--steps") + 1] == "7"
     assert paths.script.stat().st_mode & 0o111
-    info = runs.read_run_info(paths.root)
-    assert info["preset"] == "tiny_mamba" and info["world_size"] == 2
+    from ds_wizard.core.runspec import read_run_info
+
+    spec = read_run_info(paths.run_json).spec
+    assert spec == plan.run  # written once, read back whole
+    assert spec.preset == "tiny_mamba" and spec.world_size == 2
+    assert (spec.micro_batch * spec.grad_accum * 2, spec.zero_stage) == (
+        cfg["train_batch_size"], cfg["zero_optimization"]["stage"])
+    assert runs.load_run_json(paths.root)["world_size"] == 2  # flat keys, as before
 
 
 def test_cuda_command_uses_num_gpus(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    plan = launcher.prepare_run("tiny_mamba", 4, runs_dir=tmp_path, accelerator=CUDA,
-                                data=None, steps=3)
+    plan = planning.prepare_run(LaunchRequest("tiny_mamba", 4, runs_dir=tmp_path, accelerator=CUDA,
+                                data=None, steps=3))
     assert "--num_gpus=4" in plan.command and "OMP_NUM_THREADS" not in plan.env
-    with pytest.raises(launcher.LaunchRefused, match="only 4 GPU"):
-        launcher.prepare_run("tiny_mamba", 8, runs_dir=tmp_path, accelerator=CUDA)
+    with pytest.raises(planning.LaunchRefused, match="only 4 GPU"):
+        planning.prepare_run(LaunchRequest("tiny_mamba", 8, runs_dir=tmp_path, accelerator=CUDA))
 
 
 def test_seed_broken_config_is_refused_before_anything_exists(tmp_path: Path) -> None:
@@ -117,29 +129,29 @@ def test_latest_complete_skips_checkpoints_without_a_marker(tmp_path: Path) -> N
 
 
 def test_resume_plan_uses_the_run_and_refuses_other_world_sizes(tmp_path: Path) -> None:
-    plan = launcher.prepare_run("tiny_mamba", None, steps=5, runs_dir=tmp_path,
-                                accelerator=CPU)
+    plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, steps=5, runs_dir=tmp_path,
+                                accelerator=CPU))
     with pytest.raises(runs.RunError, match="no complete checkpoint"):
-        launcher.prepare_run(resume="latest", runs_dir=tmp_path, accelerator=CPU)
+        planning.prepare_run(LaunchRequest(resume="latest", runs_dir=tmp_path, accelerator=CPU))
     _fake_checkpoint(plan.paths.checkpoints, 5)
-    with pytest.raises(launcher.DsWizardError, match="already at step 5"):
-        launcher.prepare_run(resume=str(plan.run_dir), runs_dir=tmp_path, accelerator=CPU)
-    with pytest.raises(launcher.DsWizardError, match="trained on 2 rank"):
-        launcher.prepare_run(resume="latest", num_gpus=4, steps=9, runs_dir=tmp_path,
-                             accelerator=CPU)
-    again = launcher.prepare_run(resume="latest", steps=9, runs_dir=tmp_path, accelerator=CPU)
+    with pytest.raises(DsWizardError, match="already at step 5"):
+        planning.prepare_run(LaunchRequest(resume=str(plan.run_dir), runs_dir=tmp_path, accelerator=CPU))
+    with pytest.raises(DsWizardError, match="trained on 2 rank"):
+        planning.prepare_run(LaunchRequest(resume="latest", num_gpus=4, steps=9, runs_dir=tmp_path,
+                             accelerator=CPU))
+    again = planning.prepare_run(LaunchRequest(resume="latest", steps=9, runs_dir=tmp_path, accelerator=CPU))
     assert again.run_dir == plan.run_dir and again.resume_step == 5
     assert "--resume" in again.command and again.command[again.command.index("--steps") + 1] \
         == "9"
 
 
 def test_resume_refuses_the_flags_it_would_otherwise_ignore(tmp_path: Path) -> None:
-    plan = launcher.prepare_run("tiny_mamba", None, steps=5, runs_dir=tmp_path,
-                                accelerator=CPU)
+    plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, steps=5, runs_dir=tmp_path,
+                                accelerator=CPU))
     _fake_checkpoint(plan.paths.checkpoints, 2)
-    with pytest.raises(launcher.DsWizardError, match="--set, --data cannot change it"):
-        launcher.prepare_run(resume="latest", sets=["train.lr=1e-3"], data="more.txt",
-                             runs_dir=tmp_path, accelerator=CPU)
+    with pytest.raises(DsWizardError, match="--set, --data cannot change it"):
+        planning.prepare_run(LaunchRequest(resume="latest", sets=["train.lr=1e-3"], data="more.txt",
+                             runs_dir=tmp_path, accelerator=CPU))
     result = CliRunner().invoke(main, ["launch", "--resume", "latest", "--preset",
                                        "tiny_mamba", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 1 and "--preset cannot change it" in result.output
@@ -160,11 +172,11 @@ def test_read_new_metrics_consumes_only_complete_lines(tmp_path: Path) -> None:
 def test_rank_failure_is_readable() -> None:
     lines = ["x", "[2026] [ERROR] [launch.py:3:sigkill_handler] ['python'] exits with "
              "return code = -9"]
-    assert launcher.rank_failure(lines) == ("a rank was killed by SIGKILL (out of memory, or "
+    assert supervisor.rank_failure(lines) == ("a rank was killed by SIGKILL (out of memory, or "
                                            "killed by hand)")
-    assert launcher.rank_failure(["... exits with return code = 3"]) == \
+    assert supervisor.rank_failure(["... exits with return code = 3"]) == \
         "a rank exited with code 3"
-    assert launcher.rank_failure(["nothing"]) is None
+    assert supervisor.rank_failure(["nothing"]) is None
 
 
 STUBBORN = """
@@ -182,7 +194,7 @@ time.sleep(600)
 def test_supervisor_stops_and_reaps_the_whole_group(tmp_path: Path) -> None:
     log = tmp_path / "train.log"
     seen: list[str] = []
-    sup = launcher.Supervisor([sys.executable, "-c", STUBBORN], log_path=log,
+    sup = supervisor.Supervisor([sys.executable, "-c", STUBBORN], log_path=log,
                               on_line=seen.append).start()
     deadline = time.monotonic() + 30
     while len(sup.pids()) < 2 and time.monotonic() < deadline:
@@ -198,20 +210,20 @@ def test_supervisor_stops_and_reaps_the_whole_group(tmp_path: Path) -> None:
 
 
 def test_supervisor_streams_lines_and_returns_the_exit_code(tmp_path: Path) -> None:
-    sup = launcher.Supervisor([sys.executable, "-c",
+    sup = supervisor.Supervisor([sys.executable, "-c",
                                "print('a'); print('b'); raise SystemExit(3)"],
                               log_path=tmp_path / "log").start()
     assert list(sup.lines()) == ["a", "b"]
     assert sup.wait() == 3 and not sup.stop_requested
-    assert launcher.describe_exit(3, sup).startswith("the job exited with code 3")
+    assert supervisor.describe_exit(3, sup).startswith("the job exited with code 3")
 
 
 def test_supervisor_kills_processes_left_behind_by_the_leader(tmp_path: Path,
                                                               monkeypatch) -> None:
-    monkeypatch.setattr(launcher, "LINGER_S", 0.5)
+    monkeypatch.setattr(supervisor, "LINGER_S", 0.5)
     orphan = ("import subprocess, sys; subprocess.Popen([sys.executable, '-c', "
               "'import time; time.sleep(600)'], stdout=subprocess.DEVNULL); print('bye')")
-    sup = launcher.Supervisor([sys.executable, "-c", orphan]).start()
+    sup = supervisor.Supervisor([sys.executable, "-c", orphan]).start()
     assert sup.wait() == 0
     assert sup.pids() == [] and sup.killed
 
@@ -249,7 +261,7 @@ sys.exit(subprocess.run([sys.executable, "-c", {LAUNCH_PY!r}]).returncode)
 
 def test_stop_signals_only_the_ranks_so_they_can_checkpoint() -> None:
     seen: list[str] = []
-    sup = launcher.Supervisor([sys.executable, "-c", RUNNER], on_line=seen.append).start()
+    sup = supervisor.Supervisor([sys.executable, "-c", RUNNER], on_line=seen.append).start()
     try:
         deadline = time.monotonic() + 30
         while "rank up" not in seen and time.monotonic() < deadline:
@@ -264,9 +276,9 @@ def test_stop_signals_only_the_ranks_so_they_can_checkpoint() -> None:
 
 
 def test_run_foreground_stops_the_job_when_the_caller_fails(tmp_path: Path) -> None:
-    plan = launcher.prepare_run("tiny_mamba", None, steps=3, runs_dir=tmp_path,
-                                accelerator=CPU)
-    plan.command = [sys.executable, "-c", RUNNER]
+    plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, steps=3, runs_dir=tmp_path,
+                                accelerator=CPU))
+    plan = dataclasses.replace(plan, command=(sys.executable, "-c", RUNNER))  # frozen
     pgids: list[int] = []
 
     def on_line(line: str) -> None:
@@ -276,8 +288,8 @@ def test_run_foreground_stops_the_job_when_the_caller_fails(tmp_path: Path) -> N
             raise BrokenPipeError("stdout went away")
 
     with pytest.raises(BrokenPipeError):
-        launcher.run_foreground(plan, on_line=on_line, grace_s=30)
-    assert pgids and launcher.group_pids(pgids[0]) == []
+        supervisor.run_foreground(plan, on_line=on_line, grace_s=30)
+    assert pgids and supervisor.group_pids(pgids[0]) == []
     assert "rank: saved" in plan.paths.log.read_text()  # stopped gracefully, not killed
 
 
@@ -293,10 +305,10 @@ def test_train_entry_dry_run_matches_the_seed_document() -> None:
 
 
 def test_rank_selection_respects_cuda_visible_devices() -> None:
-    assert launcher.rank_selection("cpu", 2, "0,1") == ["--num_accelerators=2"]
-    assert launcher.rank_selection("cuda", 4, "") == ["--num_gpus=4"]
+    assert command.rank_selection("cpu", 2, "0,1") == ["--num_accelerators=2"]
+    assert command.rank_selection("cuda", 4, "") == ["--num_gpus=4"]
     # deepspeed would take GPUs 0,1 for --num_gpus 2 whatever the variable says
-    assert launcher.rank_selection("cuda", 2, "3,5,7") == ["--include=localhost:3,5"]
+    assert command.rank_selection("cuda", 2, "3,5,7") == ["--include=localhost:3,5"]
 
 
 def test_cpu_dry_run_labels_its_ranks_as_cpu_ranks(tmp_path: Path, monkeypatch) -> None:

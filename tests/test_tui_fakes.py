@@ -81,7 +81,7 @@ FAKE_TRAINER = textwrap.dedent(
 
 def script_job_factory(tmp_path: Path, steps: int = 5, fail: bool = False, hold: bool = False):
     """A job factory for the launch screen: a fake trainer under the real Supervisor."""
-    from ds_wizard.launcher import Supervisor
+    from ds_wizard.launch.supervisor import Supervisor
 
     jobs: list[Supervisor] = []
 

@@ -15,8 +15,10 @@ from typing import Any, get_args
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.presets import DEFAULT_PRESET
+from ds_wizard.core.runspec import DEFAULT_KERNEL_BACKEND, KERNEL_BACKENDS
 from ds_wizard.core.schema import Precision
 
 DEFAULT_OUTPUT = "deepspeed_config.json"
@@ -53,11 +55,11 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="[--auto] Memory of one GPU (80GiB, 80GB, 24G). Default: the "
                           "smallest detected GPU; with neither, the preset's batch is used "
                           "as is."),
-        click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=0.9,
+        click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=HEADROOM,
                      show_default=True,
                      help="[--auto] Plan to this fraction of GPU memory."),
-        click.option("--backend", type=click.Choice(["mamba_ssm", "transformers"]),
-                     default="mamba_ssm", show_default=True,
+        click.option("--backend", type=click.Choice(KERNEL_BACKENDS),
+                     default=DEFAULT_KERNEL_BACKEND, show_default=True,
                      help="[--auto] Kernels the memory estimate assumes."),
     ]
     for option in reversed(options):
@@ -86,7 +88,7 @@ def run_auto(
     *, num_gpus: int | None, preset_ref: str, sets: tuple[str, ...], output: Path,
     dry_run: bool, as_json: bool, precision: str, micro_batch: int | None,
     grad_accum: int | None, global_batch: int | None, zero_stage: int | None,
-    gpu_memory: str | None = None, headroom: float = 0.9, backend: str = "mamba_ssm", **_: Any,
+    gpu_memory: str | None = None, headroom: float = HEADROOM, backend: str = DEFAULT_KERNEL_BACKEND, **_: Any,
 ) -> None:
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.dsconfig import dumps

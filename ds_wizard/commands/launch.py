@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.core.defaults import GRACE_S, HEADROOM, RUNS_DIR
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
-    from ds_wizard.launcher import RunPlan, Supervisor
+    from ds_wizard.launch.plan import RunPlan
+    from ds_wizard.launch.supervisor import Supervisor
 
 
 @click.command("launch")
@@ -32,18 +35,24 @@ if TYPE_CHECKING:
               help="Train up to this step (default: the preset's total_steps).")
 @click.option("--resume", default=None, metavar="RUN_DIR|latest",
               help="Continue a run from its latest complete checkpoint.")
-@click.option("--runs-dir", default="runs", show_default=True, metavar="DIR")
-@click.option("--backend", type=click.Choice(["auto", "transformers", "mamba_ssm"]),
-              default="auto", show_default=True)
-@click.option("--grace", type=float, default=60.0, show_default=True, metavar="SECONDS",
+@click.option("--gpu-memory", default=None, metavar="SIZE",
+              help="Memory of one GPU (80GiB, 80GB, 24G) the batch is fitted to, as with "
+                   "--auto. Default: the smallest detected GPU; with neither, the preset's "
+                   "batch is used as is.")
+@click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=HEADROOM,
+              show_default=True, help="Plan to this fraction of GPU memory.")
+@click.option("--runs-dir", default=RUNS_DIR, show_default=True, metavar="DIR")
+@click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND,
+              show_default=True)
+@click.option("--grace", type=float, default=GRACE_S, show_default=True, metavar="SECONDS",
               help="On Ctrl-C, how long the ranks get to checkpoint before being killed.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the summary; start nothing.")
 @click.pass_context
 def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
            num_gpus: int | None, config_path: Path | None, data: str | None,
            data_dtype: str | None, tokenizer: str | None, steps: int | None,
-           resume: str | None, runs_dir: str, backend: str, grace: float,
-           dry_run: bool) -> None:
+           resume: str | None, gpu_memory: str | None, headroom: float, runs_dir: str,
+           backend: str, grace: float, dry_run: bool) -> None:
     """Train a preset under DeepSpeed, in runs/<preset>-<time>/.
 
     Ctrl-C (or SIGTERM, or closing the terminal) stops the whole job gracefully: the
@@ -61,7 +70,8 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
       ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba
       ds-wizard launch --resume latest
     """
-    from ds_wizard import launcher
+    from ds_wizard.launch import plan as planning
+    from ds_wizard.launch import supervisor
 
     if preset_ref is None and resume is None:
         raise click.UsageError("give --preset NAME, or --resume RUN_DIR|latest")
@@ -69,15 +79,16 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         preset, sets = resolve_preset(preset_ref, sets), ()  # the overrides are applied
     else:
         preset = preset_ref  # prepare_run refuses --preset/--set on a resume
-    plan = launcher.prepare_run(
+    plan = planning.prepare_run(planning.LaunchRequest(
         preset, num_gpus, sets=sets, config_path=config_path, data=data,
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
-        runs_dir=runs_dir, backend=backend, dry_run=dry_run,
-    )
+        runs_dir=runs_dir, backend=backend, gpu_memory=gpu_memory, headroom=headroom,
+        dry_run=dry_run,
+    ))
     if dry_run:
-        click.echo(launcher.dry_run_text(plan))
+        click.echo(planning.dry_run_text(plan))
         return
-    for line in launcher.summary_lines(plan):
+    for line in planning.summary_lines(plan):
         click.echo(line)
     for note in plan.notes:
         click.echo(f"ℹ️  {note}")
@@ -89,14 +100,14 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
                    f"(checkpoint first; killed after {grace:.0f} s; again to kill now)",
                    err=True)
 
-    job, code, signum = launcher.run_foreground(plan, on_line=click.echo, grace_s=grace,
+    job, code, signum = supervisor.run_foreground(plan, on_line=click.echo, grace_s=grace,
                                                 on_signal=on_signal)
     ctx.exit(_report(plan, job, code, signum))
 
 
 def _report(plan: RunPlan, job: Supervisor, code: int, signum: int | None) -> int:
-    from ds_wizard import launcher
     from ds_wizard.core import runs
+    from ds_wizard.launch.supervisor import describe_exit
 
     paths = plan.paths
     latest = runs.latest_complete(paths.checkpoints)
@@ -112,7 +123,7 @@ def _report(plan: RunPlan, job: Supervisor, code: int, signum: int | None) -> in
         click.echo(f"✅ training finished: {where}; weights in {paths.final}; "
                    f"metrics in {paths.metrics}")
         return 0
-    reason = launcher.describe_exit(code, job)
+    reason = describe_exit(code, job)
     raise TrainingFailed(f"training failed (exit {code}): {reason}",
                          f"see {paths.log}; {where}", exit_code=code)
 

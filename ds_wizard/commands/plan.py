@@ -10,6 +10,7 @@ import click
 from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_memory_from
+from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.memory import BACKENDS, PRECISIONS, estimate, largest_micro_batch
 from ds_wizard.core.params import count_params, human_count
 
@@ -38,7 +39,7 @@ PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
               help="mamba_ssm: the CUDA kernels; transformers: its pure-PyTorch path.")
 @click.option("--checkpointing/--no-checkpointing", default=None,
               help="Activation checkpointing. Default: the preset's.")
-@click.option("--headroom", type=float, default=0.9, show_default=True,
+@click.option("--headroom", type=float, default=HEADROOM, show_default=True,
               help="Plan to this fraction of GPU memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable plan.")
 def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: int,

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ds_wizard.core import batch as batchmath
-from ds_wizard.core.dsconfig import BatchChoice, build_config, plan_batch, resolve_precision
+from ds_wizard.core.dsconfig import (
+    BatchChoice,
+    build_config,
+    plan_batch,
+    preset_precision,
+    requested_precision,
+)
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.fit import GpuMemory, choose_fit
 from ds_wizard.core.gpus import GpuReport
@@ -18,6 +24,7 @@ from ds_wizard.core.memory import DEFAULT_HEADROOM, MemoryEstimate
 from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import Preset
 from ds_wizard.core.report import model_type, summary_lines
+from ds_wizard.core.runspec import DEFAULT_KERNEL_BACKEND
 from ds_wizard.core.schema import PresetSpec
 
 
@@ -80,7 +87,8 @@ def auto_configure(
     zero_stage: int | None = None,
     gpu_memory: GpuMemory | None = None,
     headroom: float = DEFAULT_HEADROOM,
-    backend: str = "mamba_ssm",
+    backend: str = DEFAULT_KERNEL_BACKEND,
+    device: str = "cuda",
 ) -> AutoResult:
     """Build the config for ``num_gpus`` data-parallel ranks.
 
@@ -92,6 +100,8 @@ def auto_configure(
     With ``gpu_memory`` the choice is fitted to it (:func:`fit.choose_fit`): the largest
     micro-batch under ``headroom``, the ZeRO stage raised and then offload added when model
     states do not fit; :class:`fit.DoesNotFit` when nothing does.
+
+    ``device="cpu"``: the ranks run on CPU, where precision ``auto`` means fp32.
     """
     if num_gpus < 1:
         raise DsWizardError(f"number of GPUs must be at least 1, got {num_gpus}",
@@ -105,8 +115,8 @@ def auto_configure(
 
     spec = preset.spec
     bf16 = gpu_report.bf16_supported if gpu_report is not None else None
-    requested = spec.train.precision if precision == "auto" else precision
-    used = resolve_precision(requested, bf16)
+    requested = requested_precision(spec, precision)
+    used = preset_precision(spec, precision, bf16, device)
     given = (micro_batch, grad_accum, global_batch) != (None, None, None)
     choice = _choose_batch(spec, num_gpus, micro_batch, grad_accum, global_batch) \
         if given or gpu_memory is None else None
@@ -141,6 +151,8 @@ def auto_configure(
 
 
 def _precision_reason(requested: str, used: str, report: GpuReport | None) -> str:
+    if requested == "auto" and used == "fp32":
+        return "precision fp32: CPU ranks have no fast 16-bit path"
     if requested != "auto":
         return f"precision {used}: set by the preset or --precision"
     if report is None or not report.gpus:

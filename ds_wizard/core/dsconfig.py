@@ -75,10 +75,19 @@ def resolve_precision(requested: str, bf16_supported: bool | None) -> str:
     return "bf16"
 
 
+def requested_precision(spec: PresetSpec, precision: str | None = None) -> str:
+    """``precision``, or the preset's when it is None or ``auto`` (maybe still ``auto``)."""
+    return spec.train.precision if precision in (None, "auto") else precision
+
+
 def preset_precision(spec: PresetSpec, precision: str | None = None,
-                     bf16_supported: bool | None = None) -> str:
-    """``precision``, or the preset's when it is None or ``auto``, with ``auto`` resolved."""
-    requested = spec.train.precision if precision in (None, "auto") else precision
+                     bf16_supported: bool | None = None, device: str = "cuda") -> str:
+    """The one precision rule: ``precision``, or the preset's when it is None or ``auto``,
+    with ``auto`` resolved for the GPUs (:func:`resolve_precision`) — and fp32 on CPU
+    ranks (``device="cpu"``), which have no fast 16-bit path."""
+    requested = requested_precision(spec, precision)
+    if device == "cpu" and requested == "auto":
+        return "fp32"
     return resolve_precision(requested, bf16_supported)
 
 

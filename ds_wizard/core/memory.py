@@ -25,11 +25,13 @@ from typing import Any, Literal
 from ds_wizard.core.dsconfig import check_offload, preset_precision
 from ds_wizard.core.params import breakdown, dt_rank, padded_vocab
 from ds_wizard.core.schema import ModelSpec, PresetSpec
+from ds_wizard.core.defaults import HEADROOM
+from ds_wizard.core.runspec import KERNEL_BACKENDS
 
 Backend = Literal["mamba_ssm", "transformers"]
-BACKENDS: tuple[str, ...] = ("mamba_ssm", "transformers")
+BACKENDS: tuple[str, ...] = KERNEL_BACKENDS  # the concrete ones of runspec.BACKENDS
 PRECISIONS: tuple[str, ...] = ("bf16", "fp16", "fp32", "autocast")
-DEFAULT_HEADROOM = 0.9
+DEFAULT_HEADROOM = HEADROOM
 
 GiB = 1 << 30
 

@@ -7,9 +7,10 @@ offset points just past them, and the next call starts there.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from ds_wizard.core.runspec import parse_metrics
 
 
 def read_new_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
@@ -26,11 +27,8 @@ def read_new_metrics(path: str | Path, offset: int = 0) -> tuple[list[dict[str, 
     end = chunk.rfind(b"\n") + 1
     records = []
     for raw in chunk[:end].splitlines():
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
+        record = parse_metrics(raw)
+        if record is not None:
             records.append(record)
     return records, offset + end
 

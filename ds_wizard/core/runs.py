@@ -123,11 +123,8 @@ def create_run_dir(runs_dir: str | Path, preset_name: str, now: datetime | None 
     raise RunError(f"too many runs named {name} in {base}", "clean up old run directories")
 
 
-def write_run_info(paths: RunPaths, info: dict[str, Any]) -> None:
-    atomic_write_text(paths.run_json, json.dumps(info, indent=2) + "\n")
-
-
-def read_run_info(run_dir: str | Path) -> dict[str, Any]:
+def load_run_json(run_dir: str | Path) -> dict[str, Any]:
+    """``run.json`` as a plain dict (``core.runspec.read_run_info`` gives the typed record)."""
     paths = RunPaths(Path(run_dir))
     try:
         data = json.loads(paths.run_json.read_text(encoding="utf-8"))
@@ -150,7 +147,7 @@ def list_runs(runs_dir: str | Path) -> list[Path]:
     for child in base.iterdir():
         if (child / RUN_JSON).is_file():
             try:
-                created = str(read_run_info(child).get("created", ""))
+                created = str(load_run_json(child).get("created", ""))
             except RunError:
                 continue
             found.append((created, child.name, child))
@@ -169,7 +166,7 @@ def resolve_run_ref(ref: str, runs_dir: str | Path) -> Path:
     if not path.is_dir():
         raise RunError(f"run directory {ref} does not exist",
                        "pass a directory under runs/ or --resume latest")
-    read_run_info(path)
+    load_run_json(path)
     return path
 
 

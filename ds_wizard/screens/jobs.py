@@ -1,4 +1,4 @@
-"""From the wizard's choices to a running job, through ds_wizard.launcher."""
+"""From the wizard's choices to a running job, through ds_wizard.launch."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 def launcher_job(state: WizardState) -> Job:
     """``prepare_run`` with the saved config (it is checked again), then ``start``."""
-    from ds_wizard.launcher import Accelerator, prepare_run, start
+    from ds_wizard.core.runspec import Accelerator
+    from ds_wizard.launch.plan import LaunchRequest, prepare_run
+    from ds_wizard.launch.supervisor import start
 
     if state.preset is None:
         raise DsWizardError("no preset chosen", "pick one on the preset step")
@@ -25,8 +27,8 @@ def launcher_job(state: WizardState) -> Job:
             "run the saved config with `deepspeed --hostfile …` on the head node",
         )
     accelerator = Accelerator("cpu", 0, "CPU demo") if state.cpu_demo else None
-    plan = prepare_run(
+    plan = prepare_run(LaunchRequest(
         state.preset, state.world_size, config_path=state.saved_path, steps=state.steps,
         runs_dir=state.runs_dir, gpu_report=state.report, accelerator=accelerator,
-    )
+    ))
     return start(plan)

@@ -1,5 +1,6 @@
 """The training entry point run inside each DeepSpeed rank: ``python -m ds_wizard.train``.
 
-torch, deepspeed and transformers are imported only by ``loop`` and ``model``; ``data``
-needs numpy alone, so the launcher can validate data without starting torch.
+torch, deepspeed and transformers are imported only by ``loop`` and ``model``. A rank
+imports ``ds_wizard.core`` (the run contract ``core.runspec``, the data ``core.data``) and
+its own modules, never the launch package.
 """

@@ -6,13 +6,12 @@
 Stopping: SIGINT or SIGTERM only sets a flag. At the end of the current optimizer step
 the ranks agree on it (it rides along the per-step loss all-reduce), every rank saves the
 checkpoint, and the process exits 0. A second signal changes nothing; the supervisor
-(``ds_wizard.launcher``) kills a rank that has not finished when its grace period ends.
+(``ds_wizard.launch.supervisor``) kills a rank that has not finished when its grace period ends.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -24,7 +23,7 @@ from typing import Any
 
 from ds_wizard.core import runs
 from ds_wizard.core.errors import DsWizardError
-from ds_wizard.launcher import BACKENDS
+from ds_wizard.core.runspec import BACKENDS, MetricsRecord, RunSpec, metrics_line, read_run_info
 
 # Dense bf16 peaks for MFU (the reference table; other GPUs get no MFU figure).
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
@@ -65,13 +64,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dry_run(args: argparse.Namespace) -> int:
-    from ds_wizard.launcher import dry_run_text, prepare_run
+    """The seed document's ``train_deepspeed.py --dry_run``: the config ``--auto`` would
+    build (or ``--config``, checked) and its summary. Core only: no launch package here."""
+    from ds_wizard.core.auto import auto_configure
+    from ds_wizard.core.checker import check_config, load_config_file
+    from ds_wizard.core.defaults import CPU_DEFAULT_RANKS
+    from ds_wizard.core.fit import gpu_memory_from
+    from ds_wizard.core.gpus import detect_gpus
+    from ds_wizard.core.overrides import load_with_overrides
+    from ds_wizard.core.params import count_params
+    from ds_wizard.core.report import model_type, summary_lines
 
-    plan = prepare_run(args.preset, args.num_gpus, sets=args.sets, config_path=args.config,
-                       data=args.data, data_dtype=args.data_dtype, tokenizer=args.tokenizer,
-                       steps=args.steps, backend=args.backend, dry_run=True)
-    print(dry_run_text(plan), flush=True)
-    return 0
+    preset = load_with_overrides(args.preset, args.sets)
+    report = detect_gpus()
+    cuda = bool(report.count or args.num_gpus)
+    ws = args.num_gpus or report.count or CPU_DEFAULT_RANKS
+    if args.config:
+        cfg = load_config_file(args.config)
+    else:
+        gpus = report if report.count else None
+        cfg = auto_configure(preset, ws, gpu_report=gpus, gpu_memory=gpu_memory_from(None, gpus),
+                             device="cuda" if cuda else "cpu").config
+    for line in summary_lines(cfg, ws, model_type=model_type(preset.spec.model.arch),
+                              params=count_params(preset.spec.model),
+                              config_source=args.config, dry_run=True,
+                              device="GPU" if cuda else "CPU"):
+        print(line, flush=True)
+    return 0 if check_config(cfg, ws).valid else 1
 
 
 class StopFlag:
@@ -111,85 +130,108 @@ class Trainer:
             print(text, flush=True)
 
     def run(self) -> int:
+        """setup → build → resume → train steps → save / export."""
+        self._setup()
+        self._build()
+        prog = self._resume(self.engine, self.samples, self.paths, self.tdist) \
+            if self.args.resume else Progress()
+        start_step = prog.step
+        stopped = self._train_steps(prog)
+        self._finish(prog, start_step, stopped)
+        return 0
+
+    # -- phases ---------------------------------------------------------------------------
+    def _setup(self) -> None:
+        """The run directory, the launch decision from run.json, and the process group."""
         import deepspeed
-        import torch
         import torch.distributed as tdist
 
+        from ds_wizard.core.checker import load_config_file
         from ds_wizard.core.overrides import load_with_overrides
-        from ds_wizard.core.params import flops_per_token, padded_vocab
-        from ds_wizard.launcher import Accelerator, resolve_config
-        from ds_wizard.train import model as models
-        from ds_wizard.train.data import ShardedSamples, load_tokenizer, load_tokens
 
         args = self.args
         if not args.run_dir:
             raise DsWizardError("--run-dir is required to train",
                                 "use `ds-wizard launch`, which creates one")
-        paths = runs.RunPaths(Path(args.run_dir))
+        self.paths = paths = runs.RunPaths(Path(args.run_dir))
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         if not os.environ.get("DS_WIZARD_VERBOSE"):
             _quiet_libraries()
-
-        preset = load_with_overrides(args.preset, args.sets)
-        spec = preset.spec
-        name = preset.name
-        if paths.run_json.exists():
-            name = str(runs.read_run_info(paths.root).get("preset", name))
+        # the launch side decided and checked all of it; the rank only reads it
+        self.spec = load_with_overrides(args.preset, args.sets).spec
+        self.run_spec: RunSpec = read_run_info(paths.run_json).spec
+        self.name = self.run_spec.preset
+        self.config = load_config_file(args.config or paths.config)
+        self.total = args.steps if args.steps is not None else self.run_spec.steps
         deepspeed.init_distributed()
+        self.tdist = tdist
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
+
+    def _build(self) -> None:
+        """Model, data and the DeepSpeed engine."""
+        import deepspeed
+        import torch
         from deepspeed.accelerator import get_accelerator
 
+        from ds_wizard.core.data import ShardedSamples, load_tokenizer, load_tokens
+        from ds_wizard.core.params import padded_vocab
+        from ds_wizard.train import model as models
+
+        args, spec = self.args, self.spec
         # follow DeepSpeed's accelerator, not torch: DS_ACCELERATOR=cpu means CPU ranks
         # even on a machine with GPUs
-        cuda = get_accelerator().device_name() == "cuda"
-        accel = Accelerator("cuda" if cuda else "cpu", torch.cuda.device_count(), "")
-        config_path = args.config or (paths.config if paths.config.exists() else None)
-        cfg, _ = resolve_config(spec, name, self.world, accel, config_path)
-
-        torch.manual_seed(spec.train.seed)
-        choice = models.choose_backend(args.backend, cuda=cuda)
-        self.log(f"backend: {choice.name} ({choice.reason})"
-                 + ("; mambapy parallel scan" if choice.name == "transformers"
+        self.cuda = cuda = get_accelerator().device_name() == "cuda"
+        torch.manual_seed(self.run_spec.seed)
+        self.backend = models.choose_backend(args.backend, cuda=cuda)
+        self.log(f"backend: {self.backend.name} ({self.backend.reason})"
+                 + ("; mambapy parallel scan" if self.backend.name == "transformers"
                     and spec.model.arch == "mamba1" and models.mambapy_available() else ""))
-        model = models.build_model(spec.model, choice.name)
+        model = models.build_model(spec.model, self.backend.name)
         if spec.train.activation_checkpointing and hasattr(model,
                                                            "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
-        self.log(f"model: {name}, {models.param_check(model, spec.model)}")
+        self.log(f"model: {self.name}, {models.param_check(model, spec.model)}")
 
         tok = load_tokenizer(args.tokenizer)
         vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
         source = load_tokens(args.data, tok, vocab, dtype=args.data_dtype)
-        samples = ShardedSamples(source.tokens, spec.train.seq_len, self.rank, self.world,
-                                 spec.train.seed)
+        self.samples = ShardedSamples(source.tokens, spec.train.seq_len, self.rank,
+                                      self.world, self.run_spec.seed)
         self.log(f"data: {source.description}: {len(source.tokens):,} tokens, "
-                 f"{samples.per_rank:,} samples of {samples.seq_len} per rank per epoch")
+                 f"{self.samples.per_rank:,} samples of {self.samples.seq_len} per rank "
+                 "per epoch")
 
-        engine, _, _, _ = deepspeed.initialize(
+        self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=cfg,
+            config=self.config,
         )
-        micro = engine.train_micro_batch_size_per_gpu()
-        gas = engine.gradient_accumulation_steps()
-        global_batch = engine.train_batch_size()
-        self.log(f"batch: {global_batch} = {micro} × {gas} × {self.world}, "
-                 f"seq_len {samples.seq_len}, ZeRO stage {engine.zero_optimization_stage()}")
+        engine = self.engine
+        self.micro = engine.train_micro_batch_size_per_gpu()
+        self.gas = engine.gradient_accumulation_steps()
+        self.global_batch = engine.train_batch_size()
+        self.log(f"batch: {self.global_batch} = {self.micro} × {self.gas} × {self.world}, "
+                 f"seq_len {self.samples.seq_len}, "
+                 f"ZeRO stage {engine.zero_optimization_stage()}")
 
-        prog = Progress()
-        if args.resume:
-            prog = self._resume(engine, samples, paths, tdist)
-        total = args.steps if args.steps is not None else spec.train.total_steps
-        tokens_per_step = global_batch * samples.seq_len
+    def _train_steps(self, prog: Progress) -> bool:
+        """Train to ``self.total``; True when stopped by a signal."""
+        import torch
+
+        from ds_wizard.core.params import flops_per_token
+        from ds_wizard.train.model import logits_of
+
+        engine, samples, tdist, paths = self.engine, self.samples, self.tdist, self.paths
+        spec, total, gas, micro = self.spec, self.total, self.gas, self.micro
+        tokens_per_step = self.global_batch * samples.seq_len
         fpt = flops_per_token(spec.model)
-        peak = _peak_flops(torch) if cuda else None
+        peak = _peak_flops(torch) if self.cuda else None
         device = engine.device
         log_every, save_every = spec.train.log_every, spec.train.save_every
 
         metrics = paths.metrics.open("a", encoding="utf-8") if self.rank == 0 else None
-        start_step = prog.step
-        self.log(f"training steps {start_step + 1}..{total} "
+        self.log(f"training steps {prog.step + 1}..{total} "
                  f"(log every {log_every}, checkpoint every {save_every})")
-        t_start = time.perf_counter()
+        self.t_start = t_start = time.perf_counter()
         t_mark, step_mark = t_start, prog.step
         stopped = False
         try:
@@ -198,7 +240,7 @@ class Trainer:
                 loss_sum = torch.zeros((), device=device, dtype=torch.float32)
                 for _ in range(gas):
                     ids = torch.from_numpy(samples.next_batch(micro)).to(device)
-                    logits = models.logits_of(engine, ids)
+                    logits = logits_of(engine, ids)
                     loss = torch.nn.functional.cross_entropy(
                         logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                         ids[:, 1:].reshape(-1),
@@ -220,33 +262,29 @@ class Trainer:
                     now = time.perf_counter()
                     dt = max(now - t_mark, 1e-9)
                     n = prog.step - step_mark
-                    record = {
-                        "step": prog.step,
-                        "loss": round(loss_mean, 6),
-                        "lr": lr,
-                        "grad_norm": _float(engine.get_global_grad_norm()),
-                        "tokens_per_s": round(n * tokens_per_step / dt, 2),
-                        "samples_per_s": round(n * global_batch / dt, 3),
-                        "elapsed_s": round(prog.elapsed_s + now - t_start, 3),
-                        "tokens": prog.tokens,
-                        "epoch": samples.epoch,
-                    }
-                    if cuda:
-                        record["max_mem_alloc_gib"] = round(
-                            torch.cuda.max_memory_allocated() / 2**30, 3)
-                        if peak:
-                            record["mfu"] = round(
-                                fpt * record["tokens_per_s"] / self.world / peak, 4)
+                    tps = round(n * tokens_per_step / dt, 2)
+                    record = MetricsRecord(
+                        step=prog.step, loss=round(loss_mean, 6), lr=lr,
+                        grad_norm=_float(engine.get_global_grad_norm()),
+                        tokens_per_s=tps,
+                        samples_per_s=round(n * self.global_batch / dt, 3),
+                        elapsed_s=round(prog.elapsed_s + now - t_start, 3),
+                        tokens=prog.tokens, epoch=samples.epoch,
+                        max_mem_alloc_gib=round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                        if self.cuda else None,
+                        mfu=round(fpt * tps / self.world / peak, 4)
+                        if self.cuda and peak else None,
+                    )
                     t_mark, step_mark = now, prog.step
                     if metrics is not None:
-                        metrics.write(json.dumps(record) + "\n")
+                        metrics.write(metrics_line(record))
                         metrics.flush()
-                    gn = record["grad_norm"]
+                    gn = record.grad_norm
                     self.log(f"step {prog.step:>6}/{total}  loss {loss_mean:.4f}  "
                              f"lr {lr:.2e}  grad_norm "
                              f"{'-' if gn is None else f'{gn:.3f}'}  "
-                             f"{record['tokens_per_s']:,.0f} tok/s  "
-                             f"{record['elapsed_s']:.1f}s")
+                             f"{record.tokens_per_s:,.0f} tok/s  "
+                             f"{record.elapsed_s:.1f}s")
                 if stopped:
                     break
                 if prog.step % save_every == 0:
@@ -254,18 +292,22 @@ class Trainer:
         finally:
             if metrics is not None:
                 metrics.close()
+        return stopped
 
+    def _finish(self, prog: Progress, start_step: int, stopped: bool) -> None:
+        """The last checkpoint, then the exported weights unless stopped early."""
+        engine, paths, tdist = self.engine, self.paths, self.tdist
+        t_start = getattr(self, "t_start", time.perf_counter())
         if prog.step > prog.last_saved and prog.step > start_step:
-            self._save(engine, samples, paths, prog, t_start, tdist)
+            self._save(engine, self.samples, paths, prog, t_start, tdist)
         if stopped:
             self.log(f"stopped at step {prog.step}: checkpoint "
                      f"{runs.checkpoint_tag(prog.step)} saved; continue with "
                      f"`ds-wizard launch --resume {paths.root}`")
         else:
-            self._export(engine, choice.name, paths, tdist)
+            self._export(engine, self.backend.name, paths, tdist)
             self.log(f"done: {prog.step} steps; weights in {paths.final}")
         tdist.destroy_process_group()
-        return 0
 
     def _save(self, engine: Any, samples: Any, paths: runs.RunPaths, prog: Progress,
               t_start: float, tdist: Any) -> None:

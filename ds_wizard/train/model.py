@@ -19,7 +19,7 @@ import torch
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params, padded_vocab
 from ds_wizard.core.schema import ModelSpec
-from ds_wizard.launcher import BACKENDS
+from ds_wizard.core.runspec import BACKENDS
 
 
 class BackendError(DsWizardError):

@@ -1,6 +1,7 @@
 """Training data with no downloads: tokenizers, token sources and per-rank shards.
 
-numpy only (no torch), so the launcher's --dry-run and the unit tests use it directly.
+numpy only (no torch): the launch side validates data with it before any rank starts,
+and each rank reads its shard with it. Import it lazily (numpy is not on the fast paths).
 
 - The default corpus is the Python standard library's own source, found through
   ``sysconfig``: it exists wherever Python does. Files are read in sorted order, so every

@@ -1,0 +1,356 @@
+"""Preparing a training run: one immutable :class:`RunPlan`, built in one step.
+
+    plan = prepare_run(LaunchRequest("tiny_mamba", steps=40))   # validates, creates runs/…/
+
+The config comes from the same door as ``--auto``: :func:`core.auto.auto_configure`, fitted
+to the GPU memory (detected, or ``--gpu-memory``), unless the user gives ``--config FILE``,
+which must pass ``check``. The decision is written once into ``run.json``
+(:class:`core.runspec.RunSpec`); the ranks read it from there.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ds_wizard import __version__
+from ds_wizard.core import runs
+from ds_wizard.core.defaults import CPU_DEFAULT_RANKS, HEADROOM, RUNS_DIR
+from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.fsio import atomic_write_text
+from ds_wizard.core.runspec import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_KERNEL_BACKEND,
+    Accelerator,
+    RunInfo,
+    RunSpec,
+    accelerator_from,
+    read_run_info,
+    spec_from_config,
+    write_run_info,
+)
+from ds_wizard.launch.command import build_command, command_text, run_env, write_script
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ds_wizard.core.checker import CheckReport
+    from ds_wizard.core.gpus import GpuReport
+    from ds_wizard.core.presets import Preset
+    from ds_wizard.core.schema import PresetSpec
+
+
+class LaunchRefused(DsWizardError):
+    """The run would fail; nothing was started."""
+
+
+def detect_accelerator(gpu_report: GpuReport | None = None) -> Accelerator:
+    """CUDA if NVML sees a GPU, else CPU. Never imports torch."""
+    if gpu_report is None:
+        from ds_wizard.core.gpus import detect_gpus
+
+        gpu_report = detect_gpus()
+    return accelerator_from(gpu_report)
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What the user asked for (CLI flags, TUI choices); :func:`prepare_run` decides."""
+
+    preset: str | Preset | None = None
+    num_gpus: int | None = None
+    sets: Sequence[str] = ()
+    config_path: str | Path | None = None
+    data: str | Path | None = None
+    data_dtype: str | None = None
+    tokenizer: str | Path | None = None
+    steps: int | None = None
+    resume: str | Path | None = None
+    runs_dir: str | Path = RUNS_DIR
+    backend: str = DEFAULT_BACKEND
+    gpu_memory: str | None = None  # "80GiB"; default: the smallest detected GPU
+    headroom: float = HEADROOM
+    accelerator: Accelerator | None = None
+    gpu_report: GpuReport | None = None
+    master_port: int | None = None
+    extra: Sequence[str] = ()
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything about one launch, decided before any process starts."""
+
+    run: RunSpec
+    spec: PresetSpec
+    config: dict[str, Any]
+    accelerator: Accelerator
+    resume: bool = False
+    resume_step: int | None = None
+    run_dir: Path | None = None  # None for a dry run
+    command: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def preset_name(self) -> str:
+        return self.run.preset
+
+    @property
+    def config_source(self) -> str | None:
+        return self.run.config_source
+
+    @property
+    def world_size(self) -> int:
+        return self.run.world_size
+
+    @property
+    def steps(self) -> int:
+        return self.run.steps
+
+    @property
+    def backend(self) -> str:
+        return self.run.backend
+
+    @property
+    def paths(self) -> runs.RunPaths:
+        if self.run_dir is None:
+            raise ValueError("a dry-run plan has no run directory")
+        return runs.RunPaths(self.run_dir)
+
+    @property
+    def command_text(self) -> str:
+        return command_text(self.command, self.env)
+
+
+def world_size_for(num_gpus: int | None, accel: Accelerator) -> tuple[int, list[str]]:
+    notes = []
+    if accel.kind == "cuda":
+        if num_gpus is None:
+            return accel.count, [f"using all {accel.count} visible GPU(s)"]
+        if num_gpus > accel.count:
+            raise LaunchRefused(f"--num-gpus {num_gpus} but only {accel.count} GPU(s) are visible",
+                                f"use --num-gpus {accel.count} or fewer")
+    if num_gpus is None:
+        notes.append(f"no GPU ({accel.reason}): running {CPU_DEFAULT_RANKS} CPU ranks")
+        return CPU_DEFAULT_RANKS, notes
+    if num_gpus < 1:
+        raise LaunchRefused(f"--num-gpus must be at least 1, got {num_gpus}")
+    if accel.kind == "cpu":
+        notes.append(f"no GPU ({accel.reason}): running {num_gpus} CPU rank(s)")
+    return num_gpus, notes
+
+
+def kernel_backend(backend: str, accel: Accelerator) -> str:
+    """The kernels the memory estimate assumes for ``backend`` on ``accel``."""
+    if backend != "auto":
+        return backend
+    return DEFAULT_KERNEL_BACKEND if accel.kind == "cuda" else "transformers"
+
+
+def resolve_config(
+    preset: Preset, world_size: int, accel: Accelerator,
+    config_path: str | Path | None = None, *, gpu_report: GpuReport | None = None,
+    gpu_memory: str | None = None, headroom: float = HEADROOM, backend: str = DEFAULT_BACKEND,
+) -> tuple[dict[str, Any], str | None]:
+    """The user's config (which must pass check) or the one ``--auto`` would build."""
+    from ds_wizard.core.checker import check_config, load_config_file
+
+    if config_path is not None:
+        cfg = load_config_file(config_path)
+        source: str | None = str(config_path)
+    else:
+        from ds_wizard.core.auto import auto_configure
+        from ds_wizard.core.fit import gpu_memory_from
+
+        report = gpu_report if accel.kind == "cuda" else None
+        cfg = auto_configure(
+            preset, world_size, gpu_report=report,
+            gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom,
+            backend=kernel_backend(backend, accel), device=accel.kind,
+        ).config
+        source = None
+    report_ = check_config(cfg, world_size)
+    if not report_.valid:
+        what = source or f"the config built from preset {preset.name}"
+        first = (f"DeepSpeed would stop with {report_.deepspeed_error}"
+                 if report_.deepspeed_error else report_.errors[0])
+        more = [e for e in report_.errors if not e.startswith("DeepSpeed would stop")]
+        more = more[:2] if report_.deepspeed_error else more[1:3]
+        message = f"{what} refused before launch: {first}" + "".join(f"; {m}" for m in more)
+        raise LaunchRefused(message, _fix_hint(report_, source, world_size))
+    return cfg, source
+
+
+def _fix_hint(report: CheckReport, source: str | None, world_size: int) -> str:
+    parts = []
+    if report.suggestions:
+        parts.append("suggested fix: " + report.suggestions[0].removeprefix("--keep micro: "))
+    if source:
+        parts.append(f"run `ds-wizard fix {shlex.quote(source)} --num-gpus {world_size}`")
+    return "; ".join(parts) or "fix the config and try again"
+
+
+def prepare_run(request: LaunchRequest) -> RunPlan:
+    """Validate everything and (unless ``request.dry_run``) create the run directory.
+
+    Raises a DsWizardError (``LaunchRefused`` for a config DeepSpeed would reject) before
+    anything is written or started.
+    """
+    r = request
+    if r.backend not in BACKENDS:
+        raise DsWizardError(f"unknown backend {r.backend!r}",
+                            f"choose {', '.join(BACKENDS)}")
+    report = r.gpu_report
+    if report is None and r.accelerator is None:
+        from ds_wizard.core.gpus import detect_gpus
+
+        report = detect_gpus()
+    accel = r.accelerator or accelerator_from(report)
+    if r.dry_run and accel.kind == "cpu" and r.num_gpus is not None and r.resume is None:
+        # `--num-gpus 4 --dry-run` on a laptop checks a plan for a GPU machine
+        accel = Accelerator("cuda", r.num_gpus, "none visible here: planning for a GPU machine")
+    if r.resume is not None:
+        return _resume(r, accel)
+    if r.preset is None:
+        raise DsWizardError("no preset given", "pass --preset NAME (see `ds-wizard presets`)")
+    from ds_wizard.core.overrides import load_with_overrides
+
+    loaded = load_with_overrides(r.preset, r.sets)
+    ws, notes = world_size_for(r.num_gpus, accel)
+    cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
+                                 gpu_memory=r.gpu_memory, headroom=r.headroom,
+                                 backend=r.backend)
+    total = r.steps if r.steps is not None else loaded.spec.train.total_steps
+    if total < 1:
+        raise DsWizardError(f"--steps must be at least 1, got {total}")
+    run = spec_from_config(
+        cfg, preset=loaded.name, world_size=ws, accelerator=accel.kind, backend=r.backend,
+        steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
+        tokenizer=_abs(r.tokenizer), config_source=source)
+    notes.append(data_note(run, loaded.spec))
+    env = run_env(accel, ws)
+    if r.dry_run:
+        return RunPlan(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes))
+    run_dir = runs.create_run_dir(r.runs_dir, loaded.name)
+    _write_run_files(run_dir, run, loaded.spec, cfg)
+    return _finish(RunPlan(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
+                           notes=tuple(notes)), r)
+
+
+def _finish(plan: RunPlan, r: LaunchRequest) -> RunPlan:
+    """Add the command (it names the run directory) and write command.txt and the script."""
+    assert plan.run_dir is not None
+    command = tuple(build_command(plan.run, plan.run_dir, resume=plan.resume,
+                                  master_port=r.master_port, extra=r.extra))
+    plan = replace(plan, command=command)
+    paths = plan.paths
+    atomic_write_text(paths.command, plan.command_text + "\n")
+    if not paths.script.exists():
+        write_script(paths.script, plan.command, plan.env)
+    return plan
+
+
+def _abs(p: str | Path | None) -> str | None:
+    return None if p is None else str(Path(p).expanduser().resolve())
+
+
+def data_note(run: RunSpec, spec: PresetSpec) -> str:
+    """Tokenizer, data and vocabulary checks, the same ones each rank repeats."""
+    from ds_wizard.core.data import ShardedSamples, load_tokenizer, load_tokens
+    from ds_wizard.core.params import padded_vocab
+
+    model = spec.model
+    vocab = padded_vocab(model.vocab_size, model.pad_vocab_size_multiple)
+    tok = load_tokenizer(run.tokenizer)
+    source = load_tokens(run.data, tok, vocab, dtype=run.data_dtype)
+    shard = ShardedSamples(source.tokens, spec.train.seq_len, 0, run.world_size)
+    return (f"data: {source.description}, {len(source.tokens):,} tokens "
+            f"({tok.name} tokenizer), {shard.per_rank:,} samples per rank per epoch")
+
+
+def _write_run_files(run_dir: Path, run: RunSpec, spec: PresetSpec,
+                     cfg: dict[str, Any]) -> None:
+    from ds_wizard.core.dsconfig import dumps
+    from ds_wizard.core.preset_store import to_toml
+
+    paths = runs.RunPaths(run_dir)
+    atomic_write_text(paths.config, dumps(cfg))
+    atomic_write_text(paths.preset, to_toml(spec, [f"snapshot of preset {run.preset} "
+                                                   "as launched (--set applied)"]))
+    write_run_info(paths.run_json, RunInfo(
+        run, created=datetime.now().isoformat(timespec="seconds"),
+        ds_wizard_version=__version__, cwd=str(Path.cwd())))
+
+
+def _resume(r: LaunchRequest, accel: Accelerator) -> RunPlan:
+    given = {"--preset": r.preset, "--set": r.sets, "--config": r.config_path,
+             "--data": r.data, "--data-dtype": r.data_dtype, "--tokenizer": r.tokenizer}
+    if clash := [flag for flag, value in given.items() if value]:
+        # the run's own preset snapshot, config and data are what its checkpoint fits
+        raise DsWizardError(
+            f"--resume continues a run as it was launched; {', '.join(clash)} cannot "
+            "change it", "drop them, or start a new run with them")
+    from ds_wizard.core.checker import load_config_file
+    from ds_wizard.core.presets import read_preset_file
+
+    run_dir = runs.resolve_run_ref(str(r.resume), r.runs_dir)
+    paths = runs.RunPaths(run_dir)
+    info = read_run_info(paths.run_json)
+    ckpt = runs.latest_complete(paths.checkpoints)
+    if ckpt is None:
+        raise runs.RunError(f"{run_dir} has no complete checkpoint to resume from",
+                            "start a new run instead")
+    ws = info.spec.world_size
+    if r.num_gpus is not None and r.num_gpus != ws:
+        raise runs.RunError(
+            f"{run_dir} was trained on {ws} rank(s); ZeRO checkpoints are split per rank",
+            f"resume with --num-gpus {ws} (or drop --num-gpus)")
+    if info.spec.accelerator == "cuda" and accel.kind != "cuda":
+        raise runs.RunError(f"{run_dir} ran on CUDA GPUs but none are visible here")
+    total = r.steps if r.steps is not None else info.spec.steps
+    if total <= ckpt.step:
+        raise runs.RunError(f"{run_dir} is already at step {ckpt.step}",
+                            f"pass --steps N with N > {ckpt.step} to train further")
+    preset = read_preset_file(paths.preset, info.spec.preset)
+    cfg = load_config_file(paths.config)
+    # run.json stays as launched; steps and backend of this launch go on the command line
+    run = replace(info.spec, steps=total,
+                  backend=r.backend if r.backend != "auto" else info.spec.backend)
+    accel = replace(accel, kind=info.spec.accelerator)
+    notes = [f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
+             f"training to step {total}", data_note(run, preset.spec)]
+    plan = RunPlan(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
+                   run_dir=run_dir, env=run_env(accel, ws), notes=tuple(notes))
+    return plan if r.dry_run else _finish(plan, r)
+
+
+def summary_lines(plan: RunPlan, *, dry_run: bool = False) -> list[str]:
+    """The source document's ✅ summary for this plan, plus what would be launched."""
+    from ds_wizard.core.params import count_params
+    from ds_wizard.core.report import model_type
+    from ds_wizard.core.report import summary_lines as report_lines
+
+    lines = []
+    if plan.config_source is None:
+        lines.append(f"✅ Config generated from preset {plan.preset_name} for "
+                     f"{plan.world_size} {'GPU' if plan.accelerator.kind == 'cuda' else 'CPU'} "
+                     f"rank(s)")
+    lines += report_lines(plan.config, plan.world_size, model_type=model_type(
+        plan.spec.model.arch), params=count_params(plan.spec.model),
+        config_source=plan.config_source, dry_run=dry_run,
+        device="GPU" if plan.accelerator.kind == "cuda" else "CPU")
+    return lines
+
+
+def dry_run_text(plan: RunPlan) -> str:
+    lines = summary_lines(plan, dry_run=True)
+    lines.append("")
+    lines += [f"ℹ️  {n}" for n in plan.notes]
+    lines.append(f"ℹ️  would train {plan.steps} step(s) with backend {plan.backend} "
+                 f"on {plan.world_size} {plan.accelerator.kind} rank(s); nothing was started")
+    return "\n".join(lines)
