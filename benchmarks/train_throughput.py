@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 
 def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
                   runs_dir: Path) -> tuple[float, float, planning.RunPlan]:
-    plan = planning.prepare_run(planning.LaunchRequest(preset, num_gpus, steps=steps, runs_dir=runs_dir))
+    plan = planning.prepare_run(
+        planning.LaunchRequest(preset, num_gpus, steps=steps, runs_dir=runs_dir))
     # run_foreground, not a bare start(): Ctrl-C must not leave the ranks running
     _, code, signum = supervisor.run_foreground(plan, on_line=lambda line: None)
     if signum is not None:

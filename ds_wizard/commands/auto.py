@@ -88,7 +88,8 @@ def run_auto(
     *, num_gpus: int | None, preset_ref: str, sets: tuple[str, ...], output: Path,
     dry_run: bool, as_json: bool, precision: str, micro_batch: int | None,
     grad_accum: int | None, global_batch: int | None, zero_stage: int | None,
-    gpu_memory: str | None = None, headroom: float = HEADROOM, backend: str = DEFAULT_KERNEL_BACKEND, **_: Any,
+    gpu_memory: str | None = None, headroom: float = HEADROOM,
+    backend: str = DEFAULT_KERNEL_BACKEND, **_: Any,
 ) -> None:
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.dsconfig import dumps
