@@ -23,9 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ds_wizard.core.metrics import read_metrics
 from ds_wizard.launch import command, supervisor
 from ds_wizard.launch import plan as planning
-from ds_wizard.core.metrics import read_metrics
 
 HERE = Path(__file__).resolve().parent
 

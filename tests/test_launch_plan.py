@@ -3,6 +3,7 @@ process supervisor: all without DeepSpeed (fast)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
@@ -14,16 +15,14 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-import dataclasses
-
-from ds_wizard.core.runspec import Accelerator
+from ds_wizard.cli import main
+from ds_wizard.core import runs
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.metrics import read_new_metrics
+from ds_wizard.core.runspec import Accelerator
 from ds_wizard.launch import command, supervisor
 from ds_wizard.launch import plan as planning
 from ds_wizard.launch.plan import LaunchRequest
-from ds_wizard.cli import main
-from ds_wizard.core import runs
-from ds_wizard.core.metrics import read_new_metrics
 
 CPU = Accelerator("cpu", 0, "no GPU in this test")
 CUDA = Accelerator("cuda", 4, "4 test GPUs", True)
@@ -135,11 +134,13 @@ def test_resume_plan_uses_the_run_and_refuses_other_world_sizes(tmp_path: Path) 
         planning.prepare_run(LaunchRequest(resume="latest", runs_dir=tmp_path, accelerator=CPU))
     _fake_checkpoint(plan.paths.checkpoints, 5)
     with pytest.raises(DsWizardError, match="already at step 5"):
-        planning.prepare_run(LaunchRequest(resume=str(plan.run_dir), runs_dir=tmp_path, accelerator=CPU))
+        planning.prepare_run(LaunchRequest(resume=str(plan.run_dir), runs_dir=tmp_path,
+                                           accelerator=CPU))
     with pytest.raises(DsWizardError, match="trained on 2 rank"):
         planning.prepare_run(LaunchRequest(resume="latest", num_gpus=4, steps=9, runs_dir=tmp_path,
                              accelerator=CPU))
-    again = planning.prepare_run(LaunchRequest(resume="latest", steps=9, runs_dir=tmp_path, accelerator=CPU))
+    again = planning.prepare_run(LaunchRequest(resume="latest", steps=9, runs_dir=tmp_path,
+                                               accelerator=CPU))
     assert again.run_dir == plan.run_dir and again.resume_step == 5
     assert "--resume" in again.command and again.command[again.command.index("--steps") + 1] \
         == "9"

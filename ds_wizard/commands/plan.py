@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_memory_from
-from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.memory import BACKENDS, PRECISIONS, estimate, largest_micro_batch
 from ds_wizard.core.params import count_params, human_count
 

@@ -22,11 +22,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.dsconfig import check_offload, preset_precision
 from ds_wizard.core.params import breakdown, dt_rank, padded_vocab
-from ds_wizard.core.schema import ModelSpec, PresetSpec
-from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.runspec import KERNEL_BACKENDS
+from ds_wizard.core.schema import ModelSpec, PresetSpec
 
 Backend = Literal["mamba_ssm", "transformers"]
 BACKENDS: tuple[str, ...] = KERNEL_BACKENDS  # the concrete ones of runspec.BACKENDS

@@ -18,8 +18,8 @@ import torch
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params, padded_vocab
-from ds_wizard.core.schema import ModelSpec
 from ds_wizard.core.runspec import BACKENDS
+from ds_wizard.core.schema import ModelSpec
 
 
 class BackendError(DsWizardError):
