@@ -72,3 +72,20 @@ def test_train_never_imports_the_launch_package() -> None:
                 assert not name.startswith("ds_wizard.launch"), f"{py.name} imports {name}"
                 assert name.startswith(("ds_wizard.core", "ds_wizard.train")) or \
                     not name.startswith("ds_wizard"), f"{py.name} imports {name}"
+
+
+def test_run_json_from_before_the_contract_still_reads(tmp_path: Path) -> None:
+    """Runs made by the previous version can still be resumed."""
+    import json
+
+    old = {"created": "x", "ds_wizard_version": "0.1.0", "preset": "tiny_mamba",
+           "config_source": None, "world_size": 2, "accelerator": "cpu", "steps": 7,
+           "data": None, "data_dtype": None, "tokenizer": None, "backend": "auto", "cwd": "/"}
+    (tmp_path / "run.json").write_text(json.dumps(old), encoding="utf-8")
+    (tmp_path / "ds_config.json").write_text(json.dumps(
+        {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
+         "gradient_accumulation_steps": 2, "zero_optimization": {"stage": 2}}),
+        encoding="utf-8")
+    spec = read_run_info(tmp_path / "run.json").spec
+    assert (spec.preset, spec.world_size, spec.global_batch, spec.zero_stage,
+            spec.precision) == ("tiny_mamba", 2, 16, 2, "fp32")

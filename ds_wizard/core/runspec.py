@@ -130,7 +130,18 @@ def read_run_info(path: str | Path) -> RunInfo:
     """Read ``run.json``; a DsWizardError (one line) when it is missing or incomplete."""
     from ds_wizard.core.runs import RunError, load_run_json
 
-    data = load_run_json(Path(path).parent)
+    run_dir = Path(path).parent
+    data = load_run_json(run_dir)
+    if "micro_batch" not in data and (run_dir / "ds_config.json").is_file():
+        # a run made before run.json held the batch decision: read it off its config
+        from ds_wizard.core.checker import load_config_file
+
+        decided = spec_from_config(load_config_file(run_dir / "ds_config.json"),
+                                   preset="", world_size=0, accelerator="", backend="",
+                                   steps=0)
+        data = {"micro_batch": decided.micro_batch, "grad_accum": decided.grad_accum,
+                "global_batch": decided.global_batch, "zero_stage": decided.zero_stage,
+                "precision": decided.precision, **data}
     try:
         return RunInfo.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
