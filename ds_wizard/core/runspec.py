@@ -142,6 +142,10 @@ def read_run_info(path: str | Path) -> RunInfo:
         data = {"micro_batch": decided.micro_batch, "grad_accum": decided.grad_accum,
                 "global_batch": decided.global_batch, "zero_stage": decided.zero_stage,
                 "precision": decided.precision, **data}
+        if "seed" not in data and (run_dir / "preset.toml").is_file():
+            from ds_wizard.core.presets import read_preset_file
+
+            data["seed"] = read_preset_file(run_dir / "preset.toml").spec.train.seed
     try:
         return RunInfo.from_dict(data)
     except (KeyError, TypeError, ValueError) as exc:
