@@ -157,3 +157,12 @@ def test_screenshot_script_needs_no_path_hack() -> None:
     touches_path = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                     and node.attr == "path" and getattr(node.value, "id", None) == "sys"]
     assert not touches_path, f"sys.path used on line(s) {touches_path}"
+
+
+def test_memory_model_quotes_the_measured_activation_table() -> None:
+    """tests/test_memory_activations.py keeps the results file equal to the measurement;
+    this keeps the table on the page equal to the results file."""
+    table = (ROOT / "benchmarks" / "results" / "activation_table.md").read_text("utf-8").strip()
+    assert table in (DOCS / "memory-model.md").read_text("utf-8"), (
+        "docs/memory-model.md's activation table differs from "
+        "benchmarks/results/activation_table.md; paste the file's table into the page")
