@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
-                  runs_dir: Path) -> tuple[float, float, planning.RunPlan]:
+                  runs_dir: Path) -> tuple[float, float, planning.PreparedRun]:
     plan = planning.prepare_run(
         planning.LaunchRequest(preset, num_gpus, steps=steps, runs_dir=runs_dir))
     # run_foreground, not a bare start(): Ctrl-C must not leave the ranks running
@@ -48,7 +48,7 @@ def run_ds_wizard(preset: str, num_gpus: int | None, steps: int, warmup: int,
     return tokens / seconds, per_step, plan
 
 
-def run_bare(plan: planning.RunPlan, steps: int, warmup: int) -> tuple[float, float]:
+def run_bare(plan: planning.PreparedRun, steps: int, warmup: int) -> tuple[float, float]:
     """B, with A's ranks, environment, preset snapshot and DeepSpeed JSON."""
     paths = plan.paths
     cmd = [*command.deepspeed_launcher(),

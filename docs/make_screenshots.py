@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ds_wizard.app import make_app
-from ds_wizard.core.gpus import GpuInfo, GpuReport
+from ds_wizard.core.gpus import GpuInfo, GpuInventory
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "screenshots"
 SIZE = (100, 30)
@@ -31,16 +31,16 @@ STEPS = 24  # training steps the scripted job logs
 def fake_gpus(count: int = 4, name: str = "NVIDIA H200", memory_mib: int = 143771):
     """A GPU probe returning what NVML reports for ``count`` H200s (compute capability 9.0)."""
 
-    def probe() -> GpuReport:
+    def probe() -> GpuInventory:
         gpus = [GpuInfo(i, i, name, memory_mib * 2**20, (9, 0), f"GPU-fake-{i}")
                 for i in range(count)]
-        return GpuReport(gpus, "550.54.15", None, None)
+        return GpuInventory(gpus, "550.54.15", None, None)
 
     return probe
 
 
-def no_gpus() -> GpuReport:
-    return GpuReport([], None, "no NVIDIA driver or GPU found (NVML: Driver Not Loaded)", None)
+def no_gpus() -> GpuInventory:
+    return GpuInventory([], None, "no NVIDIA driver or GPU found (NVML: Driver Not Loaded)", None)
 
 
 class ScriptedJob:

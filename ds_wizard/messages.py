@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from ds_wizard.core.gpus import GpuReport
+from ds_wizard.core.gpus import GpuInventory
 
 
 @dataclass
 class GpusDetected(Message):
     """The GPU probe finished (it ran in a thread worker)."""
 
-    report: GpuReport
+    report: GpuInventory
 
 
 @dataclass

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from fakes import NO_GPU, isolate, patch_gpus
 
 from ds_wizard.core.presets import ENV_CONFIG_DIR, ENV_PRESET_PATH
 from ds_wizard.core.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
@@ -36,3 +38,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv(ENV_PRESET_PATH, raising=False)
     monkeypatch.setenv(ENV_CONFIG_DIR, str(tmp_path / "config"))
     return tmp_path
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """click's runner on a machine with no GPU (every detect_gpus returns NO_GPU)."""
+    patch_gpus(monkeypatch, NO_GPU)
+    return CliRunner()
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated working directory (cwd): only the built-in presets are visible."""
+    return isolate(tmp_path, monkeypatch)

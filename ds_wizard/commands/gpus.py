@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ds_wizard.core.gpus import GpuReport, detect_gpus
+from ds_wizard.core.gpus import GpuInventory, detect_gpus
 
 
 @click.command("gpus")
@@ -30,7 +30,7 @@ def gpus(as_json: bool) -> None:
         click.echo(line)
 
 
-def render_gpus(report: GpuReport) -> list[str]:
+def render_gpus(report: GpuInventory) -> list[str]:
     if not report.gpus:
         return [
             f"No NVIDIA GPU found: {report.reason}.",

@@ -14,7 +14,7 @@ from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
-    from ds_wizard.launch.plan import RunPlan
+    from ds_wizard.launch.plan import PreparedRun
     from ds_wizard.launch.supervisor import Supervisor
 
 
@@ -105,7 +105,7 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
     ctx.exit(_report(plan, job, code, signum))
 
 
-def _report(plan: RunPlan, job: Supervisor, code: int, signum: int | None) -> int:
+def _report(plan: PreparedRun, job: Supervisor, code: int, signum: int | None) -> int:
     from ds_wizard.core import runs
     from ds_wizard.launch.supervisor import describe_exit
 

@@ -12,7 +12,7 @@ from ds_wizard.commands.common import parse_gpu_counts, resolve_preset, set_opti
 from ds_wizard.core.errors import DsWizardError, PresetError, WriteError
 from ds_wizard.core.fsio import atomic_write_text
 from ds_wizard.core.params import breakdown, human_count
-from ds_wizard.core.preset_report import (
+from ds_wizard.core.preset_views import (
     COMMON_GPU_COUNTS,
     MISSING,
     batch_plans,

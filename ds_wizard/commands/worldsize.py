@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ds_wizard.core.batch import data_parallel_size
+from ds_wizard.core.batchmath import data_parallel_size
 
 
 @dataclass(frozen=True)

@@ -9,21 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ds_wizard.core import batch as batchmath
+from ds_wizard.core import batchmath
 from ds_wizard.core.dsconfig import (
     BatchChoice,
     build_config,
-    plan_batch,
+    choose_batch,
     preset_precision,
     requested_precision,
 )
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.fit import GpuMemory, choose_fit
-from ds_wizard.core.gpus import GpuReport
+from ds_wizard.core.gpus import GpuInventory
 from ds_wizard.core.memory import DEFAULT_HEADROOM, MemoryEstimate
 from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import Preset
-from ds_wizard.core.report import model_type, summary_lines
+from ds_wizard.core.summary import model_type, summary_lines
 from ds_wizard.core.runspec import DEFAULT_KERNEL_BACKEND
 from ds_wizard.core.schema import PresetSpec
 
@@ -79,7 +79,7 @@ def auto_configure(
     preset: Preset,
     num_gpus: int,
     *,
-    gpu_report: GpuReport | None = None,
+    gpu_report: GpuInventory | None = None,
     precision: str = "auto",
     micro_batch: int | None = None,
     grad_accum: int | None = None,
@@ -150,7 +150,7 @@ def auto_configure(
                       fit.estimate if fit else None)
 
 
-def _precision_reason(requested: str, used: str, report: GpuReport | None) -> str:
+def _precision_reason(requested: str, used: str, report: GpuInventory | None) -> str:
     if requested == "auto" and used == "fp32":
         return "precision fp32: CPU ranks have no fast 16-bit path"
     if requested != "auto":
@@ -170,7 +170,7 @@ def _choose_batch(
     target: int | None,
 ) -> BatchChoice:
     if micro is None and gas is None and target is None:
-        return plan_batch(spec, ws)
+        return choose_batch(spec, ws)
     if micro is not None and gas is not None:
         if target is not None and target != micro * gas * ws:
             raise DsWizardError(
@@ -183,7 +183,7 @@ def _choose_batch(
             micro = spec.batch.for_world_size(ws).micro_batch
             return BatchChoice(micro, gas, ws, (f"preset micro-batch {micro}, accumulation "
                                                 f"{gas} given",))
-        return plan_batch(spec, ws, micro_batch=micro)
+        return choose_batch(spec, ws, micro_batch=micro)
     sol = batchmath.solve(ws, target, max_micro=target, max_gas=target)
     if micro is not None:
         pairs = [p for p in sol.pairs if p[0] == micro]

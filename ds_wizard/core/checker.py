@@ -1,6 +1,6 @@
 """Reading, checking and repairing DeepSpeed JSON config files, without importing DeepSpeed.
 
-The batch verdict comes from :func:`ds_wizard.core.batch.resolve`, which reproduces
+The batch verdict comes from :func:`ds_wizard.core.batchmath.resolve`, which reproduces
 DeepSpeed's own resolution and messages. On top of it this module reports the mistakes
 that DeepSpeed either crashes on with an unhelpful error or silently ignores: ``"auto"``
 values outside the HF Trainer, numbers written as strings, fp16 and bf16 together, a ZeRO
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ds_wizard.core import batch as batchmath
+from ds_wizard.core import batchmath
 from ds_wizard.core.errors import ConfigFileError, DsWizardError
 
 TRAIN = "train_batch_size"

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ds_wizard.core import batch as batchmath
+from ds_wizard.core import batchmath
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.schema import PresetSpec, offload_problem
 
@@ -33,7 +33,7 @@ class BatchChoice:
         return f"{self.global_batch} = {self.micro_batch} × {self.grad_accum} × {self.world_size}"
 
 
-def plan_batch(spec: PresetSpec, world_size: int, micro_batch: int | None = None) -> BatchChoice:
+def choose_batch(spec: PresetSpec, world_size: int, micro_batch: int | None = None) -> BatchChoice:
     """The preset's batch for ``world_size``: its reviewed entry if it has one, else the
     default micro-batch with gradient accumulation chosen to reach the target global batch.
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ds_wizard.core import batch as batchmath
+from ds_wizard.core import batchmath
 from ds_wizard.core.dsconfig import BatchChoice
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.memory import (
@@ -26,7 +26,7 @@ from ds_wizard.core.memory import (
 from ds_wizard.core.schema import PresetSpec
 
 if TYPE_CHECKING:
-    from ds_wizard.core.gpus import GpuReport
+    from ds_wizard.core.gpus import GpuInventory
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -93,7 +93,7 @@ class GpuMemory:
         return int(self.bytes * headroom)
 
 
-def gpu_memory_from(given: str | None, report: GpuReport | None = None) -> GpuMemory | None:
+def gpu_memory_from(given: str | None, report: GpuInventory | None = None) -> GpuMemory | None:
     """``--gpu-memory`` if given, else the smallest GPU in ``report``, else None."""
     if given is not None:
         return GpuMemory(parse_size(given), f"--gpu-memory {given}")
@@ -104,7 +104,7 @@ def gpu_memory_from(given: str | None, report: GpuReport | None = None) -> GpuMe
 
 
 @dataclass(frozen=True)
-class FitChoice:
+class FitResult:
     """A strategy and micro-batch that fit, the batch built on them, and why."""
 
     strategy: Strategy
@@ -149,7 +149,7 @@ def choose_fit(
     zero_stage: int | None = None,
     from_stage: int | None = None,
     **settings: Any,
-) -> FitChoice:
+) -> FitResult:
     """The cheapest strategy (preset's stage, raised, then offload) with the largest micro-batch
     that fits, and the accumulation that reaches the target global batch.
 
@@ -188,7 +188,7 @@ def choose_fit(
     reasons += list(choice.reasons)
     reasons.append(f"estimated peak {gib(est.total)} per GPU of {gib(usable)} usable "
                    f"({gib(usable - est.total)} to spare)")
-    return FitChoice(strat, max_micro, choice, est, tuple(reasons))
+    return FitResult(strat, max_micro, choice, est, tuple(reasons))
 
 
 def _strategy_reason(strat: Strategy, start_why: str, skipped: list[str], spec: PresetSpec,

@@ -40,7 +40,7 @@ class GpuInfo:
 
 
 @dataclass(frozen=True)
-class GpuReport:
+class GpuInventory:
     gpus: list[GpuInfo] = field(default_factory=list)
     driver_version: str | None = None
     reason: str | None = None  # why there are no GPUs, when there are none
@@ -65,7 +65,7 @@ class GpuReport:
         }
 
 
-GpuProbe = Callable[[], GpuReport]
+GpuProbe = Callable[[], GpuInventory]
 
 
 def _text(value: Any) -> str:
@@ -116,22 +116,22 @@ def _nvml_library_loadable() -> bool:
     return True
 
 
-def detect_gpus() -> GpuReport:
+def detect_gpus() -> GpuInventory:
     """Ask NVML. Every failure becomes ``reason``; this function does not raise."""
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
     if not _nvml_library_loadable():
         # NVML's own words for this case, so the message does not depend on the path taken
-        return GpuReport(reason=NO_DRIVER.format("NVML Shared Library Not Found"),
+        return GpuInventory(reason=NO_DRIVER.format("NVML Shared Library Not Found"),
                          cuda_visible_devices=cvd)
     try:
         import pynvml
     except ImportError:
-        return GpuReport(reason="nvidia-ml-py is not installed (pip install nvidia-ml-py)",
+        return GpuInventory(reason="nvidia-ml-py is not installed (pip install nvidia-ml-py)",
                          cuda_visible_devices=cvd)
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        return GpuReport(reason=NO_DRIVER.format(exc),
+        return GpuInventory(reason=NO_DRIVER.format(exc),
                          cuda_visible_devices=cvd)
     try:
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
@@ -150,11 +150,11 @@ def detect_gpus() -> GpuReport:
                 )
             )
     except pynvml.NVMLError as exc:
-        return GpuReport(reason=f"NVML error while reading GPUs: {exc}", cuda_visible_devices=cvd)
+        return GpuInventory(reason=f"NVML error while reading GPUs: {exc}", cuda_visible_devices=cvd)
     finally:
         # shutdown after a failed query has nothing left to release
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
     visible, note = _visible(gpus, cvd)
     reason = note if note else (None if visible else "NVML reports no GPUs")
-    return GpuReport(visible, driver, reason, cvd)
+    return GpuInventory(visible, driver, reason, cvd)

@@ -38,7 +38,7 @@ class Accelerator:
 
 
 def accelerator_from(gpu_report: Any | None) -> Accelerator:
-    """CUDA if the report (``core.gpus.GpuReport``) sees a GPU, else CPU."""
+    """CUDA if the report (``core.gpus.GpuInventory``) sees a GPU, else CPU."""
     if gpu_report is not None and gpu_report.count:
         names = sorted({g.name for g in gpu_report.gpus})
         return Accelerator("cuda", gpu_report.count,

@@ -135,7 +135,7 @@ class TrainSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class BatchPlan:
+class WorldSizeBatch:
     __pydantic_config__ = STRICT
 
     global_batch: Annotated[int, Bounds(gt=0, le=1 << 24)]  # samples per optimizer step
@@ -155,7 +155,7 @@ class BatchSpec:
 
     global_batch: Annotated[int, Bounds(gt=0, le=1 << 24)]
     micro_batch: Annotated[int, Bounds(gt=0, le=1 << 16)]
-    by_world_size: dict[str, BatchPlan] = field(default_factory=dict)
+    by_world_size: dict[str, WorldSizeBatch] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, plan in self.by_world_size.items():
@@ -171,8 +171,8 @@ class BatchSpec:
                     f"of micro_batch {plan.micro_batch} × {key} ranks"
                 )
 
-    def for_world_size(self, world_size: int) -> BatchPlan:
-        return self.by_world_size.get(str(world_size), BatchPlan(
+    def for_world_size(self, world_size: int) -> WorldSizeBatch:
+        return self.by_world_size.get(str(world_size), WorldSizeBatch(
             global_batch=self.global_batch, micro_batch=self.micro_batch
         ))
 

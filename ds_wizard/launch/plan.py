@@ -1,4 +1,4 @@
-"""Preparing a training run: one immutable :class:`RunPlan`, built in one step.
+"""Preparing a training run: one immutable :class:`PreparedRun`, built in one step.
 
     plan = prepare_run(LaunchRequest("tiny_mamba", steps=40))   # validates, creates runs/…/
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ds_wizard.core.checker import CheckReport
-    from ds_wizard.core.gpus import GpuReport
+    from ds_wizard.core.gpus import GpuInventory
     from ds_wizard.core.presets import Preset
     from ds_wizard.core.schema import PresetSpec
 
@@ -48,7 +48,7 @@ class LaunchRefused(DsWizardError):
     """The run would fail; nothing was started."""
 
 
-def detect_accelerator(gpu_report: GpuReport | None = None) -> Accelerator:
+def detect_accelerator(gpu_report: GpuInventory | None = None) -> Accelerator:
     """CUDA if NVML sees a GPU, else CPU. Never imports torch."""
     if gpu_report is None:
         from ds_wizard.core.gpus import detect_gpus
@@ -75,14 +75,14 @@ class LaunchRequest:
     gpu_memory: str | None = None  # "80GiB"; default: the smallest detected GPU
     headroom: float = HEADROOM
     accelerator: Accelerator | None = None
-    gpu_report: GpuReport | None = None
+    gpu_report: GpuInventory | None = None
     master_port: int | None = None
     extra: Sequence[str] = ()
     dry_run: bool = False
 
 
 @dataclass(frozen=True)
-class RunPlan:
+class PreparedRun:
     """Everything about one launch, decided before any process starts."""
 
     run: RunSpec
@@ -154,7 +154,7 @@ def kernel_backend(backend: str, accel: Accelerator) -> str:
 
 def resolve_config(
     preset: Preset, world_size: int, accel: Accelerator,
-    config_path: str | Path | None = None, *, gpu_report: GpuReport | None = None,
+    config_path: str | Path | None = None, *, gpu_report: GpuInventory | None = None,
     gpu_memory: str | None = None, headroom: float = HEADROOM, backend: str = DEFAULT_BACKEND,
 ) -> tuple[dict[str, Any], str | None]:
     """The user's config (which must pass check) or the one ``--auto`` would build."""
@@ -195,7 +195,7 @@ def _fix_hint(report: CheckReport, source: str | None, world_size: int) -> str:
     return "; ".join(parts) or "fix the config and try again"
 
 
-def prepare_run(request: LaunchRequest) -> RunPlan:
+def prepare_run(request: LaunchRequest) -> PreparedRun:
     """Validate everything and (unless ``request.dry_run``) create the run directory.
 
     Raises a DsWizardError (``LaunchRefused`` for a config DeepSpeed would reject) before
@@ -235,14 +235,14 @@ def prepare_run(request: LaunchRequest) -> RunPlan:
     notes.append(data_note(run, loaded.spec))
     env = run_env(accel, ws)
     if r.dry_run:
-        return RunPlan(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes))
+        return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes))
     run_dir = runs.create_run_dir(r.runs_dir, loaded.name)
     _write_run_files(run_dir, run, loaded.spec, cfg)
-    return _finish(RunPlan(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
+    return _finish(PreparedRun(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
                            notes=tuple(notes)), r)
 
 
-def _finish(plan: RunPlan, r: LaunchRequest) -> RunPlan:
+def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
     """Add the command (it names the run directory) and write command.txt and the script."""
     assert plan.run_dir is not None
     command = tuple(build_command(plan.run, plan.run_dir, resume=plan.resume,
@@ -287,7 +287,7 @@ def _write_run_files(run_dir: Path, run: RunSpec, spec: PresetSpec,
         ds_wizard_version=__version__, cwd=str(Path.cwd())))
 
 
-def _resume(r: LaunchRequest, accel: Accelerator) -> RunPlan:
+def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     given = {"--preset": r.preset, "--set": r.sets, "--config": r.config_path,
              "--data": r.data, "--data-dtype": r.data_dtype, "--tokenizer": r.tokenizer}
     if clash := [flag for flag, value in given.items() if value]:
@@ -324,16 +324,16 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> RunPlan:
     accel = replace(accel, kind=info.spec.accelerator)
     notes = [f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
              f"training to step {total}", data_note(run, preset.spec)]
-    plan = RunPlan(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
+    plan = PreparedRun(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
                    run_dir=run_dir, env=run_env(accel, ws), notes=tuple(notes))
     return plan if r.dry_run else _finish(plan, r)
 
 
-def summary_lines(plan: RunPlan, *, dry_run: bool = False) -> list[str]:
+def summary_lines(plan: PreparedRun, *, dry_run: bool = False) -> list[str]:
     """The source document's ✅ summary for this plan, plus what would be launched."""
     from ds_wizard.core.params import count_params
-    from ds_wizard.core.report import model_type
-    from ds_wizard.core.report import summary_lines as report_lines
+    from ds_wizard.core.summary import model_type
+    from ds_wizard.core.summary import summary_lines as report_lines
 
     lines = []
     if plan.config_source is None:
@@ -347,7 +347,7 @@ def summary_lines(plan: RunPlan, *, dry_run: bool = False) -> list[str]:
     return lines
 
 
-def dry_run_text(plan: RunPlan) -> str:
+def dry_run_text(plan: PreparedRun) -> str:
     lines = summary_lines(plan, dry_run=True)
     lines.append("")
     lines += [f"ℹ️  {n}" for n in plan.notes]

@@ -35,7 +35,7 @@ from ds_wizard.core.errors import DsWizardError
 from ds_wizard.launch.defaults import GRACE_S, KILL_AFTER_S, LINGER_S, TRAIN_MODULE
 
 if TYPE_CHECKING:
-    from ds_wizard.launch.plan import RunPlan
+    from ds_wizard.launch.plan import PreparedRun
 
 # a dropped terminal (SIGHUP) must stop the job too: it runs in its own session, which
 # the terminal's hang-up never reaches
@@ -224,7 +224,7 @@ class Supervisor:
         return code
 
 
-def start(plan: RunPlan, *, on_line: Callable[[str], None] | None = None) -> Supervisor:
+def start(plan: PreparedRun, *, on_line: Callable[[str], None] | None = None) -> Supervisor:
     """Start a prepared plan under a Supervisor (output teed into the run's train.log)."""
     paths = plan.paths
     with paths.log.open("a", encoding="utf-8") as fh:
@@ -234,7 +234,7 @@ def start(plan: RunPlan, *, on_line: Callable[[str], None] | None = None) -> Sup
 
 
 def run_foreground(
-    plan: RunPlan, *, on_line: Callable[[str], None], grace_s: float = GRACE_S,
+    plan: PreparedRun, *, on_line: Callable[[str], None], grace_s: float = GRACE_S,
     on_signal: Callable[[int], None] | None = None,
 ) -> tuple[Supervisor, int, int | None]:
     """Start ``plan``, hand each output line to ``on_line``, and return once no process of

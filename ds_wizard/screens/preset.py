@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Static
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params
-from ds_wizard.core.preset_report import PresetSummary, summarize_all
+from ds_wizard.core.preset_views import PresetSummary, summarize_all
 from ds_wizard.core.presets import DEFAULT_PRESET, Preset, load_preset, read_preset_file
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import AskTextScreen

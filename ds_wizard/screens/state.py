@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ds_wizard.core import batch as batchmath
-from ds_wizard.core.gpus import GpuReport
+from ds_wizard.core import batchmath
+from ds_wizard.core.gpus import GpuInventory
 from ds_wizard.core.presets import Preset
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ CPU_DEMO_STEPS = 30  # long enough to see the loss fall, short enough for a lapt
 
 @dataclass
 class WizardState:
-    report: GpuReport | None = None
+    report: GpuInventory | None = None
     nodes: int = 1
     gpus_per_node: int | None = None  # None: take the detected count
     cpu_demo: bool = False
@@ -187,11 +187,11 @@ def headless_command(state: WizardState, micro: int, gas: int) -> str:
 
 def default_batch(state: WizardState) -> tuple[int, int, int] | None:
     """The preset's own choice for this world size: (micro, gas, global)."""
-    from ds_wizard.core.dsconfig import plan_batch
+    from ds_wizard.core.dsconfig import choose_batch
 
     if state.preset is None or state.world_size < 1:
         return None
-    choice = plan_batch(state.preset.spec, state.world_size)
+    choice = choose_batch(state.preset.spec, state.world_size)
     return choice.micro_batch, choice.grad_accum, choice.global_batch
 
 

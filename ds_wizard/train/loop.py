@@ -73,7 +73,7 @@ def dry_run(args: argparse.Namespace) -> int:
     from ds_wizard.core.gpus import detect_gpus
     from ds_wizard.core.overrides import load_with_overrides
     from ds_wizard.core.params import count_params
-    from ds_wizard.core.report import model_type, summary_lines
+    from ds_wizard.core.summary import model_type, summary_lines
 
     preset = load_with_overrides(args.preset, args.sets)
     report = detect_gpus()

@@ -27,31 +27,31 @@ class BackendError(DsWizardError):
 
 
 @dataclass(frozen=True)
-class BackendChoice:
+class BackendSelection:
     name: str  # "transformers" | "mamba_ssm"
     reason: str
 
 
-def choose_backend(requested: str = "auto", cuda: bool | None = None) -> BackendChoice:
+def choose_backend(requested: str = "auto", cuda: bool | None = None) -> BackendSelection:
     """``cuda``: whether the ranks run on CUDA (DeepSpeed's accelerator decides)."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if requested == "transformers":
-        return BackendChoice("transformers", "requested with --backend transformers")
+        return BackendSelection("transformers", "requested with --backend transformers")
     if requested == "mamba_ssm":
         if not cuda:
             raise BackendError("--backend mamba_ssm needs CUDA, and none is available",
                                "use --backend transformers (or auto) on CPU")
         _import_mamba_ssm()
-        return BackendChoice("mamba_ssm", "requested with --backend mamba_ssm")
+        return BackendSelection("mamba_ssm", "requested with --backend mamba_ssm")
     if requested != "auto":
         raise BackendError(f"unknown backend {requested!r}", f"choose one of {BACKENDS}")
     if not cuda:
-        return BackendChoice("transformers", "no CUDA device: transformers' PyTorch Mamba path")
+        return BackendSelection("transformers", "no CUDA device: transformers' PyTorch Mamba path")
     try:
         _import_mamba_ssm()
     except BackendError as exc:
-        return BackendChoice("transformers", f"CUDA is available but {exc.message}")
-    return BackendChoice("mamba_ssm", "CUDA is available and mamba_ssm imports")
+        return BackendSelection("transformers", f"CUDA is available but {exc.message}")
+    return BackendSelection("mamba_ssm", "CUDA is available and mamba_ssm imports")
 
 
 def _import_mamba_ssm() -> Any:

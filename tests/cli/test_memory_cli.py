@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _cli_helpers import FOUR_A100, NO_GPU, SEED_CONFIG, fake_gpus, write_seed
+from fakes import FOUR_A100, SEED_CONFIG, patch_gpus, write_seed
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
@@ -13,12 +13,6 @@ from ds_wizard.core.checker import load_config_file
 from ds_wizard.core.fit import config_estimate
 from ds_wizard.core.memory import GiB, estimate
 from ds_wizard.core.presets import load_preset
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
-    return CliRunner()
 
 
 def _auto(runner, *args):
@@ -89,7 +83,7 @@ def test_auto_without_memory_info_keeps_the_preset_batch(runner):
 
 
 def test_auto_uses_the_smallest_detected_gpu(monkeypatch):
-    fake_gpus(monkeypatch, FOUR_A100)
+    patch_gpus(monkeypatch, FOUR_A100)
     result = CliRunner().invoke(main, ["--auto", "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _cli_helpers import FOUR_A100, NO_GPU, TWO_V100, fake_gpus
+from fakes import FOUR_A100, TWO_V100, patch_gpus
 from _ds_oracle import deepspeed_verdict
 from click.testing import CliRunner
 
@@ -14,7 +14,7 @@ from ds_wizard.core.auto import auto_configure
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.overrides import load_with_overrides
 from ds_wizard.core.presets import load_preset
-from ds_wizard.core.report import summary_lines
+from ds_wizard.core.summary import summary_lines
 
 SEED_SUMMARY = [
     "✅ Config validated: 128 = 4 × 8 × 4",
@@ -101,12 +101,6 @@ def test_impossible_global_batch_names_neighbours(seven_b):
     assert "96" in info.value.one_line() and "104" in info.value.one_line()
 
 
-@pytest.fixture
-def runner(monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
-    return CliRunner()
-
-
 def test_auto_dry_run_prints_the_seed_summary(runner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(main, ["--auto", "--num-gpus", "4", "--preset", "7b_mamba",
@@ -145,7 +139,7 @@ def test_auto_without_gpus_and_without_num_gpus_fails_plainly(runner):
 
 
 def test_auto_uses_the_detected_gpu_count(monkeypatch):
-    fake_gpus(monkeypatch, FOUR_A100)
+    patch_gpus(monkeypatch, FOUR_A100)
     result = CliRunner().invoke(main, ["--auto", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "4 GPU(s) detected" in result.output and "GPUs: 4" in result.output

@@ -6,18 +6,13 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from test_tui_fakes import fake_gpus, isolate, no_gpus, pid_alive, script_job_factory, wait_for
+from fakes import gpu_probe, no_gpus, pid_alive, script_job_factory, wait_for
 from textual.widgets import Log, Sparkline, Static
 
 from ds_wizard.app import make_app
 from ds_wizard.screens.dialogs import ConfirmScreen
 
 pytestmark = [pytest.mark.anyio]
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
 
 
 def text_of(app, selector: str) -> str:
@@ -42,7 +37,7 @@ async def to_launch(pilot, save: bool = False) -> None:
 async def started(work: Path, **job):
     """A wizard at the launch step that has just started a scripted job."""
     factory = script_job_factory(work, **job)
-    app = make_app(fake_gpus(4), job_factory=factory, cursor_blink=False)
+    app = make_app(gpu_probe(4), job_factory=factory, cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_launch(pilot)
         await pilot.press("ctrl+l")
@@ -114,7 +109,7 @@ async def test_quit_while_running_asks_and_stops(work: Path) -> None:
 
 
 async def test_launch_refused_without_saved_config(work: Path) -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)  # the real launcher
+    app = make_app(gpu_probe(4), cursor_blink=False)  # the real launcher
     async with app.run_test(size=(80, 24)) as pilot:
         await to_launch(pilot)
         await pilot.press("ctrl+l")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from _cli_helpers import NO_GPU, fake_gpus
+from fakes import NO_GPU, patch_gpus
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
@@ -24,7 +24,7 @@ def _decision(output: str) -> tuple[str, str] | str:
 
 @pytest.mark.parametrize(("num_gpus", "gib"), GRID)
 def test_launch_and_auto_agree(num_gpus: int, gib: int, monkeypatch, tmp_path) -> None:
-    fake_gpus(monkeypatch, NO_GPU)  # the memory comes from --gpu-memory alone
+    patch_gpus(monkeypatch, NO_GPU)  # the memory comes from --gpu-memory alone
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
     common = ["--preset", "7b_mamba", "--num-gpus", str(num_gpus), "--gpu-memory", f"{gib}GiB",
@@ -44,7 +44,7 @@ def test_launch_and_auto_agree(num_gpus: int, gib: int, monkeypatch, tmp_path) -
 def test_launch_fits_the_batch_to_memory(monkeypatch, tmp_path) -> None:
     """The change itself: the preset's 4 × 8 × 4 does not fit 80 GiB GPUs at ZeRO 2 the way
     the memory model sees it, so launch now takes the fitted 2 × 16 × 4, like --auto."""
-    fake_gpus(monkeypatch, NO_GPU)
+    patch_gpus(monkeypatch, NO_GPU)
     monkeypatch.chdir(tmp_path)
     out = CliRunner().invoke(main, ["launch", "--preset", "7b_mamba", "--num-gpus", "4",
                                     "--dry-run"]).output

@@ -1,12 +1,16 @@
-"""Shared fakes for the TUI tests: NVML results, a scripted job, an isolated environment.
+"""Fakes shared by every test package: a machine with no GPU or four, the seed config, the
+real CLI in a fresh interpreter, NVML probes and a scripted job for the TUI, an isolated
+environment.
 
-The fakes go in through ``make_app(...)`` — the same door the CLI uses — never by
+The TUI fakes go in through ``make_app(...)`` — the same door the CLI uses — never by
 patching ds_wizard.core.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -14,23 +18,66 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core.gpus import GpuInfo, GpuReport
+from ds_wizard.core.gpus import GpuInfo, GpuInventory
+
+SEED_CONFIG = {
+    "train_batch_size": 16,
+    "train_micro_batch_size_per_gpu": 4,
+    "gradient_accumulation_steps": 8,
+    "gradient_clipping": 1.0,
+    "zero_optimization": {"stage": 2, "overlap_comm": True},
+    "bf16": {"enabled": True},
+    "optimizer": {"type": "AdamW", "params": {"lr": 0.0006}},
+}
+NO_GPU = GpuInventory(reason="no NVIDIA driver or GPU found (test)")
+FOUR_A100 = GpuInventory(
+    [GpuInfo(i, i, "NVIDIA A100-SXM4-80GB", 80 * 2**30, (8, 0), f"GPU-{i}") for i in range(4)],
+    driver_version="550.54",
+)
+TWO_V100 = GpuInventory(
+    [GpuInfo(i, i, "Tesla V100-SXM2-32GB", 32 * 2**30, (7, 0), f"GPU-{i}") for i in range(2)],
+    driver_version="535.00",
+)
 
 
-def fake_gpus(count: int = 4, name: str = "NVIDIA H200", memory_mib: int = 143771,
+def write_seed(directory: Path, name: str = "deepspeed_config.json") -> Path:
+    path = directory / name
+    path.write_text(json.dumps(SEED_CONFIG, indent=4) + "\n", encoding="utf-8")
+    return path
+
+
+def patch_gpus(monkeypatch: pytest.MonkeyPatch, report: GpuInventory) -> None:
+    """Every detect_gpus the CLI can reach returns ``report``."""
+    import ds_wizard.commands.gpus
+    import ds_wizard.core.gpus
+
+    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", lambda: report)
+    monkeypatch.setattr(ds_wizard.commands.gpus, "detect_gpus", lambda: report)
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real console entry point in a fresh interpreter (exit codes, no traceback)."""
+    full_env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "ds_wizard.cli", *args], cwd=cwd, env=full_env,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def gpu_probe(count: int = 4, name: str = "NVIDIA H200", memory_mib: int = 143771,
               cc: tuple[int, int] = (9, 0), cvd: str | None = None):
     """A GPU probe returning what NVML would report for ``count`` identical GPUs."""
 
-    def probe() -> GpuReport:
+    def probe() -> GpuInventory:
         gpus = [GpuInfo(i, i, name, memory_mib * 2**20, cc, f"GPU-fake-{i}") for i in range(count)]
-        return GpuReport(gpus, "550.54.15", None if gpus else "no NVIDIA driver or GPU found",
+        return GpuInventory(gpus, "550.54.15", None if gpus else "no NVIDIA driver or GPU found",
                          cvd)
 
     return probe
 
 
-def no_gpus() -> GpuReport:
-    return GpuReport([], None, "no NVIDIA driver or GPU found (NVML: Driver Not Loaded)", None)
+def no_gpus() -> GpuInventory:
+    return GpuInventory([], None, "no NVIDIA driver or GPU found (NVML: Driver Not Loaded)", None)
 
 
 def isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

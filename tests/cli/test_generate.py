@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from _cli_helpers import NO_GPU, fake_gpus
 from _ds_oracle import deepspeed_verdict
-from click.testing import CliRunner
 
 from ds_wizard.cli import main
 from ds_wizard.core.auto import auto_configure
@@ -23,12 +21,6 @@ SEED_TABLE = """\
 | 8    | 4           | 4        | 128              | deepspeed_8gpu.json |"""
 
 PRESETS = sorted(p.stem for p in builtin_dir().glob("*.toml"))
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
-    return CliRunner()
 
 
 def test_7b_mamba_reproduces_the_seed_table_and_files_parse(runner, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.dsconfig import build_config, dumps, plan_batch
+from ds_wizard.core.dsconfig import build_config, dumps, choose_batch
 from ds_wizard.core.errors import PresetError
 from ds_wizard.core.overrides import apply_overrides
 from ds_wizard.core.preset_store import to_toml
@@ -26,7 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p.stem for p in builtin_dir().glob("*.toml"))
 
 
@@ -69,8 +69,8 @@ def test_to_toml_round_trips_every_shipped_preset(name: str) -> None:
     assert again.notices == ()
     assert again.spec == spec
     for n in (1, 2, 4, 8):
-        assert dumps(build_config(again.spec, plan_batch(again.spec, n))) == dumps(
-            build_config(spec, plan_batch(spec, n))
+        assert dumps(build_config(again.spec, choose_batch(again.spec, n))) == dumps(
+            build_config(spec, choose_batch(spec, n))
         )
 
 
@@ -295,7 +295,7 @@ def test_bad_overrides(assignment: str, message: str) -> None:
 def test_override_can_pin_a_plan_for_a_world_size() -> None:
     spec = apply_overrides(load_preset("tiny_mamba").spec,
                            ["batch.by_world_size.2={global_batch = 32, micro_batch = 8}"])
-    choice = plan_batch(spec, 2)
+    choice = choose_batch(spec, 2)
     assert (choice.micro_batch, choice.grad_accum, choice.global_batch) == (8, 2, 32)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ds_wizard.core.dsconfig import BatchChoice, plan_batch
+from ds_wizard.core.dsconfig import BatchChoice, choose_batch
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import PresetEntry, check_name, list_presets, read_preset_file
@@ -68,7 +68,7 @@ def summarize_all(cwd: Path | None = None) -> list[PresetSummary]:
 def batch_plans(
     spec: PresetSpec, gpu_counts: tuple[int, ...] = COMMON_GPU_COUNTS
 ) -> list[BatchChoice]:
-    return [plan_batch(spec, n) for n in gpu_counts]
+    return [choose_batch(spec, n) for n in gpu_counts]
 
 
 def flatten(spec: PresetSpec) -> dict[str, Any]:

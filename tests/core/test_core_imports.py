@@ -46,7 +46,7 @@ def loaded_after(body: str, cwd=None, forbidden: tuple[str, ...] = FORBIDDEN,
 
 def test_discovery_finds_the_modules():
     names = discover()
-    assert {"ds_wizard.cli", "ds_wizard.core.batch", "ds_wizard.core.checker",
+    assert {"ds_wizard.cli", "ds_wizard.core.batchmath", "ds_wizard.core.checker",
             "ds_wizard.commands.check"} <= set(names)
 
 

@@ -7,20 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_tui_fakes import fake_gpus, isolate, no_gpus
+from fakes import gpu_probe, no_gpus
 from textual.widgets import DataTable, Input, OptionList, Static
 
 from ds_wizard.app import make_app
-from ds_wizard.core.dsconfig import plan_batch
+from ds_wizard.core.dsconfig import choose_batch
 from ds_wizard.core.presets import load_preset, read_preset_file
 from ds_wizard.core.wizard import with_batch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("work")]
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
 
 
 def text_of(app, selector: str) -> str:
@@ -76,7 +71,7 @@ def auto_cli(output: Path, *args: str) -> subprocess.CompletedProcess:
 
 # -- the walk-throughs the issue asks for ------------------------------------------------
 async def test_walkthrough_saves_what_auto_writes(work: Path) -> None:
-    app = make_app(fake_gpus(4), output="tui.json", cursor_blink=False)
+    app = make_app(gpu_probe(4), output="tui.json", cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert app.screen.step == "gpus"
@@ -110,7 +105,7 @@ async def test_walkthrough_saves_what_auto_writes(work: Path) -> None:
 
 
 async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     toasts = record_notifications(app)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
@@ -137,7 +132,7 @@ async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
 
 # -- GPUs ----------------------------------------------------------------------------------
 async def test_gpu_screen_nodes_and_cuda_visible_devices() -> None:
-    app = make_app(fake_gpus(2, cvd="2,3"), cursor_blink=False)
+    app = make_app(gpu_probe(2, cvd="2,3"), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert "CUDA_VISIBLE_DEVICES=2,3" in text_of(app, "#gpu-status")
@@ -178,9 +173,9 @@ async def test_gpu_screen_without_gpu_offers_count_and_cpu_demo() -> None:
 # -- preset --------------------------------------------------------------------------------
 async def test_preset_screen_lists_exact_counts_and_loads_a_path(work: Path) -> None:
     custom = work / "mine.toml"
-    builtin = (Path(__file__).parents[1] / "presets" / "tiny_mamba.toml").read_text()
+    builtin = (Path(__file__).parents[2] / "presets" / "tiny_mamba.toml").read_text()
     custom.write_text(builtin.replace('description = "', 'description = "My copy: '))
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+n")
@@ -203,7 +198,7 @@ async def test_preset_screen_lists_exact_counts_and_loads_a_path(work: Path) -> 
 
 
 async def test_preset_screen_saves_a_user_preset(work: Path) -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+n")
@@ -226,7 +221,7 @@ async def test_preset_screen_saves_a_user_preset(work: Path) -> None:
 ])
 async def test_batch_bad_text_is_an_inline_error(typed: str, inline: str,
                                                  deepspeed: str | None) -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await clear_and_type(pilot, typed)
@@ -240,7 +235,7 @@ async def test_batch_bad_text_is_an_inline_error(typed: str, inline: str,
 
 
 async def test_batch_derived_gas_floors_like_deepspeed() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await pilot.press("ctrl+g")  # derive gradient accumulation
@@ -274,7 +269,7 @@ async def test_batch_derived_gas_floors_like_deepspeed() -> None:
 
 
 async def test_batch_pick_a_pair_and_tokens_per_step() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         assert "262,144" in text_of(app, "#tokens")  # 128 × 2048
@@ -287,7 +282,7 @@ async def test_batch_pick_a_pair_and_tokens_per_step() -> None:
 
 
 async def test_back_and_next_keep_choices() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await type_micro_gas(pilot, "2", "16")
@@ -309,7 +304,7 @@ async def test_back_and_next_keep_choices() -> None:
 
 
 async def test_resize_keeps_working() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         for size in ((60, 20), (160, 50), (80, 24)):
@@ -326,7 +321,7 @@ async def test_review_diff_backup_check_and_command(work: Path) -> None:
     target = work / "ds_config.json"
     old = '{\n  "train_batch_size": 16,\n  "train_micro_batch_size_per_gpu": 4\n}\n'
     target.write_text(old)
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(120, 40)) as pilot:
         await to_batch(pilot)
         await pilot.press("ctrl+n")
@@ -348,7 +343,7 @@ async def test_review_diff_backup_check_and_command(work: Path) -> None:
 
 
 async def test_review_unwritable_path_is_a_one_line_error(work: Path) -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await pilot.press("ctrl+n")
@@ -362,7 +357,7 @@ async def test_review_unwritable_path_is_a_one_line_error(work: Path) -> None:
 
 
 async def test_command_palette_offers_main_actions() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
@@ -382,7 +377,7 @@ async def test_command_palette_offers_main_actions() -> None:
 
 
 async def test_palette_save_before_the_batch_step_stops_at_the_first_unseen_step() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         save = next(c for c in app.get_system_commands(app.screen) if c.title == "Save config")
@@ -395,7 +390,7 @@ async def test_palette_save_before_the_batch_step_stops_at_the_first_unseen_step
 async def test_review_saving_twice_keeps_the_first_backup(work: Path) -> None:
     target = work / "ds_config.json"
     target.write_text("{}\n")
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await pilot.press("ctrl+n")
@@ -409,7 +404,7 @@ async def test_review_saving_twice_keeps_the_first_backup(work: Path) -> None:
 
 
 async def test_batch_choice_does_not_follow_into_another_preset(work: Path) -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await type_micro_gas(pilot, "2", "16")
@@ -438,12 +433,12 @@ def test_with_batch_replaces_a_pin_or_the_base_batch() -> None:
     base = with_batch(spec, 8, 2, 4)
     assert (base.batch.global_batch, base.batch.micro_batch) == (64, 2)
     assert base.batch.by_world_size == spec.batch.by_world_size
-    choice = plan_batch(base, 8)
+    choice = choose_batch(base, 8)
     assert (choice.micro_batch, choice.grad_accum) == (2, 4)
 
 
 async def test_jump_after_a_gpu_change_stops_at_the_batch_step() -> None:
-    app = make_app(fake_gpus(4), cursor_blink=False)
+    app = make_app(gpu_probe(4), cursor_blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await type_micro_gas(pilot, "2", "16")

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from _cli_helpers import NO_GPU, fake_gpus, run_cli, write_seed
+from fakes import NO_GPU, patch_gpus, run_cli, write_seed
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
@@ -82,7 +82,7 @@ def test_check(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(n for n, case in CORPUS.items() if not case[2]))
 def test_fix_refuses(name, tmp_path, monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
+    patch_gpus(monkeypatch, NO_GPU)
     content, _, _ = CORPUS[name]
     path = make_input(tmp_path, content)
     before = snapshot(path)
@@ -100,7 +100,7 @@ def test_fix_refuses(name, tmp_path, monkeypatch):
 
 
 def test_fix_repairs_numbers_written_as_strings(tmp_path, monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
+    patch_gpus(monkeypatch, NO_GPU)
     path = make_input(tmp_path, CORPUS["string-number"][0])
     result = CliRunner().invoke(main, ["fix", str(path), "--num-gpus", "4"])
     assert result.exit_code == 0, result.output
@@ -133,7 +133,7 @@ FAILURE_POINTS = {
 @pytest.mark.parametrize("point", sorted(FAILURE_POINTS))
 @pytest.mark.parametrize("command", ["fix", "auto", "generate"])
 def test_refused_write_changes_nothing(command, point, tmp_path, monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
+    patch_gpus(monkeypatch, NO_GPU)
     work = tmp_path / "configs"
     work.mkdir()
     seed = write_seed(work)  # fix rewrites it in place; auto and generate write next to it

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import re
 
-from _cli_helpers import FOUR_A100, NO_GPU, TWO_V100, fake_gpus
+from fakes import FOUR_A100, NO_GPU, TWO_V100, patch_gpus
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
 
 
 def test_no_gpu_says_so_and_exits_0(monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
+    patch_gpus(monkeypatch, NO_GPU)
     result = CliRunner().invoke(main, ["gpus"])
     assert result.exit_code == 0
     assert result.output.startswith("No NVIDIA GPU found")
@@ -21,11 +21,11 @@ def test_no_gpu_says_so_and_exits_0(monkeypatch):
 
 
 def test_gpus_listed_with_bf16(monkeypatch):
-    fake_gpus(monkeypatch, FOUR_A100)
+    patch_gpus(monkeypatch, FOUR_A100)
     result = CliRunner().invoke(main, ["gpus"])
     assert result.exit_code == 0
     assert "4 GPU(s) visible" in result.output and "bf16 yes" in result.output
-    fake_gpus(monkeypatch, TWO_V100)
+    patch_gpus(monkeypatch, TWO_V100)
     data = json.loads(CliRunner().invoke(main, ["gpus", "--json"]).output)
     assert [g["bf16"] for g in data["gpus"]] == [False, False]
     assert data["gpus"][0]["compute_capability"] == "7.0"

@@ -7,19 +7,13 @@ images before committing them.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import pytest
-from test_tui_fakes import fake_gpus, isolate, no_gpus, script_job_factory, wait_for
+from fakes import gpu_probe, no_gpus, script_job_factory, wait_for
 
 from ds_wizard.app import make_app
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
 
 
 async def _settle(pilot) -> None:
@@ -35,7 +29,7 @@ async def _forward(pilot, steps: int) -> None:
 
 
 def _app(**kw):
-    return make_app(kw.pop("probe", fake_gpus(4)), cursor_blink=False, **kw)
+    return make_app(kw.pop("probe", gpu_probe(4)), cursor_blink=False, **kw)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -5,16 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from _cli_helpers import NO_GPU, SEED_CONFIG, fake_gpus, run_cli, write_seed
-from click.testing import CliRunner
+from fakes import SEED_CONFIG, run_cli, write_seed
 
 from ds_wizard.cli import main
-
-
-@pytest.fixture
-def runner(monkeypatch):
-    fake_gpus(monkeypatch, NO_GPU)
-    return CliRunner()
 
 
 def test_check_seed_is_invalid_with_deepspeeds_numbers(runner, tmp_path):

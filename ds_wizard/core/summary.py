@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ds_wizard.core import batch as batchmath
+from ds_wizard.core import batchmath
 from ds_wizard.core.params import human_count
 
 
