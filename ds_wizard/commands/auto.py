@@ -80,8 +80,8 @@ def check_auto_usage(ctx: click.Context, params: dict[str, Any]) -> None:
     ]
     if given:
         flag = "--" + given[0].replace("_ref", "").replace("_", "-").replace("as-json", "json")
-        raise click.UsageError(f"{flag} only applies to --auto (e.g. ds-wizard --auto "
-                               f"--num-gpus 4 {flag} ...)", ctx)
+        example = "ds-wizard --auto --num-gpus 4" + ("" if flag == "--num-gpus" else f" {flag} ...")
+        raise click.UsageError(f"{flag} only applies to --auto (e.g. {example})", ctx)
 
 
 def run_auto(

@@ -52,3 +52,30 @@ def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:
     for notice in preset.notices:  # e.g. "migrated from schema_version 1"
         click.echo(f"note: {notice}", err=True)
     return preset
+
+
+def renamed_option(old: str, new: str, dest: str, **attrs: Any) -> Decorator:
+    """``new`` as the option, with ``old`` kept as a hidden spelling for one release.
+
+    The old spelling still works and prints a one-line deprecation note on stderr; --help
+    shows only the new name. ``attrs`` are the option's click attributes.
+    """
+    key = f"renamed:{dest}"
+
+    def remember(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            click.echo(f"note: {old} is deprecated and will be removed in the next release; "
+                       f"use {new}", err=True)
+            ctx.meta[key] = value
+
+    def merge(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        # click handles the options given on the command line first, so an old spelling has
+        # been remembered by the time the new option (given or not) is processed
+        return value if value is not None else ctx.meta.get(key)
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option(old, f"_{dest}_renamed", hidden=True, expose_value=False,
+                          callback=remember, type=attrs.get("type"), default=None)(fn)
+        return click.option(new, dest, callback=merge, default=None, **attrs)(fn)
+
+    return decorate

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.common import preset_options, renamed_option, resolve_preset
 from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_memory_from
@@ -25,10 +25,10 @@ PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
               help="Nodes the GPUs are spread over (affects the CPU-RAM figure for offload).")
 @click.option("--gpu-memory", default=None, metavar="SIZE",
               help="Memory of one GPU: 80GiB, 80GB, 24G. Default: the smallest detected GPU.")
-@click.option("--micro", "micro", type=click.IntRange(min=1), default=None,
-              help="Micro-batch per GPU. Default: the preset's for this GPU count.")
-@click.option("--zero", "zero", type=click.IntRange(0, 3), default=None,
-              help="ZeRO stage. Default: the preset's.")
+@renamed_option("--micro", "--micro-batch", "micro", type=click.IntRange(min=1),
+                help="Micro-batch per GPU. Default: the preset's for this GPU count.")
+@renamed_option("--zero", "--zero-stage", "zero", type=click.IntRange(0, 3),
+                help="ZeRO stage. Default: the preset's.")
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None,
               help="Optimizer offload. Default: the preset's.")
 @click.option("--offload-param", type=click.Choice(["none", "cpu", "nvme"]), default=None,
@@ -54,7 +54,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
     \b
     Examples:
       ds-wizard plan --preset 7b_mamba --num-gpus 8 --gpu-memory 80GiB
-      ds-wizard plan --preset mamba_1.4b --num-gpus 1 --gpu-memory 24G --micro 4 --json
+      ds-wizard plan --preset mamba_1.4b --num-gpus 1 --gpu-memory 24G --micro-batch 4 --json
     """
     if preset_ref is None:
         raise click.UsageError("--preset is required (see `ds-wizard presets`)")

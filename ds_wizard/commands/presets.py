@@ -12,13 +12,6 @@ from ds_wizard.commands.common import parse_gpu_counts, resolve_preset, set_opti
 from ds_wizard.core.errors import DsWizardError, PresetError, WriteError
 from ds_wizard.core.fsio import atomic_write_text
 from ds_wizard.core.params import breakdown, human_count
-from ds_wizard.core.preset_views import (
-    COMMON_GPU_COUNTS,
-    MISSING,
-    batch_plans,
-    diff_specs,
-    summarize_all,
-)
 from ds_wizard.core.preset_store import (
     Placement,
     derive_spec,
@@ -27,6 +20,13 @@ from ds_wizard.core.preset_store import (
     placement,
     save_user_preset,
     to_toml,
+)
+from ds_wizard.core.preset_views import (
+    COMMON_GPU_COUNTS,
+    MISSING,
+    batch_plans,
+    diff_specs,
+    summarize_all,
 )
 from ds_wizard.core.presets import (
     Preset,

@@ -23,9 +23,9 @@ from ds_wizard.core.gpus import GpuInventory
 from ds_wizard.core.memory import DEFAULT_HEADROOM, MemoryEstimate
 from ds_wizard.core.params import count_params
 from ds_wizard.core.presets import Preset
-from ds_wizard.core.summary import model_type, summary_lines
 from ds_wizard.core.runspec import DEFAULT_KERNEL_BACKEND
 from ds_wizard.core.schema import PresetSpec
+from ds_wizard.core.summary import model_type, summary_lines
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,8 @@ def detect_gpus() -> GpuInventory:
                 )
             )
     except pynvml.NVMLError as exc:
-        return GpuInventory(reason=f"NVML error while reading GPUs: {exc}", cuda_visible_devices=cvd)
+        return GpuInventory(reason=f"NVML error while reading GPUs: {exc}",
+                            cuda_visible_devices=cvd)
     finally:
         # shutdown after a failed query has nothing left to release
         with contextlib.suppress(pynvml.NVMLError):

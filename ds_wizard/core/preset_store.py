@@ -78,7 +78,7 @@ def _write_user_preset(name: str, text: str, *, force: bool) -> Path:
     if (dest.exists() or dest.is_symlink()) and not force:
         raise PresetError(
             f"user preset {name!r} already exists ({dest})",
-            "pass --force to replace it, or choose another name with --name",
+            "pass --force to replace it, or choose another name",
         )
     if dest.is_dir():
         raise WriteError(f"{dest} is a directory", "remove it or choose another name")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FOUR_A100, TWO_V100, patch_gpus
 from _ds_oracle import deepspeed_verdict
 from click.testing import CliRunner
+from fakes import FOUR_A100, TWO_V100, patch_gpus
 
 from ds_wizard.cli import main
 from ds_wizard.core.auto import auto_configure

@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from fakes import NO_GPU, patch_gpus, run_cli, write_seed
 from click.testing import CliRunner
+from fakes import NO_GPU, patch_gpus, run_cli, write_seed
 
 from ds_wizard.cli import main
 

@@ -3,6 +3,7 @@ run that very command."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import click
@@ -54,3 +55,24 @@ def test_help_exits_0_with_examples_of_the_command(path):
         section.append(line.strip())
     command = " ".join(("ds-wizard", *path))
     assert any(line.startswith(command) for line in section), section
+
+
+def test_plan_takes_the_common_flag_names_and_keeps_the_old_ones_hidden(runner) -> None:
+    args = ["plan", "--preset", "7b_mamba", "--num-gpus", "8", "--gpu-memory", "80GiB", "--json"]
+    new = runner.invoke(main, [*args, "--micro-batch", "2", "--zero-stage", "3"])
+    old = runner.invoke(main, [*args, "--micro", "2", "--zero", "3"])
+    assert new.exit_code == old.exit_code
+    assert new.stdout == old.stdout
+    assert json.loads(new.stdout)["estimate"]["settings"]["zero_stage"] == 3
+    assert "--micro is deprecated" in old.stderr and "use --micro-batch" in old.stderr
+    assert "deprecated" not in new.stderr
+    help_text = runner.invoke(main, ["plan", "--help"]).output
+    assert "--micro-batch" in help_text and "--zero-stage" in help_text
+    assert "--micro " not in help_text and "--zero " not in help_text
+
+
+def test_an_auto_only_flag_without_auto_gives_an_example_that_does_not_repeat_it(runner):
+    result = runner.invoke(main, ["--num-gpus", "4"])
+    assert result.exit_code == 2
+    assert "e.g. ds-wizard --auto --num-gpus 4)" in result.output
+    assert result.output.count("--num-gpus") == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from fakes import FOUR_A100, NO_GPU, TWO_V100, patch_gpus
 from click.testing import CliRunner
+from fakes import FOUR_A100, NO_GPU, TWO_V100, patch_gpus
 
 from ds_wizard.cli import main
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from fakes import NO_GPU, patch_gpus
 from click.testing import CliRunner
+from fakes import NO_GPU, patch_gpus
 
 from ds_wizard.cli import main
 

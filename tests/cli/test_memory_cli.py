@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FOUR_A100, SEED_CONFIG, patch_gpus, write_seed
 from click.testing import CliRunner
+from fakes import FOUR_A100, SEED_CONFIG, patch_gpus, write_seed
 
 from ds_wizard.cli import main
 from ds_wizard.core.checker import load_config_file
@@ -118,7 +118,7 @@ def test_auto_headroom_is_checked(runner):
 # --- plan -------------------------------------------------------------------------------
 def test_plan_table(runner):
     result = runner.invoke(main, ["plan", "--preset", "7b_mamba", "--num-gpus", "8",
-                                  "--gpu-memory", "80GiB", "--micro", "2"])
+                                  "--gpu-memory", "80GiB", "--micro-batch", "2"])
     assert result.exit_code == 0, result.output
     text = result.output
     est = estimate(load_preset("7b_mamba").spec, world_size=8, micro_batch=2)
@@ -146,7 +146,7 @@ def test_plan_json(runner):
 
 def test_plan_offload_and_stage_options(runner):
     result = runner.invoke(main, ["plan", "--preset", "7b_mamba", "--num-gpus", "8",
-                                  "--nodes", "2", "--gpu-memory", "40GiB", "--zero", "3",
+                                  "--nodes", "2", "--gpu-memory", "40GiB", "--zero-stage", "3",
                                   "--offload-optimizer", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.dsconfig import build_config, dumps, choose_batch
+from ds_wizard.core.dsconfig import build_config, choose_batch, dumps
 from ds_wizard.core.errors import PresetError
 from ds_wizard.core.overrides import apply_overrides
 from ds_wizard.core.preset_store import to_toml
