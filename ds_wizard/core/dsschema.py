@@ -210,13 +210,17 @@ class _Validator:
             self.error(path, f"{where} is {json.dumps(data)}; it must be an object "
                              "{...}", "TypeError" if top else "ValidationError")
             return None
+        before = BEFORE_VALIDATORS.get(name)
+        if before is not None:
+            data = before(data)
         fields = spec["fields"]
         by_alias = {f.get("alias"): n for n, f in fields.items() if f.get("alias")}
         out: dict[str, Any] = {n: f.get("default") for n, f in fields.items()}
         given: set[str] = set()
         for key, raw in data.items():
             sub = f"{path}.{key}" if path else key
-            if top and spec["drops_auto"] and raw == "auto":
+            # DeepSpeedConfigModel.__init__ drops "auto" (nested models go through it too)
+            if spec["drops_auto"] and raw == "auto":
                 default = fields.get(by_alias.get(key, key), {}).get("default")
                 if key in fields or key in by_alias:
                     self.warn(sub, f'{sub} is "auto": DeepSpeed drops it and uses its default '
@@ -340,6 +344,15 @@ def _noop(v: _Validator, data: dict[str, Any], out: dict[str, Any], path: str) -
     """A validator that only sets derived values or logs; it never refuses a config."""
 
 
+def _leaf_strings_to_lists(data: dict[str, Any]) -> dict[str, Any]:
+    """``DeepSpeedZeroLeafModuleConfig._coerce_container_types``: a string is a 1-list."""
+    return {k: [v] if k in ("classes", "names", "name_suffixes") and isinstance(v, str) else v
+            for k, v in data.items()}
+
+
+# mode="before" validators: they rewrite the input before the fields are read
+BEFORE_VALIDATORS = {"DeepSpeedZeroLeafModuleConfig": _leaf_strings_to_lists}
+
 VALIDATORS = {
     "DeepSpeedFP16Config._validate_loss_scale": _fp16_loss_scale,
     "DeepSpeedFP16Config._reject_non_integer_scale_params": _fp16_integer_params,
@@ -353,7 +366,7 @@ VALIDATORS = {
     "ZenFlowConfig.validate_fields": _zenflow_fields,
     # strings become one-element lists, then entries are de-duplicated: nothing refused
     # that the field types do not already refuse
-    "DeepSpeedZeroLeafModuleConfig._coerce_container_types": _noop,
+    "DeepSpeedZeroLeafModuleConfig._coerce_container_types": _noop,  # see BEFORE_VALIDATORS
     "DeepSpeedZeroLeafModuleConfig._validate_entries": _noop,
 }
 
