@@ -521,10 +521,17 @@ def fix_config(
     if before.valid and not any(v.problem for v in values.values()):
         return dict(cfg), before, before
 
-    if keep == "micro":
-        micro, gas = _fix_keep_micro(values, world_size)
-    else:
-        micro, gas = _fix_keep_global(values, world_size)
+    modes = {"micro": _fix_keep_micro, "global": _fix_keep_global}
+    try:
+        micro, gas = modes[keep](values, world_size)
+    except DsWizardError as exc:
+        other = "global" if keep == "micro" else "micro"
+        try:
+            modes[other](values, world_size)
+        except DsWizardError:
+            # neither mode can work: say what to write, not "try the other mode"
+            raise DsWizardError(exc.message, _what_to_write(values)) from exc
+        raise DsWizardError(exc.message, f"use --keep {other}") from exc
     train = micro * gas * world_size
     new_cfg = _with_triplet(cfg, train, micro, gas)
     after = batchmath.resolve(train, micro, gas, world_size)
@@ -542,6 +549,16 @@ def _explain_unusable(v: BatchValue, instead: str) -> DsWizardError:
     shown = "missing" if not v.present else f"{json.dumps(v.raw)}"
     return DsWizardError(f"cannot keep {v.key}: it is {shown}",
                          f"set it to a whole number >= 1, or use {instead}")
+
+
+def _what_to_write(values: dict[str, BatchValue]) -> str:
+    autos = [v.key for v in values.values() if isinstance(v.raw, str)
+             and v.raw.strip().lower() == "auto"]
+    if autos:
+        return ("these are \"auto\": under the HF Trainer run `ds-wizard fix --hf "
+                "per_device_train_batch_size=N,gradient_accumulation_steps=M`; for standalone "
+                f"DeepSpeed write a whole number for {MICRO} (e.g. 4) and run fix again")
+    return f"write a whole number for {MICRO} (e.g. 4) and run fix again"
 
 
 def _fix_keep_micro(values: dict[str, BatchValue], world_size: int) -> tuple[int, int]:
