@@ -77,14 +77,14 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
     filled = hf_fill(cfg, hf, hf_args, ws.data_parallel)
     if filled is not None:
         new_values, notes = _hf_values(cfg, filled)
-        before_formula = ""
-        after_formula = ""
+        before_formula = after_formula = before_error = ""
     else:
         new_cfg, before, after = fix_config(cfg, world, keep=keep)  # type: ignore[arg-type]
         new_values = {k: new_cfg[k] for k in BATCH_KEYS if cfg.get(k) != new_cfg[k]
                       or type(cfg.get(k)) is not type(new_cfg[k])}
         notes = []
         before_formula, after_formula = before.formula, after.formula
+        before_error = before.error and f"{before.error_type}: {before.error}"
     target = output or config
     new_text, edit_note = _edited_text(text, cfg, new_values)
     out.update(changes={k: [cfg.get(k), v] for k, v in new_values.items()}, notes=notes,
@@ -97,11 +97,19 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
         say(f"fixing {config} for {ws.describe()}"
             + ("" if filled else ", keeping " + ("micro-batch and accumulation"
                                                  if keep == "micro" else "train_batch_size")))
-        for key, value in new_values.items():
+        kept = {"micro": (BATCH_KEYS[1], BATCH_KEYS[2]), "global": (BATCH_KEYS[0],)}[keep]
+        for key in BATCH_KEYS:
             shown = json.dumps(cfg[key], ensure_ascii=False) if key in cfg else "(missing)"
-            say(f"  {key:<31} {shown} → {json.dumps(value, ensure_ascii=False)}")
-        if before_formula or after_formula:
-            say(f"before: {before_formula or 'not usable as written'}")
+            if key in new_values:
+                say(f"  {key:<31} {shown} → {json.dumps(new_values[key], ensure_ascii=False)}")
+            elif not filled:
+                say(f"  {key:<31} {shown}" + ("  (kept)" if key in kept else ""))
+        if before_error:
+            say(f"before: {before_formula or 'incomplete'}   ✗ DeepSpeed: {before_error}")
+        elif not filled:
+            say("before: ✗ not usable as written: " + ", ".join(
+                f"{k}={json.dumps(cfg.get(k), ensure_ascii=False)}" for k in new_values))
+        if after_formula:
             say(f"after:  {after_formula}   ✅")
     for note in notes + ([edit_note] if edit_note else []):
         say(f"  note: {note}")
