@@ -63,11 +63,24 @@ class FullVerdict:
 def deepspeed_config_verdict(cfg: dict[str, Any] | str, world_size: int) -> FullVerdict:
     """``DeepSpeedConfig`` as ``deepspeed.initialize`` builds it in a job of ``world_size``
     ranks with no mpu: ``dist.get_world_size()`` is the world, divided by a
-    ``sequence_parallel_size`` key when the config has one. ``cfg`` may be a file path,
-    which DeepSpeed reads with hjson. Any exception is a refusal."""
+    ``sequence_parallel_size`` key when the config has one. Any exception is a refusal.
+
+    ``cfg`` may be a file path: it is read as DeepSpeed reads files (hjson, duplicate keys
+    refused) and handed over as the dict, as the HF Trainer and ``deepspeed.initialize(
+    config=dict)`` do. (Given the path itself, 0.19.8 tests ``"sequence_parallel_size" in
+    config`` against the path string, so the key would be ignored.)"""
     import deepspeed.comm as dist
     from deepspeed.runtime.config import DeepSpeedConfig
 
+    if isinstance(cfg, str):
+        import hjson
+        from deepspeed.runtime.config_utils import dict_raise_error_on_duplicate_keys
+
+        with open(cfg, encoding="utf-8") as fh:
+            try:
+                cfg = hjson.load(fh, object_pairs_hook=dict_raise_error_on_duplicate_keys)
+            except Exception as exc:  # DeepSpeed would raise the same while reading
+                return FullVerdict(type(exc).__name__, str(exc))
     config = copy.deepcopy(cfg)
     with mock.patch.object(dist, "get_rank", return_value=0), \
             mock.patch.object(dist, "get_world_size", return_value=world_size):

@@ -80,8 +80,8 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
         before_formula = after_formula = before_error = ""
     else:
         new_cfg, before, after = fix_config(cfg, world, keep=keep)  # type: ignore[arg-type]
-        new_values = {k: new_cfg[k] for k in BATCH_KEYS if cfg.get(k) != new_cfg[k]
-                      or type(cfg.get(k)) is not type(new_cfg[k])}
+        new_values = {k: new_cfg[k] for k in BATCH_KEYS if k in new_cfg and (
+            cfg.get(k) != new_cfg[k] or type(cfg.get(k)) is not type(new_cfg[k]))}
         notes = []
         before_formula, after_formula = before.formula, after.formula
         before_error = before.error and f"{before.error_type}: {before.error}"
