@@ -203,8 +203,8 @@ def _disagreements(cases: list[tuple[str, dict[str, Any], int]]) -> list[str]:
         oracle = deepspeed_config_verdict(cfg, ws)
         report = check_config(cfg, ws)
         if oracle.valid != report.valid:
-            out.append(f"{name} ws={ws} {json.dumps(cfg)}: DeepSpeed "
-                       f"{'accepts' if oracle.valid else oracle.error_type + ': ' + str(oracle.message)}"
+            theirs = "accepts" if oracle.valid else f"{oracle.error_type}: {oracle.message}"
+            out.append(f"{name} ws={ws} {json.dumps(cfg)}: DeepSpeed {theirs}"
                        f"; check {'valid' if report.valid else report.errors[:2]}")
     return out
 
