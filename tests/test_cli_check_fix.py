@@ -181,3 +181,12 @@ def test_hf_auto_precision_is_not_reported_as_both_enabled(runner, tmp_path):
     assert not any("both enabled" in e for e in data["errors"])
     strict = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--strict"])
     assert strict.exit_code == 1
+
+
+def test_json_is_utf8_not_escaped(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    for argv in (["check", str(cfg), "--num-gpus", "4", "--json"],
+                 ["fix", str(cfg), "--num-gpus", "4", "--json", "--dry-run"]):
+        result = runner.invoke(main, argv)
+        assert "×" in result.stdout and "\\u00d7" not in result.stdout, result.stdout
+        json.loads(result.stdout)
