@@ -71,7 +71,8 @@ def test_hf_per_device_batch_disagrees():
            "The easiest method is to set these DeepSpeed config values to 'auto'.\n")
     out = explain(log, config="ds.json", num_gpus=8)
     assert out.causes[0].startswith("HF Trainer: per_device_train_batch_size=4 disagrees")
-    assert out.fix_command == "ds-wizard fix ds.json --num-gpus 8 --hf per_device_train_batch_size=4"
+    assert out.fix_command == ("ds-wizard fix ds.json --num-gpus 8 "
+                               "--hf per_device_train_batch_size=4")
 
 
 def test_nothing_found_exits_1():
