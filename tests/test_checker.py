@@ -288,3 +288,13 @@ def test_verdict_on_odd_numbers_matches_deepspeed(cfg):
         assert ours.deepspeed_error is None
     else:
         assert ours.deepspeed_error == f"{theirs.error_type}: {theirs.message}"
+
+
+def test_when_neither_keep_mode_works_the_advice_does_not_go_in_a_circle():
+    cfg = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}
+    for keep in ("micro", "global"):
+        with pytest.raises(DsWizardError) as info:
+            fix_config(cfg, 4, keep=keep)
+        text = info.value.one_line()
+        assert "--keep" not in text, text
+        assert "--hf" in text and "train_micro_batch_size_per_gpu" in text

@@ -190,3 +190,49 @@ def test_json_is_utf8_not_escaped(runner, tmp_path):
         result = runner.invoke(main, argv)
         assert "×" in result.stdout and "\\u00d7" not in result.stdout, result.stdout
         json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("raw", ['{"train_batch_size": NaN, "train_micro_batch_size_per_gpu": 4}',
+                                 '{"train_batch_size": 16, "gradient_clipping": Infinity}',
+                                 '{\n // hjson\n "train_batch_size": 16,\n "fp16": {"loss_scale": '
+                                 '1e999},\n}'])
+def test_nan_and_infinity_are_errors_and_never_written_back(runner, tmp_path, raw):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(raw)
+    check = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4"])
+    assert check.exit_code == 1 and "not a number" in check.stderr
+    fixed = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4"])
+    assert fixed.exit_code == 1
+    assert cfg.read_text() == raw and not (tmp_path / "ds.json.bak").exists()
+
+
+def test_check_deep_runs_deepspeeds_own_parser(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    bad = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--deep", "--json"])
+    data = json.loads(bad.stdout)
+    assert bad.exit_code == 1
+    assert data["deep"]["accepted"] is False and "16 != 4 * 8 * 4" in data["deep"]["message"]
+    cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128}))
+    good = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--deep"])
+    assert good.exit_code == 0, good.output
+    assert "deep check: DeepSpeed" in good.output and "accepts it at world size 4" in good.output
+
+
+def test_sp_flag_and_config_key_must_agree(runner, tmp_path):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(json.dumps({"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
+                               "gradient_accumulation_steps": 1, "sequence_parallel_size": 2}))
+    assert runner.invoke(main, ["check", str(cfg), "--num-gpus", "8"]).exit_code == 0
+    assert runner.invoke(main, ["check", str(cfg), "--num-gpus", "8", "--sp", "2"]).exit_code == 0
+    clash = runner.invoke(main, ["check", str(cfg), "--num-gpus", "8", "--sp", "4"])
+    assert clash.exit_code == 1 and "make them agree" in clash.output
+
+
+def test_warnings_do_not_change_the_exit_code_unless_strict(runner, tmp_path):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128,
+                               "imagenet_args": {"arch": "resnet"}}))
+    loose = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4"])
+    assert loose.exit_code == 0 and "DeepSpeed ignores it" in loose.output
+    strict = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--strict"])
+    assert strict.exit_code == 1

@@ -131,7 +131,10 @@ def _parse_text(text: str, origin: str) -> Any:
     DeepSpeed reads files when JSON fails. NaN and Infinity are refused: no DeepSpeed
     setting takes them, and ``fix`` must never write them back."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
+        data = json.loads(text, object_pairs_hook=_no_duplicates,
+                          parse_constant=_refuse_constant)
+        _refuse_non_finite(data, origin)  # 1e999 reads as infinity
+        return data
     except json.JSONDecodeError as exc:
         first = exc
     except _DuplicateKey as exc:
@@ -148,6 +151,8 @@ def _parse_text(text: str, origin: str) -> Any:
         data = hjson.loads(text, object_pairs_hook=_no_duplicates)
     except _DuplicateKey as exc:
         raise _duplicate(origin, exc) from exc
+    except OverflowError as exc:  # hjson's reading of 1e999
+        raise _nan(origin, _NotANumber("a number too large to be finite")) from exc
     except (hjson.HjsonDecodeError, ValueError, RecursionError) as exc:
         raise ConfigFileError(
             f"{origin}: neither JSON nor hjson: JSON fails at line {first.lineno}:"
@@ -530,8 +535,13 @@ def fix_config(
             modes[other](values, world_size)
         except DsWizardError:
             # neither mode can work: say what to write, not "try the other mode"
-            raise DsWizardError(exc.message, _what_to_write(values)) from exc
-        raise DsWizardError(exc.message, f"use --keep {other}") from exc
+            hint = exc.hint or ""
+            for tail in (f", or use --keep {other}", f"; or use --keep {other}"):
+                hint = hint.replace(tail, "")
+            if hint.startswith("set it to"):
+                hint = _what_to_write(values)
+            raise DsWizardError(exc.message, hint) from exc
+        raise
     train = micro * gas * world_size
     new_cfg = _with_triplet(cfg, train, micro, gas)
     after = batchmath.resolve(train, micro, gas, world_size)
