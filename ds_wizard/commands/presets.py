@@ -98,7 +98,7 @@ def list_cmd(as_json: bool) -> None:
                 {"source": d.source, "path": str(d.path), "exists": d.path.is_dir()}
                 for d in dirs
             ],
-        }, indent=2))
+        }, indent=2, ensure_ascii=False))
         return
     if not rows:
         click.echo("no presets found")
@@ -164,7 +164,7 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: list[int], as_json: bool) -
                 for c in plans
             ],
             "notices": list(preset.notices),
-        }, indent=2))
+        }, indent=2, ensure_ascii=False))
         return
     click.echo(f"# {preset.name}  ({_where(preset)})")
     if sets:
@@ -310,7 +310,7 @@ def diff_cmd(a: str, b: str, gpus: list[int], as_json: bool) -> None:
                  "b": [cb.micro_batch, cb.grad_accum, cb.global_batch]}
                 for ca, cb in zip(plans[0], plans[1], strict=True)
             ],
-        }, indent=2))
+        }, indent=2, ensure_ascii=False))
         return
     click.echo(f"a: {pa.name}  ({_where(pa)})")
     click.echo(f"b: {pb.name}  ({_where(pb)})")
