@@ -202,10 +202,19 @@ def _disagreements(cases: list[tuple[str, dict[str, Any], int]]) -> list[str]:
     for name, cfg, ws in cases:
         oracle = deepspeed_config_verdict(cfg, ws)
         report = check_config(cfg, ws)
+        theirs = "accepts" if oracle.valid else f"{oracle.error_type}: {oracle.message}"
+        ours = report.deepspeed_error or ""
         if oracle.valid != report.valid:
-            theirs = "accepts" if oracle.valid else f"{oracle.error_type}: {oracle.message}"
             out.append(f"{name} ws={ws} {json.dumps(cfg)}: DeepSpeed {theirs}"
                        f"; check {'valid' if report.valid else report.errors[:2]}")
+        elif not oracle.valid and ours.partition(":")[0] != oracle.error_type:
+            # the exception named must be the one DeepSpeed raises first
+            out.append(f"{name} ws={ws} {json.dumps(cfg)}: DeepSpeed {theirs}; check names "
+                       f"{ours}")
+        elif not oracle.valid and oracle.error_type in ("AssertionError", "TypeError",
+                                                        "ZeroDivisionError") \
+                and "Check batch" in (oracle.message or "") and ours != theirs:
+            out.append(f"{name} ws={ws}: DeepSpeed says {theirs!r}, check quotes {ours!r}")
     return out
 
 

@@ -206,13 +206,17 @@ class _Validator:
         drops ``"auto"`` values. Returns the field values (defaults filled) or None."""
         spec = self.schema["models"][name]
         where = path or "the top level"
+        before = BEFORE_VALIDATORS.get(name)
+        if before is not None:
+            try:
+                data = before(data)
+            except TypeError as exc:  # raised as is by DeepSpeed's validator, not wrapped
+                self.error(path, f"{where}: {exc}", "TypeError")
+                return None
         if not isinstance(data, dict):
             self.error(path, f"{where} is {json.dumps(data)}; it must be an object "
                              "{...}", "TypeError" if top else "ValidationError")
             return None
-        before = BEFORE_VALIDATORS.get(name)
-        if before is not None:
-            data = before(data)
         fields = spec["fields"]
         by_alias = {f.get("alias"): n for n, f in fields.items() if f.get("alias")}
         out: dict[str, Any] = {n: f.get("default") for n, f in fields.items()}
@@ -344,8 +348,13 @@ def _noop(v: _Validator, data: dict[str, Any], out: dict[str, Any], path: str) -
     """A validator that only sets derived values or logs; it never refuses a config."""
 
 
-def _leaf_strings_to_lists(data: dict[str, Any]) -> dict[str, Any]:
-    """``DeepSpeedZeroLeafModuleConfig._coerce_container_types``: a string is a 1-list."""
+def _leaf_strings_to_lists(data: Any) -> dict[str, Any]:
+    """``DeepSpeedZeroLeafModuleConfig._coerce_container_types``: None is ``{}``, a string
+    is a 1-list, anything but a mapping is a TypeError."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise TypeError("leaf_module configuration must be a mapping of fields to values")
     return {k: [v] if k in ("classes", "names", "name_suffixes") and isinstance(v, str) else v
             for k, v in data.items()}
 
