@@ -189,9 +189,26 @@ def _cases() -> list[tuple[str, dict[str, Any], int]]:
     for i, block in enumerate([*_block_variations(), *_top_level_variations()]):
         cfg = {**copy.deepcopy(BASE), **block}
         cases.append((f"block{i}", cfg, rng.choice((1, 2, 4, 8))))
-    for i, (cfg, ws) in enumerate(_batch_variations(rng)):
+    batch = list(_batch_variations(rng))
+    for i, (cfg, ws) in enumerate(batch):
         cases.append((f"batch{i}", cfg, ws))
+    # mixtures: a batch shape plus one to three block variations, at any world size 1-64,
+    # so the order in which DeepSpeed meets the problems is exercised too
+    blocks = [*_block_variations(), *_top_level_variations()]
+    for i in range(500):
+        cfg = copy.deepcopy(rng.choice(batch)[0])
+        for block in rng.sample(blocks, rng.randint(1, 3)):
+            _merge(cfg, copy.deepcopy(block))
+        cases.append((f"mix{i}", cfg, rng.randint(1, 64)))
     return cases
+
+
+def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 CASES = _cases()

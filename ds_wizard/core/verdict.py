@@ -29,9 +29,10 @@ MISSING_BOTH = "Either train_batch_size or train_micro_batch_size_per_gpu needs 
 DTYPE_NAMES = ("torch.float16", "fp16", "float16", "half", "torch.float32", "fp32", "float32",
                "float", "torch.int8", "int8", "torch.bfloat16", "bf16", "bfloat16")
 # Blocks DeepSpeed reads with ``.get``/``.keys()``: anything but an object crashes it.
-OBJECT_BLOCKS = ("activation_checkpointing", "flops_profiler", "autotuning", "data_efficiency",
-                 "checkpoint", "data_types", "pipeline", "optimizer", "scheduler",
-                 "torch_autocast")
+# Values: where ``_initialize_params`` reads each one (the dsschema ORDER_* scale).
+OBJECT_BLOCKS = {"activation_checkpointing": 11, "torch_autocast": 17, "optimizer": 18,
+                 "scheduler": 18, "flops_profiler": 19, "autotuning": 19, "pipeline": 21,
+                 "data_efficiency": 22, "checkpoint": 24, "data_types": 24}
 
 
 def _err(order: int, path: str, message: str, error_type: str) -> Finding:
@@ -84,9 +85,9 @@ def scalar_findings(cfg: dict[str, Any]) -> list[Finding]:
     if (op.lower() if isinstance(op, str) else op) not in ("mean", "sum"):
         out.append(_err(ORDER_SCALARS, "gradient_allreduce_op", f"gradient_allreduce_op is "
                         f'{json.dumps(op)}; DeepSpeed supports "mean" and "sum"', "ValueError"))
-    for key in OBJECT_BLOCKS:
+    for key, order in OBJECT_BLOCKS.items():
         if key in cfg and not isinstance(cfg[key], dict):
-            out.append(_err(ORDER_SCALARS, key, f"{key} is {json.dumps(cfg[key])}; DeepSpeed "
+            out.append(_err(order, key, f"{key} is {json.dumps(cfg[key])}; DeepSpeed "
                             "reads it as an object {...} and crashes on anything else",
                             "AttributeError"))
     return out
