@@ -77,3 +77,10 @@ def test_any_json_layout_parses_to_the_intended_values(cfg, new, indent):
         assert indent is None  # only a one-line object with a missing key is refused
         return
     assert json.loads(out) == {**cfg, **new}
+
+
+def test_crlf_and_bom_survive():
+    text = '\ufeff{\r\n  "train_batch_size": 16,\r\n  "bf16": {"enabled": true}\r\n}\r\n'
+    out = set_top_level(text, {"train_batch_size": 32, "gradient_accumulation_steps": 2}, ORDER)
+    assert out == ('\ufeff{\r\n  "gradient_accumulation_steps": 2,\r\n  "train_batch_size": 32,'
+                   '\r\n  "bf16": {"enabled": true}\r\n}\r\n')

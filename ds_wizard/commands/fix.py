@@ -67,7 +67,8 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
       ds-wizard fix ds.json --num-gpus 4 --hf per_device_train_batch_size=4
     """
     cfg = load_config_file(config)
-    text = config.read_text(encoding="utf-8-sig")
+    # exactly as stored (BOM, CRLF): the edit must not touch the lines it does not change
+    text = config.read_bytes().decode("utf-8")
     ws = resolve_world_size(num_gpus, tp, pp, sp)
     sp_flag = sequence_parallel_flag(sp)
     base_world = ws.data_parallel * sp

@@ -137,6 +137,8 @@ def set_top_level(text: str, new_values: dict[str, Any], order: list[str]) -> st
     Present keys have only their value replaced. Missing ones go on new lines, before the
     first present key of ``order`` (or the first member), with its indentation.
     """
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    text = text[len(bom):]
     members, _ = top_level_members(text)
     by_key = {m.key: m for m in members}
     edits: list[tuple[int, int, str]] = []
@@ -153,9 +155,10 @@ def set_top_level(text: str, new_values: dict[str, Any], order: list[str]) -> st
         indent = text[line_start:anchor.key_start]
         if indent.strip():  # the anchor shares its line with something else
             raise TextEditError("members on one line")
-        block = "".join(f"{json.dumps(k)}: {json.dumps(new_values[k])},\n{indent}"
+        newline = "\r\n" if text[:line_start].endswith("\r\n") else "\n"
+        block = "".join(f"{json.dumps(k)}: {json.dumps(new_values[k])},{newline}{indent}"
                         for k in missing)
         edits.append((anchor.key_start, anchor.key_start, block))
     for start, end, replacement in sorted(edits, reverse=True):
         text = text[:start] + replacement + text[end:]
-    return text
+    return bom + text
