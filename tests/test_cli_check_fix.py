@@ -236,3 +236,22 @@ def test_warnings_do_not_change_the_exit_code_unless_strict(runner, tmp_path):
     assert loose.exit_code == 0 and "DeepSpeed ignores it" in loose.output
     strict = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--strict"])
     assert strict.exit_code == 1
+
+
+def test_deep_verdict_is_final_where_the_schema_disagrees():
+    from types import SimpleNamespace
+
+    from ds_wizard.commands.check import _defer_to_deepspeed
+    from ds_wizard.core.checker import check_config
+
+    cfg = {**SEED_CONFIG, "train_batch_size": 128, "zero_optimization": {"stage": 9}}
+    report = check_config(cfg, 4)
+    assert not report.valid
+    accepted = SimpleNamespace(accepted=True, error_type=None, message=None)
+    _defer_to_deepspeed(report, accepted, hf_error=False)
+    assert report.valid and report.errors == []
+    assert any("DeepSpeed accepts it" in w for w in report.warnings)
+    ok = check_config({**SEED_CONFIG, "train_batch_size": 128}, 4)
+    refused = SimpleNamespace(accepted=False, error_type="ValueError", message="no")
+    _defer_to_deepspeed(ok, refused, hf_error=False)
+    assert not ok.valid and ok.deepspeed_error == "ValueError: no"

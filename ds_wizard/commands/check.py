@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -93,11 +94,7 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
         from ds_wizard.deepcheck import deep_check
 
         deep_verdict = deep_check(checked, base_world)
-        if not deep_verdict.accepted and report.valid:
-            # the schema could not decide this one: DeepSpeed's word is final
-            report.errors.append(f"{DEEPSPEED_VERDICT} {deep_verdict.error_type}: "
-                                 f"{deep_verdict.message}")
-            report.valid = False
+        _defer_to_deepspeed(report, deep_verdict, hf_error=bool(filled and filled.error))
     report.valid = report.valid and not (strict and report.warnings)
     if as_json:
         data = report.to_dict()
@@ -118,6 +115,22 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
         if deep_verdict:
             click.echo(f"  deep check: {deep_verdict.line()}")
     click.get_current_context().exit(0 if report.valid else 1)
+
+
+def _defer_to_deepspeed(report: CheckReport, deep: Any, hf_error: bool) -> None:
+    """Where the schema and DeepSpeed's own parser disagree, DeepSpeed's word is final;
+    ds-wizard's own rules (--sp vs the config, the HF Trainer's mismatch) still stand."""
+    if not deep.accepted and report.valid:
+        report.errors.append(f"{DEEPSPEED_VERDICT} {deep.error_type}: {deep.message}")
+        report.deepspeed_error = f"{deep.error_type}: {deep.message}"
+        report.valid = False
+    elif deep.accepted and not report.valid and not hf_error:
+        schema_only = [e for e in report.errors if e not in report.own_errors]
+        report.warnings += [f"ds-wizard's schema refused this but DeepSpeed accepts it: {e}"
+                            for e in schema_only]
+        report.errors = list(report.own_errors)
+        report.deepspeed_error = None
+        report.valid = not report.errors
 
 
 def render_check(report: CheckReport, config: Path, ws: WorldSize,

@@ -9,7 +9,6 @@ stage outside 0–3, misspelt top-level keys and a scheduler whose step counts d
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -268,6 +267,8 @@ class CheckReport:
     written: dict[str, Any] = field(default_factory=dict)
     strict: bool = False
     deepspeed_version: str = ""
+    # errors that are ds-wizard's own rules, not DeepSpeed's (e.g. --sp vs the config)
+    own_errors: list[str] = field(default_factory=list)
 
     @property
     def headline(self) -> str:
@@ -377,6 +378,8 @@ def check_config(cfg: dict[str, Any], world_size: int, *, strict: bool = False,
         written={k: v.raw for k, v in values.items()},
         strict=strict,
         deepspeed_version=dsschema.deepspeed_version(),
+        own_errors=[f.message for f in errors if f.error_type == "ds-wizard"
+                    and f.order == dsschema.ORDER_WORLD],
     )
 
 
@@ -411,7 +414,7 @@ def _top_level_warnings(cfg: dict[str, Any]) -> list[dsschema.Finding]:
     for key in cfg:
         if key in KNOWN_TOP_LEVEL_KEYS or key in REMOVED_TOP_LEVEL_KEYS:
             continue
-        close = difflib.get_close_matches(key, sorted(KNOWN_TOP_LEVEL_KEYS), n=1, cutoff=0.75)
+        close = _close_matches(key, sorted(KNOWN_TOP_LEVEL_KEYS), n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         out.append(dsschema.Finding("warning", key,
                                     f"unknown top-level key {key!r}: DeepSpeed ignores it{hint}"))
@@ -471,7 +474,7 @@ def _scheduler_problems(cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
     if not isinstance(params, dict):
         return [f"scheduler.params is {json.dumps(params)}; it must be an object"], []
     if kind not in KNOWN_SCHEDULERS and isinstance(kind, str) and kind.lower() != "auto":
-        close = difflib.get_close_matches(kind, KNOWN_SCHEDULERS, n=1)
+        close = _close_matches(kind, KNOWN_SCHEDULERS, n=1)
         warnings.append(f"scheduler type {kind!r} is not one of DeepSpeed's "
                         f"({', '.join(KNOWN_SCHEDULERS)})"
                         + (f"; did you mean {close[0]!r}?" if close else ""))
@@ -629,3 +632,10 @@ def _with_triplet(cfg: dict[str, Any], train: int, micro: int, gas: int) -> dict
         if key == anchor:
             out.update({k: wanted[k] for k in missing})
     return out
+
+
+def _close_matches(word: str, candidates: object, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """difflib's, imported only when there is a misspelling to explain (start-up time)."""
+    import difflib
+
+    return difflib.get_close_matches(word, candidates, n=n, cutoff=cutoff)  # type: ignore[arg-type]

@@ -14,7 +14,6 @@ stop, so the first error reported is the one DeepSpeed actually raises.
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from dataclasses import dataclass
@@ -259,7 +258,7 @@ class _Validator:
         return out
 
     def _unknown(self, spec: dict[str, Any], path: str, key: str, known: list[str]) -> None:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        close = _close_matches(key, known, n=1, cutoff=0.75)
         if not close:
             close = [k for k in known if k.lower() == key.lower()]
         hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -424,3 +423,10 @@ def _block_input(cfg: dict[str, Any], block: str) -> tuple[Any, bool, str]:
     if block == "bf16" and "bf16" in cfg and cfg["bf16"] is None:
         return {}, False, block  # DeepSpeed reads None as absent here
     return cfg.get(block, {}), block in cfg, block
+
+
+def _close_matches(word: str, candidates: object, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """difflib's, imported only when there is a misspelling to explain (start-up time)."""
+    import difflib
+
+    return difflib.get_close_matches(word, candidates, n=n, cutoff=cutoff)  # type: ignore[arg-type]
