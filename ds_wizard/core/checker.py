@@ -235,8 +235,9 @@ def read_batch_value(cfg: dict[str, Any], key: str) -> BatchValue:
         if raw.strip().lower() == "auto":
             return BatchValue(key, raw, None,
                               f'{key} is "auto", which only the Hugging Face Trainer fills in; '
-                              "standalone DeepSpeed rejects it: write a number "
-                              "(or run `ds-wizard fix`)")
+                              "standalone DeepSpeed rejects it: write a number, or check the "
+                              "file as the Trainer fills it with --hf "
+                              "per_device_train_batch_size=N")
         text = raw.strip()
         if text.lstrip("+-").isdigit():
             return BatchValue(key, raw, int(text),
