@@ -255,3 +255,19 @@ def test_deep_verdict_is_final_where_the_schema_disagrees():
     refused = SimpleNamespace(accepted=False, error_type="ValueError", message="no")
     _defer_to_deepspeed(ok, refused, hf_error=False)
     assert not ok.valid and ok.deepspeed_error == "ValueError: no"
+
+
+def test_fix_json_when_nothing_can_be_fixed(runner, tmp_path):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(json.dumps({"train_batch_size": "auto",
+                               "train_micro_batch_size_per_gpu": "auto"}))
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4", "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and data["written"] is None and "--hf" in data["errors"][0]
+    fixed = tmp_path / "ok.json"
+    fixed.write_text(json.dumps({**SEED_CONFIG}))
+    ok = runner.invoke(main, ["fix", str(fixed), "--num-gpus", "4", "--json"])
+    data = json.loads(ok.stdout)
+    assert ok.exit_code == 0 and data["valid"] is True and data["deep"]["accepted"] is True
+    assert data["changes"] == {"train_batch_size": [16, 128]} and data["written"] == str(fixed)

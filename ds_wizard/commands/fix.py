@@ -66,6 +66,21 @@ def fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str
       ds-wizard fix ds.json --num-gpus 4 -o deepspeed_4gpu.json # leave ds.json alone
       ds-wizard fix ds.json --num-gpus 4 --hf per_device_train_batch_size=4
     """
+    try:
+        _fix(config, num_gpus, tp, pp, sp, keep, output, dry_run, strict, hf, hf_args, as_json)
+    except DsWizardError as exc:
+        if not as_json:
+            raise
+        # scripts reading --json still get an object saying why
+        click.echo(f"error: {exc.one_line()}", err=True)
+        click.echo(dumps_json({"config": str(config), "valid": False, "written": None,
+                               "errors": [exc.one_line()]}))
+        click.get_current_context().exit(exc.exit_code)
+
+
+def _fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: str,
+         output: Path | None, dry_run: bool, strict: bool, hf: str | None,
+         hf_args: Path | None, as_json: bool) -> None:
     cfg = load_config_file(config)
     # exactly as stored (BOM, CRLF): the edit must not touch the lines it does not change
     text = config.read_bytes().decode("utf-8")
