@@ -94,12 +94,16 @@ def _fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: st
     if filled is not None:
         new_values, notes = _hf_values(cfg, filled)
         before_formula = after_formula = before_error = ""
+        derived: dict[str, Any] = {}
     else:
         new_cfg, before, after = fix_config(cfg, world, keep=keep)  # type: ignore[arg-type]
         new_values = {k: new_cfg[k] for k in BATCH_KEYS if k in new_cfg and (
             cfg.get(k) != new_cfg[k] or type(cfg.get(k)) is not type(new_cfg[k]))}
+        new_values = _leave_derived_keys_out(cfg, new_values, world)
         notes = []
         before_formula, after_formula = before.formula, after.formula
+        derived = dict(zip(BATCH_KEYS, (after.train_batch_size, after.micro_batch,
+                                        after.grad_accum), strict=True))
         before_error = before.error and f"{before.error_type}: {before.error}"
     target = output or config
     new_text, edit_note = _edited_text(text, cfg, new_values)
@@ -118,6 +122,8 @@ def _fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: st
             shown = json.dumps(cfg[key], ensure_ascii=False) if key in cfg else "(missing)"
             if key in new_values:
                 say(f"  {key:<31} {shown} → {json.dumps(new_values[key], ensure_ascii=False)}")
+            elif not filled and key not in cfg and derived.get(key) is not None:
+                say(f"  {key:<31} (left out: DeepSpeed derives {derived[key]})")
             elif not filled:
                 say(f"  {key:<31} {shown}" + ("  (kept)" if key in kept else ""))
         if before_error:
@@ -145,6 +151,23 @@ def _fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: st
     if as_json:
         click.echo(dumps_json(out))
     click.get_current_context().exit(0 if ok else 1)
+
+
+def _leave_derived_keys_out(cfg: dict[str, Any], new_values: dict[str, Any],
+                            world: int) -> dict[str, Any]:
+    """A key the file leaves out stays out when DeepSpeed derives the intended value from
+    the others anyway: the smallest edit (the file's author left it out on purpose)."""
+    from ds_wizard.core.verdict import batch_outcome
+
+    intended = tuple(new_values.get(k, cfg.get(k)) for k in BATCH_KEYS)
+    written = dict(zip(BATCH_KEYS, intended, strict=True))
+    for key in [k for k in BATCH_KEYS if k in new_values and k not in cfg]:
+        trial = {**written, key: None}
+        triplet, error, _, _ = batch_outcome(*trial.values(), world)
+        if error is None and triplet == intended:
+            written = trial
+            new_values = {k: v for k, v in new_values.items() if k != key}
+    return new_values
 
 
 class _Printer:
