@@ -275,3 +275,26 @@ def test_comments_and_trailing_commas_read_as_deepspeed_reads_them(tmp_path: Pat
     oracle = deepspeed_config_verdict(str(path), ws)
     cfg = parse_config_bytes(path.read_bytes(), str(path))
     assert check_config(cfg, ws).valid == oracle.valid, oracle
+
+
+def test_check_json_on_files_agrees_too(tmp_path: Path):
+    """The same comparison through the command line, ``check FILE --json``, on a sample
+    of the cases written out as files (every fourth with a comment and trailing commas)."""
+    from click.testing import CliRunner
+
+    from ds_wizard.cli import main
+
+    runner = CliRunner()
+    bad = []
+    for i, (name, cfg, ws) in enumerate(CASES[::30]):
+        path = tmp_path / f"{i}.json"
+        text = json.dumps(cfg, indent=2)
+        if i % 4 == 0 and cfg:
+            text = "// generated\n" + text[:-2] + ",\n}\n"  # trailing comma before the brace
+        path.write_text(text)
+        result = runner.invoke(main, ["check", str(path), "--num-gpus", str(ws), "--json"])
+        data = json.loads(result.stdout)
+        oracle = deepspeed_config_verdict(str(path), ws)
+        if data["valid"] != oracle.valid or result.exit_code != (0 if oracle.valid else 1):
+            bad.append(f"{name} ws={ws}: DeepSpeed {oracle}; check --json {data['errors'][:1]}")
+    assert not bad, "\n".join(bad)
