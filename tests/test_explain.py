@@ -109,3 +109,16 @@ def test_suggested_fix_command_runs(tmp_path, message):
     result = CliRunner().invoke(main, command[1:])
     assert result.exit_code == 0, result.output
     assert "deep check: DeepSpeed" in result.output and "accepts" in result.output
+
+
+def test_neither_batch_key():
+    out = explain("AssertionError: Either train_batch_size or train_micro_batch_size_per_gpu "
+                  "needs to be provided")
+    assert out.found and "neither" in out.causes[0] and out.fix_command is None
+
+
+def test_zero_global_batch():
+    out = explain("AssertionError: Train batch size: 0 has to be greater than 0",
+                  config="ds.json", num_gpus=2)
+    assert out.found and "at least 1" in out.causes[0]
+    assert out.fix_command == "ds-wizard fix ds.json --num-gpus 2"

@@ -150,3 +150,15 @@ def test_check_hf_fills_auto_then_gives_deepspeeds_verdict(tmp_path):
     # without --hf the same file fails in standalone DeepSpeed ("auto" // "auto")
     plain = CliRunner().invoke(main, ["check", str(path), "--num-gpus", "8"])
     assert plain.exit_code == 1
+
+
+@pytest.mark.parametrize(("spec", "needle"), [("per_device_train_batch_size", "key=value"),
+                                              ("per_device_train_batch_size=0", "not a valid"),
+                                              ("gradient_accumulation_steps=two", "not a valid")])
+def test_bad_hf_arguments_are_one_line_errors(tmp_path, spec, needle):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(CONFIGS["all-auto"]))
+    result = CliRunner().invoke(main, ["check", str(path), "--num-gpus", "2", "--hf", spec])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
