@@ -201,8 +201,9 @@ class _Validator:
         return self.value(desc, value, "")
 
     def model(self, name: str, data: Any, path: str, top: bool) -> dict[str, Any] | None:
-        """Validate ``data`` as model ``name``; ``top``: built with ``Model(**data)``, which
-        drops ``"auto"`` values. Returns the field values (defaults filled) or None."""
+        """Validate ``data`` as model ``name``. ``top``: DeepSpeed builds it with
+        ``Model(**data)``, where a non-mapping is a TypeError (nested, a ValidationError).
+        Returns the field values (defaults filled in) or None."""
         spec = self.schema["models"][name]
         where = path or "the top level"
         before = BEFORE_VALIDATORS.get(name)
