@@ -46,6 +46,46 @@ BLOCKS: dict[str, tuple[str, str]] = {
 }
 
 
+# Blocks DeepSpeed reads with plain dict lookups (no pydantic): the keys it looks up are
+# recorded by running its own reader on a dict that remembers every lookup.
+PLAIN_BLOCKS: dict[str, tuple[str, str]] = {
+    "activation_checkpointing": ("deepspeed.runtime.activation_checkpointing.config",
+                                 "DeepSpeedActivationCheckpointingConfig"),
+    "flops_profiler": ("deepspeed.profiling.config", "DeepSpeedFlopsProfilerConfig"),
+    "autotuning": ("deepspeed.autotuning.config", "DeepSpeedAutotuningConfig"),
+    "aio": ("deepspeed.runtime.swap_tensor.aio_config", "get_aio_config"),
+}
+
+
+class _RecordingDict(dict):
+    """A dict that remembers every key looked up, however DeepSpeed looks."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.seen: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.seen.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.seen.add(str(key))
+        return super().__contains__(key)
+
+
+def _plain_block_keys(block: str, reader: Any) -> list[str]:
+    keys: set[str] = set()
+    for inner in ({}, {"enabled": True}):  # some keys are read only when enabled
+        record = _RecordingDict(inner)
+        reader({block: record})
+        keys |= record.seen
+    return sorted(keys)
+
+
 def _type(tp: Any, models: dict[str, Any]) -> dict[str, Any]:
     """A JSON descriptor of one annotation."""
     from pydantic import BaseModel
@@ -168,9 +208,12 @@ def derive() -> dict[str, Any]:
         cls = getattr(importlib.import_module(module), attr)
         _model(cls, models)
         blocks[key] = cls.__name__
+    plain = {key: _plain_block_keys(key, getattr(importlib.import_module(module), attr))
+             for key, (module, attr) in PLAIN_BLOCKS.items()}
     return {
         "deepspeed_version": deepspeed.__version__,
         "blocks": blocks,
+        "plain_blocks": plain,
         "models": dict(sorted(models.items())),
         "removed_top_level_keys": dict(sorted(rc._REMOVED_TOP_LEVEL_CONFIG_KEYS.items())),
         "removed_zero_keys": dict(sorted(rc._REMOVED_ZERO_CONFIG_KEYS.items())),

@@ -83,8 +83,12 @@ def test_problems_are_errors(cfg, needle):
           "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "optimizer.params.lr"),
         ({**SEED, "train_batch_size": 128, "zero_optimization": {"stage": "auto"}},
          "uses its default (0)"),
+        ({**SEED, "train_batch_size": 128, "flops_profiler": {"enabled": True, "profile_stp": 5}},
+         "did you mean 'profile_step'"),
+        ({**SEED, "train_batch_size": 128, "aio": {"thread_count": 2}},
+         "unknown key aio.thread_count"),
     ],
-    ids=["float", "huge", "typo", "auto-nested", "auto-stage"],
+    ids=["float", "huge", "typo", "auto-nested", "auto-stage", "flops-typo", "aio-old-key"],
 )
 def test_what_deepspeed_accepts_is_a_warning_unless_strict(cfg, needle):
     report = check_config(cfg, 4)

@@ -39,7 +39,8 @@ def test_shipped_schema_matches_the_installed_deepspeed(derived):
                        != (new or {}).get("fields", {}).get(k)]
             drift.append(f"model {name}: fields {changed or '-'}, validators "
                          f"{(old or {}).get('validators')} -> {(new or {}).get('validators')}")
-    for key in ("deepspeed_version", "blocks", "removed_top_level_keys", "removed_zero_keys"):
+    for key in ("deepspeed_version", "blocks", "plain_blocks", "removed_top_level_keys",
+                "removed_zero_keys"):
         if shipped[key] != derived[key]:
             drift.append(f"{key}: {json.dumps(shipped[key])[:200]} -> "
                          f"{json.dumps(derived[key])[:200]}")

@@ -412,6 +412,16 @@ def _batch_suggestions(cfg: dict[str, Any], world_size: int) -> list[str]:
 
 def _top_level_warnings(cfg: dict[str, Any]) -> list[dsschema.Finding]:
     out = []
+    # blocks DeepSpeed reads with plain lookups: a key it never looks up is ignored
+    for block, known in dsschema.load_schema().get("plain_blocks", {}).items():
+        if isinstance(cfg.get(block), dict):
+            for key in cfg[block]:
+                if key not in known:
+                    close = _close_matches(key, known, n=1, cutoff=0.75)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    out.append(dsschema.Finding(
+                        "warning", f"{block}.{key}",
+                        f"unknown key {block}.{key}: DeepSpeed ignores it{hint}"))
     for key in cfg:
         if key in KNOWN_TOP_LEVEL_KEYS or key in REMOVED_TOP_LEVEL_KEYS:
             continue
