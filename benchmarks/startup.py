@@ -8,8 +8,9 @@ wheel), so a source checkout under PYTHONDONTWRITEBYTECODE is not penalised for
 recompiling on every run. The validation cache (``ds_wizard/core/spec_cache.py``) starts
 empty in a private directory: the first ``--auto`` run validates the preset with pydantic
 and is reported on its own line; the timed runs after it read the cached verdict, as every
-run after the first does for a user. Target: ``--auto --dry-run`` under 0.3 s median and at least
-10× faster than ``import deepspeed``.
+run after the first does for a user. Targets: ``--auto --dry-run`` under 0.3 s median and at least
+10× faster than ``import deepspeed``; ``check`` (the fast path: the shipped DeepSpeed schema, no
+DeepSpeed, torch or pydantic import) under 0.2 s median.
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 0.3
 TARGET_SPEEDUP = 10.0
+CHECK_TARGET_SECONDS = 0.2
+# A config of the usual shape, with a comment (so the hjson path is timed too) and a
+# batch mismatch (so the whole report, suggestions included, is built).
+CHECK_CONFIG = """{
+  // ZeRO-2, bf16, written for 8 GPUs
+  "train_batch_size": 16,
+  "train_micro_batch_size_per_gpu": 4,
+  "gradient_accumulation_steps": 8,
+  "zero_optimization": {"stage": 2, "overlap_comm": true, "offload_optimizer": {"device": "cpu"}},
+  "bf16": {"enabled": true},
+  "optimizer": {"type": "AdamW", "params": {"lr": 3e-4}},
+  "tensorboard": {"enabled": true, "output_path": "runs"},
+}
+"""
 
 
 def cli_path() -> str:
@@ -47,8 +62,11 @@ def time_runs(cmd: list[str], runs: int, cwd: str) -> tuple[list[float], list[fl
     walls, cpus = [], []
     for _ in range(runs):
         cpu0, start = _child_cpu(), time.perf_counter()
-        subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        # check exits 1 on the (deliberately) invalid config; anything else is a failure
+        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        if proc.returncode not in (0, 1):
+            raise SystemExit(f"{cmd} failed with exit status {proc.returncode}")
         walls.append(time.perf_counter() - start)
         cpus.append(_child_cpu() - cpu0)
     return walls, cpus
@@ -67,6 +85,8 @@ def main() -> int:
         ("ds-wizard --auto --num-gpus 4 --preset 7b_mamba --dry-run",
          [cli, "--auto", "--num-gpus", "4", "--preset", "7b_mamba", "--dry-run"], args.runs),
         ("ds-wizard --help", [cli, "--help"], args.runs),
+        ("ds-wizard check ds.json --num-gpus 4 (fast path)",
+         [cli, "check", "ds.json", "--num-gpus", "4"], args.runs),
         ("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"], args.runs),
         ('python -c "import deepspeed"', [sys.executable, "-c", "import deepspeed"],
          args.deepspeed_runs),
@@ -78,6 +98,7 @@ def main() -> int:
         os.environ["DS_WIZARD_CACHE_DIR"] = cache
         os.environ.pop("DS_WIZARD_NO_CACHE", None)
         env_note = os.environ.get("PYTHONDONTWRITEBYTECODE")
+        Path(cwd, "ds.json").write_text(CHECK_CONFIG)
         label, cmd, _ = cases[0]
         results[label.replace("--dry-run", "--dry-run, first run (cache empty)")] = time_runs(
             cmd, 1, cwd)
@@ -90,7 +111,8 @@ def main() -> int:
         print(f"{label:<{width}} | {len(walls):>4} | {statistics.median(walls):>8.3f} | "
               f"{min(walls):>5.3f} | {max(walls):>5.3f} | {statistics.median(cpus):>12.3f}")
     auto = statistics.median(results[cases[0][0]][0])
-    ds = statistics.median(results[cases[3][0]][0])
+    check = statistics.median(results[cases[2][0]][0])
+    ds = statistics.median(results[cases[4][0]][0])
     print()
     print("The first --auto run of a preset validates it with pydantic; later runs of the same "
           "file read the cached verdict.")
@@ -98,6 +120,8 @@ def main() -> int:
     print()
     print(f"--auto median {auto:.3f} s (target < {TARGET_SECONDS} s): "
           f"{'OK' if auto < TARGET_SECONDS else 'MISSED'}")
+    print(f"check median {check:.3f} s (target < {CHECK_TARGET_SECONDS} s): "
+          f"{'OK' if check < CHECK_TARGET_SECONDS else 'MISSED'}")
     print(f"speed-up over import deepspeed: {speedup:.1f}x (target >= {TARGET_SPEEDUP:g}x): "
           f"{'OK' if speedup >= TARGET_SPEEDUP else 'MISSED'}")
     print(f"load average before/after: {load_before} / {os.getloadavg()[0]:.2f}")

@@ -66,6 +66,7 @@ def main(ctx: click.Context, auto: bool, **auto_params: Any) -> None:
       ds-wizard --auto --num-gpus 4 --preset 7b_mamba --dry-run
       ds-wizard check deepspeed_config.json --num-gpus 4
       ds-wizard fix deepspeed_config.json --num-gpus 4
+      ds-wizard explain train.log
       ds-wizard generate --preset 7b_mamba --gpus 1,2,4,8
     """
     check_auto_usage(ctx, {"auto": auto, **auto_params})
@@ -82,6 +83,7 @@ for _name, _target in {
     "presets": "ds_wizard.commands.presets:presets",
     "check": "ds_wizard.commands.check:check",
     "fix": "ds_wizard.commands.fix:fix",
+    "explain": "ds_wizard.commands.explain:explain",
     "generate": "ds_wizard.commands.generate:generate",
     "gpus": "ds_wizard.commands.gpus:gpus",
     "plan": "ds_wizard.commands.plan:plan",

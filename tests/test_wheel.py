@@ -36,6 +36,11 @@ def test_wheel_contains_every_builtin_preset(wheel):
         assert f"ds_wizard/_builtin_presets/{name}" in names
 
 
+def test_wheel_ships_the_deepspeed_schema(wheel):
+    # check's fast path reads it; without it every check would fail in an installed copy
+    assert "ds_wizard/core/data/deepspeed_schema.json" in zipfile.ZipFile(wheel).namelist()
+
+
 def test_installed_copy_loads_presets_outside_the_repo(wheel, tmp_path):
     target = tmp_path / "site"
     proc = subprocess.run(

@@ -121,7 +121,7 @@ def run_auto(
         data["gpus_source"] = source
         data["output"] = None if dry_run else str(output)
         data["backup"] = str(backup) if backup else None
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     click.echo(f"Preset: {preset.name} ({preset.source}); GPUs: {source}")
     click.echo("")

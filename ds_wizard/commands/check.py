@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ds_wizard.commands.check_options import (
+    dumps_json,
+    hf_fill,
+    hf_options,
+    sequence_parallel_flag,
+    strict_option,
+)
 from ds_wizard.commands.worldsize import WorldSize, resolve_world_size, world_size_options
 from ds_wizard.core.checker import (
     DEEPSPEED_VERDICT,
@@ -15,25 +24,38 @@ from ds_wizard.core.checker import (
     load_config_file,
 )
 from ds_wizard.core.errors import ConfigFileError
+from ds_wizard.core.hfmode import HfFill
 
 
 @click.command("check")
 @click.argument("config", type=click.Path(path_type=Path), metavar="CONFIG")
 @world_size_options
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report.")
+@strict_option
+@click.option("--deep", is_flag=True,
+              help="Also run DeepSpeed's own DeepSpeedConfig on the file, in-process, with "
+                   "the world size set (imports DeepSpeed: a few seconds).")
+@hf_options
 @click.option("--preset", "preset_ref", default=None, metavar="NAME|PATH",
               help="The model the config trains: adds a per-GPU memory check.")
 @click.option("--gpu-memory", default=None, metavar="SIZE",
               help="Memory of one GPU for the memory check (80GiB, 24G). "
                    "Default: the smallest detected GPU.")
 def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json: bool,
-          preset_ref: str | None = None, gpu_memory: str | None = None) -> None:
-    """Check a DeepSpeed JSON config the way DeepSpeed will, without starting it.
+          strict: bool = False, deep: bool = False, hf: str | None = None,
+          hf_args: Path | None = None, preset_ref: str | None = None,
+          gpu_memory: str | None = None) -> None:
+    """Check a DeepSpeed config the way DeepSpeed will, without starting it.
 
-    Reports DeepSpeed's own batch verdict (with the resolved triplet and the
-    formula), "auto" values that only the HF Trainer fills in, numbers written
-    as strings, fp16 and bf16 both on, a ZeRO stage outside 0-3, misspelt keys
-    and an inconsistent scheduler.
+    The verdict is DeepSpeed's own for the whole file, at the DeepSpeed version
+    ds-wizard's schema was derived from: the batch triplet (with the resolved
+    values and the formula), every key and value of the ZeRO, fp16/bf16,
+    monitor and other blocks, removed keys, sequence_parallel_size. Files may
+    have // comments and trailing commas, as DeepSpeed reads them with hjson.
+
+    Where ds-wizard knows better than DeepSpeed it warns: keys DeepSpeed
+    ignores, "auto" it silently turns into a default, numbers it accepts but
+    should not. Warnings never change the exit status unless --strict.
 
     Exit status: 0 valid, 1 problems found, 2 usage error.
 
@@ -41,6 +63,8 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
     Examples:
       ds-wizard check deepspeed_config.json --num-gpus 4
       ds-wizard check ds.json --num-gpus 16 --tp 2     # data-parallel size 8
+      ds-wizard check ds.json --num-gpus 8 --strict --deep
+      ds-wizard check ds_zero3_auto.json --num-gpus 4 --hf per_device_train_batch_size=4
       ds-wizard check ds.json --json | jq .errors
     """
     try:
@@ -50,28 +74,71 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
             raise
         # scripts reading --json still get an object saying why
         click.echo(f"error: {exc.one_line()}", err=True)
-        click.echo(json.dumps({"valid": False, "config": str(config),
-                               "errors": [exc.one_line()], "warnings": []}, indent=2))
+        click.echo(dumps_json({"valid": False, "config": str(config),
+                               "errors": [exc.one_line()], "warnings": []}))
         click.get_current_context().exit(1)
     ws = resolve_world_size(num_gpus, tp, pp, sp)
-    report = check_config(cfg, ws.data_parallel)
-    memory = _memory_check(report, cfg, ws.data_parallel, preset_ref, gpu_memory)
+    sp_flag = sequence_parallel_flag(sp)
+    base_world = ws.data_parallel * sp  # DeepSpeed divides by sequence parallelism itself
+    filled = hf_fill(cfg, hf, hf_args, ws.data_parallel)
+    checked = filled.config if filled else cfg
+    report = check_config(checked, base_world, strict=strict, sequence_parallel=sp_flag)
+    if filled and filled.error:
+        # the Trainer stops before DeepSpeed ever sees the config
+        report.errors.insert(0, filled.error.replace("\n", " "))
+        report.valid = False
+        report.deepspeed_error = None
+    memory = _memory_check(report, checked, ws.data_parallel, preset_ref, gpu_memory)
+    deep_verdict = None
+    if deep:
+        from ds_wizard.deepcheck import deep_check
+
+        deep_verdict = deep_check(checked, base_world)
+        _defer_to_deepspeed(report, deep_verdict, hf_error=bool(filled and filled.error))
+    report.valid = report.valid and not (strict and report.warnings)
     if as_json:
         data = report.to_dict()
         data["memory"] = memory
         data["config"] = str(config)
         data["total_ranks"] = ws.total_ranks
         data["world_size_source"] = ws.source
-        click.echo(json.dumps(data, indent=2))
+        data["deep"] = deep_verdict.to_dict() if deep_verdict else None
+        data["fix_commands"] = [f"ds-wizard fix {shlex.quote(str(config))} {ws.flags} {s}"
+                                for s in report.suggestions]
+        if filled:
+            data["hf"] = {"filled": filled.filled, "mismatches": filled.mismatches,
+                          "left_auto": filled.left_auto, "error": filled.error}
+        click.echo(dumps_json(data))
     else:
-        for line in render_check(report, config, ws):
+        for line in render_check(report, config, ws, filled):
             click.echo(line)
+        if deep_verdict:
+            click.echo(f"  deep check: {deep_verdict.line()}")
     click.get_current_context().exit(0 if report.valid else 1)
 
 
-def render_check(report: CheckReport, config: Path, ws: WorldSize) -> list[str]:
+def _defer_to_deepspeed(report: CheckReport, deep: Any, hf_error: bool) -> None:
+    """Where the schema and DeepSpeed's own parser disagree, DeepSpeed's word is final;
+    ds-wizard's own rules (--sp vs the config, the HF Trainer's mismatch) still stand."""
+    if not deep.accepted and report.valid:
+        report.errors.append(f"{DEEPSPEED_VERDICT} {deep.error_type}: {deep.message}")
+        report.deepspeed_error = f"{deep.error_type}: {deep.message}"
+        report.valid = False
+    elif deep.accepted and not report.valid and not hf_error:
+        schema_only = [e for e in report.errors if e not in report.own_errors]
+        report.warnings += [f"ds-wizard's schema refused this but DeepSpeed accepts it: {e}"
+                            for e in schema_only]
+        report.errors = list(report.own_errors)
+        report.deepspeed_error = None
+        report.valid = not report.errors
+
+
+def render_check(report: CheckReport, config: Path, ws: WorldSize,
+                 filled: HfFill | None = None) -> list[str]:
     """The text report; the first line is the verdict on its own."""
-    if report.valid:
+    if report.valid and report.strict is False and report.warnings:
+        lines = [f"✅ VALID (with warnings): {config} for {ws.describe()}: {report.formula}"]
+    elif report.valid:
         lines = [f"✅ VALID: {config} for {ws.describe()}: {report.formula}"]
     else:
         lines = [f"❌ INVALID: {config} for {ws.describe()}: {report.headline}"]
@@ -99,20 +166,31 @@ def render_check(report: CheckReport, config: Path, ws: WorldSize) -> list[str]:
             label = "formula, once they are numbers"
         lines.append(f"  {label:<31} {report.formula}{needed}")
     if report.deepspeed_error:
-        lines.append(f"  DeepSpeed: {report.deepspeed_error}")
+        lines.append(f"  DeepSpeed {report.deepspeed_version} stops with: "
+                     f"{report.deepspeed_error}")
     else:
-        lines.append("  DeepSpeed: accepts this batch triplet")
+        lines.append(f"  DeepSpeed {report.deepspeed_version}: accepts this config")
     # the batch verdict is already shown above; list the other problems
-    others = [e for e in report.errors if not e.startswith(DEEPSPEED_VERDICT)]
+    shown = report.deepspeed_error or ""
+    others = [e for e in report.errors
+              if not (shown and (e == shown.partition(": ")[2] or e.endswith(shown)))]
     if others:
         lines.append("errors:")
         lines += [f"  ✗ {e}" for e in others]
     if report.warnings:
         lines.append("warnings:")
         lines += [f"  ⚠ {w}" for w in report.warnings]
+    if filled is not None:
+        if filled.filled:
+            lines.append("HF Trainer fills: " + ", ".join(
+                f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in filled.filled.items()))
+        if filled.left_auto:
+            lines.append("HF Trainer fills later (from the model and the step count): "
+                         + ", ".join(filled.left_auto))
     if report.suggestions:
-        lines.append("to repair the batch triplet:")
-        lines += [f"  ds-wizard fix {config} {ws.flags} {s}" for s in report.suggestions]
+        lines.append("to repair the batch triplet, run one of:")
+        lines += [f"  ds-wizard fix {shlex.quote(str(config))} {ws.flags} {s}"
+                  for s in report.suggestions]
     return lines
 
 

@@ -83,7 +83,7 @@ def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_
         click.echo(json.dumps([
             {"gpus": n, "train_micro_batch_size_per_gpu": m, "gradient_accumulation_steps": g,
              "train_batch_size": t, "file": str(out_dir / f)} for n, m, g, t, f in rows
-        ], indent=2))
+        ], indent=2, ensure_ascii=False))
         return
     click.echo(f"Preset: {preset.name} ({preset.source})")
     click.echo("")

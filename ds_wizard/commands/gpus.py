@@ -24,7 +24,7 @@ def gpus(as_json: bool) -> None:
     """
     report = detect_gpus()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return
     for line in render_gpus(report):
         click.echo(line)

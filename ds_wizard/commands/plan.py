@@ -51,6 +51,8 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
     Also shows the largest micro-batch that fits and the cheapest ZeRO stage or offload
     that fits. Estimates only; nothing is launched.
 
+    Exit status: 0 the plan fits, 1 it does not fit (or bad input), 2 usage error.
+
     \b
     Examples:
       ds-wizard plan --preset 7b_mamba --num-gpus 8 --gpu-memory 80GiB
@@ -115,8 +117,8 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
             },
             "does_not_fit": no_fit,
         }
-        click.echo(json.dumps(data, indent=2))
-        return
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.get_current_context().exit(0 if data["fits"] else 1)
     s = est.settings
     offload = [w for w, on in (("optimizer", s.offload_optimizer),
                                ("params", s.offload_param)) if on]
@@ -146,3 +148,5 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
         click.echo(f"Cheapest setting that fits: {cheapest_text}")
     else:
         click.echo(f"Nothing fits: {no_fit}")
+    # scripts: `ds-wizard plan ... && launch` must not go on with a plan that does not fit
+    click.get_current_context().exit(0 if est.fits(gpu.bytes, headroom) else 1)

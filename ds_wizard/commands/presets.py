@@ -98,7 +98,7 @@ def list_cmd(as_json: bool) -> None:
                 {"source": d.source, "path": str(d.path), "exists": d.path.is_dir()}
                 for d in dirs
             ],
-        }, indent=2))
+        }, indent=2, ensure_ascii=False))
         return
     if not rows:
         click.echo("no presets found")
@@ -164,7 +164,7 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: list[int], as_json: bool) -
                 for c in plans
             ],
             "notices": list(preset.notices),
-        }, indent=2))
+        }, indent=2, ensure_ascii=False))
         return
     click.echo(f"# {preset.name}  ({_where(preset)})")
     if sets:
@@ -310,7 +310,7 @@ def diff_cmd(a: str, b: str, gpus: list[int], as_json: bool) -> None:
                  "b": [cb.micro_batch, cb.grad_accum, cb.global_batch]}
                 for ca, cb in zip(plans[0], plans[1], strict=True)
             ],
-        }, indent=2))
+        }, indent=2, ensure_ascii=False))
         return
     click.echo(f"a: {pa.name}  ({_where(pa)})")
     click.echo(f"b: {pb.name}  ({_where(pb)})")
@@ -335,15 +335,18 @@ def diff_cmd(a: str, b: str, gpus: list[int], as_json: bool) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--strict", is_flag=True,
               help="Also fail on files that need migrating or lack schema_version.")
-def validate_cmd(files: tuple[Path, ...], strict: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
+def validate_cmd(files: tuple[Path, ...], strict: bool, as_json: bool = False) -> None:
     """Check preset files (for CI in a team's preset repo). Exit 1 if any is invalid.
 
     \b
     Examples:
       ds-wizard presets validate presets/*.toml
       ds-wizard presets validate --strict team-presets/*.toml
+      ds-wizard presets validate --json presets/*.toml | jq '.files[] | select(.valid|not)'
     """
     failed = 0
+    results = []
     for path in files:
         problems: list[str] = []
         notices: tuple[str, ...] = ()
@@ -365,8 +368,12 @@ def validate_cmd(files: tuple[Path, ...], strict: bool) -> None:
             problems = [line if line.startswith(str(path)) else f"{path}: {line}"]
         if strict and notices and not problems:
             problems = [f"--strict: {n}" for n in notices]
+        results.append({"path": str(path), "valid": not problems, "problems": problems,
+                        "notes": list(notices), "summary": summary})
+        failed += bool(problems)
+        if as_json:
+            continue
         if problems:
-            failed += 1
             click.echo(f"FAIL  {path}")
             for p in problems:
                 click.echo(f"      {p}")
@@ -374,6 +381,10 @@ def validate_cmd(files: tuple[Path, ...], strict: bool) -> None:
             click.echo(f"ok    {path}  ({summary})")
             for n in notices:
                 click.echo(f"      note: {n}")
-    click.echo(f"{len(files) - failed} valid, {failed} invalid")
+    if as_json:
+        click.echo(json.dumps({"files": results, "valid": len(files) - failed,
+                               "invalid": failed}, indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"{len(files) - failed} valid, {failed} invalid")
     if failed:
         click.get_current_context().exit(1)

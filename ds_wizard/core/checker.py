@@ -9,7 +9,6 @@ stage outside 0–3, misspelt top-level keys and a scheduler whose step counts d
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ds_wizard.core import batchmath
+from ds_wizard.core import batchmath, dsschema, verdict
 from ds_wizard.core.errors import ConfigFileError, DsWizardError
 
 TRAIN = "train_batch_size"
@@ -103,21 +102,7 @@ def parse_config_bytes(raw: bytes, origin: str = "config") -> dict[str, Any]:
     if not text.strip():
         raise ConfigFileError(f"{origin}: the file is empty",
                               "write a JSON object, or create one with `ds-wizard --auto`")
-    try:
-        data = json.loads(text, object_pairs_hook=_no_duplicates)
-    except json.JSONDecodeError as exc:
-        raise ConfigFileError(
-            f"{origin}: invalid JSON at line {exc.lineno}:{exc.colno}: {exc.msg}",
-            "fix the syntax there; plain JSON without comments or trailing commas is "
-            "what both DeepSpeed and the HF Trainer read",
-        ) from exc
-    except _DuplicateKey as exc:
-        raise ConfigFileError(f"{origin}: key {exc.args[0]!r} appears twice",
-                              "DeepSpeed refuses duplicate keys; keep one") from exc
-    except (ValueError, RecursionError) as exc:
-        # int() digit limit or absurd nesting: not a config anyone wrote by hand
-        raise ConfigFileError(f"{origin}: unreadable JSON ({exc})",
-                              "is this the right file?") from exc
+    data = _parse_text(text, origin)
     if not isinstance(data, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
             type(data), "a number"
@@ -129,6 +114,73 @@ def parse_config_bytes(raw: bytes, origin: str = "config") -> dict[str, Any]:
 
 class _DuplicateKey(Exception):
     pass
+
+
+class _NotANumber(Exception):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotANumber(name)
+
+
+def _parse_text(text: str, origin: str) -> Any:
+    """Plain JSON on the fast path; hjson (comments, trailing commas, unquoted strings) as
+    DeepSpeed reads files when JSON fails. NaN and Infinity are refused: no DeepSpeed
+    setting takes them, and ``fix`` must never write them back."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates,
+                          parse_constant=_refuse_constant)
+        _refuse_non_finite(data, origin)  # 1e999 reads as infinity
+        return data
+    except json.JSONDecodeError as exc:
+        first = exc
+    except _DuplicateKey as exc:
+        raise _duplicate(origin, exc) from exc
+    except _NotANumber as exc:
+        raise _nan(origin, exc) from exc
+    except (ValueError, RecursionError) as exc:
+        # int() digit limit or absurd nesting: not a config anyone wrote by hand
+        raise ConfigFileError(f"{origin}: unreadable JSON ({exc})",
+                              "is this the right file?") from exc
+    import hjson  # only for files that are not plain JSON (about 40 ms to import)
+
+    try:
+        data = hjson.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        raise _duplicate(origin, exc) from exc
+    except OverflowError as exc:  # hjson's reading of 1e999
+        raise _nan(origin, _NotANumber("a number too large to be finite")) from exc
+    except (hjson.HjsonDecodeError, ValueError, RecursionError) as exc:
+        raise ConfigFileError(
+            f"{origin}: neither JSON nor hjson: JSON fails at line {first.lineno}:"
+            f"{first.colno}: {first.msg}",
+            "fix the syntax there (DeepSpeed reads files with hjson: // comments and "
+            "trailing commas are fine, unbalanced braces are not)",
+        ) from exc
+    _refuse_non_finite(data, origin)
+    return data
+
+
+def _duplicate(origin: str, exc: _DuplicateKey) -> ConfigFileError:
+    return ConfigFileError(f"{origin}: key {exc.args[0]!r} appears twice",
+                           "DeepSpeed refuses duplicate keys; keep one")
+
+
+def _nan(origin: str, exc: _NotANumber) -> ConfigFileError:
+    return ConfigFileError(f"{origin}: {exc.args[0]} is not a number any DeepSpeed setting "
+                           "takes", "write a finite number there")
+
+
+def _refuse_non_finite(node: Any, origin: str) -> None:
+    if isinstance(node, float) and not math.isfinite(node):
+        raise _nan(origin, _NotANumber(repr(node)))
+    if isinstance(node, dict):
+        for value in node.values():
+            _refuse_non_finite(value, origin)
+    elif isinstance(node, list):
+        for value in node:
+            _refuse_non_finite(value, origin)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -182,8 +234,9 @@ def read_batch_value(cfg: dict[str, Any], key: str) -> BatchValue:
         if raw.strip().lower() == "auto":
             return BatchValue(key, raw, None,
                               f'{key} is "auto", which only the Hugging Face Trainer fills in; '
-                              "standalone DeepSpeed rejects it: write a number "
-                              "(or run `ds-wizard fix`)")
+                              "standalone DeepSpeed rejects it: write a number, or check the "
+                              "file as the Trainer fills it with --hf "
+                              "per_device_train_batch_size=N")
         text = raw.strip()
         if text.lstrip("+-").isdigit():
             return BatchValue(key, raw, int(text),
@@ -199,7 +252,7 @@ class CheckReport:
     """The outcome of :func:`check_config`. ``valid`` means no errors were found."""
 
     valid: bool
-    world_size: int
+    world_size: int | float  # DeepSpeed's: a float when sequence_parallel_size divides it
     train_batch_size: int | None
     train_micro_batch_size_per_gpu: int | None
     gradient_accumulation_steps: int | None
@@ -212,6 +265,10 @@ class CheckReport:
     suggestions: list[str] = field(default_factory=list)
     # the three batch values exactly as the file has them (None when absent)
     written: dict[str, Any] = field(default_factory=dict)
+    strict: bool = False
+    deepspeed_version: str = ""
+    # errors that are ds-wizard's own rules, not DeepSpeed's (e.g. --sp vs the config)
+    own_errors: list[str] = field(default_factory=list)
 
     @property
     def headline(self) -> str:
@@ -229,138 +286,161 @@ class CheckReport:
         return asdict(self)
 
 
-def check_config(cfg: dict[str, Any], world_size: int) -> CheckReport:
-    """Everything wrong with ``cfg`` for a data-parallel size of ``world_size``."""
+def check_config(cfg: dict[str, Any], world_size: int, *, strict: bool = False,
+                 sequence_parallel: int | None = None) -> CheckReport:
+    """DeepSpeed's whole verdict on ``cfg`` for ``world_size`` ranks (data-parallel size
+    before sequence parallelism), plus warnings where ds-wizard knows better.
+
+    ``sequence_parallel``: the ``--sp`` degree when the user gave one. A config's own
+    ``sequence_parallel_size`` divides the world size as DeepSpeed does; the two must agree.
+    ``strict``: warnings count as errors for ``valid``.
+    """
     if world_size < 1:
         raise ValueError(f"world size must be >= 1, got {world_size}")
-    errors: list[str] = []
-    warnings: list[str] = []
-    suggestions: list[str] = []
+    findings, blocks = dsschema.validate_blocks(cfg)
+    findings += verdict.removed_keys(cfg)
+    findings += verdict.scalar_findings(cfg)
+    findings += verdict.precision_both(blocks)
+    findings += verdict.late_findings(cfg)
+
+    sp_written = cfg.get("sequence_parallel_size")
+    world: Any
+    if "sequence_parallel_size" in cfg:
+        world, problem = verdict.effective_world(cfg, world_size)
+        if problem:
+            findings.append(problem)
+        elif sequence_parallel is not None and sp_written != sequence_parallel:
+            findings.append(dsschema.Finding(
+                "error", "sequence_parallel_size",
+                f"the config says sequence_parallel_size {json.dumps(sp_written)} but --sp is "
+                f"{sequence_parallel}; make them agree (DeepSpeed uses the config's value)",
+                dsschema.ORDER_WORLD, "ds-wizard"))
+    else:
+        sp = sequence_parallel or 1
+        world = world_size // sp if world_size % sp == 0 else world_size / sp
+    shown_world: Any = world
+    if isinstance(world, float) and world.is_integer():
+        shown_world = int(world)
 
     values = {k: read_batch_value(cfg, k) for k in BATCH_KEYS}
-    errors += [v.problem for v in values.values() if v.problem]
-    # shown to the user: the values as the integers they stand for ("8" → 8)
-    res = batchmath.resolve(values[TRAIN].value, values[MICRO].value, values[GAS].value,
-                            world_size)
-    ds_error = None
-    not_numbers = [v for v in values.values()
-                   if v.present and not isinstance(v.raw, (int, float))]
-    if not_numbers:
-        ds_error = (
-            "TypeError: DeepSpeed cannot compute with "
-            + ", ".join(f"{v.key}={json.dumps(v.raw)}" for v in not_numbers)
-        )
+    raw = [cfg.get(k) for k in BATCH_KEYS]
+    triplet, ds_type, ds_message, derived = verdict.batch_outcome(*raw, world)
+    batch_fails = ds_type is not None
+    if batch_fails:
+        # the cause, in ds-wizard's words, before DeepSpeed's own message
+        findings += [dsschema.Finding("error", v.key, v.problem, dsschema.ORDER_BATCH - 1,
+                                      "ds-wizard") for v in values.values() if v.problem]
+        findings.append(dsschema.Finding(
+            "error", "train_batch_size", f"{DEEPSPEED_VERDICT} {ds_type}: {ds_message}",
+            dsschema.ORDER_BATCH, ds_type or ""))
     else:
-        # DeepSpeed's verdict on the raw numbers: it does the same arithmetic on floats
-        # and booleans, so its message is reproduced for them too
-        raw = batchmath.resolve(values[TRAIN].raw, values[MICRO].raw, values[GAS].raw,
-                                world_size)
-        if not raw.valid:
-            message = raw.error
-            if raw.error_type == "ZeroDivisionError" and any(
-                isinstance(v.raw, float) for v in values.values()
-            ):
-                message = "float floor division by zero"  # Python's wording for floats
-            ds_error = f"{raw.error_type}: {message}"
-            # after the value problems: a -4 or a 4.5 is the cause, this is the consequence
-            errors.append(f"{DEEPSPEED_VERDICT} {ds_error}")
-    if ds_error or not res.valid or any(v.problem for v in values.values()):
-        suggestions += _batch_suggestions(cfg, world_size)
-
-    errors += _precision_problems(cfg)
-    errors += _zero_problems(cfg)
-    errors += _key_problems(cfg)
-    errors += _auto_values(cfg)
+        findings += [dsschema.Finding("warning", v.key, f"{v.problem} (DeepSpeed accepts it)")
+                     for v in values.values() if v.problem]
+        findings += verdict.error_check(cfg, blocks)
+    findings += _top_level_warnings(cfg)
+    findings += _auto_values(cfg)
     scheduler_errors, scheduler_warnings = _scheduler_problems(cfg)
-    errors += scheduler_errors
-    warnings += scheduler_warnings
+    findings += [dsschema.Finding("warning", "scheduler", m)
+                 for m in scheduler_errors + scheduler_warnings]
 
+    errors = sorted((f for f in findings if f.severity == "error"), key=lambda f: f.order)
+    warnings = [f.message for f in findings if f.severity == "warning"]
+    first = next((f for f in errors if f.error_type != "ds-wizard"), None)
+    ds_error = None
+    if first is not None:
+        ds_error = (f"{ds_type}: {ds_message}" if first.order == dsschema.ORDER_BATCH
+                    else f"{first.error_type}: {first.message}")
+    # shown to the user: the values as the integers they stand for ("8" → 8)
+    int_world = shown_world if isinstance(shown_world, int) else None
+    res = None
+    if int_world is not None:
+        res = batchmath.resolve(values[TRAIN].value, values[MICRO].value, values[GAS].value,
+                                int_world)
+    if ds_type == "TypeError":
+        formula = res.formula if res else ""
+    else:
+        formula = _formula(triplet, shown_world, batch_fails)
+    suggestions: list[str] = []
+    if int_world is not None and (batch_fails or any(v.problem for v in values.values())):
+        suggestions = _batch_suggestions(cfg, int_world)
     return CheckReport(
-        valid=not errors,
-        world_size=world_size,
-        train_batch_size=res.train_batch_size,
-        train_micro_batch_size_per_gpu=res.micro_batch,
-        gradient_accumulation_steps=res.grad_accum,
-        formula=res.formula,
-        errors=errors,
+        valid=not errors and not (strict and warnings),
+        world_size=shown_world,
+        train_batch_size=res.train_batch_size if res else None,
+        train_micro_batch_size_per_gpu=res.micro_batch if res else None,
+        gradient_accumulation_steps=res.grad_accum if res else None,
+        formula=formula,
+        errors=[f.message for f in errors],
         warnings=warnings,
         deepspeed_error=ds_error,
-        derived=list(res.derived),
+        derived=list(derived),
         suggestions=suggestions,
         written={k: v.raw for k, v in values.items()},
+        strict=strict,
+        deepspeed_version=dsschema.deepspeed_version(),
+        own_errors=[f.message for f in errors if f.error_type == "ds-wizard"
+                    and f.order == dsschema.ORDER_WORLD],
     )
 
 
+def _formula(triplet: tuple[Any, Any, Any], world: Any, fails: bool) -> str:
+    if any(v is None for v in triplet):
+        return ""
+
+    def show(v: Any) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    train, micro, gas = triplet
+    sign = "!=" if fails else "="
+    return f"{show(train)} {sign} {show(micro)} × {show(gas)} × {show(world)}"
+
+
 def _batch_suggestions(cfg: dict[str, Any], world_size: int) -> list[str]:
+    """``--keep MODE`` arguments that work, each with what it gives (as a shell comment)."""
     out = []
     for keep in ("micro", "global"):
         try:
             _, _, after = fix_config(cfg, world_size, keep=keep)  # type: ignore[arg-type]
-        except DsWizardError as exc:
-            out.append(f"--keep {keep}: not possible: {exc.one_line()}")
+        except DsWizardError:
             continue
-        out.append(
-            f"--keep {keep}: {after.formula} (train_batch_size {after.train_batch_size}, "
-            f"micro {after.micro_batch}, gradient accumulation {after.grad_accum})"
-        )
+        out.append(f"--keep {keep}  # {after.formula} (train_batch_size "
+                   f"{after.train_batch_size}, micro {after.micro_batch}, gradient "
+                   f"accumulation {after.grad_accum})")
     return out
 
 
-def _enabled(block: Any) -> bool:
-    # "auto" is reported on its own; under the HF Trainer only one of the two ends up on
-    if not isinstance(block, dict):
-        return False
-    flag = block.get("enabled")
-    if isinstance(flag, str):
-        return flag.strip().lower() == "true"
-    return bool(flag)
-
-
-def _precision_problems(cfg: dict[str, Any]) -> list[str]:
-    bf16_key = "bf16" if "bf16" in cfg else "bfloat16"
-    if _enabled(cfg.get("fp16")) and _enabled(cfg.get(bf16_key)):
-        return [
-            f"fp16 and {bf16_key} are both enabled; DeepSpeed stops with \"bfloat16 and fp16 "
-            "modes cannot be simultaneously enabled\" (keep one: bf16 on Ampere or newer)"
-        ]
-    return []
-
-
-def _zero_problems(cfg: dict[str, Any]) -> list[str]:
-    if "zero_optimization" not in cfg:
-        return []
-    zero = cfg["zero_optimization"]
-    if not isinstance(zero, dict):
-        return [f"zero_optimization is {json.dumps(zero)}; it must be an object such as "
-                '{"stage": 2}']
-    if "stage" not in zero:
-        return []
-    stage = zero["stage"]
-    if isinstance(stage, str) and stage.strip().isdigit():
-        return [f'zero_optimization.stage is the string "{stage}"; write the number '
-                f"{int(stage)} without quotes"]
-    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage <= 3:
-        return [f"zero_optimization.stage is {json.dumps(stage)}; ZeRO stages are 0, 1, 2 or 3"]
-    return []
-
-
-def _key_problems(cfg: dict[str, Any]) -> list[str]:
-    errors = []
+def _top_level_warnings(cfg: dict[str, Any]) -> list[dsschema.Finding]:
+    out = []
+    # blocks DeepSpeed reads with plain lookups: a key it never looks up is ignored
+    for block, known in dsschema.load_schema().get("plain_blocks", {}).items():
+        if isinstance(cfg.get(block), dict):
+            for key in cfg[block]:
+                if key not in known:
+                    close = _close_matches(key, known, n=1, cutoff=0.75)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    out.append(dsschema.Finding(
+                        "warning", f"{block}.{key}",
+                        f"unknown key {block}.{key}: DeepSpeed ignores it{hint}"))
     for key in cfg:
-        if key in KNOWN_TOP_LEVEL_KEYS:
+        if key in KNOWN_TOP_LEVEL_KEYS or key in REMOVED_TOP_LEVEL_KEYS:
             continue
-        if key in REMOVED_TOP_LEVEL_KEYS:
-            errors.append(f"{key!r} was removed from DeepSpeed (0.19 refuses configs that "
-                          "contain it); delete the block")
-            continue
-        close = difflib.get_close_matches(key, sorted(KNOWN_TOP_LEVEL_KEYS), n=1, cutoff=0.75)
+        close = _close_matches(key, sorted(KNOWN_TOP_LEVEL_KEYS), n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        errors.append(f"unknown top-level key {key!r}: DeepSpeed ignores it{hint}")
-    return errors
+        out.append(dsschema.Finding("warning", key,
+                                    f"unknown top-level key {key!r}: DeepSpeed ignores it{hint}"))
+    return out
 
 
-def _auto_values(cfg: dict[str, Any]) -> list[str]:
-    """``"auto"`` anywhere outside the batch keys (those have their own message)."""
+# Blocks whose "auto" values dsschema already reports (dropped, or refused when nested).
+_MODEL_BLOCKS = ("zero_optimization", "fp16", "bf16", "bfloat16", "comms_logger",
+                 "hybrid_engine", "weight_quantization", "compile", "tensor_parallel",
+                 "timers", "tensorboard", "wandb", "csv_monitor", "comet")
+
+
+def _auto_values(cfg: dict[str, Any]) -> list[dsschema.Finding]:
+    """``"auto"`` that DeepSpeed's config parser keeps as a string (optimizer and scheduler
+    params, gradient_clipping …): it accepts the file, but only the HF Trainer replaces
+    these, and the engine computes with them later."""
     found: list[str] = []
 
     def walk(node: Any, path: str) -> None:
@@ -374,12 +454,15 @@ def _auto_values(cfg: dict[str, Any]) -> list[str]:
               and path not in NATIVE_AUTO_PATHS and path not in BATCH_KEYS):
             found.append(path)
 
-    walk(cfg, "")
+    for key, value in cfg.items():
+        if key not in _MODEL_BLOCKS:
+            walk(value, key)
     if not found:
         return []
     shown = ", ".join(found[:5]) + (f" (+{len(found) - 5} more)" if len(found) > 5 else "")
-    return [f'"auto" in {shown}: only the Hugging Face Trainer fills these in; standalone '
-            "DeepSpeed rejects them (write real values)"]
+    return [dsschema.Finding("warning", found[0], f'"auto" in {shown}: DeepSpeed\'s config '
+                             "parser keeps the string; only the Hugging Face Trainer fills "
+                             "these in (use `ds-wizard check --hf ...`, or write real values)")]
 
 
 def _number(value: Any) -> float | None:
@@ -401,7 +484,7 @@ def _scheduler_problems(cfg: dict[str, Any]) -> tuple[list[str], list[str]]:
     if not isinstance(params, dict):
         return [f"scheduler.params is {json.dumps(params)}; it must be an object"], []
     if kind not in KNOWN_SCHEDULERS and isinstance(kind, str) and kind.lower() != "auto":
-        close = difflib.get_close_matches(kind, KNOWN_SCHEDULERS, n=1)
+        close = _close_matches(kind, KNOWN_SCHEDULERS, n=1)
         warnings.append(f"scheduler type {kind!r} is not one of DeepSpeed's "
                         f"({', '.join(KNOWN_SCHEDULERS)})"
                         + (f"; did you mean {close[0]!r}?" if close else ""))
@@ -456,10 +539,22 @@ def fix_config(
     if before.valid and not any(v.problem for v in values.values()):
         return dict(cfg), before, before
 
-    if keep == "micro":
-        micro, gas = _fix_keep_micro(values, world_size)
-    else:
-        micro, gas = _fix_keep_global(values, world_size)
+    modes = {"micro": _fix_keep_micro, "global": _fix_keep_global}
+    try:
+        micro, gas = modes[keep](values, world_size)
+    except DsWizardError as exc:
+        other = "global" if keep == "micro" else "micro"
+        try:
+            modes[other](values, world_size)
+        except DsWizardError:
+            # neither mode can work: say what to write, not "try the other mode"
+            hint = exc.hint or ""
+            for tail in (f", or use --keep {other}", f"; or use --keep {other}"):
+                hint = hint.replace(tail, "")
+            if hint.startswith("set it to"):
+                hint = _what_to_write(values)
+            raise DsWizardError(exc.message, hint) from exc
+        raise
     train = micro * gas * world_size
     new_cfg = _with_triplet(cfg, train, micro, gas)
     after = batchmath.resolve(train, micro, gas, world_size)
@@ -477,6 +572,16 @@ def _explain_unusable(v: BatchValue, instead: str) -> DsWizardError:
     shown = "missing" if not v.present else f"{json.dumps(v.raw)}"
     return DsWizardError(f"cannot keep {v.key}: it is {shown}",
                          f"set it to a whole number >= 1, or use {instead}")
+
+
+def _what_to_write(values: dict[str, BatchValue]) -> str:
+    autos = [v.key for v in values.values() if isinstance(v.raw, str)
+             and v.raw.strip().lower() == "auto"]
+    if autos:
+        return ("these are \"auto\": under the HF Trainer run `ds-wizard fix --hf "
+                "per_device_train_batch_size=N,gradient_accumulation_steps=M`; for standalone "
+                f"DeepSpeed write a whole number for {MICRO} (e.g. 4) and run fix again")
+    return f"write a whole number for {MICRO} (e.g. 4) and run fix again"
 
 
 def _fix_keep_micro(values: dict[str, BatchValue], world_size: int) -> tuple[int, int]:
@@ -537,3 +642,10 @@ def _with_triplet(cfg: dict[str, Any], train: int, micro: int, gas: int) -> dict
         if key == anchor:
             out.update({k: wanted[k] for k in missing})
     return out
+
+
+def _close_matches(word: str, candidates: object, n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """difflib's, imported only when there is a misspelling to explain (start-up time)."""
+    import difflib
+
+    return difflib.get_close_matches(word, candidates, n=n, cutoff=cutoff)  # type: ignore[arg-type]

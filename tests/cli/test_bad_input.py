@@ -28,7 +28,7 @@ def batch(**values) -> bytes:
 # name → (file content, what the one line says, whether `fix` can repair it)
 CORPUS = {
     "empty": (b"", "empty", False),
-    "non-json": (b"train_batch_size = 16\n", "invalid JSON at line 1:1", False),
+    "non-json": (b"train_batch_size = 16\n", "the top level is a string", False),
     "json-array": (b"[16, 4, 8]\n", "top level is an array", False),
     "non-utf8": (b'{"train_batch_size": 16, "note": "caf\xe9"}', "not UTF-8", False),
     "directory": (DIRECTORY, "is a directory", False),
@@ -38,7 +38,8 @@ CORPUS = {
     "huge": (batch(train_micro_batch_size_per_gpu=10**30), "implausibly large", False),
     "auto": (batch(train_micro_batch_size_per_gpu="auto"), "Hugging Face Trainer", False),
     "string-number": (batch(gradient_accumulation_steps="8"), 'the string "8"', True),
-    "unknown-key": (batch(train_batch_sizee=128), "did you mean 'train_batch_size'", False),
+    "unknown-key": (batch(zero_optimization={"stage": 2, "overlapp_comm": True}),
+                    "did you mean 'overlap_comm'", False),
 }
 LOAD_ERRORS = {"empty", "non-json", "json-array", "non-utf8", "directory", "missing"}
 
@@ -91,7 +92,7 @@ def test_fix_refuses(name, tmp_path, monkeypatch):
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     if name == "unknown-key":  # the batch is fine; the typo remains and is reported
-        assert "did you mean 'train_batch_size'" in result.output
+        assert "did you mean 'overlap_comm'" in result.output
     else:
         errors = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(errors) == 1 and errors[0].startswith("error: "), result.output

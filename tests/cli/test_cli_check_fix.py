@@ -16,7 +16,7 @@ def test_check_seed_is_invalid_with_deepspeeds_numbers(runner, tmp_path):
     assert result.exit_code == 1
     assert result.output.splitlines()[0].startswith("❌ INVALID")
     assert "16 != 4 * 8 * 4" in result.output
-    assert "--keep micro: 128 = 4 × 8 × 4" in result.output
+    assert f"ds-wizard fix {cfg} --num-gpus 4 --keep micro  # 128 = 4 × 8 × 4" in result.output
 
 
 def test_check_json(runner, tmp_path):
@@ -157,7 +157,7 @@ def test_check_json_reports_unreadable_files_as_json(runner, tmp_path):
     result = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
-    assert data["valid"] is False and "invalid JSON at line 1:2" in data["errors"][0]
+    assert data["valid"] is False and "JSON fails at line 1:2" in data["errors"][0]
     assert result.stderr.startswith("error: ")
 
 
@@ -166,8 +166,101 @@ def test_hf_auto_precision_is_not_reported_as_both_enabled(runner, tmp_path):
     cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128,
                                "fp16": {"enabled": "auto"}, "bf16": {"enabled": "auto"}}))
     result = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--json"])
-    errors = json.loads(result.stdout)["errors"]
+    data = json.loads(result.stdout)
+    # DeepSpeed drops both "auto"s and uses its default (off): valid, with warnings
+    assert result.exit_code == 0, data
+    assert any("fp16.enabled" in w and "default" in w for w in data["warnings"])
+    assert any("bf16.enabled" in w and "default" in w for w in data["warnings"])
+    assert not any("both enabled" in e for e in data["errors"])
+    strict = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--strict"])
+    assert strict.exit_code == 1
+
+
+def test_json_is_utf8_not_escaped(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    for argv in (["check", str(cfg), "--num-gpus", "4", "--json"],
+                 ["fix", str(cfg), "--num-gpus", "4", "--json", "--dry-run"]):
+        result = runner.invoke(main, argv)
+        assert "×" in result.stdout and "\\u00d7" not in result.stdout, result.stdout
+        json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("raw", ['{"train_batch_size": NaN, "train_micro_batch_size_per_gpu": 4}',
+                                 '{"train_batch_size": 16, "gradient_clipping": Infinity}',
+                                 '{\n // hjson\n "train_batch_size": 16,\n "fp16": {"loss_scale": '
+                                 '1e999},\n}'])
+def test_nan_and_infinity_are_errors_and_never_written_back(runner, tmp_path, raw):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(raw)
+    check = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4"])
+    assert check.exit_code == 1 and "not a number" in check.stderr
+    fixed = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4"])
+    assert fixed.exit_code == 1
+    assert cfg.read_text() == raw and not (tmp_path / "ds.json.bak").exists()
+
+
+def test_check_deep_runs_deepspeeds_own_parser(runner, tmp_path):
+    cfg = write_seed(tmp_path)
+    bad = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--deep", "--json"])
+    data = json.loads(bad.stdout)
+    assert bad.exit_code == 1
+    assert data["deep"]["accepted"] is False and "16 != 4 * 8 * 4" in data["deep"]["message"]
+    cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128}))
+    good = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--deep"])
+    assert good.exit_code == 0, good.output
+    assert "deep check: DeepSpeed" in good.output and "accepts it at world size 4" in good.output
+
+
+def test_sp_flag_and_config_key_must_agree(runner, tmp_path):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(json.dumps({"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
+                               "gradient_accumulation_steps": 1, "sequence_parallel_size": 2}))
+    assert runner.invoke(main, ["check", str(cfg), "--num-gpus", "8"]).exit_code == 0
+    assert runner.invoke(main, ["check", str(cfg), "--num-gpus", "8", "--sp", "2"]).exit_code == 0
+    clash = runner.invoke(main, ["check", str(cfg), "--num-gpus", "8", "--sp", "4"])
+    assert clash.exit_code == 1 and "make them agree" in clash.output
+
+
+def test_warnings_do_not_change_the_exit_code_unless_strict(runner, tmp_path):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(json.dumps({**SEED_CONFIG, "train_batch_size": 128,
+                               "imagenet_args": {"arch": "resnet"}}))
+    loose = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4"])
+    assert loose.exit_code == 0 and "DeepSpeed ignores it" in loose.output
+    strict = runner.invoke(main, ["check", str(cfg), "--num-gpus", "4", "--strict"])
+    assert strict.exit_code == 1
+
+
+def test_deep_verdict_is_final_where_the_schema_disagrees():
+    from types import SimpleNamespace
+
+    from ds_wizard.commands.check import _defer_to_deepspeed
+    from ds_wizard.core.checker import check_config
+
+    cfg = {**SEED_CONFIG, "train_batch_size": 128, "zero_optimization": {"stage": 9}}
+    report = check_config(cfg, 4)
+    assert not report.valid
+    accepted = SimpleNamespace(accepted=True, error_type=None, message=None)
+    _defer_to_deepspeed(report, accepted, hf_error=False)
+    assert report.valid and report.errors == []
+    assert any("DeepSpeed accepts it" in w for w in report.warnings)
+    ok = check_config({**SEED_CONFIG, "train_batch_size": 128}, 4)
+    refused = SimpleNamespace(accepted=False, error_type="ValueError", message="no")
+    _defer_to_deepspeed(ok, refused, hf_error=False)
+    assert not ok.valid and ok.deepspeed_error == "ValueError: no"
+
+
+def test_fix_json_when_nothing_can_be_fixed(runner, tmp_path):
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(json.dumps({"train_batch_size": "auto",
+                               "train_micro_batch_size_per_gpu": "auto"}))
+    result = runner.invoke(main, ["fix", str(cfg), "--num-gpus", "4", "--json"])
     assert result.exit_code == 1
-    assert any('"auto" in' in e and "fp16.enabled" in e and "bf16.enabled" in e
-               for e in errors), errors
-    assert not any("both enabled" in e for e in errors)
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and data["written"] is None and "--hf" in data["errors"][0]
+    fixed = tmp_path / "ok.json"
+    fixed.write_text(json.dumps({**SEED_CONFIG}))
+    ok = runner.invoke(main, ["fix", str(fixed), "--num-gpus", "4", "--json"])
+    data = json.loads(ok.stdout)
+    assert ok.exit_code == 0 and data["valid"] is True and data["deep"]["accepted"] is True
+    assert data["changes"] == {"train_batch_size": [16, 128]} and data["written"] == str(fixed)

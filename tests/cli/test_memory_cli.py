@@ -134,7 +134,7 @@ def test_plan_table(runner):
 def test_plan_json(runner):
     result = runner.invoke(main, ["plan", "--preset", "7b_mamba", "--num-gpus", "1",
                                   "--gpu-memory", "24GiB", "--json"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the plan does not fit: exit 1 for scripts
     data = json.loads(result.output)
     assert data["fits"] is False and data["largest_micro_batch"] == 0
     assert data["gpu_memory"] == 24 * GiB and data["usable"] == int(0.9 * 24 * GiB)
@@ -148,8 +148,8 @@ def test_plan_offload_and_stage_options(runner):
     result = runner.invoke(main, ["plan", "--preset", "7b_mamba", "--num-gpus", "8",
                                   "--nodes", "2", "--gpu-memory", "40GiB", "--zero-stage", "3",
                                   "--offload-optimizer", "cpu", "--json"])
-    assert result.exit_code == 0, result.output
     data = json.loads(result.output)
+    assert result.exit_code == (0 if data["fits"] else 1), result.output
     s = data["estimate"]["settings"]
     assert (s["zero_stage"], s["offload_optimizer"], s["gpus_per_node"]) == (3, True, 4)
     assert data["estimate"]["optimizer"] == 0
@@ -212,3 +212,12 @@ def test_check_is_quiet_when_it_fits_and_needs_a_preset(runner, tmp_path):
                                    "7b_mamba"])
     assert "memory not checked: GPU memory unknown" in unknown.output
     assert runner.invoke(main, ["check", str(seed), "--gpu-memory", "80GiB"]).exit_code == 2
+
+
+def test_plan_exit_status_says_whether_it_fits(runner):
+    big = runner.invoke(main, ["plan", "--preset", "7b_mamba", "--num-gpus", "1",
+                               "--gpu-memory", "24GiB"])
+    assert big.exit_code == 1 and "DOES NOT FIT" in big.output
+    small = runner.invoke(main, ["plan", "--preset", "tiny_mamba", "--num-gpus", "1",
+                                 "--gpu-memory", "24GiB"])
+    assert small.exit_code == 0 and "DOES NOT FIT" not in small.output

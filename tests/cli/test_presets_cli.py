@@ -305,3 +305,15 @@ def test_set_errors_through_the_cli_are_one_line(home: Path) -> None:
     assert result.stderr == (
         "error: --set: unknown key 'model.n_layr' (did you mean model.n_layer?)\n"
     )
+
+
+def test_validate_json(tmp_path):
+    good = Path(__file__).resolve().parents[2] / "presets" / "tiny_mamba.toml"
+    bad = tmp_path / "broken.toml"
+    bad.write_text("schema_version = 2\n[model]\nn_layer = -1\n")
+    result = CliRunner().invoke(main, ["presets", "validate", "--json", str(good), str(bad)])
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert (data["valid"], data["invalid"]) == (1, 1)
+    assert [f["valid"] for f in data["files"]] == [True, False]
+    assert data["files"][1]["problems"] and "×" in data["files"][0]["summary"]

@@ -22,7 +22,7 @@ def test_seed_is_invalid_with_deepspeeds_message():
     assert not report.valid
     assert report.deepspeed_error.endswith("16 != 4 * 8 * 4")
     assert report.formula == "16 != 4 × 8 × 4"
-    assert any("--keep micro: 128 = 4 × 8 × 4" in s for s in report.suggestions)
+    assert any(s.startswith("--keep micro  # 128 = 4 × 8 × 4") for s in report.suggestions)
 
 
 def test_valid_config_has_no_errors():
@@ -46,27 +46,93 @@ def test_derived_values_are_reported():
         ({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": 4}, "Hugging Face"),
         ({"train_batch_size": 128, "train_micro_batch_size_per_gpu": 4,
           "gradient_accumulation_steps": "8"}, 'the string "8"'),
-        ({"train_batch_size": 128.0, "train_micro_batch_size_per_gpu": 4}, "float"),
         ({"train_batch_size": True}, "whole number"),
-        ({"train_batch_size": 10**12, "train_micro_batch_size_per_gpu": 4}, "implausibly"),
         ({"train_micro_batch_size_per_gpu": -4, "gradient_accumulation_steps": 8},
          "at least 1"),
         ({**SEED, "train_batch_size": 128, "fp16": {"enabled": True}}, "both enabled"),
-        ({**SEED, "train_batch_size": 128, "zero_optimization": {"stage": 4}}, "0, 1, 2 or 3"),
-        ({**SEED, "train_batch_size": 128, "zero_optimization": {"stage": "2"}}, "string"),
-        ({**SEED, "train_batch_size": 128, "train_batch_sizee": 128},
-         "did you mean 'train_batch_size'"),
+        ({**SEED, "train_batch_size": 128, "zero_optimization": {"stage": 4}},
+         'needs one of 0, 1, 2, 3'),
         ({**SEED, "train_batch_size": 128, "elasticity": {"enabled": True}}, "removed"),
+        ({**SEED, "train_batch_size": 128, "fp16": {"enabled": "yes"}}, "both enabled"),
         ({**SEED, "train_batch_size": 128,
-          "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "optimizer.params.lr"),
+          "zero_optimization": {"stage": 2, "overlapp_comm": True}}, "did you mean 'overlap_comm'"),
+        ({**SEED, "train_batch_size": 128,
+          "zero_optimization": {"stage": 3, "offload_optimizer": {"device": "CPU"}}}, '"CPU"'),
+        ({**SEED, "train_batch_size": 128, "fp16": {"enabled": False, "auto_scale": True}},
+         "unknown key fp16.auto_scale"),
+        ({**SEED, "train_batch_size": 128,
+          "zero_optimization": {"stage": 3, "mics_shard_size": 8}}, "removed"),
     ],
-    ids=["auto", "string", "float", "bool", "huge", "negative", "fp16+bf16", "stage4",
-         "stage-string", "typo", "removed", "auto-nested"],
+    ids=["auto", "string", "bool", "negative", "fp16+bf16", "stage4", "removed",
+         "fp16-yes", "zero-typo", "wrong-case", "fp16-unknown", "removed-zero-key"],
 )
 def test_problems_are_errors(cfg, needle):
     report = check_config(cfg, 4)
     assert not report.valid
     assert any(needle in e for e in report.errors), report.errors
+
+
+@pytest.mark.parametrize(
+    ("cfg", "needle"),
+    [
+        ({"train_batch_size": 128.0, "train_micro_batch_size_per_gpu": 4}, "float"),
+        ({"train_batch_size": 10**12, "train_micro_batch_size_per_gpu": 4}, "implausibly"),
+        ({**SEED, "train_batch_size": 128, "train_batch_sizee": 128},
+         "did you mean 'train_batch_size'"),
+        ({**SEED, "train_batch_size": 128,
+          "optimizer": {"type": "AdamW", "params": {"lr": "auto"}}}, "optimizer.params.lr"),
+        ({**SEED, "train_batch_size": 128, "zero_optimization": {"stage": "auto"}},
+         "uses its default (0)"),
+        ({**SEED, "train_batch_size": 128, "flops_profiler": {"enabled": True, "profile_stp": 5}},
+         "did you mean 'profile_step'"),
+        ({**SEED, "train_batch_size": 128, "aio": {"thread_count": 2}},
+         "unknown key aio.thread_count"),
+    ],
+    ids=["float", "huge", "typo", "auto-nested", "auto-stage", "flops-typo", "aio-old-key"],
+)
+def test_what_deepspeed_accepts_is_a_warning_unless_strict(cfg, needle):
+    report = check_config(cfg, 4)
+    assert report.valid and not report.errors
+    assert any(needle in w for w in report.warnings), report.warnings
+    assert not check_config(cfg, 4, strict=True).valid
+
+
+@pytest.mark.parametrize("stage", ["3", 3.0, True, "2"])
+def test_zero_stage_spellings_deepspeed_reads_are_accepted(stage):
+    assert check_config({**SEED, "train_batch_size": 128,
+                         "zero_optimization": {"stage": stage}}, 4).valid
+
+
+def test_legacy_zero_optimization_true_is_accepted_with_a_warning():
+    report = check_config({**SEED, "train_batch_size": 128, "zero_optimization": True}, 4)
+    assert report.valid and any("legacy" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize(("sp_key", "sp_flag", "valid"), [
+    (2, None, True), (2, 2, True), (2, 4, False), (None, 2, True), (4, None, False)])
+def test_sequence_parallel_size_divides_the_world_like_deepspeed(sp_key, sp_flag, valid):
+    # 8 ranks, sequence parallel 2: data-parallel 4, so 4 × 4 × 1 = 16
+    cfg = {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4,
+           "gradient_accumulation_steps": 1}
+    if sp_key is not None:
+        cfg["sequence_parallel_size"] = sp_key
+    report = check_config(cfg, 8, sequence_parallel=sp_flag)
+    assert report.valid is valid, report.errors
+
+
+def test_first_deepspeed_error_is_the_one_deepspeed_raises_first():
+    # a ZeRO block error comes before the batch in DeepSpeedConfig.__init__
+    cfg = {"train_batch_size": "16", "train_micro_batch_size_per_gpu": 0,
+           "gradient_accumulation_steps": 1, "zero_optimization": {"stage": 9}}
+    assert check_config(cfg, 4).deepspeed_error.startswith("ValidationError: zero_optimization")
+    # "16" > 0 is where DeepSpeed fails: a TypeError, and nothing earlier
+    cfg = {"train_batch_size": "16", "train_micro_batch_size_per_gpu": 0,
+           "gradient_accumulation_steps": 1}
+    assert check_config(cfg, 4).deepspeed_error.startswith("TypeError: '>' not supported")
+    # a non-positive number is checked before the string is ever compared
+    cfg = {"train_batch_size": 0, "train_micro_batch_size_per_gpu": "4",
+           "gradient_accumulation_steps": 1}
+    assert check_config(cfg, 4).deepspeed_error.startswith("AssertionError: Train batch size")
 
 
 @pytest.mark.parametrize(("cfg", "headline"), [
@@ -185,13 +251,13 @@ def test_fixed_configs_pass_deepspeed():
     [
         (b"", "empty"),
         (b"   \n", "empty"),
-        (b'{"a": 1,}', "line 1:9"),
+        (b'{"a": 1,', "line 1:9"),
         (b"[1, 2]", "array"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b'{"a": 1, "a": 2}', "appears twice"),
         (b"[" * 100000 + b"]" * 100000, "unreadable"),
     ],
-    ids=["empty", "blank", "trailing-comma", "array", "latin1", "duplicate", "deep"],
+    ids=["empty", "blank", "unbalanced", "array", "latin1", "duplicate", "deep"],
 )
 def test_parse_errors_are_one_line(raw, needle):
     with pytest.raises(ConfigFileError) as info:
@@ -216,12 +282,23 @@ def test_parse_errors_are_one_line(raw, needle):
     ids=["float-micro", "float-train", "float-zero", "bool", "huge", "nan", "negative"],
 )
 def test_verdict_on_odd_numbers_matches_deepspeed(cfg):
-    """Floats and booleans are errors for us, but the DeepSpeed verdict we quote must be
-    the one DeepSpeed really gives for them."""
+    """Floats and booleans are errors under --strict only; the verdict and the message we
+    quote must be the ones DeepSpeed really gives for them."""
     theirs = deepspeed_verdict(cfg, 4)
     ours = check_config(cfg, 4)
-    assert not ours.valid
+    assert ours.valid == theirs.valid
+    assert not check_config(cfg, 4, strict=True).valid
     if theirs.valid:
         assert ours.deepspeed_error is None
     else:
         assert ours.deepspeed_error == f"{theirs.error_type}: {theirs.message}"
+
+
+def test_when_neither_keep_mode_works_the_advice_does_not_go_in_a_circle():
+    cfg = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}
+    for keep in ("micro", "global"):
+        with pytest.raises(DsWizardError) as info:
+            fix_config(cfg, 4, keep=keep)
+        text = info.value.one_line()
+        assert "--keep" not in text, text
+        assert "--hf" in text and "train_micro_batch_size_per_gpu" in text

@@ -70,6 +70,33 @@ def test_cli_runs_without_heavy_imports(argv, tmp_path):
     assert loaded_after(body, cwd=tmp_path) == []
 
 
+CHECK_INPUTS = {
+    "plain": '{"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4, '
+             '"gradient_accumulation_steps": 8, "zero_optimization": {"stage": 2}}',
+    "hjson": '{\n  // comment\n  "train_batch_size": 128,\n  "train_micro_batch_size_per_gpu": 4,'
+             '\n  "zero_optimization": {"stage": "3", "overlapp_comm": true,},\n}\n',
+    "hf": '{"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", '
+          '"fp16": {"enabled": "auto"}}',
+}
+
+
+@pytest.mark.parametrize(("name", "extra"), [("plain", []), ("hjson", ["--strict"]),
+                                             ("hf", ["--hf", "per_device_train_batch_size=4"]),
+                                             ("plain", ["--json", "--sp", "2"])])
+def test_check_fast_path_imports_neither_deepspeed_nor_torch(name, extra, tmp_path):
+    """check (without --deep) answers from the shipped schema: no DeepSpeed, no torch,
+    not even pydantic, whatever the verdict."""
+    path = tmp_path / "ds.json"
+    path.write_text(CHECK_INPUTS[name])
+    argv = ["check", str(path), "--num-gpus", "8", *extra]
+    body = (
+        "from ds_wizard.cli import main\n"
+        f"sys.argv = ['ds-wizard', *{argv!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, 1), exc.code\n"
+    )
+    assert loaded_after(body, cwd=tmp_path, forbidden=(*FORBIDDEN, "pydantic")) == []
+
+
 def test_auto_does_not_import_other_commands(tmp_path):
     """Subcommands are registered lazily: ``--auto`` must not pay for their imports."""
     code = (

@@ -1,0 +1,180 @@
+"""``ds-wizard explain``: read a DeepSpeed batch error (a pasted line or a whole log) and say
+what DeepSpeed saw, the likely causes in order, and the exact ``fix`` command.
+
+The messages are DeepSpeed 0.19's own (``runtime/config.py`` ``_batch_assertion`` and
+``_set_batch_related_parameters``) and transformers' "values that mismatch
+TrainingArguments" error. Launcher lines in a log (``dist_world_size=``, ``WORLD INFO
+DICT``, ``CUDA_VISIBLE_DEVICES=``, ``mpirun``) sharpen the diagnosis.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_MISMATCH = re.compile(
+    r"world_size\s+(?P<t>-?\d+(?:\.\d+)?)\s*!=\s*(?P<m>-?\d+(?:\.\d+)?)\s*\*\s*"
+    r"(?P<g>-?\d+(?:\.\d+)?)\s*\*\s*(?P<ws>\d+(?:\.\d+)?)")
+# the bare "16 != 1 * 1 * 1" when only the tail of the line was pasted
+_BARE = re.compile(r"(?P<t>-?\d+)\s*!=\s*(?P<m>-?\d+)\s*\*\s*(?P<g>-?\d+)\s*\*\s*(?P<ws>\d+)")
+_NOT_POSITIVE = re.compile(
+    r"(?P<what>Train batch size|Micro batch size per gpu|Gradient accumulation steps):\s*"
+    r"(?P<v>-?\d+(?:\.\d+)?) has to be greater than 0")
+_HF = re.compile(r"- ds (?P<key>[\w.]+)=(?P<ds>\S+) vs hf (?P<hf_key>[\w+|]+(?: \(calculated\))?)="
+                 r"(?P<hf>\S+)")
+_WORLD_HINTS = (re.compile(r"dist_world_size=(\d+)"), re.compile(r"world_size\s*=\s*(\d+)"),
+                re.compile(r"num_local_procs=(\d+)"))
+_VISIBLE = re.compile(r"CUDA_VISIBLE_DEVICES[=:]\s*['\"]?([\d,\s]*)")
+_CONFIG = re.compile(r"--deepspeed(?:_config)?[= ]+(\S+\.json)")
+
+
+@dataclass
+class Explanation:
+    """What the error says, and what to do about it."""
+
+    found: bool
+    message: str = ""  # the DeepSpeed line that was recognised
+    world_size: int | None = None  # as DeepSpeed saw it
+    triplet: tuple[Any, Any, Any] | None = None  # train, micro, accumulation DeepSpeed used
+    causes: list[str] = field(default_factory=list)  # most likely first
+    fix_command: str | None = None
+    intended_world_size: int | None = None
+    config: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _num(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def explain(text: str, config: str | None = None, num_gpus: int | None = None) -> Explanation:
+    """Diagnose the DeepSpeed batch error in ``text`` (a line or a log).
+
+    ``config``: the config file (otherwise taken from ``--deepspeed_config`` in the log);
+    ``num_gpus``: the GPUs the job was meant to use, when the user knows."""
+    config = config or _first(_CONFIG, text)
+    visible = _first(_VISIBLE, text)
+    launcher_world = next((int(m) for p in _WORLD_HINTS if (m := _first(p, text))), None)
+    mpirun = "mpirun" in text or "OMPI_" in text
+    hf = list(_HF.finditer(text))
+    out = Explanation(False, config=config)
+    if hf:
+        out.found = True
+        out.message = hf[0].group(0)
+        for match in hf:
+            if match.group("hf_key").startswith("per_device_train_batch_size"):
+                out.causes.append(
+                    f"HF Trainer: per_device_train_batch_size={match.group('hf')} disagrees with "
+                    f"the config's train_micro_batch_size_per_gpu={match.group('ds')}")
+            else:
+                out.causes.append(f"HF Trainer: config {match.group('key')}={match.group('ds')} "
+                                  f"but TrainingArguments give {match.group('hf')}")
+        args = [f"{m.group('hf_key')}={m.group('hf')}" for m in hf
+                if m.group("hf_key") in ("per_device_train_batch_size",
+                                         "gradient_accumulation_steps")]
+        ws = num_gpus or launcher_world
+        hf_flag = ",".join(args) or "per_device_train_batch_size=N"
+        out.fix_command = _command(config, ws, f"--hf {hf_flag}")
+        out.causes.append('or set these keys to "auto" and let the Trainer fill them in')
+        return out
+    match = _MISMATCH.search(text) or _BARE.search(text)
+    if match:
+        t, m, g, ws = (_num(match.group(k)) for k in ("t", "m", "g", "ws"))
+        out.found, out.message = True, _line_of(text, match)
+        out.triplet, out.world_size = (t, m, g), int(ws)
+        _mismatch_causes(out, t, m, g, int(ws), num_gpus, launcher_world, visible, mpirun)
+        return out
+    positive = _NOT_POSITIVE.search(text)
+    if positive:
+        out.found, out.message = True, _line_of(text, positive)
+        what, value = positive.group("what"), _num(positive.group("v"))
+        ws = num_gpus or launcher_world
+        if what.startswith("Micro") and value == 0:
+            out.causes.append(
+                "micro-batch rounded to 0: DeepSpeed derived train_micro_batch_size_per_gpu as "
+                "train_batch_size // world_size // gradient_accumulation_steps, and the global "
+                f"batch is smaller than {ws or 'the number of'} rank(s) × accumulation")
+            out.fix_command = _command(config, ws, "--keep micro")
+        else:
+            out.causes.append(f"{what.lower()} is {value} in the config (or derived as "
+                              f"{value}); it must be at least 1")
+            out.fix_command = _command(config, ws, "")
+        return out
+    if "Either train_batch_size or train_micro_batch_size_per_gpu" in text:
+        out.found = True
+        out.message = ("Either train_batch_size or train_micro_batch_size_per_gpu needs to be "
+                       "provided")
+        out.causes.append("the config has neither train_batch_size nor "
+                          "train_micro_batch_size_per_gpu (or both are null)")
+        out.fix_command = None  # fix needs a number to start from
+    return out
+
+
+def _mismatch_causes(out: Explanation, t: Any, m: Any, g: Any, ws: int, num_gpus: int | None,
+                     launcher_world: int | None, visible: str | None, mpirun: bool) -> None:
+    per_rank = m * g if isinstance(m, int) and isinstance(g, int) else None
+    expected = t // per_rank if per_rank and t % per_rank == 0 else None
+    intended = num_gpus or (expected if expected and expected != ws else None)
+    if launcher_world and launcher_world != ws:
+        intended = num_gpus or launcher_world
+    out.intended_world_size = intended
+    causes = []
+    if ws == 1 and ((expected or 0) > 1 or (launcher_world or 0) > 1):
+        how = ("under mpirun, without the environment DeepSpeed reads the rank from (use "
+               "`deepspeed --launcher openmpi` or call deepspeed.init_distributed() first)"
+               if mpirun else "with `python script.py` instead of a distributed launcher "
+               "(deepspeed, torchrun, accelerate launch)")
+        causes.append(f"launched {how}: DeepSpeed saw world size 1, while the config expects "
+                      f"{intended or expected} rank(s)")
+    if visible is not None and intended and ws < intended:
+        shown = visible.strip().rstrip(",") or "(empty)"
+        causes.append(f"CUDA_VISIBLE_DEVICES={shown} hides GPUs: DeepSpeed saw {ws} "
+                      f"rank(s), the config is written for {intended}")
+    elif intended and ws not in (1,) and ws < intended:
+        causes.append(f"fewer GPUs than the config was written for ({ws} seen, {intended} "
+                      "expected): CUDA_VISIBLE_DEVICES or --num_gpus/--include may hide some")
+    if expected is None and per_rank:
+        causes.append(f"the global batch {t} does not divide into {ws} rank(s) × micro-batch "
+                      f"{m} × accumulation {g}: the config was written for another GPU count")
+    if ws > 1 and expected and expected != ws and not causes:
+        causes.append(f"the config was written for {expected} GPU(s); DeepSpeed ran on {ws}")
+    causes.append("an HF Trainer per_device_train_batch_size that differs from the config's "
+                  "train_micro_batch_size_per_gpu (check with `ds-wizard check CONFIG --hf ...`)")
+    out.causes = causes
+    target = num_gpus or ws
+    if ws == 1 and intended and intended > 1 and not num_gpus:
+        # launching correctly is the fix; the config is right for the intended size
+        out.fix_command = _command(out.config, intended, "") + "   # confirms it; then " \
+            "launch with `deepspeed --num_gpus " + str(intended) + " ...`"
+        return
+    keep = "--keep micro"
+    if per_rank and isinstance(t, int) and t % target == 0:
+        keep = "--keep global"
+    out.fix_command = _command(out.config, target, keep)
+
+
+def _command(config: str | None, num_gpus: int | None, extra: str) -> str:
+    parts = ["ds-wizard", "fix", shlex.quote(config or "ds_config.json")]
+    if num_gpus:
+        parts += ["--num-gpus", str(num_gpus)]
+    if extra:
+        parts.append(extra)
+    return " ".join(parts)
+
+
+def _line_of(text: str, match: re.Match[str]) -> str:
+    """The whole line the match is on (what the user recognises), at most 300 characters."""
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    line = text[start:end if end >= 0 else len(text)].strip()
+    return line if len(line) <= 300 else "…" + line[-299:]
+
+
+def _first(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text)
+    return match.group(1) if match else None
