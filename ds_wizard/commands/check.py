@@ -23,7 +23,7 @@ from ds_wizard.core.checker import (
     check_config,
     load_config_file,
 )
-from ds_wizard.core.errors import ConfigFileError
+from ds_wizard.core.errors import ConfigFileError, ExitCode
 from ds_wizard.core.hfmode import HfFill
 
 
@@ -76,7 +76,7 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
         click.echo(f"error: {exc.one_line()}", err=True)
         click.echo(dumps_json({"valid": False, "config": str(config),
                                "errors": [exc.one_line()], "warnings": []}))
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(ExitCode.PROBLEM)
     ws = resolve_world_size(num_gpus, tp, pp, sp)
     sp_flag = sequence_parallel_flag(sp)
     base_world = ws.data_parallel * sp  # DeepSpeed divides by sequence parallelism itself
@@ -114,7 +114,7 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
             click.echo(line)
         if deep_verdict:
             click.echo(f"  deep check: {deep_verdict.line()}")
-    click.get_current_context().exit(0 if report.valid else 1)
+    click.get_current_context().exit(ExitCode.OK if report.valid else ExitCode.PROBLEM)
 
 
 def _defer_to_deepspeed(report: CheckReport, deep: Any, hf_error: bool) -> None:

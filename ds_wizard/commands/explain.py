@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ds_wizard.commands.check_options import dumps_json
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.errors import DsWizardError, ExitCode
 from ds_wizard.core.explain import explain as diagnose
 
 MAX_LOG_BYTES = 16 * 1024 * 1024
@@ -56,7 +56,7 @@ def explain(source: str, config: str | None, num_gpus: int | None, as_json: bool
         if result.fix_command:
             click.echo("fix:")
             click.echo(f"  {result.fix_command}")
-    click.get_current_context().exit(0 if result.found else 1)
+    click.get_current_context().exit(ExitCode.OK if result.found else ExitCode.PROBLEM)
 
 
 def _read(source: str) -> str:

@@ -23,7 +23,7 @@ from ds_wizard.core.checker import (
     load_config_file,
     parse_config_bytes,
 )
-from ds_wizard.core.errors import ConfigFileError, DsWizardError
+from ds_wizard.core.errors import ConfigFileError, DsWizardError, ExitCode
 from ds_wizard.core.fsio import atomic_write_text
 from ds_wizard.core.textedit import TextEditError, set_top_level
 
@@ -150,7 +150,7 @@ def _fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: st
     out["valid"] = ok
     if as_json:
         click.echo(dumps_json(out))
-    click.get_current_context().exit(0 if ok else 1)
+    click.get_current_context().exit(ExitCode.OK if ok else ExitCode.PROBLEM)
 
 
 def _leave_derived_keys_out(cfg: dict[str, Any], new_values: dict[str, Any],

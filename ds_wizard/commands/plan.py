@@ -9,7 +9,7 @@ import click
 
 from ds_wizard.commands.common import preset_options, renamed_option, resolve_preset
 from ds_wizard.core.defaults import HEADROOM
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.errors import DsWizardError, ExitCode
 from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_memory_from
 from ds_wizard.core.memory import BACKENDS, PRECISIONS, estimate, largest_micro_batch
 from ds_wizard.core.params import count_params, human_count
@@ -118,7 +118,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
             "does_not_fit": no_fit,
         }
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-        click.get_current_context().exit(0 if data["fits"] else 1)
+        click.get_current_context().exit(ExitCode.OK if data["fits"] else ExitCode.PROBLEM)
     s = est.settings
     offload = [w for w, on in (("optimizer", s.offload_optimizer),
                                ("params", s.offload_param)) if on]
@@ -149,4 +149,5 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
     else:
         click.echo(f"Nothing fits: {no_fit}")
     # scripts: `ds-wizard plan ... && launch` must not go on with a plan that does not fit
-    click.get_current_context().exit(0 if est.fits(gpu.bytes, headroom) else 1)
+    fits = est.fits(gpu.bytes, headroom)
+    click.get_current_context().exit(ExitCode.OK if fits else ExitCode.PROBLEM)
