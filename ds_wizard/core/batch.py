@@ -10,13 +10,23 @@ rank is started. A property test drives both side by side.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 MISSING_BOTH = "Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided"
 # Python's own text for `x // 0`: DeepSpeed does not guard these divisions, so it dies
 # with a ZeroDivisionError and we report the same thing.
 ZERO_DIVISION = "integer division or modulo by zero"
+# The largest batch value anyone means: a bigger one is a typo (an extra digit). The CLI's
+# checker, the preset schema and the wizard's fields all refuse values above it.
+MAX_BATCH_VALUE = 1 << 24
+
+
+def too_large(label: str, value: int) -> str | None:
+    """The one message for a batch value over :data:`MAX_BATCH_VALUE`, else None."""
+    if value > MAX_BATCH_VALUE:
+        return (f"{label} is {value}, implausibly large (over {MAX_BATCH_VALUE:,}); "
+                "check for an extra digit")
+    return None
 
 
 @dataclass(frozen=True)
@@ -156,11 +166,35 @@ def _pairs_for(global_batch: int, world_size: int, max_micro: int, max_gas: int)
     if global_batch <= 0 or global_batch % world_size:
         return []
     per_rank = global_batch // world_size
-    pairs = []
-    for micro in range(1, min(per_rank, max_micro) + 1):
-        if per_rank % micro == 0 and per_rank // micro <= max_gas:
-            pairs.append((micro, per_rank // micro))
-    return pairs
+    if per_rank > max_micro * max_gas:
+        return []
+    # a valid micro-batch divides per_rank and is at most max_micro: at most max_micro
+    # candidates, whatever the size of the target
+    return [(micro, per_rank // micro) for micro in range(1, min(per_rank, max_micro) + 1)
+            if per_rank % micro == 0 and per_rank // micro <= max_gas]
+
+
+def _nearest_below(k: int, max_micro: int, max_gas: int) -> int | None:
+    """The largest m × g <= k with m <= max_micro and g <= max_gas (None when k < 1).
+
+    For each m the best g is min(max_gas, k // m), so one pass over the smaller limit
+    finds it: no walk over the multiples in between.
+    """
+    if k < 1:
+        return None
+    small, large = sorted((max_micro, max_gas))
+    if k >= small * large:
+        return small * large
+    return max(m * min(large, k // m) for m in range(1, min(small, k) + 1))
+
+
+def _nearest_above(k: int, max_micro: int, max_gas: int) -> int | None:
+    """The smallest m × g >= k with m <= max_micro and g <= max_gas (None when none)."""
+    small, large = sorted((max_micro, max_gas))
+    if k > small * large:
+        return None
+    k = max(k, 1)
+    return min(m * -(-k // m) for m in range(1, small + 1) if -(-k // m) <= large)
 
 
 def solve(
@@ -173,7 +207,8 @@ def solve(
 
     When there is none, the nearest valid global batches on both sides are proposed.
     Pairs are ordered by micro-batch, largest first, since a larger micro-batch usually
-    runs faster when it fits.
+    runs faster when it fits. The work is bounded by ``min(max_micro, max_gas)`` whatever
+    the target, so any input answers in milliseconds (the wizard calls this per keystroke).
     """
     if world_size < 1:
         raise ValueError(f"world size must be >= 1, got {world_size}")
@@ -184,23 +219,12 @@ def solve(
     pairs = sorted(_pairs_for(target_global, world_size, max_micro, max_gas), reverse=True)
     if pairs:
         return Solution(world_size, target_global, pairs, target_global, target_global)
-    largest = world_size * max_micro * max_gas
-    lower = upper = None
-    # Valid globals are multiples of world_size that factor within the limits; walk
-    # multiples of world_size outwards from the target.
-    below = (target_global // world_size) * world_size
-    while below >= world_size:
-        if _pairs_for(below, world_size, max_micro, max_gas):
-            lower = below
-            break
-        below -= world_size
-    above = math.ceil(target_global / world_size) * world_size
-    while above <= largest:
-        if _pairs_for(above, world_size, max_micro, max_gas):
-            upper = above
-            break
-        above += world_size
-    return Solution(world_size, target_global, [], lower, upper)
+    # valid globals are world_size × k where k = micro × gas within the limits
+    below = _nearest_below(target_global // world_size, max_micro, max_gas)
+    above = _nearest_above(-(-target_global // world_size), max_micro, max_gas)
+    return Solution(world_size, target_global, [],
+                    None if below is None else below * world_size,
+                    None if above is None else above * world_size)
 
 
 def pick_grad_accum(world_size: int, micro: int, target_global: int) -> tuple[int, str]:
