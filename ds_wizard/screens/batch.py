@@ -27,6 +27,7 @@ from ds_wizard.screens.state import (
     build_config_text,
     default_batch,
 )
+from ds_wizard.screens.widgets import OrderedInput
 
 FIELDS = {"micro": "#micro", "gas": "#gas", "global": "#global"}
 MAX_PAIRS = 12
@@ -54,7 +55,7 @@ class BatchScreen(WizardScreen):
                                    ("global", "Global batch")):
                     with Vertical(classes="field"):
                         yield Label(label, id=f"{key}-label")
-                        yield Input(id=key, placeholder="auto")
+                        yield OrderedInput(id=key, placeholder="auto")
             yield Static("", id="field-errors")
             yield Static("", id="formula")
             yield Static("", id="tokens")

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input, Label, Static
 from ds_wizard.messages import GpusDetected
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
+from ds_wizard.screens.widgets import OrderedInput
 
 
 class GpuScreen(WizardScreen):
@@ -31,10 +32,10 @@ class GpuScreen(WizardScreen):
             with Horizontal(id="gpu-fields", classes="fields"):
                 with Vertical(classes="field"):
                     yield Label("Nodes")
-                    yield Input(id="nodes", type="text", placeholder="1")
+                    yield OrderedInput(id="nodes", type="text", placeholder="1")
                 with Vertical(classes="field"):
                     yield Label("GPUs per node")
-                    yield Input(id="per-node", type="text", placeholder="detected")
+                    yield OrderedInput(id="per-node", type="text", placeholder="detected")
             yield Static("", id="gpu-summary")
 
     def on_mount(self) -> None:

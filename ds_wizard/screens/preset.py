@@ -19,6 +19,7 @@ from ds_wizard.core.presets import DEFAULT_PRESET, Preset, load_preset, read_pre
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import AskTextScreen
 from ds_wizard.screens.state import save_current_as_preset
+from ds_wizard.screens.widgets import OrderedInput
 
 
 class PresetScreen(WizardScreen):
@@ -41,7 +42,8 @@ class PresetScreen(WizardScreen):
                 yield Static("", id="preset-desc")
             with VerticalScroll(id="preset-preview"):
                 yield Static("", id="preset-file")
-        yield Input(id="preset-path", placeholder="Load a preset from a path: type it, Enter")
+        yield OrderedInput(id="preset-path",
+                           placeholder="Load a preset from a path: type it, Enter")
 
     def on_mount(self) -> None:
         table = self.query_one("#preset-table", DataTable)

@@ -23,6 +23,7 @@ from ds_wizard.screens.state import (
     check_saved,
     headless_command,
 )
+from ds_wizard.screens.widgets import OrderedInput
 
 
 class ReviewScreen(WizardScreen):
@@ -45,7 +46,7 @@ class ReviewScreen(WizardScreen):
                 yield Static("", id="diff")
         with Horizontal(id="save-row"):
             yield Label("Save to", id="path-label")
-            yield Input(id="output", placeholder="ds_config.json")
+            yield OrderedInput(id="output", placeholder="ds_config.json")
         yield Static("", id="verdict")
         yield Static("", id="command")
 
