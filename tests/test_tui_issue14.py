@@ -74,3 +74,35 @@ async def test_batch_field_gets_the_right_value_from_one_read() -> None:
         await settle(pilot)
         assert field.value == "8"
         assert "8 ×" in text_of(app, "#formula")
+
+
+# -- fault 2: an invalid preset is refused, never replaced --------------------------------
+async def test_invalid_preset_cannot_be_carried_forward(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_tui import record_notifications
+    from textual.widgets import DataTable
+
+    team = work / "team"
+    team.mkdir()
+    (team / "tiny_mamba.toml").write_text("[model]\nd_model = 0\n")
+    monkeypatch.setenv("DS_WIZARD_PRESET_PATH", str(team))
+    app = make_app(fake_gpus(2), cursor_blink=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        shown = record_notifications(app)
+        screen = app.screen
+        table = screen.query_one("#preset-table", DataTable)
+        keys = screen.rows
+        table.move_cursor(row=keys.index("7b_mamba"))
+        await pilot.pause()
+        assert app.state.preset is not None and app.state.preset.name == "7b_mamba"
+        table.move_cursor(row=keys.index("tiny_mamba"))
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert app.screen.step == "preset"
+        assert app.state.preset is None and app.state.preset_ref == "tiny_mamba"
+        assert any("d_model = 0" in m for m in shown), shown

@@ -34,6 +34,7 @@ class PresetScreen(WizardScreen):
         self.listed: dict[str, PresetSummary] = {}  # what `ds-wizard presets` lists
         self.presets: dict[str, Preset] = {}  # loaded once highlighted, or from a path
         self.rows: list[str] = []
+        self.problem: str | None = None  # why the highlighted preset cannot be used
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="preset-body", classes="body"):
@@ -109,9 +110,15 @@ class PresetScreen(WizardScreen):
         try:
             preset = self._preset(key)
         except DsWizardError as exc:
+            # what is highlighted is what the user chose: never carry on with the preset
+            # highlighted before it
+            self.problem = f"{key}: {exc.one_line()}"
+            self.state.preset_ref = key
+            self.state.preset = None
             desc.update(f"[$error]✘ {escape(exc.one_line())}[/]")
             preview.update("")
             return
+        self.problem = None
         self.state.preset_ref = key
         self.state.preset = preset
         spec = preset.spec
@@ -170,6 +177,8 @@ class PresetScreen(WizardScreen):
         )
 
     def ready(self) -> str | None:
+        if self.problem is not None:
+            return f"this preset is invalid: {self.problem}"
         if self.state.preset is None:
             return "choose a preset"
         return None
