@@ -10,6 +10,7 @@ rank is started. A property test drives both side by side.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 MISSING_BOTH = "Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided"
@@ -168,24 +169,35 @@ def _pairs_for(global_batch: int, world_size: int, max_micro: int, max_gas: int)
     per_rank = global_batch // world_size
     if per_rank > max_micro * max_gas:
         return []
-    # a valid micro-batch divides per_rank and is at most max_micro: at most max_micro
-    # candidates, whatever the size of the target
-    return [(micro, per_rank // micro) for micro in range(1, min(per_rank, max_micro) + 1)
-            if per_rank % micro == 0 and per_rank // micro <= max_gas]
+    # In a pair (m, g) with m × g = per_rank, the smaller of the two is at most
+    # sqrt(per_rank) and within both limits: try only those, and take both orders.
+    pairs = set()
+    for d in range(1, min(max_micro, max_gas, math.isqrt(per_rank)) + 1):
+        if per_rank % d == 0:
+            e = per_rank // d
+            if e <= max_gas:
+                pairs.add((d, e))
+            if e <= max_micro:
+                pairs.add((e, d))
+    return list(pairs)
 
 
 def _nearest_below(k: int, max_micro: int, max_gas: int) -> int | None:
     """The largest m × g <= k with m <= max_micro and g <= max_gas (None when k < 1).
 
-    For each m the best g is min(max_gas, k // m), so one pass over the smaller limit
-    finds it: no walk over the multiples in between.
+    For each m the best g is min(max_gas, k // m), so one pass over the smaller factor
+    finds it, without walking the multiples in between.
     """
     if k < 1:
         return None
     small, large = sorted((max_micro, max_gas))
     if k >= small * large:
         return small * large
-    return max(m * min(large, k // m) for m in range(1, min(small, k) + 1))
+    if k <= large:
+        return k  # 1 × k
+    # every m below k / large reaches only m × large: of those the last one is the best
+    first = max(1, -(-k // large) - 1)
+    return max(m * min(large, k // m) for m in range(first, min(small, k) + 1))
 
 
 def _nearest_above(k: int, max_micro: int, max_gas: int) -> int | None:
@@ -194,7 +206,10 @@ def _nearest_above(k: int, max_micro: int, max_gas: int) -> int | None:
     if k > small * large:
         return None
     k = max(k, 1)
-    return min(m * -(-k // m) for m in range(1, small + 1) if -(-k // m) <= large)
+    if k <= large:
+        return k  # 1 × k
+    first = -(-k // large)
+    return min(m * -(-k // m) for m in range(first, small + 1))
 
 
 def solve(
@@ -207,8 +222,9 @@ def solve(
 
     When there is none, the nearest valid global batches on both sides are proposed.
     Pairs are ordered by micro-batch, largest first, since a larger micro-batch usually
-    runs faster when it fits. The work is bounded by ``min(max_micro, max_gas)`` whatever
-    the target, so any input answers in milliseconds (the wizard calls this per keystroke).
+    runs faster when it fits. The work is bounded by the smaller limit and by sqrt(target),
+    whatever the target, so any input answers in milliseconds (the wizard calls this on
+    every keystroke).
     """
     if world_size < 1:
         raise ValueError(f"world size must be >= 1, got {world_size}")

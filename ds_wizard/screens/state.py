@@ -117,6 +117,10 @@ def parse_field(label: str, text: str) -> FieldValue:
     if value < 1:
         # still handed to resolve(), so DeepSpeed's own message shows too
         return FieldValue(value, f"{label} must be 1 or more")
+    too_big = batchmath.too_large(label, value)
+    if too_big:
+        # the CLI's limit and words; such a value is not worked with at all
+        return FieldValue(None, too_big)
     return FieldValue(value)
 
 
