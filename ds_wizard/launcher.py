@@ -157,6 +157,11 @@ def resolve_config(
         cfg = build_config(spec, plan_batch(spec, world_size), precision=precision,
                            bf16_supported=accel.bf16)
         source = None
+    if accel.kind == "cpu":
+        from ds_wizard.core.jit_ops import with_torch_adam
+
+        # torch's AdamW: the same update as DeepSpeed's CPU Adam, with nothing to compile
+        cfg, _ = with_torch_adam(cfg)
     report = check_config(cfg, world_size)
     if not report.valid:
         what = source or f"the config built from preset {preset_name}"

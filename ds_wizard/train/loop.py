@@ -118,6 +118,7 @@ class Trainer:
         from ds_wizard.core.overrides import load_with_overrides
         from ds_wizard.core.params import flops_per_token, padded_vocab
         from ds_wizard.launcher import Accelerator, resolve_config
+        from ds_wizard.train import ds_setup
         from ds_wizard.train import model as models
         from ds_wizard.train.data import ShardedSamples, load_tokenizer, load_tokens
 
@@ -135,6 +136,7 @@ class Trainer:
         name = preset.name
         if paths.run_json.exists():
             name = str(runs.read_run_info(paths.root).get("preset", name))
+        ds_setup.avoid_cpu_jit_ops()  # before init_distributed, which would build it
         deepspeed.init_distributed()
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
         from deepspeed.accelerator import get_accelerator
@@ -165,9 +167,10 @@ class Trainer:
         self.log(f"data: {source.description}: {len(source.tokens):,} tokens, "
                  f"{samples.per_rank:,} samples of {samples.seq_len} per rank per epoch")
 
+        ds_cfg, lr_scheduler = ds_setup.client_scheduler(cfg)
         engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=cfg,
+            config=ds_cfg, lr_scheduler=lr_scheduler,
         )
         micro = engine.train_micro_batch_size_per_gpu()
         gas = engine.gradient_accumulation_steps()
