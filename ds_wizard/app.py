@@ -13,6 +13,7 @@ from typing import ClassVar
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.gpus import GpuProbe, detect_gpus
 from ds_wizard.screens.base import WizardScreen
@@ -39,7 +40,8 @@ class WizardApp(App[None]):
     TITLE = "ds-wizard"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit",
+                tooltip="Quit (a running job is stopped first, after you confirm)"),
     ]
 
     def __init__(
@@ -64,6 +66,21 @@ class WizardApp(App[None]):
         for name, _, factory in STEPS:
             self.install_screen(factory(), name)
         self.push_screen(self.step_names[0])
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.worker_failed(event.worker)
+
+    def worker_failed(self, worker: Worker) -> None:
+        """The one handler for an unexpected error in a worker: show it, keep running.
+
+        Every worker is started with ``exit_on_error=False``, so a bug in one step's
+        background work costs that result, not the session (or a running job)."""
+        error = worker.error
+        what = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+        self.log.error(f"worker {worker.name!r} failed", error)
+        self.notify(what, title=f"Background task failed ({worker.name or worker.group})",
+                    severity="error", markup=False, timeout=15)
 
     @property
     def step(self) -> str:

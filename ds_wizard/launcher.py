@@ -310,6 +310,10 @@ def prepare_run(
     plan.env = run_env(accel, plan.world_size)
     if dry_run:
         return plan
+    if plan.accelerator.kind == "cpu":
+        from ds_wizard.core.host_fit import check_cpu_ranks
+
+        check_cpu_ranks(plan.config, plan.spec, plan.world_size, plan.preset_name)
     if plan.run_dir is None:
         plan.run_dir = runs.create_run_dir(runs_dir, plan.preset_name)
         _write_run_files(plan)

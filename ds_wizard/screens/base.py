@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
+from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
     from ds_wizard.app import WizardApp
@@ -39,9 +40,12 @@ class WizardScreen(Screen):
     merges bindings down the class hierarchy)."""
 
     step: ClassVar[str] = ""
+    _just_mounted = False
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "prev_step", "Back"),
-        Binding("ctrl+n", "next_step", "Next"),
+        Binding("escape", "prev_step", "Back", id="wizard.back",
+                tooltip="Previous step; your answers are kept"),
+        Binding("ctrl+n", "next_step", "Next", id="wizard.next",
+                tooltip="Check this step and go to the next one"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -62,15 +66,27 @@ class WizardScreen(Screen):
         return self.wizard.state
 
     def on_mount(self) -> None:
+        # Textual runs every class's on_mount, the subclass's first: subclasses set up their
+        # widgets in their own on_mount and never call this one
         if not self.wizard.cursor_blink:
             for field in self.query(Input):
                 field.cursor_blink = False
+        self._just_mounted = True
         self.refresh_from_state()
 
     def on_screen_resume(self) -> None:
+        if self._just_mounted:
+            # the first resume follows the mount, which has just shown the state
+            self._just_mounted = False
+            return
         # earlier steps may have changed the shared state while this screen was away
         if self.is_mounted:
             self.refresh_from_state()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # worker messages do not bubble: each screen hands failures to the app's handler
+        if event.state == WorkerState.ERROR:
+            self.wizard.worker_failed(event.worker)
 
     def refresh_from_state(self) -> None:
         """Show what the shared state holds."""

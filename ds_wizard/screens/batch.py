@@ -69,7 +69,6 @@ class BatchScreen(WizardScreen):
     def on_mount(self) -> None:
         self.query_one("#derive", RadioSet).border_title = "Derived by DeepSpeed"
         self.query_one("#pairs", OptionList).border_title = "Valid micro × accumulation"
-        super().on_mount()
 
     # -- state <-> widgets -------------------------------------------------------------
     def refresh_from_state(self) -> None:

@@ -41,7 +41,6 @@ class GpuScreen(WizardScreen):
     def on_mount(self) -> None:
         table = self.query_one("#gpu-table", DataTable)
         table.add_columns("#", "Name", "Memory", "CC", "bf16")
-        super().on_mount()
         if self.state.report is None:
             self.action_redetect()
 
@@ -53,7 +52,8 @@ class GpuScreen(WizardScreen):
             # NVML can take a while on a busy machine: keep it off the UI thread
             self.post_message(GpusDetected(probe()))
 
-        self.run_worker(work, thread=True, exclusive=True, group="gpu-probe")
+        self.run_worker(work, thread=True, exclusive=True, group="gpu-probe", name="GPU probe",
+                        exit_on_error=False)
 
     def on_gpus_detected(self, message: GpusDetected) -> None:
         self.state.report = message.report

@@ -83,7 +83,6 @@ class LaunchScreen(WizardScreen):
         yield Static("", id="launch-result")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.query_one("#log", Log).border_title = "Output"
         self.set_interval(DRAIN_INTERVAL, self._drain)
 
@@ -129,7 +128,7 @@ class LaunchScreen(WizardScreen):
         factory = self.wizard.job_factory
         state = self.state
         self.run_worker(lambda: self._run(factory, state), thread=True, group="job",
-                        name="job")
+                        name="job", exit_on_error=False)
 
     def _run(self, factory: JobFactory, state: WizardState) -> None:
         """Thread worker: start the job, collect its lines until it exits."""
@@ -248,7 +247,8 @@ class LaunchScreen(WizardScreen):
         job = self.job
         if job is not None:
             # stop() waits for the process group; keep it off the UI thread
-            self.run_worker(job.stop, thread=True, group="job-stop", name="stop")
+            self.run_worker(job.stop, thread=True, group="job-stop", name="stop",
+                            exit_on_error=False)
 
     def on_job_exited(self, message: JobExited) -> None:
         self._drain()  # the last lines may still be waiting for the timer

@@ -58,7 +58,6 @@ class PresetScreen(WizardScreen):
             else:
                 self._add_row(summary.name, summary.arch, f"{summary.params:,}", summary.source,
                               summary.description)
-        super().on_mount()
 
     def _add(self, preset: Preset) -> str:
         key = preset.name if preset.source != "path" else str(preset.path)

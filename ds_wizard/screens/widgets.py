@@ -1,4 +1,4 @@
-"""Textual widgets with the wizard's workarounds.
+"""Textual widgets with the wizard's workarounds: ``OrderedInput`` and ``FollowLog``.
 
 ``OrderedInput``: Textual 8.2.8's ``Input`` inserts printable keys in its own ``_on_key``,
 but its bound keys (Backspace, Delete, arrows, Home/End, ctrl+k …) run only after the key
@@ -12,9 +12,12 @@ the key reaches it, in order with the typed characters.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import events
 from textual.binding import Binding
-from textual.widgets import Input
+from textual.reactive import reactive
+from textual.widgets import Input, Log
 
 
 def _own_bindings(cls: type[Input]) -> dict[str, str]:
@@ -44,3 +47,74 @@ class OrderedInput(Input):
         event.stop()
         event.prevent_default()
         await self.run_action(action)
+
+
+class FollowLog(Log):
+    """A Log that follows new lines until the user scrolls up, and says which it does.
+
+    Following is the user's choice, not a guess from the scroll position: a terminal
+    resize moves the end of the log without the user scrolling, and must not pause it.
+    Up, PageUp, Home or the mouse wheel up pause; End (or scrolling back down to the end)
+    follows again. The border subtitle shows the state.
+    """
+
+    following: reactive[bool] = reactive(True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(auto_scroll=False, **kwargs)
+
+    def on_mount(self) -> None:
+        self.watch_following(self.following)
+
+    def watch_following(self, following: bool) -> None:
+        self.border_subtitle = "following" if following else "paused — End to follow"
+        if following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def add_lines(self, lines: list[str]) -> None:
+        self.write_lines(lines, scroll_end=False)
+        if self.following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.following:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True,
+                                    x_axis=False)
+
+    def _pause(self) -> None:
+        if self.max_scroll_y > 0:
+            self.following = False
+
+    def _follow_if_at_end(self) -> None:
+        if self.scroll_y >= self.max_scroll_y:
+            self.following = True
+
+    def action_scroll_up(self) -> None:
+        self._pause()
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self._pause()
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self._pause()
+        super().action_scroll_home()
+
+    def action_scroll_end(self) -> None:
+        self.following = True
+        super().action_scroll_end()
+
+    def action_scroll_down(self) -> None:
+        super().action_scroll_down()
+        self.call_after_refresh(self._follow_if_at_end)
+
+    def action_page_down(self) -> None:
+        super().action_page_down()
+        self.call_after_refresh(self._follow_if_at_end)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        self._pause()
+
+    def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        self.call_after_refresh(self._follow_if_at_end)
