@@ -24,6 +24,10 @@ class StepBar(Static):
         self.step = step
 
     def on_mount(self) -> None:
+        self.show()
+
+    def show(self) -> None:
+        """Redraw, with the planning mode when the GPUs are not this machine's."""
         app: WizardApp = self.app  # type: ignore[assignment]
         text = Text(" ds-wizard  ", style="bold")
         for i, name in enumerate(app.step_names, 1):
@@ -31,6 +35,11 @@ class StepBar(Static):
                 text.append(" › ", style="dim")
             label = f"{i} {app.step_titles[name]}"
             text.append(label, style="reverse bold" if name == self.step else "")
+        state = app.state
+        if state.planning_elsewhere:
+            text.append(f"   ⚑ planning for another machine ({state.ranks_per_node} GPU(s)"
+                        f"{f' × {state.nodes} nodes' if state.nodes > 1 else ''})",
+                        style="bold")
         self.update(text)
 
 
@@ -75,6 +84,7 @@ class WizardScreen(Screen):
         self.refresh_from_state()
 
     def on_screen_resume(self) -> None:
+        self.query_one(StepBar).show()
         if self._just_mounted:
             # the first resume follows the mount, which has just shown the state
             self._just_mounted = False

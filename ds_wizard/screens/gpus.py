@@ -12,7 +12,7 @@ from textual.markup import escape
 from textual.widgets import DataTable, Input, Label, Static
 
 from ds_wizard.messages import GpusDetected
-from ds_wizard.screens.base import WizardScreen
+from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
 from ds_wizard.screens.widgets import OrderedInput
 
@@ -20,8 +20,10 @@ from ds_wizard.screens.widgets import OrderedInput
 class GpuScreen(WizardScreen):
     step = "gpus"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "redetect", "Re-detect"),
-        Binding("ctrl+t", "cpu_demo", "CPU demo"),
+        Binding("ctrl+r", "redetect", "Re-detect", id="gpus.redetect",
+                tooltip="Ask NVML again which GPUs this machine has"),
+        Binding("ctrl+t", "cpu_demo", "CPU demo", id="gpus.cpu_demo",
+                tooltip="Toggle a CPU demo run here: tiny_mamba on 2 CPU ranks"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -146,6 +148,7 @@ class GpuScreen(WizardScreen):
         return None
 
     def _summarise(self) -> None:
+        self.query_one(StepBar).show()
         summary = self.query_one("#gpu-summary", Static)
         problem = self._problem()
         state = self.state
@@ -160,9 +163,12 @@ class GpuScreen(WizardScreen):
                 "(^t to turn off)"
             )
         else:
+            elsewhere = ("\n⚑ [b]Planning for another machine[/b]: the config and a launch "
+                         "script are saved for it; nothing is launched here."
+                         if state.planning_elsewhere else "")
             summary.update(
                 f"Data-parallel world size: [b]{state.world_size}[/b] "
-                f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s))"
+                f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s)){elsewhere}"
             )
 
     def ready(self) -> str | None:

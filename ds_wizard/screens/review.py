@@ -17,11 +17,14 @@ from textual.widgets import Input, Label, Static, TabbedContent, TabPane
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.screens.base import WizardScreen
+from ds_wizard.screens.dialogs import ConfirmScreen
 from ds_wizard.screens.state import (
     ConfigResult,
     build_config_text,
     check_saved,
     headless_command,
+    launch_script_text,
+    script_path,
 )
 from ds_wizard.screens.widgets import OrderedInput
 
@@ -29,13 +32,16 @@ from ds_wizard.screens.widgets import OrderedInput
 class ReviewScreen(WizardScreen):
     step = "review"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+s", "save", "Save"),
-        Binding("ctrl+t", "toggle_view", "JSON/diff"),
+        Binding("ctrl+s", "save", "Save", id="review.save",
+                tooltip="Write the DeepSpeed JSON (the previous file is kept as .bak)"),
+        Binding("ctrl+t", "toggle_view", "JSON/diff", id="review.toggle_view",
+                tooltip="Show the JSON, or its diff against the file on disk"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.result: ConfigResult | None = None
+        self._saved_text: str | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Static("", id="review-summary")
@@ -127,36 +133,68 @@ class ReviewScreen(WizardScreen):
         tabs = self.query_one("#review-tabs", TabbedContent)
         tabs.active = "tab-diff" if tabs.active == "tab-json" else "tab-json"
 
-    def action_save(self) -> None:
+    @property
+    def saved(self) -> bool:
+        """The file at the target holds exactly the config shown (saved this session)."""
+        return (self.result is not None and self.state.saved_path == self.target
+                and self._saved_text == self.result.text)
+
+    def action_next_step(self) -> None:
+        if self.result is None or self.saved:
+            self.wizard.action_next_step()
+            return
+
+        def answer(save: bool | None) -> None:
+            if save and self.action_save():
+                self.wizard.action_next_step()
+
+        self.app.push_screen(
+            ConfirmScreen("The config is not saved yet.",
+                          f"The launch step runs the saved file. Save {self.state.output} "
+                          "and go on?", yes="Save and go on", no="Stay"),
+            answer,
+        )
+
+    def action_save(self) -> bool:
         from ds_wizard.core.fsio import write_if_changed
 
         verdict = self.query_one("#verdict", Static)
         if self.result is None:
             self.notify("Nothing to save yet: finish the batch step.", severity="error")
-            return
+            return False
         if not self.state.output:
             self.notify("Type a path to save to.", severity="error")
-            return
+            return False
         target = self.target
         try:
             # an identical file is left alone, so saving again keeps the real backup
             written, backup = write_if_changed(target, self.result.text, backup=True)
             valid, lines = check_saved(target, self.result.auto.world_size)
-        except DsWizardError as exc:
-            verdict.update(f"[$error]✘ {escape(exc.one_line())}[/]")
-            return
-        self.state.saved_path = target
+            self.state.saved_path = target
+            script = script_path(self.state)
+            if script is not None:
+                write_if_changed(script, launch_script_text(self.state))
+                script.chmod(0o755)
+        except (DsWizardError, OSError) as exc:
+            message = exc.one_line() if isinstance(exc, DsWizardError) else str(exc)
+            verdict.update(f"[$error]✘ {escape(message)}[/]")
+            return False
+        self._saved_text = self.result.text
         shown = escape(self.state.output)
         if backup is not None:
             kept = f" (previous file kept as {escape(backup.name)})"
         else:
             kept = "" if written else " (it already held this config)"
         mark = "[$success]✔ check: valid[/]" if valid else "[$error]✘ check: invalid[/]"
-        verdict.update(f"Saved {shown}{kept} · {mark} · {escape(' · '.join(lines))}")
+        also = f" and {escape(script.name)} for that machine" if script is not None else ""
+        verdict.update(f"Saved {shown}{kept}{also} · {mark} · {escape(' · '.join(lines))}")
         self._show_diff()
-        self.notify(f"Saved {shown}")
+        self.notify(f"Saved {shown}{also}")
+        return True
 
     def ready(self) -> str | None:
         if self.result is None:
             return "finish the batch step first"
+        if not self.saved:
+            return "save the config first (^s): the launch step runs the saved file"
         return None

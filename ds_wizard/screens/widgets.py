@@ -1,4 +1,5 @@
-"""Textual widgets with the wizard's workarounds: ``OrderedInput`` and ``FollowLog``.
+"""Textual widgets with the wizard's workarounds: ``OrderedInput``, ``FollowLog``,
+``MarkedRadioButton``.
 
 ``OrderedInput``: Textual 8.2.8's ``Input`` inserts printable keys in its own ``_on_key``,
 but its bound keys (Backspace, Delete, arrows, Home/End, ctrl+k …) run only after the key
@@ -17,7 +18,7 @@ from typing import Any
 from textual import events
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import Input, Log
+from textual.widgets import Input, Log, RadioButton
 
 
 def _own_bindings(cls: type[Input]) -> dict[str, str]:
@@ -118,3 +119,11 @@ class FollowLog(Log):
 
     def on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
         self.call_after_refresh(self._follow_if_at_end)
+
+
+class MarkedRadioButton(RadioButton):
+    """A radio button whose selected state is a glyph, not only a colour (NO_COLOR)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:
+        return "●" if self.value else " "
