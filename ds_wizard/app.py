@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
@@ -217,6 +217,19 @@ def make_app(
     )
 
 
+def exit_on_signals(app: App[None]) -> dict[int, Any]:
+    """SIGHUP and SIGTERM end the app the way ^q does (returns the previous handlers).
+
+    Python's default SIGTERM ends the process without unwinding, which would skip the
+    job's stop and leave the terminal in raw mode. The handler only asks the app to exit,
+    so it works whatever the UI is showing: nothing slow runs on the UI thread to delay it.
+    """
+    import signal
+
+    return {s: signal.signal(s, lambda signum, frame: app.exit())
+            for s in (signal.SIGHUP, signal.SIGTERM)}
+
+
 def run() -> None:
     """Entry point for a bare ``ds-wizard``.
 
@@ -233,9 +246,7 @@ def run() -> None:
               "--num-gpus N --preset NAME (see ds-wizard --help).", file=sys.stderr)
         raise SystemExit(2)
     app = make_app()
-    # Python's default SIGTERM ends the process without unwinding, skipping the stop below
-    previous = {s: signal.signal(s, lambda signum, frame: app.exit())
-                for s in (signal.SIGHUP, signal.SIGTERM)}
+    previous = exit_on_signals(app)
     try:
         app.run()
     finally:

@@ -25,8 +25,10 @@ from ds_wizard.screens.widgets import OrderedInput
 class PresetScreen(WizardScreen):
     step = "preset"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+o", "open_path", "Load path"),
-        Binding("ctrl+s", "save_user_preset", "Save as mine"),
+        Binding("ctrl+o", "open_path", "Load path", id="preset.open_path",
+                tooltip="Load a preset from a TOML file path"),
+        Binding("ctrl+s", "save_user_preset", "Save as mine", id="preset.save_user_preset",
+                tooltip="Save the chosen preset, with this batch, as a user preset"),
     ]
 
     def __init__(self) -> None:
