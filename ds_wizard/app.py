@@ -101,7 +101,7 @@ class WizardApp(App[None]):
             return
         problem = current.ready()
         if problem:
-            self.notify(problem, title="Not yet", severity="error", markup=False)
+            current.show_problem(problem)
             return
         idx = self.step_names.index(current.step)
         if idx + 1 < len(self.step_names):

@@ -132,7 +132,13 @@ async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.screen.step == "batch"
-        assert any(m.startswith("DeepSpeed would reject this: Check batch") for m in toasts)
+        # said in place, above the footer, not in a toast over the pair list
+        assert text_of(app, "#not-yet").startswith(
+            "✘ Not yet: DeepSpeed would reject this: Check batch")
+        assert not toasts
+        await clear_and_type(pilot, "128")
+        await pilot.pause()
+        assert not app.screen.query_one("#not-yet").display  # no stale message
 
 
 # -- GPUs ----------------------------------------------------------------------------------

@@ -34,6 +34,16 @@ async def _forward(pilot, steps: int) -> None:
         await pilot.pause()
 
 
+async def _to_launch(pilot) -> None:
+    """Forward to the launch step, saving the config on the review step on the way."""
+    await _forward(pilot, 3)
+    await pilot.press("ctrl+s")
+    await pilot.pause()
+    pilot.app.clear_notifications()
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+
+
 def _app(**kw):
     return make_app(kw.pop("probe", fake_gpus(4)), cursor_blink=False, **kw)
 
@@ -82,7 +92,7 @@ def test_review_saved(snap_compare, work, size) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_launch_ready(snap_compare, work, size) -> None:
-    assert snap_compare(_app(), terminal_size=size, run_before=partial(_forward, steps=4))
+    assert snap_compare(_app(), terminal_size=size, run_before=_to_launch)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -90,7 +100,7 @@ def test_launch_after_fake_run(snap_compare, work, size) -> None:
     factory = script_job_factory(work, steps=12)
 
     async def run_before(pilot) -> None:
-        await _forward(pilot, 4)
+        await _to_launch(pilot)
         await pilot.press("ctrl+l")
         screen = pilot.app.screen
         await wait_for(pilot, lambda: factory.jobs and not screen.running)
@@ -105,7 +115,7 @@ def test_launch_confirm_stop(snap_compare, work, size) -> None:
     factory = script_job_factory(work, steps=3, hold=True)
 
     async def run_before(pilot) -> None:
-        await _forward(pilot, 4)
+        await _to_launch(pilot)
         await pilot.press("ctrl+l")
         screen = pilot.app.screen
         await wait_for(pilot, lambda: factory.jobs and len(screen._losses) >= 3)

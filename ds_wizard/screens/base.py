@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import DataTable, Footer, Input, OptionList, RadioSet, Static
 from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
@@ -60,7 +61,23 @@ class WizardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield StepBar(self.step)
         yield from self.compose_body()
+        yield Static("", id="not-yet")
         yield Footer()
+
+    def show_problem(self, problem: str | None) -> None:
+        """Say why the step is not complete, in place; None clears it."""
+        line = self.query_one("#not-yet", Static)
+        line.update(Text(f"✘ Not yet: {problem}") if problem else "")
+        line.display = bool(problem)
+
+    @on(Input.Changed)
+    @on(RadioSet.Changed)
+    @on(DataTable.RowHighlighted)
+    @on(OptionList.OptionSelected)
+    def _edited(self) -> None:
+        # any change may have fixed it; ^n checks again
+        if self.is_mounted:
+            self.show_problem(None)
 
     def compose_body(self) -> ComposeResult:
         """The widgets between the step bar and the footer."""

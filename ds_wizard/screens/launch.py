@@ -232,11 +232,15 @@ class LaunchScreen(WizardScreen):
 
     def _show_status(self) -> None:
         last = self._last
-        # wall time since ^l on the monotonic clock: the trainer's own elapsed_s starts
-        # later (after start-up) and would make the clock jump back
+        # wall time since ^l on the monotonic clock. The trainer's own elapsed_s starts
+        # later (after start-up): shown alone it made the clock jump back when the first
+        # metric arrived. Never below it, so the clock only ever moves forward.
         elapsed = None
         if self._started_at is not None:
             elapsed = (self._ended_at or time.monotonic()) - self._started_at
+            trainer = last.get("elapsed", last.get("elapsed_s"))
+            if isinstance(trainer, (int, float)):
+                elapsed = max(elapsed, trainer)
         tok = last.get("tokens_per_s", last.get("tokens_per_sec"))
         loss = last.get("loss")
         parts = [
