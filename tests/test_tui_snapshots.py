@@ -96,7 +96,10 @@ def test_launch_ready(snap_compare, work, size) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_launch_after_fake_run(snap_compare, work, size) -> None:
+def test_launch_after_fake_run(snap_compare, work, size, monkeypatch) -> None:
+    # the status clock is wall time (never below the trainer's elapsed_s): stopped here,
+    # it shows the fake trainer's deterministic elapsed_s
+    monkeypatch.setattr("ds_wizard.screens.launch.monotonic", lambda: 1000.0)
     factory = script_job_factory(work, steps=12)
 
     async def run_before(pilot) -> None:
@@ -110,8 +113,9 @@ def test_launch_after_fake_run(snap_compare, work, size) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_launch_confirm_stop(snap_compare, work, size) -> None:
+def test_launch_confirm_stop(snap_compare, work, size, monkeypatch) -> None:
     """The stop question over a running (fake) job that has logged 3 steps and waits."""
+    monkeypatch.setattr("ds_wizard.screens.launch.monotonic", lambda: 1000.0)
     factory = script_job_factory(work, steps=3, hold=True)
 
     async def run_before(pilot) -> None:

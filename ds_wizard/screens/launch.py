@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from time import monotonic  # a module attribute: the snapshot tests stop the clock
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from rich.text import Text
@@ -151,7 +151,7 @@ class LaunchScreen(WizardScreen):
         self.job = None
         self.running = True
         self.stopping = False
-        self._started_at = time.monotonic()
+        self._started_at = monotonic()
         self.refresh_bindings()
         factory = self.wizard.job_factory
         state = self.state
@@ -237,7 +237,7 @@ class LaunchScreen(WizardScreen):
         # metric arrived. Never below it, so the clock only ever moves forward.
         elapsed = None
         if self._started_at is not None:
-            elapsed = (self._ended_at or time.monotonic()) - self._started_at
+            elapsed = (self._ended_at or monotonic()) - self._started_at
             trainer = last.get("elapsed", last.get("elapsed_s"))
             if isinstance(trainer, (int, float)):
                 elapsed = max(elapsed, trainer)
@@ -285,7 +285,7 @@ class LaunchScreen(WizardScreen):
     def on_job_exited(self, message: JobExited) -> None:
         self._drain()  # the last lines may still be waiting for the timer
         self.running = False
-        self._ended_at = time.monotonic()
+        self._ended_at = monotonic()
         self.refresh_bindings()
         result = self.query_one("#launch-result", Static)
         failed = bool(message.error) or (message.returncode != 0 and not message.stopped)
