@@ -8,12 +8,13 @@ from typing import ClassVar
 
 from rich.syntax import Syntax
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.markup import escape
 from textual.widgets import Input, Label, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.screens.base import WizardScreen
@@ -65,24 +66,53 @@ class ReviewScreen(WizardScreen):
         state = self.state
         field = self.query_one("#output", Input)
         if field.value != state.output:
-            field.value = state.output
+            with self.prevent(Input.Changed):
+                field.value = state.output
         chosen = state.chosen
         summary = self.query_one("#review-summary", Static)
+        self.result = None
         if state.preset is None or chosen is None:
-            self.result = None
             summary.update("Finish the batch step first.")
             return
+        summary.update("Working out the config…")
+        self._build(chosen)
+
+    @work(thread=True, exclusive=True, group="review", name="review config",
+          exit_on_error=False)
+    def _build(self, chosen: tuple[int, int]) -> None:
+        """The config and its memory fit, off the UI thread."""
         try:
-            self.result = build_config_text(state, *chosen)
+            result, error = build_config_text(self.state, *chosen), None
         except DsWizardError as exc:
-            self.result = None
-            summary.update(f"[$error]✘ {escape(exc.one_line())}[/]")
+            result, error = None, exc.one_line()
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_result, chosen, result, error)
+
+    def _show_result(self, chosen: tuple[int, int], result: ConfigResult | None,
+                     error: str | None) -> None:
+        state = self.state
+        if chosen != state.chosen or state.preset is None:
+            return  # the batch changed meanwhile; its own build follows
+        summary = self.query_one("#review-summary", Static)
+        self.result = result
+        if result is None:
+            summary.update(f"[$error]✘ {escape(error or '')}[/]")
             return
         self.query_one("#json", Static).update(
-            Syntax(self.result.text, "json", theme="ansi_dark", background_color="default"))
-        summary.update(f"✔ [b]{self.result.auto.choice.formula}[/b] · {state.preset.name} · "
-                       f"{self.result.strategy}")
+            Syntax(result.text, "json", theme="ansi_dark", background_color="default"))
+        summary.update(f"✔ [b]{result.auto.choice.formula}[/b] · {state.preset.name} · "
+                       f"{result.strategy}")
         self._show_target()
+
+    def _result_now(self) -> ConfigResult | None:
+        """The result, worked out here if ^n or ^s came before the worker's answer."""
+        chosen = self.state.chosen
+        if self.result is None and chosen is not None and self.state.preset is not None:
+            try:
+                self._show_result(chosen, build_config_text(self.state, *chosen), None)
+            except DsWizardError as exc:
+                self._show_result(chosen, None, exc.one_line())
+        return self.result
 
     @on(Input.Changed, "#output")
     def _path_changed(self, event: Input.Changed) -> None:
@@ -106,28 +136,34 @@ class ReviewScreen(WizardScreen):
     def _show_diff(self) -> None:
         diff = self.query_one("#diff", Static)
         assert self.result is not None
-        target, shown = self.target, self.state.output
-        if not shown:
+        if not self.state.output:
             diff.update("Type a path to save to.")
             return
+        self._diff(self.target, self.state.output, self.result.text)
+
+    @work(thread=True, exclusive=True, group="review-diff", name="diff", exit_on_error=False)
+    def _diff(self, target: Path, shown: str, new: str) -> None:
+        """Read the file on disk and diff it, off the UI thread."""
         # plain Text: a path or an OS error is never markup
+        content: Text | Syntax
         try:
             old = target.read_text(encoding="utf-8")
         except FileNotFoundError:
-            diff.update(Text(f"No file at {shown} yet: saving creates it."))
-            return
+            content = Text(f"No file at {shown} yet: saving creates it.")
         except (OSError, UnicodeDecodeError) as exc:
-            diff.update(Text(f"Cannot read {shown}: {exc}"))
-            return
-        if old == self.result.text:
-            diff.update(Text(f"{shown} already holds exactly this config."))
-            return
-        lines = difflib.unified_diff(old.splitlines(keepends=True),
-                                     self.result.text.splitlines(keepends=True),
-                                     fromfile=f"{self.state.output} (on disk)",
-                                     tofile=f"{self.state.output} (new)")
-        diff.update(Syntax("".join(lines), "diff", theme="ansi_dark",
-                           background_color="default"))
+            content = Text(f"Cannot read {shown}: {exc}")
+        else:
+            if old == new:
+                content = Text(f"{shown} already holds exactly this config.")
+            else:
+                lines = difflib.unified_diff(old.splitlines(keepends=True),
+                                             new.splitlines(keepends=True),
+                                             fromfile=f"{shown} (on disk)",
+                                             tofile=f"{shown} (new)")
+                content = Syntax("".join(lines), "diff", theme="ansi_dark",
+                                 background_color="default")
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.query_one("#diff", Static).update, content)
 
     def action_toggle_view(self) -> None:
         tabs = self.query_one("#review-tabs", TabbedContent)
@@ -140,7 +176,7 @@ class ReviewScreen(WizardScreen):
                 and self._saved_text == self.result.text)
 
     def action_next_step(self) -> None:
-        if self.result is None or self.saved:
+        if self._result_now() is None or self.saved:
             self.wizard.action_next_step()
             return
 
@@ -159,7 +195,7 @@ class ReviewScreen(WizardScreen):
         from ds_wizard.core.fsio import write_if_changed
 
         verdict = self.query_one("#verdict", Static)
-        if self.result is None:
+        if self._result_now() is None:
             self.notify("Nothing to save yet: finish the batch step.", severity="error")
             return False
         if not self.state.output:
@@ -193,7 +229,7 @@ class ReviewScreen(WizardScreen):
         return True
 
     def ready(self) -> str | None:
-        if self.result is None:
+        if self._result_now() is None:
             return "finish the batch step first"
         if not self.saved:
             return "save the config first (^s): the launch step runs the saved file"
