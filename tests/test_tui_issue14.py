@@ -168,11 +168,11 @@ async def test_other_machine_mode_refuses_a_cpu_launch_of_4_gpus(work: Path) -> 
         await _type_into(pilot, "#per-node", "4")
         await pilot.pause()
         assert app.state.planning_elsewhere and app.state.world_size == 4
-        assert "planning for another machine (4 GPU(s))" in text_of(app, "#step-bar")
+        assert text_of(app, "#step-bar").startswith(" ⚑ other machine (4 GPUs)")
         for _ in range(3):
             await pilot.press("ctrl+n")
             await settle(pilot)
-            assert "planning for another machine" in text_of(app, "#step-bar")
+            assert "⚑ other machine (4 GPUs)" in text_of(app, "#step-bar")
         assert app.screen.step == "review"
         assert "GPU" in text_of(app, "#review-summary") or app.screen.result is not None
         await pilot.press("ctrl+n")

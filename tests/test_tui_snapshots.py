@@ -133,3 +133,15 @@ def test_launch_confirm_stop(snap_compare, work, size, monkeypatch) -> None:
     finally:
         for job in factory.jobs:
             job.stop()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gpus_planning_for_another_machine(snap_compare, work, size) -> None:
+    """No GPU here and 4 typed: the step bar and the summary say the plan is for elsewhere."""
+
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("end", "ctrl+u", "4")
+        await pilot.pause()
+
+    assert snap_compare(_app(probe=no_gpus), terminal_size=size, run_before=run_before)

@@ -30,17 +30,21 @@ class StepBar(Static):
     def show(self) -> None:
         """Redraw, with the planning mode when the GPUs are not this machine's."""
         app: WizardApp = self.app  # type: ignore[assignment]
-        text = Text(" ds-wizard  ", style="bold")
+        state = app.state
+        if state.planning_elsewhere:
+            # in place of the app's name, so that the whole bar still fits 80 columns
+            gpus = (f"{state.nodes}×{state.ranks_per_node}" if state.nodes > 1
+                    else str(state.ranks_per_node))
+            text = Text(style="bold").append(f" ⚑ other machine ({gpus} GPUs) ",
+                                             style="reverse")
+            text.append("  ")
+        else:
+            text = Text(" ds-wizard  ", style="bold")
         for i, name in enumerate(app.step_names, 1):
             if i > 1:
                 text.append(" › ", style="dim")
             label = f"{i} {app.step_titles[name]}"
             text.append(label, style="reverse bold" if name == self.step else "")
-        state = app.state
-        if state.planning_elsewhere:
-            text.append(f"   ⚑ planning for another machine ({state.ranks_per_node} GPU(s)"
-                        f"{f' × {state.nodes} nodes' if state.nodes > 1 else ''})",
-                        style="bold")
         self.update(text)
 
 
