@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.gpus import GpuProbe, detect_gpus
 from ds_wizard.screens.base import WizardScreen
@@ -39,7 +40,8 @@ class WizardApp(App[None]):
     TITLE = "ds-wizard"
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit",
+                tooltip="Quit (a running job is stopped first, after you confirm)"),
     ]
 
     def __init__(
@@ -65,6 +67,21 @@ class WizardApp(App[None]):
             self.install_screen(factory(), name)
         self.push_screen(self.step_names[0])
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.worker_failed(event.worker)
+
+    def worker_failed(self, worker: Worker) -> None:
+        """The one handler for an unexpected error in a worker: show it, keep running.
+
+        Every worker is started with ``exit_on_error=False``, so a bug in one step's
+        background work costs that result, not the session (or a running job)."""
+        error = worker.error
+        what = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+        self.log.error(f"worker {worker.name!r} failed", error)
+        self.notify(what, title=f"Background task failed ({worker.name or worker.group})",
+                    severity="error", markup=False, timeout=15)
+
     @property
     def step(self) -> str:
         screen = self.screen
@@ -84,7 +101,7 @@ class WizardApp(App[None]):
             return
         problem = current.ready()
         if problem:
-            self.notify(problem, title="Not yet", severity="error", markup=False)
+            current.show_problem(problem)
             return
         idx = self.step_names.index(current.step)
         if idx + 1 < len(self.step_names):
@@ -200,6 +217,19 @@ def make_app(
     )
 
 
+def exit_on_signals(app: App[None]) -> dict[int, Any]:
+    """SIGHUP and SIGTERM end the app the way ^q does (returns the previous handlers).
+
+    Python's default SIGTERM ends the process without unwinding, which would skip the
+    job's stop and leave the terminal in raw mode. The handler only asks the app to exit,
+    so it works whatever the UI is showing: nothing slow runs on the UI thread to delay it.
+    """
+    import signal
+
+    return {s: signal.signal(s, lambda signum, frame: app.exit())
+            for s in (signal.SIGHUP, signal.SIGTERM)}
+
+
 def run() -> None:
     """Entry point for a bare ``ds-wizard``.
 
@@ -216,9 +246,7 @@ def run() -> None:
               "--num-gpus N --preset NAME (see ds-wizard --help).", file=sys.stderr)
         raise SystemExit(2)
     app = make_app()
-    # Python's default SIGTERM ends the process without unwinding, skipping the stop below
-    previous = {s: signal.signal(s, lambda signum, frame: app.exit())
-                for s in (signal.SIGHUP, signal.SIGTERM)}
+    previous = exit_on_signals(app)
     try:
         app.run()
     finally:

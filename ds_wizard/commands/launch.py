@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,7 @@ from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
+    from ds_wizard.core.first_step import FirstStepWatch
     from ds_wizard.launch.plan import PreparedRun
     from ds_wizard.launch.supervisor import Supervisor
 
@@ -94,15 +97,37 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         click.echo(f"ℹ️  {note}")
     click.echo(f"📁 run directory: {plan.run_dir}")
     click.echo(f"🚀 {plan.command_text}", err=False)
+    watch = first_run_watch(plan, click.echo)
 
     def on_signal(signum: int) -> None:
         click.echo(f"\n⏹  {signal.Signals(signum).name}: stopping the job gracefully "
                    f"(checkpoint first; killed after {grace:.0f} s; again to kill now)",
                    err=True)
 
-    job, code, signum = supervisor.run_foreground(plan, on_line=click.echo, grace_s=grace,
-                                                on_signal=on_signal)
+    def on_line(line: str) -> None:
+        watch.line(line)
+        click.echo(line)
+
+    try:
+        job, code, signum = supervisor.run_foreground(plan, on_line=on_line, grace_s=grace,
+                                                      on_signal=on_signal)
+    finally:
+        watch.stop()
     ctx.exit(_report(plan, job, code, signum))
+
+
+def first_run_watch(plan: PreparedRun, say: Callable[[str], None]) -> FirstStepWatch:
+    """Say what a first run compiles, then report the wait until the first step."""
+    from ds_wizard.core.first_step import FirstStepWatch
+    from ds_wizard.core.jit_ops import expected_builds, first_run_notice
+
+    builds = expected_builds(plan.accelerator.kind, plan.config, env=plan.env | dict(os.environ))
+    notice = first_run_notice(builds)
+    if notice:
+        say(f"⏳ {notice}")
+    what = ("compiling " + ", ".join(b.name for b in builds)) if builds \
+        else "starting the ranks"
+    return FirstStepWatch(say, what=what).start()
 
 
 def _report(plan: PreparedRun, job: Supervisor, code: int, signum: int | None) -> int:

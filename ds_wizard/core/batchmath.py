@@ -17,6 +17,17 @@ MISSING_BOTH = "Either train_batch_size or train_micro_batch_size_per_gpu needs 
 # Python's own text for `x // 0`: DeepSpeed does not guard these divisions, so it dies
 # with a ZeroDivisionError and we report the same thing.
 ZERO_DIVISION = "integer division or modulo by zero"
+# The largest batch value anyone means: a bigger one is a typo (an extra digit). The CLI's
+# checker, the preset schema and the wizard's fields all refuse values above it.
+MAX_BATCH_VALUE = 1 << 24
+
+
+def too_large(label: str, value: int) -> str | None:
+    """The one message for a batch value over :data:`MAX_BATCH_VALUE`, else None."""
+    if value > MAX_BATCH_VALUE:
+        return (f"{label} is {value}, implausibly large (over {MAX_BATCH_VALUE:,}); "
+                "check for an extra digit")
+    return None
 
 
 @dataclass(frozen=True)
@@ -156,11 +167,49 @@ def _pairs_for(global_batch: int, world_size: int, max_micro: int, max_gas: int)
     if global_batch <= 0 or global_batch % world_size:
         return []
     per_rank = global_batch // world_size
-    pairs = []
-    for micro in range(1, min(per_rank, max_micro) + 1):
-        if per_rank % micro == 0 and per_rank // micro <= max_gas:
-            pairs.append((micro, per_rank // micro))
-    return pairs
+    if per_rank > max_micro * max_gas:
+        return []
+    # In a pair (m, g) with m × g = per_rank, the smaller of the two is at most
+    # sqrt(per_rank) and within both limits: try only those, and take both orders.
+    pairs = set()
+    for d in range(1, min(max_micro, max_gas, math.isqrt(per_rank)) + 1):
+        if per_rank % d == 0:
+            e = per_rank // d
+            if e <= max_gas:
+                pairs.add((d, e))
+            if e <= max_micro:
+                pairs.add((e, d))
+    return list(pairs)
+
+
+def _nearest_below(k: int, max_micro: int, max_gas: int) -> int | None:
+    """The largest m × g <= k with m <= max_micro and g <= max_gas (None when k < 1).
+
+    For each m the best g is min(max_gas, k // m), so one pass over the smaller factor
+    finds it, without walking the multiples in between.
+    """
+    if k < 1:
+        return None
+    small, large = sorted((max_micro, max_gas))
+    if k >= small * large:
+        return small * large
+    if k <= large:
+        return k  # 1 × k
+    # every m below k / large reaches only m × large: of those the last one is the best
+    first = max(1, -(-k // large) - 1)
+    return max(m * min(large, k // m) for m in range(first, min(small, k) + 1))
+
+
+def _nearest_above(k: int, max_micro: int, max_gas: int) -> int | None:
+    """The smallest m × g >= k with m <= max_micro and g <= max_gas (None when none)."""
+    small, large = sorted((max_micro, max_gas))
+    if k > small * large:
+        return None
+    k = max(k, 1)
+    if k <= large:
+        return k  # 1 × k
+    first = -(-k // large)
+    return min(m * -(-k // m) for m in range(first, small + 1))
 
 
 def solve(
@@ -173,7 +222,9 @@ def solve(
 
     When there is none, the nearest valid global batches on both sides are proposed.
     Pairs are ordered by micro-batch, largest first, since a larger micro-batch usually
-    runs faster when it fits.
+    runs faster when it fits. The work is bounded by the smaller limit and by sqrt(target),
+    whatever the target, so any input answers in milliseconds (the wizard calls this on
+    every keystroke).
     """
     if world_size < 1:
         raise ValueError(f"world size must be >= 1, got {world_size}")
@@ -184,23 +235,12 @@ def solve(
     pairs = sorted(_pairs_for(target_global, world_size, max_micro, max_gas), reverse=True)
     if pairs:
         return Solution(world_size, target_global, pairs, target_global, target_global)
-    largest = world_size * max_micro * max_gas
-    lower = upper = None
-    # Valid globals are multiples of world_size that factor within the limits; walk
-    # multiples of world_size outwards from the target.
-    below = (target_global // world_size) * world_size
-    while below >= world_size:
-        if _pairs_for(below, world_size, max_micro, max_gas):
-            lower = below
-            break
-        below -= world_size
-    above = math.ceil(target_global / world_size) * world_size
-    while above <= largest:
-        if _pairs_for(above, world_size, max_micro, max_gas):
-            upper = above
-            break
-        above += world_size
-    return Solution(world_size, target_global, [], lower, upper)
+    # valid globals are world_size × k where k = micro × gas within the limits
+    below = _nearest_below(target_global // world_size, max_micro, max_gas)
+    above = _nearest_above(-(-target_global // world_size), max_micro, max_gas)
+    return Solution(world_size, target_global, [],
+                    None if below is None else below * world_size,
+                    None if above is None else above * world_size)
 
 
 def pick_grad_accum(world_size: int, micro: int, target_global: int) -> tuple[int, str]:

@@ -18,6 +18,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+from ds_wizard.core.batchmath import MAX_BATCH_VALUE
+
 # Version history (ds_wizard/core/migrations.py turns older files into the current form):
 #   1 — the first format.
 #   2 — adds the optional top-level ``based_on``: the preset a file was derived from
@@ -138,7 +140,7 @@ class TrainSpec:
 class WorldSizeBatch:
     __pydantic_config__ = STRICT
 
-    global_batch: Annotated[int, Bounds(gt=0, le=1 << 24)]  # samples per optimizer step
+    global_batch: Annotated[int, Bounds(gt=0, le=MAX_BATCH_VALUE)]  # samples per optimizer step
     micro_batch: Annotated[int, Bounds(gt=0, le=1 << 16)]  # samples per GPU per forward
 
 
@@ -153,7 +155,7 @@ class BatchSpec:
 
     __pydantic_config__ = STRICT
 
-    global_batch: Annotated[int, Bounds(gt=0, le=1 << 24)]
+    global_batch: Annotated[int, Bounds(gt=0, le=MAX_BATCH_VALUE)]
     micro_batch: Annotated[int, Bounds(gt=0, le=1 << 16)]
     by_world_size: dict[str, WorldSizeBatch] = field(default_factory=dict)
 

@@ -174,6 +174,11 @@ def resolve_config(
             backend=kernel_backend(backend, accel), device=accel.kind,
         ).config
         source = None
+    if accel.kind == "cpu":
+        from ds_wizard.core.jit_ops import with_torch_adam
+
+        # torch's AdamW: the same update as DeepSpeed's CPU Adam, with nothing to compile
+        cfg, _ = with_torch_adam(cfg)
     report_ = check_config(cfg, world_size)
     if not report_.valid:
         what = source or f"the config built from preset {preset.name}"
@@ -186,10 +191,21 @@ def resolve_config(
     return cfg, source
 
 
+def _deep_check(cfg: dict[str, Any], world_size: int, what: str) -> None:
+    """DeepSpeed's own parser has the last word before any process starts."""
+    from ds_wizard.deepcheck import deep_check
+
+    verdict = deep_check(cfg, world_size)
+    if not verdict.accepted:
+        raise LaunchRefused(f"{what} refused before launch: {verdict.line()}",
+                            "run `ds-wizard check --deep` on it, fix it and try again")
+
+
 def _fix_hint(report: CheckReport, source: str | None, world_size: int) -> str:
     parts = []
     if report.suggestions:
-        parts.append("suggested fix: " + report.suggestions[0].removeprefix("--keep micro: "))
+        # a suggestion is a command followed by "# <the triple it gives>"
+        parts.append("suggested fix: " + report.suggestions[0].partition("# ")[2])
     if source:
         parts.append(f"run `ds-wizard fix {shlex.quote(source)} --num-gpus {world_size}`")
     return "; ".join(parts) or "fix the config and try again"
@@ -236,6 +252,11 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     env = run_env(accel, ws)
     if r.dry_run:
         return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes))
+    if accel.kind == "cpu":
+        from ds_wizard.core.host_fit import check_cpu_ranks
+
+        check_cpu_ranks(cfg, loaded.spec, ws, loaded.name)
+    _deep_check(cfg, ws, source or f"the config built from preset {loaded.name}")
     run_dir = runs.create_run_dir(r.runs_dir, loaded.name)
     _write_run_files(run_dir, run, loaded.spec, cfg)
     return _finish(PreparedRun(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import DataTable, Footer, Input, OptionList, RadioSet, Static
+from textual.worker import Worker, WorkerState
 
 if TYPE_CHECKING:
     from ds_wizard.app import WizardApp
@@ -23,8 +25,21 @@ class StepBar(Static):
         self.step = step
 
     def on_mount(self) -> None:
+        self.show()
+
+    def show(self) -> None:
+        """Redraw, with the planning mode when the GPUs are not this machine's."""
         app: WizardApp = self.app  # type: ignore[assignment]
-        text = Text(" ds-wizard  ", style="bold")
+        state = app.state
+        if state.planning_elsewhere:
+            # in place of the app's name, so that the whole bar still fits 80 columns
+            gpus = (f"{state.nodes}×{state.ranks_per_node}" if state.nodes > 1
+                    else str(state.ranks_per_node))
+            text = Text(style="bold").append(f" ⚑ other machine ({gpus} GPUs) ",
+                                             style="reverse")
+            text.append("  ")
+        else:
+            text = Text(" ds-wizard  ", style="bold")
         for i, name in enumerate(app.step_names, 1):
             if i > 1:
                 text.append(" › ", style="dim")
@@ -39,15 +54,34 @@ class WizardScreen(Screen):
     merges bindings down the class hierarchy)."""
 
     step: ClassVar[str] = ""
+    _just_mounted = False
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "prev_step", "Back"),
-        Binding("ctrl+n", "next_step", "Next"),
+        Binding("escape", "prev_step", "Back", id="wizard.back",
+                tooltip="Previous step; your answers are kept"),
+        Binding("ctrl+n", "next_step", "Next", id="wizard.next",
+                tooltip="Check this step and go to the next one"),
     ]
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.step)
         yield from self.compose_body()
+        yield Static("", id="not-yet")
         yield Footer()
+
+    def show_problem(self, problem: str | None) -> None:
+        """Say why the step is not complete, in place; None clears it."""
+        line = self.query_one("#not-yet", Static)
+        line.update(Text(f"✘ Not yet: {problem}") if problem else "")
+        line.display = bool(problem)
+
+    @on(Input.Changed)
+    @on(RadioSet.Changed)
+    @on(DataTable.RowHighlighted)
+    @on(OptionList.OptionSelected)
+    def _edited(self) -> None:
+        # any change may have fixed it; ^n checks again
+        if self.is_mounted:
+            self.show_problem(None)
 
     def compose_body(self) -> ComposeResult:
         """The widgets between the step bar and the footer."""
@@ -62,15 +96,28 @@ class WizardScreen(Screen):
         return self.wizard.state
 
     def on_mount(self) -> None:
+        # Textual runs every class's on_mount, the subclass's first: subclasses set up their
+        # widgets in their own on_mount and never call this one
         if not self.wizard.cursor_blink:
             for field in self.query(Input):
                 field.cursor_blink = False
+        self._just_mounted = True
         self.refresh_from_state()
 
     def on_screen_resume(self) -> None:
+        self.query_one(StepBar).show()
+        if self._just_mounted:
+            # the first resume follows the mount, which has just shown the state
+            self._just_mounted = False
+            return
         # earlier steps may have changed the shared state while this screen was away
         if self.is_mounted:
             self.refresh_from_state()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # worker messages do not bubble: each screen hands failures to the app's handler
+        if event.state == WorkerState.ERROR:
+            self.wizard.worker_failed(event.worker)
 
     def refresh_from_state(self) -> None:
         """Show what the shared state holds."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual import events, on
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
+from textual.worker import get_current_worker
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.memory import DEFAULT_HEADROOM
@@ -26,7 +27,9 @@ from ds_wizard.screens.state import (
     ConfigResult,
     build_config_text,
     default_batch,
+    nearest_pair,
 )
+from ds_wizard.screens.widgets import MarkedRadioButton, OrderedInput
 
 FIELDS = {"micro": "#micro", "gas": "#gas", "global": "#global"}
 MAX_PAIRS = 12
@@ -35,15 +38,17 @@ MAX_PAIRS = 12
 class BatchScreen(WizardScreen):
     step = "batch"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+g", "cycle_derive", "Derived value"),
-        Binding("ctrl+r", "reset", "Preset default"),
+        Binding("ctrl+g", "cycle_derive", "Derived value", id="batch.cycle_derive",
+                tooltip="Choose which value DeepSpeed derives from the other two"),
+        Binding("ctrl+r", "reset", "Preset default", id="batch.reset",
+                tooltip="Back to the preset's own batch for this world size"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.view: BatchView | None = None
-        self._filling = False
         self._last_field: Input | None = None
+        self.recomputes = 0  # how often the view was worked out (a test counts them)
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="batch-body", classes="body"):
@@ -54,7 +59,7 @@ class BatchScreen(WizardScreen):
                                    ("global", "Global batch")):
                     with Vertical(classes="field"):
                         yield Label(label, id=f"{key}-label")
-                        yield Input(id=key, placeholder="auto")
+                        yield OrderedInput(id=key, placeholder="auto")
             yield Static("", id="field-errors")
             yield Static("", id="formula")
             yield Static("", id="tokens")
@@ -62,13 +67,12 @@ class BatchScreen(WizardScreen):
             with Horizontal(id="batch-lower"):
                 with RadioSet(id="derive"):
                     for key in DERIVE_CHOICES:
-                        yield RadioButton(DERIVE_LABELS[key], id=f"derive-{key}")
+                        yield MarkedRadioButton(DERIVE_LABELS[key], id=f"derive-{key}")
                 yield OptionList(id="pairs")
 
     def on_mount(self) -> None:
         self.query_one("#derive", RadioSet).border_title = "Derived by DeepSpeed"
         self.query_one("#pairs", OptionList).border_title = "Valid micro × accumulation"
-        super().on_mount()
 
     # -- state <-> widgets -------------------------------------------------------------
     def refresh_from_state(self) -> None:
@@ -84,18 +88,18 @@ class BatchScreen(WizardScreen):
                     str(micro), str(gas), str(glob))
             state.derive = "global"
             state.batch_for = state.batch_key
-        self._filling = True
-        try:
+        # filling the widgets from the state is not an edit: their messages are dropped,
+        # including any already queued, and the view is worked out once below
+        with self.prevent(Input.Changed, RadioSet.Changed):
             for name, selector in FIELDS.items():
                 field = self.query_one(selector, Input)
                 text = getattr(state, f"{name}_text")
                 if field.value != text:
                     field.value = text
             self.query_one(f"#derive-{state.derive}", RadioButton).value = True
-        finally:
-            self._filling = False
+        self.query_one("#micro-label", Label).update(f"Micro-batch per {state.rank_word}")
         spec = state.preset.spec
-        where = "CPU ranks" if state.cpu_demo else "GPU(s)"
+        where = "CPU ranks" if state.uses_cpu and not state.planning_elsewhere else "GPU(s)"
         self.query_one("#batch-context", Static).update(
             f"[b]{state.preset.name}[/b] · data-parallel world size [b]{state.world_size}[/b] "
             f"({state.world_size} {where}) · sequence length {spec.train.seq_len:,}"
@@ -109,7 +113,7 @@ class BatchScreen(WizardScreen):
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
-        if self._filling or event.input.id not in FIELDS:
+        if event.input.id not in FIELDS:
             return
         setattr(self.state, f"{event.input.id}_text", event.value)
         if event.input.id != self.state.derive:
@@ -121,7 +125,7 @@ class BatchScreen(WizardScreen):
 
     @on(RadioSet.Changed, "#derive")
     def _derive_changed(self, event: RadioSet.Changed) -> None:
-        if self._filling or event.pressed.id is None:
+        if event.pressed.id is None:
             return
         self.state.derive = event.pressed.id.removeprefix("derive-")
         self._apply_derive_mode()
@@ -157,6 +161,7 @@ class BatchScreen(WizardScreen):
         view = state.batch_view()
         if view is None:
             return
+        self.recomputes += 1
         self.view = view
         res = view.resolution
         if res is not None and state.derive in FIELDS:
@@ -165,9 +170,8 @@ class BatchScreen(WizardScreen):
             field = self.query_one(FIELDS[state.derive], Input)
             text = "" if value is None else str(value)
             setattr(state, f"{state.derive}_text", text)
-            self._filling = True
-            field.value = text
-            self._filling = False
+            with self.prevent(Input.Changed):
+                field.value = text
 
         errors = self.query_one("#field-errors", Static)
         errors.update("\n".join(f"✘ {e}" for e in view.field_errors))
@@ -200,14 +204,22 @@ class BatchScreen(WizardScreen):
         memory = self.query_one("#memory", Static)
         res = view.resolution
         if not view.valid or res is None or res.micro_batch is None or res.grad_accum is None:
-            memory.update("Memory per GPU: —")
+            memory.update(f"Memory per {self.state.rank_word}: —")
             return
+        self._fit_memory(res.micro_batch, res.grad_accum)
+
+    @work(thread=True, exclusive=True, group="memory-fit", name="memory fit",
+          exit_on_error=False)
+    def _fit_memory(self, micro: int, gas: int) -> None:
+        """The memory fit off the UI thread; only the latest request's answer is shown."""
+        state = self.state
         try:
-            result = build_config_text(self.state, res.micro_batch, res.grad_accum)
+            shown: Text | str = memory_bar(build_config_text(state, micro, gas),
+                                           per=state.rank_word)
         except DsWizardError as exc:
-            memory.update(Text(f"✘ {exc.one_line()}", style="bold red"))
-            return
-        memory.update(memory_bar(result))
+            shown = Text(f"✘ {exc.one_line()}", style="bold red")
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self.query_one("#memory", Static).update, shown)
 
     def _show_pairs(self, view: BatchView) -> None:
         pairs = self.query_one("#pairs", OptionList)
@@ -245,7 +257,10 @@ class BatchScreen(WizardScreen):
             if sol is not None:
                 state.global_text = str(sol.target)
         elif kind == "global":
-            state.global_text = rest
+            # a whole valid triple for that global batch, so the formula is green in
+            # every mode (in "check all three" no field is derived to make it so)
+            micro, gas = nearest_pair(state, int(rest))
+            state.micro_text, state.gas_text, state.global_text = str(micro), str(gas), rest
             if state.derive == "global":
                 state.derive = "gas"
         self.refresh_from_state()
@@ -263,15 +278,15 @@ class BatchScreen(WizardScreen):
         return None
 
 
-def memory_bar(result: ConfigResult, width: int = 20) -> Text:
+def memory_bar(result: ConfigResult, width: int = 20, per: str = "GPU") -> Text:
     """``Memory/GPU ██████░░░░ 92.6 of 140.4 GiB · ZeRO-2`` — green when it fits."""
     est, gpu = result.auto.memory, result.gpu_memory
     if est is None or gpu is None:
-        return Text(f"Memory per GPU: not checked (GPU memory unknown) · {result.strategy}",
+        return Text(f"Memory per {per}: not checked (GPU memory unknown) · {result.strategy}",
                     style="dim")
     fits = est.fits(gpu.bytes, DEFAULT_HEADROOM)
     filled = min(width, round(width * est.total / gpu.bytes))
-    text = Text("Memory per GPU ")
+    text = Text(f"Memory per {per} ")
     text.append("█" * filled, style="green" if fits else "red")
     text.append("░" * (width - filled), style="dim")
     text.append(f" {est.total / 2**30:.1f} of {gpu.bytes / 2**30:.1f} GiB", style="bold")

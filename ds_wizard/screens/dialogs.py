@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from ds_wizard.screens.widgets import OrderedInput
+
 
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -58,7 +60,7 @@ class AskTextScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Static(self.title_text, classes="dialog-title")
-            field = Input(self.value, placeholder=self.placeholder, id="answer")
+            field = OrderedInput(self.value, placeholder=self.placeholder, id="answer")
             field.cursor_blink = self.blink
             yield field
             yield Label("Enter to accept, Esc to cancel", classes="dim")

@@ -12,15 +12,18 @@ from textual.markup import escape
 from textual.widgets import DataTable, Input, Label, Static
 
 from ds_wizard.messages import GpusDetected
-from ds_wizard.screens.base import WizardScreen
+from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
+from ds_wizard.screens.widgets import OrderedInput
 
 
 class GpuScreen(WizardScreen):
     step = "gpus"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+r", "redetect", "Re-detect"),
-        Binding("ctrl+t", "cpu_demo", "CPU demo"),
+        Binding("ctrl+r", "redetect", "Re-detect", id="gpus.redetect",
+                tooltip="Ask NVML again which GPUs this machine has"),
+        Binding("ctrl+t", "cpu_demo", "CPU demo", id="gpus.cpu_demo",
+                tooltip="Toggle a CPU demo run here: tiny_mamba on 2 CPU ranks"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -31,16 +34,15 @@ class GpuScreen(WizardScreen):
             with Horizontal(id="gpu-fields", classes="fields"):
                 with Vertical(classes="field"):
                     yield Label("Nodes")
-                    yield Input(id="nodes", type="text", placeholder="1")
+                    yield OrderedInput(id="nodes", type="text", placeholder="1")
                 with Vertical(classes="field"):
                     yield Label("GPUs per node")
-                    yield Input(id="per-node", type="text", placeholder="detected")
+                    yield OrderedInput(id="per-node", type="text", placeholder="detected")
             yield Static("", id="gpu-summary")
 
     def on_mount(self) -> None:
         table = self.query_one("#gpu-table", DataTable)
         table.add_columns("#", "Name", "Memory", "CC", "bf16")
-        super().on_mount()
         if self.state.report is None:
             self.action_redetect()
 
@@ -52,7 +54,8 @@ class GpuScreen(WizardScreen):
             # NVML can take a while on a busy machine: keep it off the UI thread
             self.post_message(GpusDetected(probe()))
 
-        self.run_worker(work, thread=True, exclusive=True, group="gpu-probe")
+        self.run_worker(work, thread=True, exclusive=True, group="gpu-probe", name="GPU probe",
+                        exit_on_error=False)
 
     def on_gpus_detected(self, message: GpusDetected) -> None:
         self.state.report = message.report
@@ -145,6 +148,7 @@ class GpuScreen(WizardScreen):
         return None
 
     def _summarise(self) -> None:
+        self.query_one(StepBar).show()
         summary = self.query_one("#gpu-summary", Static)
         problem = self._problem()
         state = self.state
@@ -159,9 +163,12 @@ class GpuScreen(WizardScreen):
                 "(^t to turn off)"
             )
         else:
+            elsewhere = ("\n⚑ [b]Planning for another machine[/b]: the config and a launch "
+                         "script are saved for it; nothing is launched here."
+                         if state.planning_elsewhere else "")
             summary.update(
                 f"Data-parallel world size: [b]{state.world_size}[/b] "
-                f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s))"
+                f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s)){elsewhere}"
             )
 
     def ready(self) -> str | None:

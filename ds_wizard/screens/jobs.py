@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from ds_wizard.core.errors import DsWizardError
@@ -21,6 +22,10 @@ def launcher_job(state: WizardState) -> Job:
         raise DsWizardError("no preset chosen", "pick one on the preset step")
     if state.saved_path is None:
         raise DsWizardError("the config is not saved yet", "save it on the review step (^s)")
+    if state.planning_elsewhere:
+        raise DsWizardError(
+            f"the config is planned for another machine ({state.machine_label})",
+            "run its .launch.sh there, or press ^t on the GPU step for a CPU demo here")
     if not state.cpu_demo and state.nodes > 1:
         raise DsWizardError(
             "multi-node jobs are not launched from the wizard",
@@ -31,4 +36,10 @@ def launcher_job(state: WizardState) -> Job:
         state.preset, state.world_size, config_path=state.saved_path, steps=state.steps,
         runs_dir=state.runs_dir, gpu_report=state.report, accelerator=accelerator,
     ))
-    return start(plan)
+    from ds_wizard.core.jit_ops import expected_builds, first_run_notice
+
+    notice = first_run_notice(expected_builds(plan.accelerator.kind, plan.config,
+                                              env=plan.env | dict(os.environ)))
+    job = start(plan)
+    job.first_run_notice = notice  # shown before the ranks' own output
+    return job

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from time import monotonic  # a module attribute: the snapshot tests stop the clock
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from rich.text import Text
@@ -19,12 +19,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
-from textual.widgets import Log, Sparkline, Static
+from textual.widgets import Sparkline, Static
+from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.messages import JobExited, JobStarted
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import ConfirmScreen
+from ds_wizard.screens.state import where_script
+from ds_wizard.screens.widgets import FollowLog
 
 if TYPE_CHECKING:
     from ds_wizard.screens.state import WizardState
@@ -55,8 +58,10 @@ JobFactory = Callable[["WizardState"], Job]
 class LaunchScreen(WizardScreen):
     step = "launch"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+l", "start", "Start"),
-        Binding("ctrl+t", "stop", "Stop"),
+        Binding("ctrl+l", "start", "Start", id="launch.start",
+                tooltip="Start training with the saved config"),
+        Binding("ctrl+t", "stop", "Stop", id="launch.stop",
+                tooltip="Stop the job gracefully (checkpoint first)"),
     ]
 
     def __init__(self) -> None:
@@ -69,6 +74,8 @@ class LaunchScreen(WizardScreen):
         self._metrics: collections.deque[dict[str, Any]] = collections.deque()
         self._losses: list[float] = []
         self._started_at: float | None = None
+        self._ended_at: float | None = None
+        self._notice = ""  # what a first run compiles, found off the UI thread
         self._last: dict[str, Any] = {}
         self._done = threading.Event()
         self._exit_after_stop = False
@@ -79,12 +86,11 @@ class LaunchScreen(WizardScreen):
         with Horizontal(id="launch-status-row"):
             yield Static("", id="launch-status")
             yield Sparkline([], id="loss-plot")
-        yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
+        yield FollowLog(max_lines=LOG_MAX_LINES, id="log")
         yield Static("", id="launch-result")
 
     def on_mount(self) -> None:
-        super().on_mount()
-        self.query_one("#log", Log).border_title = "Output"
+        self.query_one("#log", FollowLog).border_title = "Output"
         self.set_interval(DRAIN_INTERVAL, self._drain)
 
     def refresh_from_state(self) -> None:
@@ -94,17 +100,28 @@ class LaunchScreen(WizardScreen):
         saved = state.saved_path
         where = (f"config {saved.name}" if saved
                  else "config not saved yet: ^s on the review step")
-        what = "CPU demo, " if state.cpu_demo else ""
         name = state.preset.name if state.preset else "?"
-        self.query_one("#launch-info", Static).update(
-            f"{what}[b]{name}[/b] on {state.world_size} rank(s) · {escape(where)}\n"
-            "Press [b]^l[/b] to start training, [b]^t[/b] to stop it."
-        )
+        info = self.query_one("#launch-info", Static)
+        if state.planning_elsewhere:
+            info.update(
+                f"[b]Planning for another machine[/b]: {escape(state.machine_label)}. "
+                f"Nothing is launched here; copy the saved config{escape(where_script(state))} "
+                "to that machine.\nFor a run on this machine, press ^t on the GPU step "
+                "(CPU demo)."
+            )
+        else:
+            what = "CPU demo: " if state.cpu_demo else ""
+            unit = "CPU rank(s)" if state.uses_cpu else "GPU(s)"
+            info.update(
+                f"{what}[b]{name}[/b] on {state.world_size} {unit} · {escape(where)}\n"
+                "Press [b]^l[/b] to start training, [b]^t[/b] to stop it."
+            )
         self._show_status()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "start":
-            return not self.running
+            # another machine's plan is not started here, not even as CPU ranks
+            return not self.running and not self.state.planning_elsewhere
         if action == "stop":
             return self.running
         if action == "prev_step" and self.running:
@@ -115,26 +132,40 @@ class LaunchScreen(WizardScreen):
     def action_start(self) -> None:
         if self.running:
             return
-        self.query_one("#log", Log).clear()
+        if self.state.planning_elsewhere:
+            self.notify("Planning for another machine: nothing is launched here.",
+                        severity="error", markup=False)
+            return
+        log = self.query_one("#log", FollowLog)
+        log.clear()
+        log.following = True
         self.query_one("#launch-result", Static).update("")
         self._losses.clear()
+        self._metrics.clear()
+        self.query_one("#loss-plot", Sparkline).data = []
+        self._ended_at = None
+        self._notice = ""
         self._last = {}
         self._tail.clear()
         self._done.clear()
         self.job = None
         self.running = True
         self.stopping = False
-        self._started_at = time.monotonic()
+        self._started_at = monotonic()
         self.refresh_bindings()
         factory = self.wizard.job_factory
         state = self.state
         self.run_worker(lambda: self._run(factory, state), thread=True, group="job",
-                        name="job")
+                        name="job", exit_on_error=False)
 
     def _run(self, factory: JobFactory, state: WizardState) -> None:
         """Thread worker: start the job, collect its lines until it exits."""
         try:
             job = factory(state)
+            notice = getattr(job, "first_run_notice", None)
+            if notice:
+                self._notice = str(notice)
+                self._pending.append(f"⏳ {notice}")
         except DsWizardError as exc:
             self.post_message(JobExited(-1, False, error=exc.one_line()))
             return
@@ -187,13 +218,7 @@ class LaunchScreen(WizardScreen):
                 line = self._pending.popleft()
                 batch.append(line)
                 self._tail.append(line)
-            log = self.query_one("#log", Log)
-            # Log follows only when exactly at the end, and a horizontal scrollbar that
-            # appears later moves the end by a line; follow unless the user scrolled up
-            follow = log.max_scroll_y - log.scroll_y <= 2
-            log.write_lines(batch, scroll_end=False)
-            if follow:
-                log.scroll_end(animate=False, immediate=True, x_axis=False)
+            self.query_one("#log", FollowLog).add_lines(batch)
         if self._metrics:
             while self._metrics:
                 record = self._metrics.popleft()
@@ -207,9 +232,15 @@ class LaunchScreen(WizardScreen):
 
     def _show_status(self) -> None:
         last = self._last
-        elapsed = last.get("elapsed", last.get("elapsed_s"))
-        if elapsed is None and self.running and self._started_at is not None:
-            elapsed = time.monotonic() - self._started_at
+        # wall time since ^l on the monotonic clock. The trainer's own elapsed_s starts
+        # later (after start-up): shown alone it made the clock jump back when the first
+        # metric arrived. Never below it, so the clock only ever moves forward.
+        elapsed = None
+        if self._started_at is not None:
+            elapsed = (self._ended_at or monotonic()) - self._started_at
+            trainer = last.get("elapsed", last.get("elapsed_s"))
+            if isinstance(trainer, (int, float)):
+                elapsed = max(elapsed, trainer)
         tok = last.get("tokens_per_s", last.get("tokens_per_sec"))
         loss = last.get("loss")
         parts = [
@@ -248,11 +279,13 @@ class LaunchScreen(WizardScreen):
         job = self.job
         if job is not None:
             # stop() waits for the process group; keep it off the UI thread
-            self.run_worker(job.stop, thread=True, group="job-stop", name="stop")
+            self.run_worker(job.stop, thread=True, group="job-stop", name="stop",
+                            exit_on_error=False)
 
     def on_job_exited(self, message: JobExited) -> None:
         self._drain()  # the last lines may still be waiting for the timer
         self.running = False
+        self._ended_at = monotonic()
         self.refresh_bindings()
         result = self.query_one("#launch-result", Static)
         failed = bool(message.error) or (message.returncode != 0 and not message.stopped)
@@ -277,6 +310,12 @@ class LaunchScreen(WizardScreen):
                 "are there)\nPress [b]^l[/b] to start again.")
         if self._exit_after_stop:
             self.app.exit()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # the app's handler reports the error (WizardScreen); a failed job worker also
+        # means the job is over as far as this screen is concerned
+        if event.state == WorkerState.ERROR and event.worker.group == "job" and self.running:
+            self.post_message(JobExited(-1, False, error=f"{event.worker.error}"))
 
     def stop_now(self) -> None:
         """Last resort at app exit: stop synchronously so nothing outlives the UI."""

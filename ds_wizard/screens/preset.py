@@ -19,13 +19,16 @@ from ds_wizard.core.presets import DEFAULT_PRESET, Preset, load_preset, read_pre
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import AskTextScreen
 from ds_wizard.screens.state import save_current_as_preset
+from ds_wizard.screens.widgets import OrderedInput
 
 
 class PresetScreen(WizardScreen):
     step = "preset"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+o", "open_path", "Load path"),
-        Binding("ctrl+s", "save_user_preset", "Save as mine"),
+        Binding("ctrl+o", "open_path", "Load path", id="preset.open_path",
+                tooltip="Load a preset from a TOML file path"),
+        Binding("ctrl+s", "save_user_preset", "Save as mine", id="preset.save_user_preset",
+                tooltip="Save the chosen preset, with this batch, as a user preset"),
     ]
 
     def __init__(self) -> None:
@@ -33,6 +36,7 @@ class PresetScreen(WizardScreen):
         self.listed: dict[str, PresetSummary] = {}  # what `ds-wizard presets` lists
         self.presets: dict[str, Preset] = {}  # loaded once highlighted, or from a path
         self.rows: list[str] = []
+        self.problem: str | None = None  # why the highlighted preset cannot be used
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="preset-body", classes="body"):
@@ -41,7 +45,8 @@ class PresetScreen(WizardScreen):
                 yield Static("", id="preset-desc")
             with VerticalScroll(id="preset-preview"):
                 yield Static("", id="preset-file")
-        yield Input(id="preset-path", placeholder="Load a preset from a path: type it, Enter")
+        yield OrderedInput(id="preset-path",
+                           placeholder="Load a preset from a path: type it, Enter")
 
     def on_mount(self) -> None:
         table = self.query_one("#preset-table", DataTable)
@@ -55,7 +60,6 @@ class PresetScreen(WizardScreen):
             else:
                 self._add_row(summary.name, summary.arch, f"{summary.params:,}", summary.source,
                               summary.description)
-        super().on_mount()
 
     def _add(self, preset: Preset) -> str:
         key = preset.name if preset.source != "path" else str(preset.path)
@@ -107,9 +111,15 @@ class PresetScreen(WizardScreen):
         try:
             preset = self._preset(key)
         except DsWizardError as exc:
+            # what is highlighted is what the user chose: never carry on with the preset
+            # highlighted before it
+            self.problem = f"{key}: {exc.one_line()}"
+            self.state.preset_ref = key
+            self.state.preset = None
             desc.update(f"[$error]✘ {escape(exc.one_line())}[/]")
             preview.update("")
             return
+        self.problem = None
         self.state.preset_ref = key
         self.state.preset = preset
         spec = preset.spec
@@ -168,6 +178,8 @@ class PresetScreen(WizardScreen):
         )
 
     def ready(self) -> str | None:
+        if self.problem is not None:
+            return f"this preset is invalid: {self.problem}"
         if self.state.preset is None:
             return "choose a preset"
         return None

@@ -68,6 +68,33 @@ class WizardState:
         return self.report.count if self.report else 0
 
     @property
+    def detected(self) -> int:
+        return self.report.count if self.report else 0
+
+    @property
+    def planning_elsewhere(self) -> bool:
+        """The GPUs asked for are not on this machine: the wizard writes the config and a
+        launch script for that machine, and launches nothing here."""
+        if self.cpu_demo or self.report is None:
+            return False
+        return self.nodes > 1 or self.ranks_per_node > self.detected
+
+    @property
+    def machine_label(self) -> str:
+        """``2 nodes × 8 GPUs`` — the machine the plan is for."""
+        nodes = f"{self.nodes} nodes × " if self.nodes > 1 else ""
+        return f"{nodes}{self.ranks_per_node} GPU(s), this machine has {self.detected}"
+
+    @property
+    def uses_cpu(self) -> bool:
+        """Ranks here would be CPU processes (the demo, or no GPU at all)."""
+        return self.cpu_demo or (self.report is not None and self.detected == 0)
+
+    @property
+    def rank_word(self) -> str:
+        return "rank" if self.uses_cpu and not self.planning_elsewhere else "GPU"
+
+    @property
     def world_size(self) -> int:
         return (1 if self.cpu_demo else self.nodes) * self.ranks_per_node
 
@@ -117,6 +144,10 @@ def parse_field(label: str, text: str) -> FieldValue:
     if value < 1:
         # still handed to resolve(), so DeepSpeed's own message shows too
         return FieldValue(value, f"{label} must be 1 or more")
+    too_big = batchmath.too_large(label, value)
+    if too_big:
+        # the CLI's limit and words; such a value is not worked with at all
+        return FieldValue(None, too_big)
     return FieldValue(value)
 
 
@@ -165,11 +196,66 @@ def evaluate_batch(
     if world_size >= 1 and not unparsable:
         resolution = batchmath.resolve(values["global"], values["micro"], values["gas"],
                                        world_size)
+    # The derived field's text is an output, last written from the previous keystroke:
+    # its own error would be stale. DeepSpeed's verdict on the derived value shows instead.
+    if derive == "micro":
+        micro = FieldValue(resolution.micro_batch if resolution else None)
+    elif derive == "gas":
+        gas = FieldValue(resolution.grad_accum if resolution else None)
+    elif derive == "global":
+        glob = FieldValue(resolution.train_batch_size if resolution else None)
     target = resolution.train_batch_size if resolution is not None else None
     solution = None
     if target is not None and target >= 1 and world_size >= 1:
         solution = batchmath.solve(world_size, target)
     return BatchView(micro, gas, glob, resolution, solution, seq_len, world_size)
+
+
+def script_path(state: WizardState) -> Path | None:
+    """The launch script saved next to the config when planning for another machine."""
+    if state.saved_path is None or not state.planning_elsewhere:
+        return None
+    return state.saved_path.with_name(state.saved_path.stem + ".launch.sh")
+
+
+def where_script(state: WizardState) -> str:
+    path = script_path(state)
+    return f" and {path.name}" if path is not None and path.exists() else ""
+
+
+def launch_script_text(state: WizardState) -> str:
+    """A script that launches the saved config on the machine it was planned for."""
+    assert state.saved_path is not None and state.preset is not None
+    ref = state.preset_ref or state.preset.name
+    if state.preset.source == "path" and state.preset.path is not None:
+        ref = str(state.preset.path)
+    launch = ["ds-wizard", "launch", "--preset", ref, "--config", state.saved_path.name,
+              "--num-gpus", str(state.ranks_per_node)]
+    lines = ["#!/usr/bin/env bash",
+             f"# Written by the ds-wizard TUI for {state.machine_label}.",
+             "# Run it there, from the directory holding the config.",
+             "set -euo pipefail",
+             'cd "$(dirname "$0")"']
+    if state.nodes > 1:
+        lines += [f"# {state.nodes} nodes: start it with DeepSpeed's launcher and a hostfile,",
+                  f"#   deepspeed --hostfile hostfile --num_gpus {state.ranks_per_node} "
+                  f"-m ds_wizard.train --deepspeed_config {state.saved_path.name} "
+                  f"--preset {shlex.quote(ref)}"]
+    lines.append(shlex.join(launch) + ' "$@"')
+    return "\n".join(lines) + "\n"
+
+
+def nearest_pair(state: WizardState, target: int) -> tuple[int, int]:
+    """(micro, gas) for the global batch ``target``: the current micro-batch when it
+    divides, else the largest one at or below it, else the smallest there is."""
+    sol = batchmath.solve(state.world_size, target)
+    pairs = sol.pairs or [(1, target // max(1, state.world_size))]
+    current = parse_field("micro-batch", state.micro_text).value
+    if current is not None:
+        for micro, gas in pairs:  # largest micro first
+            if micro <= current:
+                return micro, gas
+    return pairs[-1]
 
 
 def headless_command(state: WizardState, micro: int, gas: int) -> str:

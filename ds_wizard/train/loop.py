@@ -148,6 +148,7 @@ class Trainer:
 
         from ds_wizard.core.checker import load_config_file
         from ds_wizard.core.overrides import load_with_overrides
+        from ds_wizard.train import ds_setup
 
         args = self.args
         if not args.run_dir:
@@ -163,6 +164,7 @@ class Trainer:
         self.name = self.run_spec.preset
         self.config = load_config_file(args.config or paths.config)
         self.total = args.steps if args.steps is not None else self.run_spec.steps
+        ds_setup.avoid_cpu_jit_ops()  # before init_distributed, which would build it
         deepspeed.init_distributed()
         self.tdist = tdist
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
@@ -175,6 +177,7 @@ class Trainer:
 
         from ds_wizard.core.data import ShardedSamples, load_tokenizer, load_tokens
         from ds_wizard.core.params import padded_vocab
+        from ds_wizard.train import ds_setup
         from ds_wizard.train import model as models
 
         args, spec = self.args, self.spec
@@ -201,9 +204,10 @@ class Trainer:
                  f"{self.samples.per_rank:,} samples of {self.samples.seq_len} per rank "
                  "per epoch")
 
+        ds_cfg, lr_scheduler = ds_setup.client_scheduler(self.config)
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=self.config,
+            config=ds_cfg, lr_scheduler=lr_scheduler,
         )
         engine = self.engine
         self.micro = engine.train_micro_batch_size_per_gpu()

@@ -127,7 +127,13 @@ async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.screen.step == "batch"
-        assert any(m.startswith("DeepSpeed would reject this: Check batch") for m in toasts)
+        # said in place, above the footer, not in a toast over the pair list
+        assert text_of(app, "#not-yet").startswith(
+            "✘ Not yet: DeepSpeed would reject this: Check batch")
+        assert not toasts
+        await clear_and_type(pilot, "128")
+        await pilot.pause()
+        assert not app.screen.query_one("#not-yet").display  # no stale message
 
 
 # -- GPUs ----------------------------------------------------------------------------------
@@ -261,11 +267,14 @@ async def test_batch_derived_gas_floors_like_deepspeed() -> None:
         await pilot.press("end", "enter")  # nearest above
         await pilot.pause()
         assert app.state.global_text == "104"
-        assert "2 × 13 × 4" in [x.strip() for x in labels()]
-        pairs.focus()
-        await pilot.press("home", "down", "down", "enter")  # 26×1, 13×2, then 2×13
-        await pilot.pause()
+        # a whole valid triple: the micro-batch 4 does not divide 104 / 4, so the largest
+        # one below it is taken (issue 14: "nearest" is valid in every mode)
+        assert "● 2 × 13 × 4" in [x.strip() for x in labels()]
         assert "104 = 2 × 13 × 4" in text_of(app, "#formula")
+        pairs.focus()
+        await pilot.press("home", "down", "enter")  # 26×1, then 13×2
+        await pilot.pause()
+        assert "104 = 13 × 2 × 4" in text_of(app, "#formula")
 
 
 async def test_batch_pick_a_pair_and_tokens_per_step() -> None:
