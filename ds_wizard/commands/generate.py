@@ -8,7 +8,8 @@ from typing import get_args
 
 import click
 
-from ds_wizard.commands.common import parse_gpu_counts, preset_options, resolve_preset
+from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.numbers import Count, parse_gpu_counts
 from ds_wizard.core.errors import WriteError
 from ds_wizard.core.fsio import write_if_changed
 from ds_wizard.core.presets import DEFAULT_PRESET
@@ -44,7 +45,7 @@ def render_table(rows: list[tuple[int, int, int, int, str]]) -> list[str]:
 @click.option("--precision", type=click.Choice(get_args(Precision)), default="auto",
               show_default=True,
               help="auto: the preset's choice, bf16 where it says auto.")
-@click.option("--zero-stage", type=click.IntRange(0, 3), default=None,
+@click.option("--zero-stage", type=Count(3, low=0), default=None,
               help="Override the preset's ZeRO stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_dir: Path,

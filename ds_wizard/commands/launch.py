@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.limits import MAX_STEPS, MAX_WORLD_SIZE
 
 if TYPE_CHECKING:
     from ds_wizard.launcher import RunPlan, Supervisor
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 @click.command("launch")
 @preset_options()
-@click.option("--num-gpus", type=int, default=None,
+@click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), default=None,
               help="Ranks to start (default: every visible GPU; 2 CPU ranks without a GPU).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               metavar="FILE", help="Use this DeepSpeed JSON; it must pass `ds-wizard check`.")
@@ -28,14 +30,15 @@ if TYPE_CHECKING:
               help="Token dtype of a .bin file (default: by vocabulary size).")
 @click.option("--tokenizer", default=None, metavar="FILE",
               help="A local HF tokenizer.json (default: bytes, vocabulary 256).")
-@click.option("--steps", type=int, default=None,
+@click.option("--steps", type=Count(MAX_STEPS), default=None,
               help="Train up to this step (default: the preset's total_steps).")
 @click.option("--resume", default=None, metavar="RUN_DIR|latest",
               help="Continue a run from its latest complete checkpoint.")
 @click.option("--runs-dir", default="runs", show_default=True, metavar="DIR")
 @click.option("--backend", type=click.Choice(["auto", "transformers", "mamba_ssm"]),
               default="auto", show_default=True)
-@click.option("--grace", type=float, default=60.0, show_default=True, metavar="SECONDS",
+@click.option("--grace", type=FiniteFloat(0, 86400), default=60.0, show_default=True,
+              metavar="SECONDS",
               help="On Ctrl-C, how long the ranks get to checkpoint before being killed.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the summary; start nothing.")
 @click.pass_context

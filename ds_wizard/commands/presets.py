@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from ds_wizard.commands.common import parse_gpu_counts, resolve_preset, set_option
+from ds_wizard.commands.common import resolve_preset, set_option
+from ds_wizard.commands.numbers import parse_gpu_counts
 from ds_wizard.core.errors import DsWizardError, PresetError, WriteError
 from ds_wizard.core.fsio import atomic_write_text
 from ds_wizard.core.params import breakdown, human_count
