@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from ds_wizard.core import batch as batchmath
 from ds_wizard.core.errors import ConfigFileError, DsWizardError
+from ds_wizard.core.fsio import read_input
 
 TRAIN = "train_batch_size"
 MICRO = "train_micro_batch_size_per_gpu"
@@ -72,21 +73,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     Every way the file can be unusable becomes a one-line :class:`ConfigFileError`.
     """
     p = Path(path)
-    if not p.exists():
-        raise ConfigFileError(f"{p}: no such file", "check the path")
-    if p.is_dir():
-        raise ConfigFileError(f"{p} is a directory", "give the path of a .json config file")
-    try:
-        size = p.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigFileError(
-                f"{p}: {size} bytes is too large for a DeepSpeed config",
-                "is this the right file?",
-            )
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigFileError(f"cannot read {p}: {exc.strerror or exc}",
-                              "check the file's permissions") from exc
+    # a regular file only, read with a cap: /dev/zero or a FIFO is refused, not read
+    raw = read_input(p, limit=MAX_CONFIG_BYTES, what=".json config file",
+                     error=ConfigFileError)
     return parse_config_bytes(raw, str(p))
 
 
