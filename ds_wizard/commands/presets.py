@@ -11,7 +11,7 @@ import click
 from ds_wizard.commands.common import resolve_preset, set_option
 from ds_wizard.commands.numbers import parse_gpu_counts
 from ds_wizard.core.errors import DsWizardError, PresetError, WriteError
-from ds_wizard.core.fsio import atomic_write_text
+from ds_wizard.core.fsio import atomic_write_text, check_output
 from ds_wizard.core.params import breakdown, human_count
 from ds_wizard.core.preset_report import (
     COMMON_GPU_COUNTS,
@@ -203,6 +203,7 @@ def export_cmd(name: str, output: str, force: bool, sets: tuple[str, ...]) -> No
         click.echo(text, nl=False)
         return
     dest = Path(output)
+    check_output(dest)  # a device, FIFO or directory is refused before anything else
     if dest.exists() and not force:
         raise WriteError(f"{dest} already exists", "pass --force to replace it")
     atomic_write_text(dest, text)

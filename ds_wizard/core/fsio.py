@@ -155,6 +155,14 @@ class _Target:
     def backup(self) -> Path:
         return self.real.with_name(self.real.name + BACKUP_SUFFIX)
 
+    @property
+    def backup_shown(self) -> Path:
+        """The backup's path as the user would write it: beside the name they gave,
+        unless that name is a symlink (the backup is beside the file written)."""
+        if os.path.islink(self.shown):
+            return self.backup
+        return self.shown.with_name(self.shown.name + BACKUP_SUFFIX)
+
 
 def check_output(path: str | os.PathLike[str]) -> Path:
     """Refuse an output path that is not a regular file (or absent) or whose directory is
@@ -287,7 +295,7 @@ def write_all(items: Sequence[tuple[str | os.PathLike[str], str]]) -> list[FileC
     changed = {item.target.real: item for item in done}
     return [
         FileChange(t.shown, t.real in changed, t.st is None and t.real in changed,
-                   t.backup if t.real in changed and t.st is not None else None)
+                   t.backup_shown if t.real in changed and t.st is not None else None)
         for t, _ in targets
     ]
 
@@ -364,7 +372,7 @@ def _commit(target: _Target, data: bytes, *, backup: bool) -> Path | None:
         _check_backup_slot(target)
         tmp = _stage_copy(target)
         _replace(tmp, target.backup, target.shown)
-        backup_path = target.backup
+        backup_path = target.backup_shown
     if in_place:
         _write_in_place(target, data)
     else:
