@@ -62,7 +62,7 @@ class WizardGroup(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         with StreamGuard() as guard:
             code = self._run(guard, args, prog_name, complete_var, **extra)
-        sys.exit(code)
+        sys.exit(int(code))
 
     def _run(self, guard: StreamGuard, args: Any, prog_name: str | None,
              complete_var: str | None, **extra: Any) -> int:
