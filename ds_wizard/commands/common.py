@@ -10,6 +10,7 @@ import click
 from ds_wizard.commands.numbers import parse_gpu_counts  # noqa: F401 (re-exported)
 from ds_wizard.core.overrides import load_with_overrides
 from ds_wizard.core.presets import Preset
+from ds_wizard.core.text import sanitize
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -39,5 +40,5 @@ def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:
     """Load a preset and apply ``--set`` overrides; errors are DsWizardError one-liners."""
     preset = load_with_overrides(ref, sets)
     for notice in preset.notices:  # e.g. "migrated from schema_version 1"
-        click.echo(f"note: {notice}", err=True)
+        click.echo(f"note: {sanitize(notice)}", err=True)
     return preset
