@@ -492,8 +492,9 @@ def test_fault9_absurd_preset_batch_values_are_one_line(work, batch):
 
 def test_fault9_full_stdout_is_one_line(work):
     with open("/dev/full", "w") as full:
-        proc = run("presets", "list", cwd=work, stdout=full, capture_output=False,
-                   stderr=subprocess.PIPE)
+        proc = subprocess.run([sys.executable, "-m", "ds_wizard.cli", "presets", "list"],
+                              cwd=work, stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=60)
     assert proc.returncode == ExitCode.PROBLEM
     assert "No space left on device" in one_error_line(proc.stderr)
 
@@ -548,7 +549,7 @@ def test_fault10_presets_list_strips_escapes_from_descriptions_and_names(work, m
         assert "Traceback" not in proc.stderr
         _assert_clean(proc.stdout + proc.stderr)
     listing = run("presets", "list", cwd=work).stdout
-    assert "redhiddenevil" in listing  # the text stays, the escapes go
+    assert "red hiddenevil" in listing  # the text stays, the escapes go (\r: a space)
     assert "evil[2J" not in listing and "evil.toml" not in listing
 
 
@@ -564,6 +565,8 @@ def test_fault10_errors_quoting_file_content_are_sanitized(work):
 async def test_fault10_tui_preset_list_is_sanitized(work, monkeypatch):
     from textual.widgets import DataTable, Static
 
+    from test_tui_fakes import fake_gpus as fake_probe
+
     from ds_wizard.app import make_app
 
     team = _team_dir(work, monkeypatch)
@@ -572,7 +575,7 @@ async def test_fault10_tui_preset_list_is_sanitized(work, monkeypatch):
     (team / "hostile.toml").write_text(
         "\n".join(f"description = {desc}" if line.startswith("description") else line
                   for line in good.splitlines()) + "\n")
-    app = make_app()
+    app = make_app(fake_probe(4), cursor_blink=False)
     async with app.run_test(size=(120, 30)) as pilot:
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()
@@ -582,7 +585,7 @@ async def test_fault10_tui_preset_list_is_sanitized(work, monkeypatch):
         row = table.get_row("hostile")
         shown = " ".join(str(cell) for cell in row)
         _assert_clean(shown)
-        assert "redhiddenevil" in shown
+        assert "red hiddenevil" in shown
         table.move_cursor(row=table.get_row_index("hostile"))
         await pilot.pause()
         _assert_clean(str(app.screen.query_one("#preset-desc", Static).render()))

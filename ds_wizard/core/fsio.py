@@ -248,7 +248,11 @@ def write_all(items: Sequence[tuple[str | os.PathLike[str], str]]) -> list[FileC
     changes keeps its old content as ``NAME.bak``. If a rename fails, the files already
     renamed are put back and the error names the file and says nothing changed.
     """
-    targets = [(_target(Path(p)), text.encode("utf-8")) for p, text in items]
+    try:
+        targets = [(_target(Path(p)), text.encode("utf-8")) for p, text in items]
+    except WriteError as exc:
+        raise WriteError(f"{exc.message.removesuffix('; not written')}; nothing was written",
+                         exc.hint) from exc
     staged: list[_Staged] = []
     try:
         for t, data in targets:
