@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _cli_helpers import NO_GPU, fake_gpus, run_cli, write_seed
+from _cli_helpers import NO_GPU, fake_gpus, write_seed
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
@@ -563,9 +563,8 @@ def test_fault10_errors_quoting_file_content_are_sanitized(work):
 
 @pytest.mark.anyio
 async def test_fault10_tui_preset_list_is_sanitized(work, monkeypatch):
-    from textual.widgets import DataTable, Static
-
     from test_tui_fakes import fake_gpus as fake_probe
+    from textual.widgets import DataTable, Static
 
     from ds_wizard.app import make_app
 
