@@ -588,3 +588,30 @@ async def test_fault10_tui_preset_list_is_sanitized(work, monkeypatch):
         table.move_cursor(row=table.get_row_index("hostile"))
         await pilot.pause()
         _assert_clean(str(app.screen.query_one("#preset-desc", Static).render()))
+
+
+@pytest.mark.anyio
+async def test_fault2_tui_review_with_a_fifo_as_output_neither_hangs_nor_writes(work):
+    """The review screen reads the target for its diff: a FIFO there is refused, not read."""
+    from test_tui import clear_and_type, text_of, to_batch
+    from test_tui_fakes import fake_gpus as fake_probe
+    from textual.widgets import Input
+
+    from ds_wizard.app import make_app
+
+    fifo = make_fifo(work, "out.json")
+    app = make_app(fake_probe(4), cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await to_batch(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#output", Input).focus()
+        await clear_and_type(pilot, str(fifo))
+        await pilot.pause()
+        assert "FIFO" in str(app.screen.query_one("#diff").render())
+        await pilot.press("enter")  # Enter in the path field saves
+        await pilot.pause()
+        verdict = text_of(app, "#verdict")
+        assert "FIFO" in verdict and "✘" in verdict
+    assert kind(fifo) == "a FIFO (named pipe)"
+    assert temp_files(work) == []

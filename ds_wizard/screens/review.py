@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -104,12 +105,20 @@ class ReviewScreen(WizardScreen):
             diff.update("Type a path to save to.")
             return
         # plain Text: a path or an OS error is never markup
-        try:
-            old = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        from ds_wizard.core.checker import MAX_CONFIG_BYTES
+        from ds_wizard.core.fsio import read_input
+        from ds_wizard.core.text import sanitize
+
+        if not os.path.lexists(target):
             diff.update(Text(f"No file at {shown} yet: saving creates it."))
             return
-        except (OSError, UnicodeDecodeError) as exc:
+        try:  # a regular file only, size-capped: a FIFO or /dev/zero here must not hang
+            old = read_input(target, limit=MAX_CONFIG_BYTES, what="config file") \
+                .decode("utf-8")
+        except DsWizardError as exc:
+            diff.update(Text(sanitize(exc.one_line())))
+            return
+        except UnicodeDecodeError as exc:
             diff.update(Text(f"Cannot read {shown}: {exc}"))
             return
         if old == self.result.text:
