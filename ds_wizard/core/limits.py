@@ -109,25 +109,6 @@ def parse_float(text: str | float, what: str, *, low: float, high: float,
     return check_float(float(raw), what, low=low, high=high, low_open=low_open)
 
 
-def nesting_depth(value: object, limit: int = MAX_VALUE_DEPTH) -> int:
-    """How deeply lists and dicts nest in ``value``, counting no further than ``limit + 1``.
-
-    Iterative, so a 5000-deep value is measured without a RecursionError.
-    """
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (list, dict)):
-            depth += 1
-            deepest = max(deepest, depth)
-            if depth > limit:
-                return depth
-            stack.extend((child, depth) for child in
-                         (node.values() if isinstance(node, dict) else node))
-    return deepest
-
-
 def check_bracket_depth(raw: str, what: str, limit: int = MAX_VALUE_DEPTH) -> str:
     """Refuse text whose ``[``/``{`` nesting exceeds ``limit`` before any parser recurses.
 
