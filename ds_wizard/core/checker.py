@@ -20,6 +20,7 @@ from typing import Any, Literal
 from ds_wizard.core import batch as batchmath
 from ds_wizard.core.errors import ConfigFileError, DsWizardError
 from ds_wizard.core.fsio import read_input
+from ds_wizard.core.limits import MAX_GLOBAL_BATCH
 
 TRAIN = "train_batch_size"
 MICRO = "train_micro_batch_size_per_gpu"
@@ -31,7 +32,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # No real run has a global batch anywhere near this; a bigger number is a typo (an extra
 # digit, a token count pasted into a sample count) and would make DeepSpeed allocate
 # or loop absurdly.
-MAX_BATCH_VALUE = 1 << 24
+MAX_BATCH_VALUE = MAX_GLOBAL_BATCH  # core/limits.py: the one definition
 
 # Top-level keys DeepSpeed 0.19 reads (runtime/config.py and deepspeed/__init__.py).
 # tests/test_checker_keys.py records the keys the installed DeepSpeed actually looks up,
