@@ -17,7 +17,7 @@ import click
 from ds_wizard import __version__
 from ds_wizard.commands.auto import auto_options, check_auto_usage, run_auto
 from ds_wizard.core.errors import DsWizardError, ExitCode
-from ds_wizard.outputs import StreamGuard, report
+from ds_wizard.outputs import OutputClosed, StreamGuard, report
 
 
 class WizardGroup(click.Group):
@@ -68,10 +68,9 @@ class WizardGroup(click.Group):
              complete_var: str | None, **extra: Any) -> int:
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-            guard.flush()
+            code = rv if isinstance(rv, int) else ExitCode.OK
         except click.exceptions.Exit as exc:  # --help, --version (click <8.2 raises it)
-            guard.flush()
-            return exc.exit_code
+            code = exc.exit_code
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx else "ds-wizard"
             report(f"{exc.format_message()} (see '{where} --help')")
@@ -91,7 +90,12 @@ class WizardGroup(click.Group):
         except KeyboardInterrupt:
             report("interrupted")
             return ExitCode.SIGNAL_BASE + 2
-        return rv if isinstance(rv, int) else ExitCode.OK
+        try:  # what is still buffered, while a failure can still be reported
+            guard.flush()
+        except OutputClosed as exc:
+            report(exc.one_line())
+            return exc.exit_code
+        return code
 
 
 @click.group(cls=WizardGroup, invoke_without_command=True,
