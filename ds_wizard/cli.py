@@ -1,7 +1,9 @@
 """Command line: ``ds-wizard`` opens the TUI; ``ds-wizard --auto`` and the subcommands are
 the headless path. Commands are thin: they parse flags, call ``ds_wizard.core`` and print.
 
-Exit codes: 0 OK, 1 the config is invalid or a problem was found, 2 usage error.
+Exit codes (``ExitCode`` in core/errors.py): 0 OK, 1 the input is invalid, a problem was
+found, an input could not be read or an output written (standard output included), 2 usage
+error, 128+N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import click
 
 from ds_wizard import __version__
 from ds_wizard.commands.auto import auto_options, check_auto_usage, run_auto
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.errors import DsWizardError, ExitCode
+from ds_wizard.outputs import OutputClosed, StreamGuard, report
 
 
 class WizardGroup(click.Group):
-    """Turns DsWizardError into one ``error: …`` line and exit 1, anywhere below.
+    """Every failure below it ends as one ``error: …`` line on stderr and its ``ExitCode``:
+    DsWizardError, click's usage errors, a full or closed standard output, and input that
+    nests too deeply for Python to parse.
 
     Subcommands can be registered lazily (``add_lazy_command``): their module is imported
     only when that command runs or help lists it, so ``ds-wizard --auto`` does not pay
@@ -47,8 +52,50 @@ class WizardGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DsWizardError as exc:
-            click.echo(f"error: {exc.one_line()}", err=True)
+            report(exc.one_line())
             ctx.exit(exc.exit_code)
+
+    def main(self, args: Any = None, prog_name: str | None = None,  # type: ignore[override]
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        with StreamGuard() as guard:
+            code = self._run(guard, args, prog_name, complete_var, **extra)
+        sys.exit(int(code))
+
+    def _run(self, guard: StreamGuard, args: Any, prog_name: str | None,
+             complete_var: str | None, **extra: Any) -> int:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else ExitCode.OK
+        except click.exceptions.Exit as exc:  # --help, --version (click <8.2 raises it)
+            code = exc.exit_code
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "ds-wizard"
+            report(f"{exc.format_message()} (see '{where} --help')")
+            return ExitCode.USAGE
+        except click.ClickException as exc:
+            report(exc.format_message())
+            return exc.exit_code
+        except click.Abort:
+            report("aborted")
+            return ExitCode.PROBLEM
+        except DsWizardError as exc:  # raised outside invoke (a callback while parsing)
+            report(exc.one_line())
+            return exc.exit_code
+        except RecursionError:
+            report("the input nests too deeply to read (is this the right file or value?)")
+            return ExitCode.PROBLEM
+        except KeyboardInterrupt:
+            report("interrupted")
+            return ExitCode.SIGNAL_BASE + 2
+        try:  # what is still buffered, while a failure can still be reported
+            guard.flush()
+        except OutputClosed as exc:
+            report(exc.one_line())
+            return exc.exit_code
+        return code
 
 
 @click.group(cls=WizardGroup, invoke_without_command=True,

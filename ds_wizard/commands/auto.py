@@ -15,8 +15,15 @@ from typing import Any, get_args
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.limits import (
+    MAX_GLOBAL_BATCH,
+    MAX_GRAD_ACCUM,
+    MAX_MICRO_BATCH,
+    MAX_WORLD_SIZE,
+)
 from ds_wizard.core.presets import DEFAULT_PRESET
 from ds_wizard.core.runspec import DEFAULT_KERNEL_BACKEND, KERNEL_BACKENDS
 from ds_wizard.core.schema import Precision
@@ -32,7 +39,7 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--auto", "auto", is_flag=True,
                      help="Headless: choose a config for --preset and --num-gpus and write it."),
-        click.option("--num-gpus", type=click.IntRange(min=1), default=None, metavar="N",
+        click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
                      help="[--auto] Data-parallel GPU count. Default: the GPUs detected here."),
         click.option("--output", "-o", type=click.Path(path_type=Path), default=DEFAULT_OUTPUT,
                      show_default=True, metavar="FILE",
@@ -43,19 +50,19 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--precision", type=click.Choice(get_args(Precision)), default="auto",
                      show_default=True,
                      help="[--auto] auto: bf16 where the GPUs support it, else fp16."),
-        click.option("--micro-batch", type=click.IntRange(min=1), default=None,
+        click.option("--micro-batch", type=Count(MAX_MICRO_BATCH), default=None,
                      help="[--auto] Micro-batch per GPU instead of the preset's."),
-        click.option("--grad-accum", type=click.IntRange(min=1), default=None,
+        click.option("--grad-accum", type=Count(MAX_GRAD_ACCUM), default=None,
                      help="[--auto] Gradient accumulation steps."),
-        click.option("--global-batch", type=click.IntRange(min=1), default=None,
+        click.option("--global-batch", type=Count(MAX_GLOBAL_BATCH), default=None,
                      help="[--auto] Target train_batch_size."),
-        click.option("--zero-stage", type=click.IntRange(0, 3), default=None,
+        click.option("--zero-stage", type=Count(3, low=0), default=None,
                      help="[--auto] ZeRO stage instead of the preset's."),
         click.option("--gpu-memory", default=None, metavar="SIZE",
                      help="[--auto] Memory of one GPU (80GiB, 80GB, 24G). Default: the "
                           "smallest detected GPU; with neither, the preset's batch is used "
                           "as is."),
-        click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=HEADROOM,
+        click.option("--headroom", type=FiniteFloat(0, 1, low_open=True), default=HEADROOM,
                      show_default=True,
                      help="[--auto] Plan to this fraction of GPU memory."),
         click.option("--backend", type=click.Choice(KERNEL_BACKENDS),

@@ -7,8 +7,10 @@ from typing import Any
 
 import click
 
+from ds_wizard.commands.numbers import parse_gpu_counts  # noqa: F401 (re-exported)
 from ds_wizard.core.overrides import load_with_overrides
 from ds_wizard.core.presets import Preset
+from ds_wizard.core.text import sanitize
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -34,23 +36,11 @@ def preset_options(default: str | None = None) -> Decorator:
     return decorate
 
 
-def parse_gpu_counts(_ctx: click.Context | None, _param: object, value: str) -> list[int]:
-    """Click callback for ``--gpus 1,2,4,8``: whole numbers >= 1, each once, in order."""
-    counts = []
-    for token in value.split(","):
-        token = token.strip()
-        if not token.isdigit() or int(token) < 1:
-            raise click.BadParameter(f"{token!r} is not a GPU count; write e.g. 1,2,4,8")
-        if int(token) not in counts:
-            counts.append(int(token))
-    return counts
-
-
 def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:
     """Load a preset and apply ``--set`` overrides; errors are DsWizardError one-liners."""
     preset = load_with_overrides(ref, sets)
     for notice in preset.notices:  # e.g. "migrated from schema_version 1"
-        click.echo(f"note: {notice}", err=True)
+        click.echo(f"note: {sanitize(notice)}", err=True)
     return preset
 
 

@@ -8,9 +8,10 @@ from typing import get_args
 
 import click
 
-from ds_wizard.commands.common import parse_gpu_counts, preset_options, resolve_preset
+from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.numbers import Count, parse_gpu_counts
 from ds_wizard.core.errors import WriteError
-from ds_wizard.core.fsio import write_if_changed
+from ds_wizard.core.fsio import FileChange, write_all
 from ds_wizard.core.presets import DEFAULT_PRESET
 from ds_wizard.core.schema import Precision
 
@@ -44,7 +45,7 @@ def render_table(rows: list[tuple[int, int, int, int, str]]) -> list[str]:
 @click.option("--precision", type=click.Choice(get_args(Precision)), default="auto",
               show_default=True,
               help="auto: the preset's choice, bf16 where it says auto.")
-@click.option("--zero-stage", type=click.IntRange(0, 3), default=None,
+@click.option("--zero-stage", type=Count(3, low=0), default=None,
               help="Override the preset's ZeRO stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_dir: Path,
@@ -53,7 +54,8 @@ def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_
 
     Files are written for the given counts, not for this machine: no GPU
     detection is involved, so the output is the same everywhere. An existing
-    file with different content is kept as FILE.bak.
+    file with different content is kept as FILE.bak. All the files are written,
+    or none is: each is staged first, then renamed into place.
 
     \b
     Examples:
@@ -75,14 +77,16 @@ def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_
                                           zero_stage=zero_stage)))
     rows = []
     for n, result in results:
-        name = config_filename(n)
-        write_if_changed(out_dir / name, dumps(result.config), backup=True)
         c = result.choice
-        rows.append((n, c.micro_batch, c.grad_accum, c.global_batch, name))
+        rows.append((n, c.micro_batch, c.grad_accum, c.global_batch, config_filename(n)))
+    changes = write_all([(out_dir / config_filename(n), dumps(result.config))
+                         for n, result in results])
     if as_json:
         click.echo(json.dumps([
             {"gpus": n, "train_micro_batch_size_per_gpu": m, "gradient_accumulation_steps": g,
-             "train_batch_size": t, "file": str(out_dir / f)} for n, m, g, t, f in rows
+             "train_batch_size": t, "file": str(out_dir / f), "changed": ch.changed,
+             "backup": str(ch.backup) if ch.backup else None}
+            for (n, m, g, t, f), ch in zip(rows, changes, strict=True)
         ], indent=2, ensure_ascii=False))
         return
     click.echo(f"Preset: {preset.name} ({preset.source})")
@@ -90,4 +94,22 @@ def generate(preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int], out_
     for line in render_table(rows):
         click.echo(line)
     click.echo("")
-    click.echo(f"wrote {len(rows)} file(s) to {out_dir}")
+    for line in change_lines(changes):
+        click.echo(line)
+
+
+def change_lines(changes: list[FileChange]) -> list[str]:
+    """Exactly which files changed: one line each, then the count."""
+    lines = []
+    for ch in changes:
+        if not ch.changed:
+            lines.append(f"unchanged {ch.path} (already holds this config)")
+        elif ch.created:
+            lines.append(f"created   {ch.path}")
+        else:
+            lines.append(f"updated   {ch.path} (previous version: {ch.backup})")
+    written = sum(ch.changed for ch in changes)
+    lines.append(f"wrote {written} of {len(changes)} file(s)"
+                 + (f", {len(changes) - written} already up to date" if written < len(changes)
+                    else ""))
+    return lines

@@ -11,8 +11,10 @@ from typing import TYPE_CHECKING
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.defaults import GRACE_S, HEADROOM, RUNS_DIR
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.limits import MAX_STEPS, MAX_WORLD_SIZE
 from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 @click.command("launch")
 @preset_options()
-@click.option("--num-gpus", type=int, default=None,
+@click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), default=None,
               help="Ranks to start (default: every visible GPU; 2 CPU ranks without a GPU).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               metavar="FILE", help="Use this DeepSpeed JSON; it must pass `ds-wizard check`.")
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
               help="Token dtype of a .bin file (default: by vocabulary size).")
 @click.option("--tokenizer", default=None, metavar="FILE",
               help="A local HF tokenizer.json (default: bytes, vocabulary 256).")
-@click.option("--steps", type=int, default=None,
+@click.option("--steps", type=Count(MAX_STEPS), default=None,
               help="Train up to this step (default: the preset's total_steps).")
 @click.option("--resume", default=None, metavar="RUN_DIR|latest",
               help="Continue a run from its latest complete checkpoint.")
@@ -42,12 +44,13 @@ if TYPE_CHECKING:
               help="Memory of one GPU (80GiB, 80GB, 24G) the batch is fitted to, as with "
                    "--auto. Default: the smallest detected GPU; with neither, the preset's "
                    "batch is used as is.")
-@click.option("--headroom", type=click.FloatRange(0, 1, min_open=True), default=HEADROOM,
+@click.option("--headroom", type=FiniteFloat(0, 1, low_open=True), default=HEADROOM,
               show_default=True, help="Plan to this fraction of GPU memory.")
 @click.option("--runs-dir", default=RUNS_DIR, show_default=True, metavar="DIR")
 @click.option("--backend", type=click.Choice(BACKENDS), default=DEFAULT_BACKEND,
               show_default=True)
-@click.option("--grace", type=float, default=GRACE_S, show_default=True, metavar="SECONDS",
+@click.option("--grace", type=FiniteFloat(0, 86400), default=GRACE_S, show_default=True,
+              metavar="SECONDS",
               help="On Ctrl-C, how long the ranks get to checkpoint before being killed.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the summary; start nothing.")
 @click.pass_context

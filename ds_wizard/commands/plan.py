@@ -8,9 +8,11 @@ from typing import Any
 import click
 
 from ds_wizard.commands.common import preset_options, renamed_option, resolve_preset
+from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.errors import DsWizardError, ExitCode
 from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_memory_from
+from ds_wizard.core.limits import MAX_MICRO_BATCH, MAX_WORLD_SIZE
 from ds_wizard.core.memory import BACKENDS, PRECISIONS, estimate, largest_micro_batch
 from ds_wizard.core.params import count_params, human_count
 
@@ -19,15 +21,15 @@ PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
 
 @click.command("plan")
 @preset_options()
-@click.option("--num-gpus", type=click.IntRange(min=1), required=True, metavar="N",
+@click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), required=True, metavar="N",
               help="Data-parallel GPUs in total (all nodes).")
-@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--nodes", type=Count(MAX_WORLD_SIZE), default=1, show_default=True,
               help="Nodes the GPUs are spread over (affects the CPU-RAM figure for offload).")
 @click.option("--gpu-memory", default=None, metavar="SIZE",
               help="Memory of one GPU: 80GiB, 80GB, 24G. Default: the smallest detected GPU.")
-@renamed_option("--micro", "--micro-batch", "micro", type=click.IntRange(min=1),
+@renamed_option("--micro", "--micro-batch", "micro", type=Count(MAX_MICRO_BATCH),
                 help="Micro-batch per GPU. Default: the preset's for this GPU count.")
-@renamed_option("--zero", "--zero-stage", "zero", type=click.IntRange(0, 3),
+@renamed_option("--zero", "--zero-stage", "zero", type=Count(3, low=0),
                 help="ZeRO stage. Default: the preset's.")
 @click.option("--offload-optimizer", type=click.Choice(["none", "cpu", "nvme"]), default=None,
               help="Optimizer offload. Default: the preset's.")
@@ -39,7 +41,8 @@ PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
               help="mamba_ssm: the CUDA kernels; transformers: its pure-PyTorch path.")
 @click.option("--checkpointing/--no-checkpointing", default=None,
               help="Activation checkpointing. Default: the preset's.")
-@click.option("--headroom", type=float, default=HEADROOM, show_default=True,
+@click.option("--headroom", type=FiniteFloat(0, 1, low_open=True), default=HEADROOM,
+              show_default=True,
               help="Plan to this fraction of GPU memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable plan.")
 def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: int,

@@ -8,9 +8,10 @@ from typing import Any
 
 import click
 
-from ds_wizard.commands.common import parse_gpu_counts, resolve_preset, set_option
-from ds_wizard.core.errors import DsWizardError, PresetError, WriteError
-from ds_wizard.core.fsio import atomic_write_text
+from ds_wizard.commands.common import resolve_preset, set_option
+from ds_wizard.commands.numbers import parse_gpu_counts
+from ds_wizard.core.errors import DsWizardError, ExitCode, PresetError, WriteError
+from ds_wizard.core.fsio import atomic_write_text, check_output
 from ds_wizard.core.params import breakdown, human_count
 from ds_wizard.core.preset_store import (
     Placement,
@@ -35,6 +36,7 @@ from ds_wizard.core.presets import (
     read_preset_file,
     search_dirs,
 )
+from ds_wizard.core.text import sanitize
 
 
 def _gpus_option(fn: Any) -> Any:
@@ -50,7 +52,7 @@ def _count(n: int) -> str:
 
 
 def _where(preset: Preset) -> str:
-    return f"{preset.source}: {preset.path}" if preset.path else preset.source
+    return sanitize(f"{preset.source}: {preset.path}" if preset.path else preset.source)
 
 
 @click.group("presets", invoke_without_command=True)
@@ -102,20 +104,26 @@ def list_cmd(as_json: bool) -> None:
         return
     if not rows:
         click.echo("no presets found")
-    width = max((len(r.name) for r in rows), default=4)
+    # names (file names), descriptions and errors come from files: sanitized before printing
+    names = {r.name: sanitize(r.name) for r in rows}
+    width = max((len(n) for n in names.values()), default=4)
     click.echo(f"{'NAME':<{width}}  {'SOURCE':<8} {'MODEL':<7} {'PARAMETERS':>24}  DESCRIPTION")
     for r in rows:
+        name = names[r.name]
         if r.error:
-            line = f"{r.name:<{width}}  {r.source:<8} {'-':<7} {'-':>24}  INVALID: {r.error}"
+            line = (f"{name:<{width}}  {r.source:<8} {'-':<7} {'-':>24}  "
+                    f"INVALID: {sanitize(r.error)}")
         else:
-            desc = r.description if len(r.description) <= 70 else r.description[:67] + "..."
-            line = f"{r.name:<{width}}  {r.source:<8} {r.arch:<7} {_count(r.params):>24}  {desc}"
+            desc = sanitize(r.description)
+            desc = desc if len(desc) <= 70 else desc[:67] + "..."
+            line = f"{name:<{width}}  {r.source:<8} {r.arch:<7} {_count(r.params):>24}  {desc}"
         if r.shadows:
             line += f"  [shadows {', '.join(r.shadows)}]"
         click.echo(line)
     click.echo("\nlookup order (first match wins):")
     for d in dirs:
-        click.echo(f"  {d.source:<8} {d.path}{'' if d.path.is_dir() else '  (missing)'}")
+        click.echo(f"  {d.source:<8} {sanitize(d.path)}"
+                   f"{'' if d.path.is_dir() else '  (missing)'}")
 
 
 def _batch_table(name_plans: list[tuple[str, list[Any]]], seq_lens: list[int]) -> list[str]:
@@ -166,10 +174,10 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: list[int], as_json: bool) -
             "notices": list(preset.notices),
         }, indent=2, ensure_ascii=False))
         return
-    click.echo(f"# {preset.name}  ({_where(preset)})")
+    click.echo(f"# {sanitize(preset.name)}  ({_where(preset)})")
     if sets:
-        click.echo(f"# with --set {' --set '.join(sets)}")
-    click.echo(to_toml(spec), nl=False)
+        click.echo(f"# with --set {sanitize(' --set '.join(sets))}")
+    click.echo(sanitize(to_toml(spec), keep_newlines=True), nl=False)
     click.echo()
     click.echo(f"parameters: {_count(bd.total)}  ({spec.model.arch})")
     lm_head = f"{bd.lm_head:,}" if bd.lm_head else "tied"
@@ -202,6 +210,7 @@ def export_cmd(name: str, output: str, force: bool, sets: tuple[str, ...]) -> No
         click.echo(text, nl=False)
         return
     dest = Path(output)
+    check_output(dest)  # a device, FIFO or directory is refused before anything else
     if dest.exists() and not force:
         raise WriteError(f"{dest} already exists", "pass --force to replace it")
     atomic_write_text(dest, text)
@@ -225,7 +234,7 @@ def import_cmd(file: Path, new_name: str | None, force: bool) -> None:
     """
     result = import_preset(file, new_name, force)
     for notice in result.notices:
-        click.echo(f"note: {notice}", err=True)
+        click.echo(f"note: {sanitize(notice)}", err=True)
     click.echo(f"imported {result.name!r} → {result.path}")
     _placement_notes(result.name, result.placement)
 
@@ -312,8 +321,8 @@ def diff_cmd(a: str, b: str, gpus: list[int], as_json: bool) -> None:
             ],
         }, indent=2, ensure_ascii=False))
         return
-    click.echo(f"a: {pa.name}  ({_where(pa)})")
-    click.echo(f"b: {pb.name}  ({_where(pb)})")
+    click.echo(f"a: {sanitize(pa.name)}  ({_where(pa)})")
+    click.echo(f"b: {sanitize(pb.name)}  ({_where(pb)})")
     if diffs:
         width = max(len(d.path) for d in diffs)
         click.echo(f"\n{len(diffs)} field(s) differ:")
@@ -374,17 +383,17 @@ def validate_cmd(files: tuple[Path, ...], strict: bool, as_json: bool = False) -
         if as_json:
             continue
         if problems:
-            click.echo(f"FAIL  {path}")
+            click.echo(f"FAIL  {sanitize(path)}")
             for p in problems:
-                click.echo(f"      {p}")
+                click.echo(f"      {sanitize(p)}")
         else:
-            click.echo(f"ok    {path}  ({summary})")
+            click.echo(f"ok    {sanitize(path)}  ({summary})")
             for n in notices:
-                click.echo(f"      note: {n}")
+                click.echo(f"      note: {sanitize(n)}")
     if as_json:
         click.echo(json.dumps({"files": results, "valid": len(files) - failed,
                                "invalid": failed}, indent=2, ensure_ascii=False))
     else:
         click.echo(f"{len(files) - failed} valid, {failed} invalid")
     if failed:
-        click.get_current_context().exit(1)
+        click.get_current_context().exit(ExitCode.PROBLEM)

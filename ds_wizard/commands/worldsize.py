@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
+from ds_wizard.commands.numbers import Count
 from ds_wizard.core.batchmath import data_parallel_size
+from ds_wizard.core.limits import MAX_WORLD_SIZE
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,10 @@ def world_size_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ("--pp", "Pipeline-parallel degree."),
         ("--tp", "Tensor-parallel degree."),
     ):
-        fn = click.option(name, type=click.IntRange(min=1), default=1, show_default=True,
+        fn = click.option(name, type=Count(MAX_WORLD_SIZE), default=1, show_default=True,
                           help=help_text)(fn)
     return click.option(
-        "--num-gpus", type=click.IntRange(min=1), default=None, metavar="N",
+        "--num-gpus", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
         help="Total GPUs (ranks) the job runs on. Default: the GPUs detected here.",
     )(fn)
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ds_wizard.core.limits import MAX_GLOBAL_BATCH
+
 MISSING_BOTH = "Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided"
 # Python's own text for `x // 0`: DeepSpeed does not guard these divisions, so it dies
 # with a ZeroDivisionError and we report the same thing.
 ZERO_DIVISION = "integer division or modulo by zero"
 # The largest batch value anyone means: a bigger one is a typo (an extra digit). The CLI's
 # checker, the preset schema and the wizard's fields all refuse values above it.
-MAX_BATCH_VALUE = 1 << 24
+MAX_BATCH_VALUE = MAX_GLOBAL_BATCH  # core/limits.py holds every numeric limit
 
 
 def too_large(label: str, value: int) -> str | None:

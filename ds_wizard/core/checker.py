@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from ds_wizard.core import batchmath, dsschema, verdict
 from ds_wizard.core.errors import ConfigFileError, DsWizardError
+from ds_wizard.core.fsio import read_input
+from ds_wizard.core.limits import MAX_GLOBAL_BATCH
 
 TRAIN = "train_batch_size"
 MICRO = "train_micro_batch_size_per_gpu"
@@ -29,7 +31,7 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 # No real run has a global batch anywhere near this; a bigger number is a typo (an extra
 # digit, a token count pasted into a sample count) and would make DeepSpeed allocate
 # or loop absurdly.
-MAX_BATCH_VALUE = 1 << 24
+MAX_BATCH_VALUE = MAX_GLOBAL_BATCH  # core/limits.py: the one definition
 
 # Top-level keys DeepSpeed 0.19 reads (runtime/config.py and deepspeed/__init__.py).
 # tests/test_checker_keys.py records the keys the installed DeepSpeed actually looks up,
@@ -71,21 +73,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     Every way the file can be unusable becomes a one-line :class:`ConfigFileError`.
     """
     p = Path(path)
-    if not p.exists():
-        raise ConfigFileError(f"{p}: no such file", "check the path")
-    if p.is_dir():
-        raise ConfigFileError(f"{p} is a directory", "give the path of a .json config file")
-    try:
-        size = p.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigFileError(
-                f"{p}: {size} bytes is too large for a DeepSpeed config",
-                "is this the right file?",
-            )
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigFileError(f"cannot read {p}: {exc.strerror or exc}",
-                              "check the file's permissions") from exc
+    # a regular file only, read with a cap: /dev/zero or a FIFO is refused, not read
+    raw = read_input(p, limit=MAX_CONFIG_BYTES, what=".json config file",
+                     error=ConfigFileError)
     return parse_config_bytes(raw, str(p))
 
 
@@ -217,10 +207,8 @@ def read_batch_value(cfg: dict[str, Any], key: str) -> BatchValue:
     if isinstance(raw, int):
         if raw <= 0:
             return BatchValue(key, raw, raw, f"{key} is {raw}; it must be at least 1")
-        if raw > MAX_BATCH_VALUE:
-            return BatchValue(key, raw, raw,
-                              f"{key} is {raw}, implausibly large (over {MAX_BATCH_VALUE:,}); "
-                              "check for an extra digit")
+        if (too_big := batchmath.too_large(key, raw)) is not None:
+            return BatchValue(key, raw, raw, too_big)
         return BatchValue(key, raw, raw)
     if isinstance(raw, float):
         if math.isfinite(raw) and raw.is_integer():

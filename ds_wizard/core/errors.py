@@ -12,7 +12,8 @@ class ExitCode(IntEnum):
     #: the input is invalid, a check found a problem, a plan does not fit, or an input could
     #: not be read or an output written
     PROBLEM = 1
-    #: the command line itself is wrong (click's own usage errors)
+    #: the command line itself is wrong: click's usage errors, and an option value that is
+    #: not a number or is outside its limit (core/limits.py)
     USAGE = 2
     #: a run stopped by a signal exits 128 + the signal's number (130 for Ctrl-C);
     #: a training run that failed exits with its rank's own code

@@ -28,7 +28,9 @@ from ds_wizard.core.schema import PresetSpec
 if TYPE_CHECKING:
     from ds_wizard.core.gpus import GpuInventory
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+# ASCII digits, and few of them: "٣GiB" or a 400-digit size is a typo, not a GPU
+_SIZE = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,12})?)\s*([kmgt]?)(i?)(b?)\s*$",
+                   re.IGNORECASE | re.ASCII)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 MAX_GPU_BYTES = 1 << 50  # 1 PiB: anything larger is a typo
 
@@ -52,7 +54,7 @@ def parse_size(text: str) -> int:
     """
     m = _SIZE.match(str(text))
     if not m:
-        raise DsWizardError(f"cannot read {text!r} as a memory size",
+        raise DsWizardError(f"cannot read {str(text)[:40]!r} as a memory size",
                             "write it like 80GiB, 80GB or 24G")
     number, prefix, binary, b = m.groups()
     if not prefix:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from ds_wizard.core.errors import PresetError
+from ds_wizard.core.limits import MAX_WORLD_SIZE, check_bracket_depth, parse_int
 from ds_wizard.core.presets import Preset, load_preset
 from ds_wizard.core.schema import PresetSpec, field_types, is_section
 
@@ -34,16 +35,22 @@ def _leaf_paths(cls: type, prefix: str = "") -> list[str]:
 SETTABLE = [p for p in _leaf_paths(PresetSpec) if p != "schema_version"]
 
 
-def parse_value(raw: str) -> Any:
+def parse_value(raw: str, what: str = "--set value") -> Any:
     """A TOML value (``48``, ``3e-4``, ``true``, ``"bf16"``, ``[0.9, 0.95]``).
 
     Bare words that are not TOML (``bf16``) are taken as strings; the schema then decides
     whether a string is allowed there, so ``n_layer=4x`` still fails as "not an integer".
+    A value nested or sized past :mod:`ds_wizard.core.limits` is refused before the TOML
+    parser (which recurses, and int()s any digit string) sees it.
     """
+    check_bracket_depth(raw, what)
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+    except ValueError as exc:  # a digit string past int()'s limit
+        raise PresetError(f"{what}: the number has too many digits",
+                          "no preset field takes a number that long") from exc
 
 
 def _unknown_key(path: str) -> PresetError:
@@ -73,6 +80,12 @@ def apply_overrides(spec: PresetSpec, assignments: list[str] | tuple[str, ...]) 
             )
         path, raw = (part.strip() for part in item.split("=", 1))
         pinned = path.startswith(PINNED_PREFIX) and len(path.split(".")) in (3, 4)
+        if pinned:
+            size = path.split(".")[2]
+            if size != str(parse_int(size, "--set batch.by_world_size key",
+                                     high=MAX_WORLD_SIZE)):
+                raise PresetError(f"--set {path}: write the GPU count as plain digits",
+                                  "e.g. --set batch.by_world_size.8.micro_batch=2")
         if path not in SETTABLE and not pinned:
             raise _unknown_key(path)
         node = data
@@ -81,7 +94,7 @@ def apply_overrides(spec: PresetSpec, assignments: list[str] | tuple[str, ...]) 
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise _unknown_key(path)
-        node[leaf] = parse_value(raw)
+        node[leaf] = parse_value(raw, f"--set {path}")
     from ds_wizard.core.validation import SpecProblems, validate_spec
 
     try:

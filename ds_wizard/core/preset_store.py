@@ -7,6 +7,7 @@ is parsed back and validated first, so a saved preset always loads.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import tomli_w
 
 from ds_wizard import __version__
 from ds_wizard.core.errors import PresetError, WriteError
-from ds_wizard.core.fsio import atomic_write_text
+from ds_wizard.core.fsio import AlreadyExists, atomic_write_text, create_new_text
 from ds_wizard.core.presets import (
     PRESET_SUFFIX,
     check_name,
@@ -75,11 +76,12 @@ def user_preset_path(name: str) -> Path:
 def _write_user_preset(name: str, text: str, *, force: bool) -> Path:
     dest = user_preset_path(name)
     parse_preset(text, str(dest))  # never write a file that would not load
-    if (dest.exists() or dest.is_symlink()) and not force:
-        raise PresetError(
-            f"user preset {name!r} already exists ({dest})",
-            "pass --force to replace it, or choose another name",
-        )
+    taken = PresetError(
+        f"user preset {name!r} already exists ({dest})",
+        "pass --force to replace it, or choose another name",
+    )
+    if os.path.lexists(dest) and not force:
+        raise taken
     if dest.is_dir():
         raise WriteError(f"{dest} is a directory", "remove it or choose another name")
     try:
@@ -89,7 +91,14 @@ def _write_user_preset(name: str, text: str, *, force: bool) -> Path:
             f"cannot create the user preset directory {dest.parent}: {exc.strerror or exc}",
             "check permissions, or set DS_WIZARD_CONFIG_DIR",
         ) from exc
-    atomic_write_text(dest, text)
+    if force:
+        # a link planted in the user preset directory is replaced, never written through
+        atomic_write_text(dest, text, follow_symlinks=False)
+    else:
+        try:  # race-free: of two imports of one name, exactly one creates it
+            create_new_text(dest, text)
+        except AlreadyExists as exc:
+            raise taken from exc
     return dest
 
 

@@ -186,6 +186,9 @@ def parse_preset(text: str, origin: str) -> Parsed:
         ) from exc
     except RecursionError as exc:
         raise PresetError(f"{origin}: invalid TOML: nested too deeply") from exc
+    except ValueError as exc:  # an integer literal past int()'s digit limit
+        raise PresetError(f"{origin}: a number has too many digits",
+                          "no preset field takes a number that long") from exc
     parsed = validate_data(data, origin)
     spec_cache.put(text, origin, parsed.spec, parsed.notices)
     return parsed

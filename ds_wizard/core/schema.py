@@ -18,7 +18,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from ds_wizard.core.batchmath import MAX_BATCH_VALUE
+from ds_wizard.core.limits import (
+    MAX_GLOBAL_BATCH,
+    MAX_MICRO_BATCH,
+    MAX_WORLD_SIZE,
+    LimitError,
+    parse_int,
+)
 
 # Version history (ds_wizard/core/migrations.py turns older files into the current form):
 #   1 — the first format.
@@ -140,8 +146,8 @@ class TrainSpec:
 class WorldSizeBatch:
     __pydantic_config__ = STRICT
 
-    global_batch: Annotated[int, Bounds(gt=0, le=MAX_BATCH_VALUE)]  # samples per optimizer step
-    micro_batch: Annotated[int, Bounds(gt=0, le=1 << 16)]  # samples per GPU per forward
+    global_batch: Annotated[int, Bounds(gt=0, le=MAX_GLOBAL_BATCH)]  # samples per step
+    micro_batch: Annotated[int, Bounds(gt=0, le=MAX_MICRO_BATCH)]  # per GPU per forward
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -155,13 +161,17 @@ class BatchSpec:
 
     __pydantic_config__ = STRICT
 
-    global_batch: Annotated[int, Bounds(gt=0, le=MAX_BATCH_VALUE)]
-    micro_batch: Annotated[int, Bounds(gt=0, le=1 << 16)]
+    global_batch: Annotated[int, Bounds(gt=0, le=MAX_GLOBAL_BATCH)]
+    micro_batch: Annotated[int, Bounds(gt=0, le=MAX_MICRO_BATCH)]
     by_world_size: dict[str, WorldSizeBatch] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for key, plan in self.by_world_size.items():
-            if not key.isdigit() or int(key) < 1 or len(key) > 6:
+            try:  # plain ASCII digits within the world-size limit: not "²", "08" or 10^5000
+                size = parse_int(key, "by_world_size key", high=MAX_WORLD_SIZE)
+            except LimitError as exc:
+                raise ValueError(exc.one_line()) from exc
+            if str(size) != key:
                 raise ValueError(
                     f"by_world_size key {key!r} must be a data-parallel size such as 1, 2, 8"
                 )

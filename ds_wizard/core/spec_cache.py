@@ -35,7 +35,7 @@ ENTRY_FORMAT = 1
 # Each distinct preset text adds one ~1 KiB entry; past the limit the oldest go.
 MAX_ENTRIES = 512
 KEEP_AFTER_PRUNE = 256
-_CODE = ("schema.py", "migrations.py", "validation.py", "spec_cache.py")
+_CODE = ("schema.py", "limits.py", "migrations.py", "validation.py", "spec_cache.py")
 
 
 def enabled() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.syntax import Syntax
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -15,7 +16,14 @@ from textual.widgets import DataTable, Input, Static
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params
 from ds_wizard.core.preset_views import PresetSummary, summarize_all
-from ds_wizard.core.presets import DEFAULT_PRESET, Preset, load_preset, read_preset_file
+from ds_wizard.core.presets import (
+    DEFAULT_PRESET,
+    Preset,
+    load_preset,
+    read_preset_file,
+    read_preset_text,
+)
+from ds_wizard.core.text import sanitize
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import AskTextScreen
 from ds_wizard.screens.state import save_current_as_preset
@@ -75,7 +83,8 @@ class PresetScreen(WizardScreen):
             table.remove_row(key)
             self.rows.remove(key)
         name = key if len(key) <= 24 else "…" + key[-23:]
-        table.add_row(name, arch, params, source, desc, key=key)
+        # names and descriptions come from files: no escapes, and no Rich markup either
+        table.add_row(Text(sanitize(name)), arch, params, source, Text(sanitize(desc)), key=key)
         self.rows.append(key)
 
     def refresh_from_state(self) -> None:
@@ -113,10 +122,10 @@ class PresetScreen(WizardScreen):
         except DsWizardError as exc:
             # what is highlighted is what the user chose: never carry on with the preset
             # highlighted before it
-            self.problem = f"{key}: {exc.one_line()}"
+            self.problem = f"{key}: {sanitize(exc.one_line())}"
             self.state.preset_ref = key
             self.state.preset = None
-            desc.update(f"[$error]✘ {escape(exc.one_line())}[/]")
+            desc.update(f"[$error]✘ {escape(sanitize(exc.one_line()))}[/]")
             preview.update("")
             return
         self.problem = None
@@ -127,10 +136,15 @@ class PresetScreen(WizardScreen):
         where = str(preset.path) if preset.source == "path" or preset.path is None \
             else f"{preset.source}: {preset.path.name}"
         desc.update(
-            f"[b]{preset.name}[/b] · {spec.model.arch} · [b]{count_params(spec.model):,}[/b] "
-            f"parameters\n{escape(spec.description)}\n[dim]{escape(where)}[/dim]"
+            f"[b]{escape(sanitize(preset.name))}[/b] · {spec.model.arch} · "
+            f"[b]{count_params(spec.model):,}[/b] parameters\n"
+            f"{escape(sanitize(spec.description))}\n[dim]{escape(sanitize(where))}[/dim]"
         )
-        text = preset.path.read_text(encoding="utf-8") if preset.path else ""
+        try:  # read again for the preview: size-capped, regular files only, like the load
+            text = sanitize(read_preset_text(preset.path), keep_newlines=True) \
+                if preset.path else ""
+        except DsWizardError as exc:
+            text = f"# {sanitize(exc.one_line())}"
         preview.update(Syntax(text, "toml", theme="ansi_dark", word_wrap=False,
                               background_color="default"))
 
@@ -149,7 +163,7 @@ class PresetScreen(WizardScreen):
         try:
             preset = load_preset(ref, self.wizard.cwd)
         except DsWizardError as exc:
-            self.notify(exc.one_line(), title="Cannot load preset", severity="error",
+            self.notify(sanitize(exc.one_line()), title="Cannot load preset", severity="error",
                         markup=False)
             return False
         self._show(self._add(preset))
@@ -166,7 +180,8 @@ class PresetScreen(WizardScreen):
                 path = save_current_as_preset(self.state, name)
                 preset = read_preset_file(path, name, "user")
             except DsWizardError as exc:
-                self.notify(exc.one_line(), title="Not saved", severity="error", markup=False)
+                self.notify(sanitize(exc.one_line()), title="Not saved", severity="error",
+                            markup=False)
                 return
             self.notify(f"Saved as user preset {name!r} ({path})", markup=False)
             self._show(self._add(preset))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -145,23 +146,31 @@ class ReviewScreen(WizardScreen):
     def _diff(self, target: Path, shown: str, new: str) -> None:
         """Read the file on disk and diff it, off the UI thread."""
         # plain Text: a path or an OS error is never markup
+        from ds_wizard.core.checker import MAX_CONFIG_BYTES
+        from ds_wizard.core.fsio import read_input
+        from ds_wizard.core.text import sanitize
+
         content: Text | Syntax
-        try:
-            old = target.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        if not os.path.lexists(target):
             content = Text(f"No file at {shown} yet: saving creates it.")
-        except (OSError, UnicodeDecodeError) as exc:
-            content = Text(f"Cannot read {shown}: {exc}")
         else:
-            if old == new:
-                content = Text(f"{shown} already holds exactly this config.")
+            try:  # a regular file only, size-capped: a FIFO or /dev/zero here must not hang
+                old = read_input(target, limit=MAX_CONFIG_BYTES, what="config file") \
+                    .decode("utf-8")
+            except DsWizardError as exc:
+                content = Text(sanitize(exc.one_line()))
+            except UnicodeDecodeError as exc:
+                content = Text(f"Cannot read {shown}: {exc}")
             else:
-                lines = difflib.unified_diff(old.splitlines(keepends=True),
-                                             new.splitlines(keepends=True),
-                                             fromfile=f"{shown} (on disk)",
-                                             tofile=f"{shown} (new)")
-                content = Syntax("".join(lines), "diff", theme="ansi_dark",
-                                 background_color="default")
+                if old == new:
+                    content = Text(f"{shown} already holds exactly this config.")
+                else:
+                    lines = difflib.unified_diff(old.splitlines(keepends=True),
+                                                 new.splitlines(keepends=True),
+                                                 fromfile=f"{shown} (on disk)",
+                                                 tofile=f"{shown} (new)")
+                    content = Syntax("".join(lines), "diff", theme="ansi_dark",
+                                     background_color="default")
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self.query_one("#diff", Static).update, content)
 

@@ -164,9 +164,9 @@ def test_refused_write_changes_nothing(command, point, tmp_path, monkeypatch):
 
 
 def test_real_write_failure_through_the_entry_point(tmp_path):
-    """A genuine OS refusal, whoever runs the tests: the config's name is legal but the temp
-    file beside it (".NAME.XXXXXXXX.tmp") is over the 255-byte name limit."""
-    seed = write_seed(tmp_path, "d" * 245 + ".json")
+    """A genuine OS refusal, whoever runs the tests: the config's name is legal (255 bytes)
+    but its backup "NAME.bak" is over the 255-byte name limit."""
+    seed = write_seed(tmp_path, "d" * 250 + ".json")
     before = seed.read_bytes()
     proc = run_cli("fix", str(seed), "--num-gpus", "4", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
