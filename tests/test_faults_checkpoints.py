@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+from _fault_helpers import planted_pickle
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
@@ -23,26 +23,6 @@ from ds_wizard.launch import plan as planning
 from ds_wizard.launch.plan import LaunchRequest
 
 CPU = Accelerator("cpu", 0, "test: no GPU")
-
-
-class Planted:
-    """What an attacker puts into a checkpoint: unpickling it runs ``__reduce__``."""
-
-    def __init__(self, canary: Path) -> None:
-        self.canary = canary
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (os.system, (f"touch {self.canary}",))
-
-
-def planted_pickle(canary: Path, size: int | None = None) -> bytes:
-    """A pickle that creates ``canary`` when loaded, padded to ``size`` bytes: pickle stops
-    reading at its STOP opcode, so the padding does not change what it runs."""
-    data = pickle.dumps(Planted(canary), protocol=2)
-    if size is not None:
-        assert len(data) <= size
-        data += b"\0" * (size - len(data))
-    return data
 
 
 def fake_checkpoint(ckpt: Path, step: int, marker: bool = True,

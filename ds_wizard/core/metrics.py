@@ -188,7 +188,7 @@ class MetricsWriter:
                                     "check free space and permissions") from exc
 
     def write(self, line: str) -> None:
-        """Append one record line (it must end with ``\\n``) in one write call."""
+        """Append one record line (it must end with ``\\n``): all of it, or nothing."""
         if self._fd is None:
             raise ValueError("metrics writer is closed")
         if not line.endswith("\n") or "\n" in line[:-1]:
@@ -196,9 +196,14 @@ class MetricsWriter:
         data = line.encode("utf-8")
         before = os.fstat(self._fd).st_size
         try:
-            written = os.write(self._fd, data)
-            if written != len(data):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = memoryview(data)
+            while view:
+                # a regular file takes it in one call unless the disk or a limit cuts it
+                # short; the next call then reports why
+                written = os.write(self._fd, view)
+                if written == 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
         except OSError as exc:
             # cut the partial line back off, so the file still ends in whole records;
             # shrinking a file needs no free space
