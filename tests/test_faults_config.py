@@ -110,3 +110,20 @@ def test_an_unusable_optimizer_is_refused_in_one_line_before_anything_is_made(
     assert result.output.count("\n") == 1
     assert result.output.startswith("error: the config cannot train: optimizer type 'Nope'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_per_rank_dry_run_does_not_pass_a_config_a_rank_would_stop_on(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.json"
+    config.write_text(ISSUE_CONFIG)
+    proc = subprocess.run([sys.executable, "-m", "ds_wizard.train", "--preset", "tiny_mamba",
+                           "--config", str(config), "--dry-run"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"❌ {config} cannot train: it has no optimizer block" in proc.stdout
+    assert "Traceback" not in proc.stderr

@@ -63,6 +63,16 @@ def optimizer_problem(cfg: dict[str, Any]) -> str | None:
     return None
 
 
+def training_problem(cfg: dict[str, Any]) -> str | None:
+    """Why the loop cannot train on ``cfg`` as it is (no completion applied); None if it can.
+
+    For a config that reaches a rank without going through :func:`complete_for_training`.
+    """
+    if "optimizer" not in cfg:
+        return "it has no optimizer block"
+    return optimizer_problem(cfg)
+
+
 def complete_for_training(cfg: dict[str, Any], spec: PresetSpec,
                           report: CheckReport) -> Completion:
     """``cfg`` (which passed ``check``, giving ``report``) made complete for the loop.

@@ -235,10 +235,6 @@ def read_marker(tag_dir: Path, step: int) -> dict[str, Any] | None:
     return data
 
 
-def _marker_ok(tag_dir: Path, step: int) -> bool:
-    return read_marker(tag_dir, step) is not None
-
-
 def scan_checkpoints(ckpt_dir: str | Path) -> list[CheckpointInfo]:
     """Every ``global_stepN`` directory, oldest first, with whether it is complete."""
     base = Path(ckpt_dir)

@@ -69,6 +69,7 @@ def dry_run(args: argparse.Namespace) -> int:
     build (or ``--config``, checked) and its summary. Core only: no launch package here."""
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.checker import check_config, load_config_file
+    from ds_wizard.core.completeness import training_problem
     from ds_wizard.core.defaults import CPU_DEFAULT_RANKS
     from ds_wizard.core.fit import gpu_memory_from
     from ds_wizard.core.gpus import detect_gpus
@@ -91,6 +92,11 @@ def dry_run(args: argparse.Namespace) -> int:
                               config_source=args.config, dry_run=True,
                               device="GPU" if cuda else "CPU"):
         print(line, flush=True)
+    if args.config and (problem := training_problem(cfg)) is not None:
+        # valid for DeepSpeed, but a rank would stop on it (`ds-wizard launch` completes it)
+        print(f"❌ {args.config} cannot train: {problem} (launch it with `ds-wizard launch "
+              "--config`, which supplies the preset's optimizer)", flush=True)
+        return 1
     return 0 if check_config(cfg, ws).valid else 1
 
 
@@ -148,7 +154,7 @@ class Trainer:
         import torch.distributed as tdist
 
         from ds_wizard.core.checker import load_config_file
-        from ds_wizard.core.completeness import IncompleteConfig, optimizer_problem
+        from ds_wizard.core.completeness import IncompleteConfig, training_problem
         from ds_wizard.core.overrides import load_with_overrides
 
         args = self.args
@@ -164,9 +170,7 @@ class Trainer:
         self.run_spec: RunSpec = read_run_info(paths.run_json).spec
         self.name = self.run_spec.preset
         self.config = load_config_file(args.config or paths.config)
-        problem = (optimizer_problem(self.config) if "optimizer" in self.config
-                   else "it has no optimizer block")
-        if problem is not None:
+        if (problem := training_problem(self.config)) is not None:
             # the launcher completes the config (core.completeness); this catches one
             # edited by hand afterwards, before 80 s of start-up end in a crash at step 1
             raise IncompleteConfig(
