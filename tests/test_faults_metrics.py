@@ -46,7 +46,7 @@ def test_repair_cuts_a_torn_tail_and_the_steps_after_the_checkpoint(tmp_path: Pa
     assert repair.notes() == [
         "metrics.jsonl: removed a cut-off last line (16 bytes)",
         "metrics.jsonl: removed steps 21–25, logged after the checkpoint this run continues "
-        "from (they are trained again)",
+        "from (trained again)",
     ]
 
 

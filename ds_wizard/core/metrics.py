@@ -130,7 +130,7 @@ class Repair:
             span = (f"step {steps[0]}" if len(steps) == 1
                     else f"steps {min(steps)}–{max(steps)}")
             out.append(f"{name}: removed {span}, logged after the checkpoint this run "
-                       "continues from (they are trained again)")
+                       "continues from (trained again)")
         return out
 
 
