@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ds_wizard.core.metrics import (
     MetricsWriteError,
@@ -159,3 +161,26 @@ def test_reader_leaves_a_half_written_last_line_for_the_next_read(tmp_path: Path
     second = tail_metrics(path, first.offset)
     assert [r["step"] for r in second.records] == [2] and second.problems == []
     assert second.offset == path.stat().st_size
+
+
+# -- property: whatever a crash leaves, repair + reader agree ---------------------------------
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(last=st.integers(0, 30), keep=st.integers(0, 35), cut=st.integers(0, 400),
+       garbage=st.binary(max_size=40).filter(lambda b: b"\n" not in b))
+def test_repair_then_append_never_repeats_or_loses_a_step(tmp_path: Path, last: int, keep: int,
+                                                          cut: int, garbage: bytes) -> None:
+    path = tmp_path / "metrics.jsonl"
+    whole = "".join(_line(s) for s in range(1, last + 1)).encode()
+    torn = _line(last + 1).encode()[: cut % len(_line(last + 1))] + garbage
+    path.write_bytes(whole + torn)
+    resumed = min(keep, last)  # a run resumes from a checkpoint it has logged
+    with MetricsWriter(path, resumed) as writer:
+        for step in range(resumed + 1, resumed + 4):
+            writer.write(_line(step))
+    got = tail_metrics(path, 0)
+    assert [r["step"] for r in got.records] == list(range(1, resumed + 4))
+    assert got.problems == []
+    assert path.read_bytes().startswith("".join(_line(s) for s in range(1, resumed + 1))
+                                        .encode())
