@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,94 @@ def test_the_planted_pickle_really_runs_when_torch_loads_it(tmp_path: Path) -> N
     subprocess.run([sys.executable, "-c", code, str(planted)], check=True, timeout=300,
                    env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert canary.exists()
+
+
+# -- the ranks' side, with two ranks as threads over a stand-in for torch.distributed --------
+
+
+class _Collectives:
+    """broadcast_object_list / all_gather_object for ``world`` threads, by value."""
+
+    def __init__(self, world: int) -> None:
+        import threading
+
+        self.world = world
+        self.barrier = threading.Barrier(world, timeout=30)
+        self.slots: list[object] = [None] * world
+
+    def rank(self, rank: int) -> object:
+        shared = self
+
+        class Dist:
+            def broadcast_object_list(self, objs: list, src: int = 0) -> None:
+                if rank == src:
+                    shared.slots[src] = pickle.dumps(objs)
+                shared.barrier.wait()
+                objs[:] = pickle.loads(shared.slots[src])
+                shared.barrier.wait()
+
+            def all_gather_object(self, out: list, obj: object) -> None:
+                shared.slots[rank] = pickle.dumps(obj)
+                shared.barrier.wait()
+                out[:] = [pickle.loads(s) for s in shared.slots]
+                shared.barrier.wait()
+
+        return Dist()
+
+
+def _on_ranks(world: int, call) -> tuple[list[object], list[str]]:
+    """Run ``call(trainer, dist)`` as ``world`` ranks; results by rank, rank 0's log."""
+    import threading
+
+    from ds_wizard.train.loop import Trainer
+
+    coll = _Collectives(world)
+    results: list[object] = [None] * world
+    log: list[str] = []
+
+    errors: list[BaseException] = []
+
+    def run(rank: int) -> None:
+        trainer = Trainer.__new__(Trainer)  # no signal handlers: this is not a rank process
+        trainer.rank, trainer.world = rank, world
+        trainer.tdist = dist = coll.rank(rank)
+        trainer.log = (lambda text: log.append(text)) if rank == 0 else (lambda text: None)
+        try:
+            results[rank] = call(trainer, dist)
+        except BaseException as exc:
+            errors.append(exc)
+            coll.barrier.abort()  # the other rank must not wait for this one
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    return results, log
+
+
+def test_ranks_hash_their_shares_into_the_same_marker_one_process_writes(
+    tmp_path: Path,
+) -> None:
+    tag = fake_checkpoint(tmp_path, 10)
+    single = json.loads((tag / runs.MARKER).read_text())["files"]
+    results, _ = _on_ranks(2, lambda trainer, dist: trainer._hash_tag(tag))
+    assert results[0] == results[1] == single
+
+
+def test_ranks_agree_to_fall_back_when_only_one_share_is_tampered(tmp_path: Path) -> None:
+    fake_checkpoint(tmp_path, 10)
+    t20 = fake_checkpoint(tmp_path, 20)
+    names = sorted(runs.scan_checkpoints(tmp_path)[-1].files)
+    victim = t20 / integrity.share_of(names, (1, 2))[0]  # hashed by rank 1 only
+    victim.write_bytes(planted_pickle(tmp_path / "canary", victim.stat().st_size))
+    ckpt_paths = type("P", (), {"checkpoints": tmp_path})()  # only .checkpoints is read
+    results, log = _on_ranks(2, lambda trainer, dist: trainer._choose_checkpoint(
+        ckpt_paths, dist))
+    assert results == ["global_step10", "global_step10"]
+    assert log == [f"warning: checkpoint global_step20 is damaged and will not be loaded: "
+                   f"{victim.name} does not match the SHA-256 recorded when it was written "
+                   "(changed since)"]
+    assert not (tmp_path / "canary").exists()

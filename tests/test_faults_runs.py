@@ -156,6 +156,7 @@ def test_fault7_resume_after_a_crash_repeats_no_step(crashed: tuple[Path, str]) 
     assert _steps(run_dir) == list(range(1, last + 3))
     text = (run_dir / runs.METRICS).read_text()
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
 
 
 def test_fault5_and_7_tampered_and_truncated_tags_are_refused_before_loading(
@@ -186,3 +187,4 @@ def test_fault5_and_7_tampered_and_truncated_tags_are_refused_before_loading(
     again = {c.tag: c for c in runs.scan_checkpoints(ckpt)}
     assert runs.check_checkpoint(again[newest.tag]) == []
     assert runs.check_checkpoint(again[before.tag]) == []
+    assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]  # no temp file left
