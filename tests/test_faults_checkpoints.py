@@ -176,6 +176,14 @@ def test_marker_from_before_checksums_is_loaded_with_a_warning(tmp_path: Path) -
     assert "without checksums" in choice.notes[0]
 
 
+def test_a_marker_with_an_unreadable_file_record_vouches_for_nothing(tmp_path: Path) -> None:
+    tag = fake_checkpoint(tmp_path, 10)
+    data = json.loads((tag / runs.MARKER).read_text())
+    data["files"] = []
+    (tag / runs.MARKER).write_text(json.dumps(data))
+    assert runs.latest_intact(tmp_path).chosen is None
+
+
 def test_a_tag_written_again_loses_its_old_marker_first(tmp_path: Path) -> None:
     fake_checkpoint(tmp_path, 10)
     runs.clear_marker(tmp_path, "global_step10")

@@ -247,7 +247,9 @@ def scan_checkpoints(ckpt_dir: str | Path) -> list[CheckpointInfo]:
             step = int(m.group(1))
             marker = read_marker(child, step)
             files = marker.get("files") if marker is not None else None
-            out.append(CheckpointInfo(child.name, step, child, marker is not None,
+            # a marker whose record of the files is unreadable vouches for nothing
+            complete = marker is not None and (files is None or isinstance(files, dict))
+            out.append(CheckpointInfo(child.name, step, child, complete,
                                       files if isinstance(files, dict) else None))
     return sorted(out, key=lambda c: c.step)
 
