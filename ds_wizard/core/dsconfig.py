@@ -154,15 +154,7 @@ def build_config(
         zero["offload_param"] = {"device": off_par, "pin_memory": True}
     cfg["zero_optimization"] = zero
 
-    cfg["optimizer"] = {
-        "type": "AdamW",
-        "params": {
-            "lr": train.lr,
-            "betas": list(train.betas),
-            "eps": train.eps,
-            "weight_decay": train.weight_decay,
-        },
-    }
+    cfg["optimizer"] = optimizer_block(spec)
     cfg["scheduler"] = {
         "type": "WarmupCosineLR",
         "params": {
@@ -175,6 +167,20 @@ def build_config(
     }
     cfg["wall_clock_breakdown"] = False
     return cfg
+
+
+def optimizer_block(spec: PresetSpec) -> dict[str, Any]:
+    """The preset's optimizer as DeepSpeed's ``optimizer`` section."""
+    train = spec.train
+    return {
+        "type": "AdamW",
+        "params": {
+            "lr": train.lr,
+            "betas": list(train.betas),
+            "eps": train.eps,
+            "weight_decay": train.weight_decay,
+        },
+    }
 
 
 def dumps(cfg: dict[str, Any]) -> str:

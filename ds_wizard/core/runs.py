@@ -15,12 +15,15 @@ A run lives in ``runs/<preset>-<YYYYmmdd-HHMMSS>/``::
 DeepSpeed writes its ``latest`` file with a plain ``open('w')`` before its final barrier,
 so a crash can leave ``latest`` naming a half-written tag. We never read ``latest``:
 after ``save_checkpoint`` returns on every rank and a barrier, rank 0 writes
-``ds_wizard_complete.json`` into the tag directory atomically, and resume takes the
-newest tag that has a valid marker.
+``ds_wizard_complete.json`` into the tag directory atomically. The marker records the
+size and SHA-256 of every file of the tag (``core.integrity``); resume takes the newest
+tag whose marker is valid *and* whose files still match it, and says why it passed over
+newer ones. Nothing is ``torch.load``-ed before its tag has verified (docs/checkpoints.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ds_wizard.core import integrity
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.fsio import atomic_write_text
 
@@ -155,13 +159,19 @@ def list_runs(runs_dir: str | Path) -> list[Path]:
 
 
 def resolve_run_ref(ref: str, runs_dir: str | Path) -> Path:
-    """``latest`` → the newest run under ``runs_dir``; anything else is a path."""
+    """``latest`` → the newest run under ``runs_dir`` that has a checkpoint to resume from
+    (a newer run that crashed before its first checkpoint is passed over); anything else
+    is a path."""
     if ref == "latest":
-        runs = list_runs(runs_dir)
-        if not runs:
+        found = list_runs(runs_dir)
+        if not found:
             raise RunError(f"no runs under {runs_dir} to resume",
                            "start one with `ds-wizard launch --preset NAME`")
-        return runs[-1]
+        for run in reversed(found):
+            if latest_intact(RunPaths(run).checkpoints, full=False).chosen is not None:
+                return run
+        raise RunError(f"no run under {runs_dir} has a complete checkpoint to resume from "
+                       f"(newest: {found[-1]})", "start a new run instead")
     path = Path(ref).expanduser()
     if not path.is_dir():
         raise RunError(f"run directory {ref} does not exist",
@@ -183,21 +193,46 @@ class CheckpointInfo:
     step: int
     path: Path
     complete: bool
+    # the marker's record of every file (size, sha256); None for a marker written before
+    # ds-wizard recorded them, or for an incomplete tag
+    files: dict[str, Any] | None = None
 
 
-def write_marker(ckpt_dir: str | Path, tag: str, step: int, extra: dict[str, Any]) -> Path:
-    """Declare ``tag`` complete. Call only after every rank's save_checkpoint returned."""
-    path = Path(ckpt_dir) / tag / MARKER
-    atomic_write_text(path, json.dumps({"tag": tag, "step": step, **extra}, indent=2) + "\n")
+def write_marker(ckpt_dir: str | Path, tag: str, step: int, extra: dict[str, Any],
+                 files: dict[str, Any] | None = None) -> Path:
+    """Declare ``tag`` complete. Call only after every rank's save_checkpoint returned.
+
+    ``files`` is :func:`core.integrity.manifest` of every file in the tag (the ranks hash
+    their shares in parallel); without it the files are hashed here, in this process.
+    """
+    tag_dir = Path(ckpt_dir) / tag
+    if files is None:
+        names = integrity.tag_files(tag_dir, exclude=(MARKER,))
+        files = integrity.manifest(integrity.digest_files(tag_dir, names))
+    path = tag_dir / MARKER
+    atomic_write_text(path, json.dumps({"tag": tag, "step": step, **extra,
+                                        "hash": integrity.ALGORITHM, "files": files},
+                                       indent=2) + "\n")
     return path
 
 
-def _marker_ok(tag_dir: Path, step: int) -> bool:
+def clear_marker(ckpt_dir: str | Path, tag: str) -> None:
+    """Withdraw ``tag``'s marker before the tag is written again (a crash half-way through
+    the new save must not leave the old marker vouching for new files)."""
+    with contextlib.suppress(FileNotFoundError):
+        (Path(ckpt_dir) / tag / MARKER).unlink()
+
+
+def read_marker(tag_dir: Path, step: int) -> dict[str, Any] | None:
+    """The marker of ``tag_dir`` when it is valid for ``step``, else None."""
     try:
         data = json.loads((tag_dir / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("step") == step and data.get("tag") == tag_dir.name
+        return None
+    if not (isinstance(data, dict) and data.get("step") == step
+            and data.get("tag") == tag_dir.name):
+        return None
+    return data
 
 
 def scan_checkpoints(ckpt_dir: str | Path) -> list[CheckpointInfo]:
@@ -210,11 +245,73 @@ def scan_checkpoints(ckpt_dir: str | Path) -> list[CheckpointInfo]:
         m = _TAG_RE.match(child.name)
         if m and child.is_dir():
             step = int(m.group(1))
-            out.append(CheckpointInfo(child.name, step, child, _marker_ok(child, step)))
+            marker = read_marker(child, step)
+            files = marker.get("files") if marker is not None else None
+            # a marker whose record of the files is unreadable vouches for nothing
+            complete = marker is not None and (files is None or isinstance(files, dict))
+            out.append(CheckpointInfo(child.name, step, child, complete,
+                                      files if isinstance(files, dict) else None))
     return sorted(out, key=lambda c: c.step)
 
 
 def latest_complete(ckpt_dir: str | Path) -> CheckpointInfo | None:
-    """The newest complete checkpoint; newer incomplete ones are skipped."""
+    """The newest complete checkpoint; newer incomplete ones are skipped (not verified:
+    :func:`latest_intact` checks the files)."""
     complete = [c for c in scan_checkpoints(ckpt_dir) if c.complete]
     return complete[-1] if complete else None
+
+
+def check_checkpoint(info: CheckpointInfo, *, share: tuple[int, int] = (0, 1),
+                     full: bool = True) -> list[str]:
+    """What is wrong with a complete tag's files; [] when they are as written.
+
+    A marker from before ds-wizard recorded checksums has nothing to verify against: its
+    tag passes (:func:`unverified_note` says so).
+    """
+    if info.files is None:
+        return []
+    return integrity.verify_tag(info.path, info.files, share=share, exclude=(MARKER,),
+                                full=full)
+
+
+def unverified_note(info: CheckpointInfo) -> str | None:
+    if info.files is None:
+        return (f"checkpoint {info.tag} was written by an older ds-wizard without "
+                "checksums: its files cannot be verified before loading")
+    return None
+
+
+@dataclass(frozen=True)
+class ResumeChoice:
+    """The checkpoint to resume from, and why newer ones were passed over."""
+
+    chosen: CheckpointInfo | None
+    notes: tuple[str, ...]
+
+
+def damaged_note(info: CheckpointInfo, problems: list[str]) -> str:
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more"
+                                       if len(problems) > 3 else "")
+    return f"checkpoint {info.tag} is damaged and will not be loaded: {shown}"
+
+
+def latest_intact(ckpt_dir: str | Path, *, full: bool = True) -> ResumeChoice:
+    """The newest complete tag whose files verify, and a note for each one passed over.
+
+    ``full=False`` checks presence and sizes only (a stat per file): what the launcher
+    does to plan; the ranks verify the SHA-256 before they load anything.
+    """
+    notes = []
+    found = scan_checkpoints(ckpt_dir)
+    newest_complete = max((c.step for c in found if c.complete), default=-1)
+    for c in found:
+        if not c.complete and c.step > newest_complete:
+            notes.append(f"skipping incomplete checkpoint {c.tag} (no completion marker)")
+    for info in reversed([c for c in found if c.complete]):
+        problems = check_checkpoint(info, full=full)
+        if not problems:
+            if (note := unverified_note(info)) is not None:
+                notes.append(note)
+            return ResumeChoice(info, tuple(notes))
+        notes.append(damaged_note(info, problems))
+    return ResumeChoice(None, tuple(notes))

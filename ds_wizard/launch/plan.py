@@ -201,6 +201,17 @@ def _deep_check(cfg: dict[str, Any], world_size: int, what: str) -> None:
                             "run `ds-wizard check --deep` on it, fix it and try again")
 
 
+def complete_config(cfg: dict[str, Any], preset: Preset, world_size: int,
+                    source: str | None) -> tuple[dict[str, Any], list[str]]:
+    """What the training loop needs on top of what DeepSpeed accepts (core.completeness):
+    the preset's optimizer for a config without one, or a refusal before anything starts."""
+    from ds_wizard.core.checker import check_config
+    from ds_wizard.core.completeness import complete_for_training
+
+    done = complete_for_training(cfg, preset.spec, check_config(cfg, world_size))
+    return done.config, [f"{source or 'config'}: {n}" for n in done.notes]
+
+
 def _fix_hint(report: CheckReport, source: str | None, world_size: int) -> str:
     parts = []
     if report.suggestions:
@@ -241,6 +252,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
                                  gpu_memory=r.gpu_memory, headroom=r.headroom,
                                  backend=r.backend)
+    cfg, completed = complete_config(cfg, loaded, ws, source)
+    notes += completed
     total = r.steps if r.steps is not None else loaded.spec.train.total_steps
     if total < 1:
         raise DsWizardError(f"--steps must be at least 1, got {total}")
@@ -322,9 +335,12 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     run_dir = runs.resolve_run_ref(str(r.resume), r.runs_dir)
     paths = runs.RunPaths(run_dir)
     info = read_run_info(paths.run_json)
-    ckpt = runs.latest_complete(paths.checkpoints)
+    # sizes only here (a stat per file); the ranks verify every SHA-256 before loading
+    choice = runs.latest_intact(paths.checkpoints, full=False)
+    ckpt = choice.chosen
     if ckpt is None:
-        raise runs.RunError(f"{run_dir} has no complete checkpoint to resume from",
+        why = f": {'; '.join(choice.notes)}" if choice.notes else ""
+        raise runs.RunError(f"{run_dir} has no complete checkpoint to resume from{why}",
                             "start a new run instead")
     ws = info.spec.world_size
     if r.num_gpus is not None and r.num_gpus != ws:
@@ -343,7 +359,7 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     run = replace(info.spec, steps=total,
                   backend=r.backend if r.backend != "auto" else info.spec.backend)
     accel = replace(accel, kind=info.spec.accelerator)
-    notes = [f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
+    notes = [*choice.notes, f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
              f"training to step {total}", data_note(run, preset.spec)]
     plan = PreparedRun(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
                    run_dir=run_dir, env=run_env(accel, ws), notes=tuple(notes))

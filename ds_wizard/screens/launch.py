@@ -192,14 +192,17 @@ class LaunchScreen(WizardScreen):
 
     def _follow_metrics(self, run_dir: Path) -> None:
         """Thread: read complete new records of metrics.jsonl until the job ends."""
-        from ds_wizard.core.metrics import read_new_metrics
+        from ds_wizard.core.metrics import tail_metrics
 
         path = run_dir / "metrics.jsonl"
         offset = 0
         while True:
             finished = self._done.wait(0.25)
-            records, offset = read_new_metrics(path, offset)
-            self._metrics.extend(records)
+            got = tail_metrics(path, offset)
+            offset = got.offset
+            self._metrics.extend(got.records)
+            # a line that is not a record is shown, never dropped in silence
+            self._pending.extend(f"warning: {problem}" for problem in got.problems)
             if finished:
                 return
 

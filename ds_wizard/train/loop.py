@@ -23,6 +23,7 @@ from typing import Any
 
 from ds_wizard.core import runs
 from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.metrics import MetricsWriter
 from ds_wizard.core.runspec import BACKENDS, MetricsRecord, RunSpec, metrics_line, read_run_info
 
 # Dense bf16 peaks for MFU (the reference table; other GPUs get no MFU figure).
@@ -68,6 +69,7 @@ def dry_run(args: argparse.Namespace) -> int:
     build (or ``--config``, checked) and its summary. Core only: no launch package here."""
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.checker import check_config, load_config_file
+    from ds_wizard.core.completeness import training_problem
     from ds_wizard.core.defaults import CPU_DEFAULT_RANKS
     from ds_wizard.core.fit import gpu_memory_from
     from ds_wizard.core.gpus import detect_gpus
@@ -90,6 +92,11 @@ def dry_run(args: argparse.Namespace) -> int:
                               config_source=args.config, dry_run=True,
                               device="GPU" if cuda else "CPU"):
         print(line, flush=True)
+    if args.config and (problem := training_problem(cfg)) is not None:
+        # valid for DeepSpeed, but a rank would stop on it (`ds-wizard launch` completes it)
+        print(f"❌ {args.config} cannot train: {problem} (launch it with `ds-wizard launch "
+              "--config`, which supplies the preset's optimizer)", flush=True)
+        return 1
     return 0 if check_config(cfg, ws).valid else 1
 
 
@@ -147,6 +154,7 @@ class Trainer:
         import torch.distributed as tdist
 
         from ds_wizard.core.checker import load_config_file
+        from ds_wizard.core.completeness import IncompleteConfig, training_problem
         from ds_wizard.core.overrides import load_with_overrides
         from ds_wizard.train import ds_setup
 
@@ -163,6 +171,13 @@ class Trainer:
         self.run_spec: RunSpec = read_run_info(paths.run_json).spec
         self.name = self.run_spec.preset
         self.config = load_config_file(args.config or paths.config)
+        if (problem := training_problem(self.config)) is not None:
+            # the launcher completes the config (core.completeness); this catches one
+            # edited by hand afterwards, before 80 s of start-up end in a crash at step 1
+            raise IncompleteConfig(
+                f"{args.config or paths.config} cannot train: {problem}",
+                "add one, or launch again with `ds-wizard launch`, which supplies the "
+                "preset's")
         self.total = args.steps if args.steps is not None else self.run_spec.steps
         ds_setup.avoid_cpu_jit_ops()  # before init_distributed, which would build it
         deepspeed.init_distributed()
@@ -232,7 +247,12 @@ class Trainer:
         device = engine.device
         log_every, save_every = spec.train.log_every, spec.train.save_every
 
-        metrics = paths.metrics.open("a", encoding="utf-8") if self.rank == 0 else None
+        metrics = None
+        if self.rank == 0:
+            # cut back to the step this run continues from: no step is logged twice
+            metrics = MetricsWriter(paths.metrics, keep_through_step=prog.step)
+            for note in metrics.repair.notes():
+                self.log(note)
         self.log(f"training steps {prog.step + 1}..{total} "
                  f"(log every {log_every}, checkpoint every {save_every})")
         self.t_start = t_start = time.perf_counter()
@@ -282,7 +302,6 @@ class Trainer:
                     t_mark, step_mark = now, prog.step
                     if metrics is not None:
                         metrics.write(metrics_line(record))
-                        metrics.flush()
                     gn = record.grad_norm
                     self.log(f"step {prog.step:>6}/{total}  loss {loss_mean:.4f}  "
                              f"lr {lr:.2e}  grad_norm "
@@ -320,39 +339,75 @@ class Trainer:
             "step": prog.step, "tokens": prog.tokens, "data": samples.state_dict(),
             "elapsed_s": prog.elapsed_s + time.perf_counter() - t_start,
         }}
+        if self.rank == 0:
+            # a tag written again (after a fallback) is not vouched for until it is done
+            runs.clear_marker(paths.checkpoints, tag)
         engine.save_checkpoint(str(paths.checkpoints), tag=tag, client_state=state)
         # every rank has returned from save_checkpoint only after this barrier; only then
         # is the tag complete and may be marked so
         tdist.barrier()
+        files = self._hash_tag(paths.checkpoints / tag)
         if self.rank == 0:
             runs.write_marker(paths.checkpoints, tag, prog.step,
-                              {"world_size": self.world, "tokens": prog.tokens})
+                              {"world_size": self.world, "tokens": prog.tokens}, files=files)
         prog.last_saved = prog.step
         self.log(f"checkpoint {tag} saved")
 
-    def _resume(self, engine: Any, samples: Any, paths: runs.RunPaths, tdist: Any) -> Progress:
-        chosen: list[Any] = [None]
+    def _hash_tag(self, tag_dir: Path) -> dict[str, Any]:
+        """The marker's record of every file in ``tag_dir``; each rank hashes its share."""
+        from ds_wizard.core import integrity
+
+        names: list[Any] = [integrity.tag_files(tag_dir, exclude=(runs.MARKER,))
+                            if self.rank == 0 else None]
+        self.tdist.broadcast_object_list(names, src=0)
+        mine = integrity.digest_files(
+            tag_dir, integrity.share_of(names[0], (self.rank, self.world)))
+        gathered: list[Any] = [None] * self.world
+        self.tdist.all_gather_object(gathered, mine)
+        return integrity.manifest({k: v for part in gathered for k, v in part.items()})
+
+    def _choose_checkpoint(self, paths: runs.RunPaths, tdist: Any) -> str | None:
+        """The newest complete tag whose every file matches its marker, agreed by all ranks.
+
+        Runs before anything is loaded: DeepSpeed's torch.load(weights_only=False) would
+        run whatever a replaced file holds. Each rank hashes its share of the files.
+        """
+        found: list[Any] = [None]
         if self.rank == 0:
-            found = runs.scan_checkpoints(paths.checkpoints)
-            latest = runs.latest_complete(paths.checkpoints)
-            for c in found:
-                if not c.complete and (latest is None or c.step > latest.step):
-                    self.log(f"skipping incomplete checkpoint {c.tag}")
-            chosen[0] = latest.tag if latest else None
-        # every rank must load the same tag, whatever its view of the file system
-        tdist.broadcast_object_list(chosen, src=0)
-        if chosen[0] is None:
-            raise runs.RunError(f"no complete checkpoint in {paths.checkpoints}",
+            found[0] = runs.scan_checkpoints(paths.checkpoints)
+        # every rank judges the same tags and markers, whatever its view of the disk
+        tdist.broadcast_object_list(found, src=0)
+        complete = [c for c in found[0] if c.complete]
+        newest = complete[-1].step if complete else -1
+        for c in found[0]:
+            if not c.complete and c.step > newest:
+                self.log(f"skipping incomplete checkpoint {c.tag} (no completion marker)")
+        for info in reversed(complete):
+            mine = runs.check_checkpoint(info, share=(self.rank, self.world))
+            gathered: list[Any] = [None] * self.world
+            tdist.all_gather_object(gathered, mine)
+            problems = sorted({p for part in gathered for p in part})
+            if not problems:
+                if (note := runs.unverified_note(info)) is not None:
+                    self.log(f"warning: {note}")
+                return info.tag
+            self.log(f"warning: {runs.damaged_note(info, problems)}")
+        return None
+
+    def _resume(self, engine: Any, samples: Any, paths: runs.RunPaths, tdist: Any) -> Progress:
+        tag = self._choose_checkpoint(paths, tdist)
+        if tag is None:
+            raise runs.RunError(f"no intact checkpoint in {paths.checkpoints}",
                                 "start a new run instead of --resume")
-        load_path, client = engine.load_checkpoint(str(paths.checkpoints), tag=chosen[0])
+        load_path, client = engine.load_checkpoint(str(paths.checkpoints), tag=tag)
         if load_path is None or not client or "ds_wizard" not in client:
-            raise runs.RunError(f"checkpoint {chosen[0]} in {paths.checkpoints} did not load")
+            raise runs.RunError(f"checkpoint {tag} in {paths.checkpoints} did not load")
         st = client["ds_wizard"]
         for note in samples.load_state_dict(st["data"]):
             self.log(f"warning: {note}")
         prog = Progress(step=int(st["step"]), tokens=int(st.get("tokens", 0)),
                         elapsed_s=float(st.get("elapsed_s", 0.0)), last_saved=int(st["step"]))
-        self.log(f"resumed from {chosen[0]}: continuing at step {prog.step + 1}")
+        self.log(f"resumed from {tag}: continuing at step {prog.step + 1}")
         return prog
 
     def _export(self, engine: Any, backend: str, paths: runs.RunPaths, tdist: Any) -> None:

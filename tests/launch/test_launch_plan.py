@@ -130,7 +130,7 @@ def test_latest_complete_skips_checkpoints_without_a_marker(tmp_path: Path) -> N
 def test_resume_plan_uses_the_run_and_refuses_other_world_sizes(tmp_path: Path) -> None:
     plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, steps=5, runs_dir=tmp_path,
                                 accelerator=CPU))
-    with pytest.raises(runs.RunError, match="no complete checkpoint"):
+    with pytest.raises(runs.RunError, match="complete checkpoint"):
         planning.prepare_run(LaunchRequest(resume="latest", runs_dir=tmp_path, accelerator=CPU))
     _fake_checkpoint(plan.paths.checkpoints, 5)
     with pytest.raises(DsWizardError, match="already at step 5"):
