@@ -239,7 +239,7 @@ def last_metrics(path: str | Path, window: int = 65536) -> dict[str, Any] | None
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - window))
-            chunk = fh.read()
+            chunk = fh.read(window)
     except OSError:
         return None
     for raw in reversed(chunk[: chunk.rfind(b"\n") + 1].splitlines()):

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 START_TIMEOUT_S = 60.0
 POLL_S = 0.2
+READ_CHUNK = 1 << 20
 
 
 class RunInUse(DsWizardError):
@@ -188,17 +189,14 @@ def follow_log(run_dir: Path, offset: int, alive: Callable[[], bool],
     buf = b""
     while True:
         running = alive()
-        try:
-            with path.open("rb") as fh:
-                fh.seek(offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            chunk = b""
+        chunk = _read_from(path, offset)
         offset += len(chunk)
         buf += chunk
         *complete, buf = buf.split(b"\n")
         for raw in complete:
             yield raw.decode("utf-8", errors="replace")
+        if len(chunk) == READ_CHUNK:
+            continue  # more is waiting: read it before looking at the end
         if not running or (stop is not None and stop.is_set()):
             if buf and not running:
                 yield buf.decode("utf-8", errors="replace")
@@ -209,6 +207,22 @@ def follow_log(run_dir: Path, offset: int, alive: Callable[[], bool],
             time.sleep(POLL_S)
 
 
+def _read_from(path: Path, offset: int) -> bytes:
+    """New bytes of a regular file (a device or FIFO in its place gives nothing)."""
+    import stat
+
+    try:
+        with path.open("rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return b""
+            fh.seek(offset)
+            return fh.read(READ_CHUNK)
+    except FileNotFoundError:
+        return b""
+    except OSError:
+        return b""  # unreadable now (an I/O error): the end of the run still comes
+
+
 def tail_offset(run_dir: Path, lines: int = 20) -> int:
     """The offset of the last ``lines`` lines of train.log (where attach starts)."""
     path = runs.RunPaths(run_dir).log
@@ -217,7 +231,7 @@ def tail_offset(run_dir: Path, lines: int = 20) -> int:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
             fh.seek(max(0, size - 65536))
-            chunk = fh.read()
+            chunk = fh.read(65536)
     except OSError:
         return 0
     cut = chunk.rstrip(b"\n").split(b"\n")

@@ -86,7 +86,7 @@ class Supervisor:
                  run_dir: Path | None = None,
                  on_line: Callable[[str], None] | None = None,
                  on_io_error_line: Callable[[str], None] | None = None,
-                 queue_lines: bool = True) -> None:
+                 queue_lines: bool = True, direct_log: bool = False) -> None:
         self.argv = list(command)
         self.command = shlex.join(self.argv)
         self.run_dir = run_dir
@@ -96,6 +96,7 @@ class Supervisor:
         self._on_line = on_line
         self._on_io_error_line = on_io_error_line
         self._queue_lines = queue_lines  # False: nobody calls lines(), keep no copy
+        self._direct_log = direct_log
         self.io_error: str | None = None  # the first failed write of the log, one line
         self.output_done = threading.Event()
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -108,15 +109,34 @@ class Supervisor:
 
     # -- start / output -------------------------------------------------------------------
     def start(self) -> Supervisor:
+        """Start the job. With ``direct_log`` its output goes straight into the log file
+        (O_APPEND) instead of through a pipe this process reads: the job then never
+        depends on this process being alive (a reader killed with -9 would otherwise
+        break the ranks' stdout)."""
+        out: Any = subprocess.PIPE
+        if self._direct_log:
+            assert self._log_path is not None, "direct_log needs log_path"
+            try:
+                out = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as exc:
+                self._io_failed(self._log_path, exc)
+                out = subprocess.DEVNULL
         try:
             self._proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                self.argv, stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env=self._env, cwd=self._cwd,
                 start_new_session=True,  # own session + process group: signals reach all
             )
         except OSError as exc:
             raise DsWizardError(f"cannot start {self.argv[0]}: {exc.strerror or exc}",
                                 "is DeepSpeed installed in this environment?") from exc
+        finally:
+            if isinstance(out, int) and out >= 0:
+                os.close(out)
+        if self._direct_log:
+            self._queue.put(self._EOF)
+            self.output_done.set()
+            return self
         self._reader = threading.Thread(target=self._read, daemon=True, name="job-output")
         self._reader.start()
         return self
@@ -264,8 +284,21 @@ class Supervisor:
             self._wait_group(5.0)
         if self._reader is not None:
             self._reader.join(timeout=5.0)
+        if self._direct_log and self._log_path is not None:
+            self.tail = _last_lines(self._log_path, 50)
         self.returncode = code
         return code
+
+
+def _last_lines(path: Path, n: int) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 32768))
+            chunk = fh.read(32768)  # bounded: a device (/dev/full) reads forever
+    except OSError:
+        return []
+    return chunk.decode("utf-8", errors="replace").splitlines()[-n:]
 
 
 # -- the per-run supervisor process ------------------------------------------------------------
@@ -338,6 +371,7 @@ class RunDaemon:
         self.requests: list[str] = []  # "stop" | "now", appended by signal handlers
         self.job: Supervisor | None = None
         self.reason: str | None = None
+        self._disk_checked = 0.0
 
     def _say(self, text: str) -> None:
         """A line on stderr: a foreground client shows it; nobody may be listening."""
@@ -354,6 +388,29 @@ class RunDaemon:
         except DsWizardError as exc:
             self._say(f"error: {exc.one_line()}")
             return False
+
+    def _disk_full(self, log: Path) -> bool:
+        """Checked about once a second: the run's disk has (almost) no room left."""
+        from ds_wizard.core.runstate import describe_disk, disk_nearly_full
+
+        now = time.monotonic()
+        if now - self._disk_checked < 1.0:
+            return False
+        self._disk_checked = now
+        if not disk_nearly_full(self.run_dir):
+            return False
+        assert self.job is not None
+        self.job.io_error = f"{describe_disk(self.run_dir)} is full (writing {log.parent})"
+        return True
+
+    def _log_end(self, job: Supervisor, log: Path, code: int) -> None:
+        """The supervisor's last line in train.log; a write that fails names the disk."""
+        try:
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write(f"[ds-wizard supervisor] the job exited with code {code}\n")
+        except OSError as exc:
+            if job.io_error is None:
+                job._io_failed(log, exc)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.requests.append("now" if signum == STOP_NOW else "stop")
@@ -408,7 +465,7 @@ class RunDaemon:
             pass  # the job's own output reports the disk again, through the reader
         try:
             job = Supervisor(self.command, log_path=log, run_dir=self.run_dir,
-                             on_io_error_line=self._say, queue_lines=False).start()
+                             queue_lines=False, direct_log=True).start()
         except DsWizardError as exc:
             self._record(state.ended_as(FAILED, None, exc.one_line()))
             self._say(f"error: {exc.one_line()}")
@@ -431,6 +488,8 @@ class RunDaemon:
                     stopper.start()
             elif stopper is not None and len(self.requests) > 1 and not job.killed:
                 job.kill()  # asked again: do not wait for the checkpoint
+            elif stopper is None and job.io_error is None and self._disk_full(log):
+                pass  # _disk_full recorded job.io_error: stopped on the next turn
             elif job.io_error is not None and stopper is None:
                 self._say(f"error: {job.io_error}; stopping the job")
                 self.reason = job.io_error
@@ -442,6 +501,7 @@ class RunDaemon:
                 stopper.start()
             time.sleep(0.2)
         code = job.wait() if stopper is None else (stopper.join() or job.wait())
+        self._log_end(job, log, code)
         if job.io_error is not None:
             status, reason, exit_code = FAILED, job.io_error, int(ExitCode.PROBLEM)
         elif self.reason is not None:
@@ -489,7 +549,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = argv[cut + 1:]
     if not command:
         p.error("no command after --")
-    return RunDaemon(args.run_dir.resolve(), command, args.grace, args.steps, args.resume_step).run()
+    daemon = RunDaemon(args.run_dir.resolve(), command, args.grace, args.steps,
+                       args.resume_step)
+    return daemon.run()
 
 
 def rank_failure(lines: Sequence[str]) -> str | None:
