@@ -3,7 +3,6 @@ process supervisor: all without DeepSpeed (fast)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import sys

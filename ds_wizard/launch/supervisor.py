@@ -513,6 +513,7 @@ class RunDaemon:
             reason = describe_exit(code, job)
             if disk_nearly_full(self.run_dir):
                 reason = f"{reason}; {describe_disk(self.run_dir)} is full"
+                exit_code = int(ExitCode.PROBLEM)  # a failing disk: the documented code
         if not self._record(replace(state.ended_as(status, code, reason))):
             self._say(f"error: {self.run_dir.name} {status}: {reason}")
         elif status == FAILED:
