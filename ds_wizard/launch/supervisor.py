@@ -1,19 +1,17 @@
 """Supervising the ``deepspeed`` launcher: one job, its own process group, and signals.
 
-Process model: ``deepspeed`` (runner) → ``deepspeed.launcher.launch`` → one
-``python -m ds_wizard.train`` per rank, all in one new session/process group. The
-supervisor never leaves the group behind: ``wait()`` returns only once no process of the
-group is alive, killing stragglers when the launcher itself is gone. There is no detach
-mode: closing ds-wizard stops the job (a run can be continued with ``--resume``). To run
-unattended, start ``runs/…/launch_deepspeed.sh`` under ``setsid``.
+Process model: ds-wizard (a client: ``launch``, ``attach``, the TUI) → the run's
+supervisor process (``python -m ds_wizard.launch.supervisor RUN_DIR``, its own session;
+:class:`RunDaemon`) → ``deepspeed`` (runner) → ``deepspeed.launcher.launch`` → one
+``python -m ds_wizard.train`` per rank, all in one new session/process group.
+:class:`Supervisor` owns that group and never leaves it behind: ``wait()`` returns only
+once no process of the group is alive, killing stragglers when the launcher itself is gone.
+Closing the client never stops the run; see ``ds_wizard.launch.client`` and docs/runs.md.
 
-    job = start(plan)                                      # Supervisor: its own process group
+    job = Supervisor(command, log_path=log).start()        # its own process group
     for line in job.lines(): ...                           # or on_line= callback
     job.stop()                                             # graceful: ranks checkpoint
     code = job.wait()
-
-    job, code, signum = run_foreground(plan, on_line=print)  # all of the above, plus
-                                                           # SIGINT/SIGTERM/SIGHUP handling
 """
 
 from __future__ import annotations
