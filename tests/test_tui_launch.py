@@ -151,3 +151,26 @@ async def test_real_tiny_mamba_cpu_run_then_stop(work: Path) -> None:
         await wait_for(pilot, lambda: not launch.running, timeout=120)
         assert "stopped" in text_of(app, "#launch-result")
     assert [p for p in pids if pid_alive(p)] == []
+
+
+async def test_attach_follows_a_run_under_its_own_supervisor(work: Path) -> None:
+    """`ds-wizard attach RUN`: the launch screen shows the run's log, and the run's own
+    end (here: already recorded, its supervisor gone) ends the screen's job."""
+    import json
+
+    from ds_wizard.core.runstate import RunState, write_run_state
+
+    run_dir = work / "runs" / "tiny_mamba-20261129-120000"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"preset": "tiny_mamba", "steps": 3}))
+    (run_dir / "train.log").write_text("".join(f"step {i}/3 loss {5 - i}\n"
+                                               for i in range(1, 4)))
+    write_run_state(run_dir, RunState("finished", 999_999_999, exit_code=0,
+                                      stop_reason="finished"))
+    app = make_app(fake_gpus(4), cursor_blink=False, attach=run_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.screen.step == "launch"
+        await wait_for(pilot, lambda: not app.screen.running
+                       and "step 3/3 loss 2" in app.screen.query_one("#log", Log).lines)
+        assert "finished" in text_of(app, "#launch-result")
