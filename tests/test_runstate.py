@@ -147,6 +147,9 @@ def test_summaries_list_every_run_oldest_first(tmp_path: Path) -> None:
     assert row["status"] == "running" and row["run_dir"] == str(b) and row["alive"]
     json.dumps(row)
     assert summarize_run(a, table) == first
+    write_run_state(b, RunState("running", 5000, 5100))
+    gone = summarize_run(b, ProcessTable([]))
+    assert gone.status is RunStatus.FAILED and "without recording the end" in gone.stop_reason
     assert list_run_summaries(tmp_path / "none", table) == []
 
 

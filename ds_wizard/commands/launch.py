@@ -139,6 +139,9 @@ def _foreground(plan: RunPlan, grace: float) -> int:
         signals.append(signum)
         if client is None:
             return  # still starting: the request is sent once the supervisor is up
+        if len(signals) > 2:
+            detached.set()  # a third time: this terminal is freed whatever the run does
+            return
         _request(client.pid, STOP_NOW if len(signals) > 1 else GRACEFUL_STOP, signum, grace)
 
     stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -153,7 +156,8 @@ def _foreground(plan: RunPlan, grace: float) -> int:
             _echo(line)
         if detached.is_set() and client.running():
             name = plan.paths.root.name
-            _echo(f"🛰  the terminal hung up: detached; {name} goes on running "
+            why = "the terminal hung up" if not signals else "asked three times"
+            _echo(f"🛰  {why}: detached; {name} goes on running "
                   f"(supervisor pid {client.pid}). Come back with `ds-wizard attach {name}`, "
                   f"stop it with `ds-wizard stop {name}`.", err=True)
             return 0

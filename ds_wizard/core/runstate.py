@@ -37,6 +37,8 @@ SUPERVISOR_MODULE = "ds_wizard.launch.supervisor"
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
 FINISHED, FAILED, STOPPED = "finished", "failed", "stopped"
 ACTIVE_STATES = (STARTING, RUNNING, STOPPING)
+LOST_RECORD = ("the supervisor ended without recording the end (killed, or its disk "
+               "failed) and no process of the job is left")
 ENDED_STATES = (FINISHED, FAILED, STOPPED)
 
 
@@ -320,7 +322,9 @@ def summarize_run(run_dir: str | Path, table: ProcessTable | None = None) -> Run
                  else str(info.get("created", ""))),
         ended=state.ended if state is not None else None,
         exit_code=state.exit_code if state is not None else None,
-        stop_reason=state.stop_reason if state is not None else None,
+        stop_reason=(LOST_RECORD if state is not None and state.active
+                     and status is RunStatus.FAILED
+                     else state.stop_reason if state is not None else None),
         stopping=(state is not None and state.status == STOPPING
                   and status in (RunStatus.RUNNING, RunStatus.LOST)),
         supervisor_pid=state.supervisor_pid if state is not None else None,
