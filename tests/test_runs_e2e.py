@@ -54,13 +54,16 @@ def steps_of(run_dir: Path) -> list[dict]:
     return read_metrics(run_dir / runs.METRICS)
 
 
-def wait_for_step(run_dir: Path, step: int, timeout: float = START_TIMEOUT) -> None:
+def wait_for_step(run_dir: Path, step: int, timeout: float = START_TIMEOUT,
+                  client: subprocess.Popen[str] | None = None) -> None:
+    """Until ``step`` is logged; the run (or the ``client`` still starting it) must live."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         logged = steps_of(run_dir)
         if logged and logged[-1]["step"] >= step:
             return
-        assert summarize_run(run_dir).alive, (run_dir / runs.TRAIN_LOG).read_text()[-3000:]
+        alive = client.poll() is None if client is not None else summarize_run(run_dir).alive
+        assert alive, (run_dir / runs.TRAIN_LOG).read_text()[-3000:]
         time.sleep(0.5)
     raise AssertionError(f"step {step} not logged within {timeout} s")
 
@@ -190,7 +193,7 @@ def test_a_run_outlives_every_kind_of_lost_client(runs_dir: Path,
     # 3. SIGHUP to a foreground launch --resume's process group
     client = popen("launch", "--resume", name, "--steps", "200", "--runs-dir", str(runs_dir))
     try:
-        wait_for_step(run_dir, first_stop + 2)
+        wait_for_step(run_dir, first_stop + 2, client=client)
         assert_same_losses(run_dir, reference, range(first_stop + 1, first_stop + 3))
         # the lock: a second resume of the running directory is refused, naming the holder
         second = cli("launch", "--resume", name, "--runs-dir", str(runs_dir))
