@@ -191,3 +191,21 @@ def test_resolve_run_ref_is_used_by_every_command(tmp_path: Path) -> None:
     assert "no runs under" in out.output
     out = CliRunner().invoke(main, ["runs", "--json", "--runs-dir", str(tmp_path)])
     assert out.output.strip() == "[]"
+
+
+def test_the_in_process_reader_survives_a_full_disk_and_signals_the_end(tmp_path: Path) -> None:
+    """issue 15, fault 1: a log write that fails (ENOSPC) is reported once; the pipe keeps
+    being drained (to memory and to the fallback) and the end is always signalled."""
+    from ds_wizard.launch.supervisor import Supervisor
+
+    log = tmp_path / "train.log"
+    log.symlink_to("/dev/full")
+    fallback: list[str] = []
+    lines = 5000  # far more than a pipe holds: a dead reader would block the job
+    sup = Supervisor([sys.executable, "-c", f"for i in range({lines}): print('line', i)"],
+                     log_path=log, on_io_error_line=fallback.append).start()
+    got = list(sup.lines())  # returns: the end-of-output marker was queued
+    assert sup.wait(timeout=60) == 0
+    assert len(got) == lines and got[-1] == f"line {lines - 1}"
+    assert "No space left on device" in sup.io_error and "the disk at /dev" in sup.io_error
+    assert fallback[-1] == f"line {lines - 1}" and sup.tail[-1] == got[-1]
