@@ -370,6 +370,7 @@ class RunDaemon:
         self.job: Supervisor | None = None
         self.reason: str | None = None
         self._disk_checked = 0.0
+        self._state_unwritable = False
 
     def _say(self, text: str) -> None:
         """A line on stderr: a foreground client shows it; nobody may be listening."""
@@ -384,7 +385,9 @@ class RunDaemon:
             write_run_state(self.run_dir, state)
             return True
         except DsWizardError as exc:
-            self._say(f"error: {exc.one_line()}")
+            if not self._state_unwritable:  # once: a full disk fails every later write
+                self._say(f"error: {exc.one_line()}")
+            self._state_unwritable = True
             return False
 
     def _disk_full(self, log: Path) -> bool:
@@ -512,10 +515,11 @@ class RunDaemon:
             if disk_nearly_full(self.run_dir):
                 reason = f"{reason}; {describe_disk(self.run_dir)} is full"
                 exit_code = int(ExitCode.PROBLEM)  # a failing disk: the documented code
-        if not self._record(replace(state.ended_as(status, code, reason))):
-            self._say(f"error: {self.run_dir.name} {status}: {reason}")
-        elif status == FAILED:
+        recorded = self._record(state.ended_as(status, code, reason))
+        if status == FAILED:
             self._say(f"error: {reason}")
+        elif not recorded:
+            self._say(f"note: {status}: {reason} (state.json could not be written)")
         return exit_code
 
 
