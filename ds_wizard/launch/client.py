@@ -212,8 +212,10 @@ def _read_from(path: Path, offset: int) -> bytes:
     import stat
 
     try:
-        with path.open("rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+        # O_NONBLOCK: a FIFO put in its place must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return b""
             fh.seek(offset)
             return fh.read(READ_CHUNK)
