@@ -332,7 +332,7 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     from ds_wizard.core.checker import load_config_file
     from ds_wizard.core.presets import read_preset_file
 
-    run_dir = runs.resolve_run_ref(str(r.resume), r.runs_dir)
+    run_dir = runs.resolve_run_ref(str(r.resume), r.runs_dir, resumable=True)
     paths = runs.RunPaths(run_dir)
     info = read_run_info(paths.run_json)
     # sizes only here (a stat per file); the ranks verify every SHA-256 before loading

@@ -1,22 +1,98 @@
-"""From the wizard's choices to a running job, through ds_wizard.launch."""
+"""From the wizard's choices to a running job, through ds_wizard.launch.
+
+The wizard is a client of the run, like ``ds-wizard launch``: the job runs under its own
+supervisor process (see ``ds_wizard.launch.client``), so quitting the wizard, a dropped
+terminal or ``kill -9`` of it leaves the run listed (``ds-wizard runs``) and stoppable.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ds_wizard.core.errors import DsWizardError
 
 if TYPE_CHECKING:
-    from ds_wizard.screens.launch import Job
     from ds_wizard.screens.state import WizardState
 
 
-def launcher_job(state: WizardState) -> Job:
-    """``prepare_run`` with the saved config (it is checked again), then ``start``."""
+class RunClientJob:
+    """The launch screen's ``Job`` for a run under its own supervisor.
+
+    ``lines()`` follows the run's train.log; ``stop()`` asks the supervisor for a graceful
+    stop and waits; ``leave()`` stops following and leaves the run running.
+    """
+
+    outlives_client = True
+
+    def __init__(self, run_dir: Path, pid: int, command: str, offset: int) -> None:
+        self.run_dir: Path | None = run_dir
+        self._dir = run_dir
+        self.pid = pid
+        self.command = command
+        self._offset = offset
+        self._leave = threading.Event()
+        self.first_run_notice: str | None = None
+
+    @classmethod
+    def attach(cls, run_dir: Path, lines: int = 200) -> RunClientJob:
+        """Follow a run that is already going (``ds-wizard attach``)."""
+        from ds_wizard.core.runstate import read_run_state
+        from ds_wizard.launch.client import tail_offset
+
+        state = read_run_state(run_dir)
+        return cls(run_dir, state.supervisor_pid if state else 0,
+                   state.command if state else "", tail_offset(run_dir, lines))
+
+    def alive(self) -> bool:
+        from ds_wizard.launch.client import run_alive
+
+        return run_alive(self._dir)
+
+    def lines(self) -> Iterator[str]:
+        from ds_wizard.launch.client import follow_log
+
+        return follow_log(self._dir, self._offset, self.alive, stop=self._leave)
+
+    def stop(self) -> int | None:
+        from ds_wizard.launch.client import stop_run
+
+        if not self.alive():
+            return self.wait()
+        stop_run(self._dir)
+        return self.wait()
+
+    def leave(self) -> None:
+        self._leave.set()
+
+    def wait(self) -> int:
+        """The launcher's exit code once the run has ended (-1 when left running)."""
+        from ds_wizard.core.runstate import read_run_state
+
+        while not self._leave.is_set() and self.alive():
+            time.sleep(0.2)
+        state = read_run_state(self._dir)
+        if self._leave.is_set() or state is None:
+            return -1
+        if state.status in ("finished", "stopped"):
+            return 0
+        return state.exit_code if state.exit_code not in (None, 0) else 1
+
+    def pids(self) -> list[int]:
+        from ds_wizard.launch.client import job_pids
+
+        return job_pids(self._dir)
+
+
+def launcher_job(state: WizardState) -> RunClientJob:
+    """``prepare_run`` with the saved config (it is checked again), then a supervisor."""
     from ds_wizard.core.runspec import Accelerator
+    from ds_wizard.launch.client import start_supervisor
     from ds_wizard.launch.plan import LaunchRequest, prepare_run
-    from ds_wizard.launch.supervisor import start
 
     if state.preset is None:
         raise DsWizardError("no preset chosen", "pick one on the preset step")
@@ -40,6 +116,8 @@ def launcher_job(state: WizardState) -> Job:
 
     notice = first_run_notice(expected_builds(plan.accelerator.kind, plan.config,
                                               env=plan.env | dict(os.environ)))
-    job = start(plan)
+    # detach: the supervisor's own messages go to RUN_DIR/supervisor.log, not onto the UI
+    client = start_supervisor(plan, detach=True)
+    job = RunClientJob(plan.paths.root, client.pid, plan.command_text, client.log_offset)
     job.first_run_notice = notice  # shown before the ranks' own output
     return job
