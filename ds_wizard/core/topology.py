@@ -36,6 +36,10 @@ class TopologyError(DsWizardError):
     """Nodes, GPUs or a hostfile that do not make a job."""
 
 
+class HostfileError(TopologyError):
+    """A hostfile that is missing, unreadable, or has a bad line."""
+
+
 @dataclass(frozen=True)
 class Host:
     name: str
@@ -54,21 +58,21 @@ def parse_hostfile(text: str, source: str = "hostfile") -> tuple[Host, ...]:
         match = _HOST_LINE.match(line)
         if match is None:
             if _DS_HOST_LINE.match(line):
-                raise TopologyError(f"{where}: {line!r} has text after the slot count",
+                raise HostfileError(f"{where}: {line!r} has text after the slot count",
                                     "write one `host slots=N` per line, nothing after N")
-            raise TopologyError(f"{where}: {line!r} is not `host slots=N`",
+            raise HostfileError(f"{where}: {line!r} is not `host slots=N`",
                                 "write one `host slots=N` per line, e.g. `worker-1 slots=8`")
         name, slots = match.group(1), int(match.group(2))
         if name in seen:
-            raise TopologyError(f"{where}: host {name} is listed twice (first on line "
+            raise HostfileError(f"{where}: host {name} is listed twice (first on line "
                                 f"{seen[name]})", "list each host once")
         if slots < 1:
-            raise TopologyError(f"{where}: host {name} has slots={slots}",
+            raise HostfileError(f"{where}: host {name} has slots={slots}",
                                 "give each host at least one slot (its GPU count)")
         seen[name] = number
         hosts.append(Host(name, slots))
     if not hosts:
-        raise TopologyError(f"{source} lists no host",
+        raise HostfileError(f"{source} lists no host",
                             "write one `host slots=N` line per node, e.g. `worker-1 slots=8`")
     return tuple(hosts)
 
@@ -78,10 +82,10 @@ def read_hostfile(path: str | Path) -> tuple[Host, ...]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TopologyError(f"hostfile {p} does not exist",
+        raise HostfileError(f"hostfile {p} does not exist",
                             "pass the path of a file of `host slots=N` lines") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError(f"hostfile {p} cannot be read: {exc}",
+        raise HostfileError(f"hostfile {p} cannot be read: {exc}",
                             "pass a readable text file of `host slots=N` lines") from None
     return parse_hostfile(text, str(p))
 
@@ -129,7 +133,7 @@ class Topology:
         if self.nodes == 1:
             return f"{self.total_ranks} rank(s) on 1 node"
         per = f"{self.gpus_per_node}" if self.uniform else "+".join(map(str, self.ranks_per_node))
-        return f"{self.nodes} nodes × {per} = {self.total_ranks} ranks"
+        return f"{self.nodes} nodes × {per} GPUs = {self.total_ranks} ranks"
 
     def describe(self) -> str:
         if self.data_parallel == self.total_ranks:
@@ -225,7 +229,9 @@ def resolve_topology(
                 raise TopologyError(f"--num-gpus {num_gpus} is not {nodes} node(s) × "
                                     f"--gpus-per-node {gpus_per_node}",
                                     "give --num-gpus (the total) or --gpus-per-node, not both")
-            per_node, label = gpus_per_node, f"{nodes} node(s) × {gpus_per_node} GPU(s)"
+            per_node = gpus_per_node
+            label = (f"--num-nodes {nodes} " if num_nodes else "") + \
+                f"--gpus-per-node {gpus_per_node}"
         elif num_gpus is not None:
             if num_gpus % nodes:
                 raise TopologyError(f"--num-gpus {num_gpus} does not split evenly over "
