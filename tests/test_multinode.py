@@ -1,0 +1,196 @@
+"""Multi-node jobs through DeepSpeed's own launcher: hostfile runs, Slurm, two nodes on one box.
+
+The slow test runs a real two-node job on this machine: the real ``deepspeed`` runner
+with the hostfile the wizard wrote, and fakes of the two cluster tools it calls, ``ssh``
+(reachability and the master's address) and ``pdsh`` (which runs the same per-node
+command on every host with ``%n`` replaced by the node's rank, as pdsh does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from ds_wizard.cli import main
+from ds_wizard.core import runs
+from ds_wizard.core.metrics import read_metrics
+from ds_wizard.core.runspec import Accelerator, read_run_info
+from ds_wizard.core.topology import parse_hostfile
+from ds_wizard.launch.command import DEEPSPEED_ENV, HOSTFILE_NAME, SBATCH_NAME
+from ds_wizard.launch.plan import LaunchRefused, LaunchRequest, prepare_run
+
+CLI = [sys.executable, "-m", "ds_wizard.cli"]
+GPU_NODES = Accelerator("cuda", 8, "test: 8 GPUs per node")
+
+
+def _fake(bin_dir: Path, name: str, body: str) -> None:
+    path = bin_dir / name
+    path.write_text(f"#!{sys.executable}\n{body}")
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    return bin_dir
+
+
+def test_slurm_script_builds_the_hostfile_and_runs_deepspeeds_launcher(
+        tmp_path: Path, fake_bin: Path) -> None:
+    plan = prepare_run(LaunchRequest("tiny_mamba", num_nodes=2, gpus_per_node=8, slurm=True,
+                                     runs_dir=tmp_path / "runs", accelerator=GPU_NODES,
+                                     master_port=29999))
+    assert plan.sbatch is not None and plan.sbatch.name == SBATCH_NAME
+    assert subprocess.run(["bash", "-n", str(plan.sbatch)]).returncode == 0
+    text = plan.sbatch.read_text()
+    assert "#SBATCH --nodes=2\n" in text and "#SBATCH --gpus-per-node=8\n" in text
+    info = read_run_info(plan.paths.run_json).spec
+    assert (info.world_size, info.nodes) == (16, 2)
+    assert plan.config["train_batch_size"] == (plan.config["train_micro_batch_size_per_gpu"]
+                                               * plan.config["gradient_accumulation_steps"] * 16)
+
+    _fake(fake_bin, "scontrol", (
+        "import sys\n"
+        "assert sys.argv[1:] == ['show', 'hostnames', 'gpu[07-08]'], sys.argv\n"
+        "print('gpu07'); print('gpu08')\n"))
+    argv_file = tmp_path / "argv.json"
+    _fake(fake_bin, "deepspeed", (
+        "import json, sys\n"
+        f"json.dump(sys.argv[1:], open({str(argv_file)!r}, 'w'))\n"))
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}",
+           "SLURM_JOB_NODELIST": "gpu[07-08]", DEEPSPEED_ENV: str(fake_bin / "deepspeed")}
+    done = subprocess.run(["bash", str(plan.sbatch), "--resume"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+    hostfile = plan.paths.root.resolve() / HOSTFILE_NAME
+    assert hostfile.read_text() == "gpu07 slots=8\ngpu08 slots=8\n"
+    assert [(h.name, h.slots) for h in parse_hostfile(hostfile.read_text())] == [
+        ("gpu07", 8), ("gpu08", 8)]
+    root = plan.paths.root.resolve()
+    assert json.loads(argv_file.read_text()) == [
+        f"--hostfile={hostfile}", "--master_addr=gpu07", "--master_port=29500",
+        "--module", "ds_wizard.train", "--run-dir", str(root),
+        "--deepspeed_config", str(root / "ds_config.json"),
+        "--preset", str(root / "preset.toml"), "--steps", str(plan.steps),
+        "--backend", "auto", "--resume"]
+    # outside an allocation the script refuses plainly
+    env.pop("SLURM_JOB_NODELIST")
+    done = subprocess.run(["bash", str(plan.sbatch)], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "run this script with sbatch" in done.stderr
+
+
+def test_hostfile_launch_writes_the_hostfile_command(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# cluster\nalpha slots=8\nbeta slots=8\ngamma slots=8\n")
+    plan = prepare_run(LaunchRequest("tiny_mamba", hostfile=hosts, num_nodes=2,
+                                     gpus_per_node=4, runs_dir=tmp_path / "runs",
+                                     accelerator=GPU_NODES))
+    snapshot = plan.paths.root.resolve() / HOSTFILE_NAME
+    # the snapshot holds the chosen hosts and slots, so the command needs no filters
+    assert [(h.name, h.slots) for h in parse_hostfile(snapshot.read_text())] == [
+        ("alpha", 4), ("beta", 4)]
+    assert f"--hostfile={snapshot}" in plan.command
+    assert not any(c.startswith(("--num_gpus", "--include", "--num_accelerators"))
+                   for c in plan.command)
+    script = plan.paths.script.read_text()
+    assert f"--hostfile={snapshot}" in script
+    assert subprocess.run(["bash", "-n", str(plan.paths.script)]).returncode == 0
+    assert read_run_info(plan.paths.run_json).spec.world_size == 8
+    assert plan.config["train_batch_size"] % 8 == 0
+
+
+def test_multi_node_without_names_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LaunchRefused, match="DeepSpeed needs the nodes") as info:
+        prepare_run(LaunchRequest("tiny_mamba", num_nodes=2, gpus_per_node=8,
+                                  runs_dir=tmp_path, accelerator=GPU_NODES))
+    assert "--hostfile FILE" in info.value.one_line()
+    assert not list(tmp_path.iterdir())
+
+
+def test_generate_with_a_hostfile_writes_config_and_script(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hosts").write_text("n1 slots=2\nn2 slots=2\n")
+    (tmp_path / "out").mkdir()
+    result = CliRunner().invoke(main, ["generate", "--preset", "tiny_mamba", "--hostfile",
+                                       "hosts", "--out-dir", "out", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["gpus"] for r in rows] == [4]
+    script = (tmp_path / "out" / "launch_deepspeed.sh").read_text()
+    run_dir = runs.list_runs(tmp_path / "runs")[0].resolve()
+    assert f"--hostfile={run_dir / HOSTFILE_NAME}" in script
+    assert json.loads((run_dir / "ds_config.json").read_text()) == json.loads(
+        (tmp_path / "out" / "deepspeed_4gpu.json").read_text())
+    bad = CliRunner().invoke(main, ["generate", "--hostfile", "hosts", "--gpus", "8",
+                                    "--out-dir", "out"])
+    assert bad.exit_code == 2 and "drop --gpus" in bad.output
+
+
+FAKE_SSH = """import sys
+# `ssh -o PasswordAuthentication=no HOST hostname` (reachability), `ssh HOST hostname -I`
+print("127.0.0.1" if sys.argv[-1] == "-I" else "localhost")
+"""
+FAKE_PDSH = """import os, subprocess, sys
+args, hosts = sys.argv[1:], []
+while args and args[0].startswith("-"):
+    flag = args.pop(0)
+    if flag in ("-w", "-f", "-R", "-l"):
+        value = args.pop(0)
+        if flag == "-w":
+            hosts = value.split(",")
+command = " ".join(args)
+procs = []
+for n, host in enumerate(hosts):
+    line = command.replace("%n", str(n))
+    with open(os.environ["FAKE_PDSH_LOG"], "a") as log:
+        log.write(host + "\\t" + line + "\\n")
+    procs.append(subprocess.Popen(["bash", "-c", line]))
+sys.exit(max(p.wait() for p in procs))
+"""
+
+
+@pytest.mark.slow
+def test_two_nodes_on_one_machine_train_with_world_size_two(tmp_path: Path,
+                                                            fake_bin: Path) -> None:
+    _fake(fake_bin, "ssh", FAKE_SSH)
+    _fake(fake_bin, "pdsh", FAKE_PDSH)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node-a slots=1\nnode-b slots=1\n")
+    pdsh_log = tmp_path / "pdsh.log"
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "DS_ACCELERATOR": "cpu",
+           "CUDA_VISIBLE_DEVICES": "", "FAKE_PDSH_LOG": str(pdsh_log)}
+    proc = subprocess.Popen(
+        [*CLI, "launch", "--preset", "tiny_mamba", "--hostfile", str(hosts), "--steps", "3",
+         "--runs-dir", str(tmp_path / "runs")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True, cwd=tmp_path)
+    try:
+        out, _ = proc.communicate(timeout=1200)
+    finally:
+        for child in psutil.Process().children(recursive=True):
+            if child.pid == proc.pid or os.getpgid(child.pid) == proc.pid:
+                child.send_signal(signal.SIGKILL)
+    assert proc.returncode == 0, out[-4000:]
+    per_node = pdsh_log.read_text().splitlines()
+    assert [line.split("\t")[0] for line in per_node] == ["node-a", "node-b"]
+    for rank, line in enumerate(per_node):
+        assert "-m deepspeed.launcher.launch" in line
+        assert f"--node_rank={rank}" in line and "--master_addr=127.0.0.1" in line
+        assert "--module ds_wizard.train" in line
+    for rank in (0, 1):
+        assert f"[rank {rank}] world size 2, node rank {rank}, local rank 0" in out, out
+    run_dir = runs.list_runs(tmp_path / "runs")[0]
+    assert [r["step"] for r in read_metrics(run_dir / runs.METRICS)] == [1, 2, 3]
+    assert "= 4 × 2 × 2" in out or "× 2, seq_len" in out
+    assert "training finished" in out
