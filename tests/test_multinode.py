@@ -187,7 +187,7 @@ def test_two_nodes_on_one_machine_train_with_world_size_two(tmp_path: Path,
     for rank, line in enumerate(per_node):
         assert "-m deepspeed.launcher.launch" in line
         assert f"--node_rank={rank}" in line and "--master_addr=127.0.0.1" in line
-        assert "--module ds_wizard.train" in line
+        assert "--module" in line and " ds_wizard.train --run-dir " in line
     for rank in (0, 1):
         assert f"[rank {rank}] world size 2, node rank {rank}, local rank 0" in out, out
     run_dir = runs.list_runs(tmp_path / "runs")[0]

@@ -265,6 +265,10 @@ class LaunchScreen(WizardScreen):
             how = ("the ranks saved a checkpoint and exited cleanly"
                    if message.returncode == 0 else f"exit code {message.returncode}")
             result.update(Text(f"■ stopped ({how})"))
+        elif getattr(self.job, "prepared", False):
+            # a multi-node run that starts on its head node or under Slurm
+            result.update(Text(f"📝 scripts written, nothing started here: "
+                               f"{getattr(self.job, 'command', '')}"))
         elif message.returncode == 0:
             result.update(Text("✔ finished (exit code 0)"))
         else:
