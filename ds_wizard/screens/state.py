@@ -18,8 +18,8 @@ from ds_wizard.core.presets import Preset
 
 if TYPE_CHECKING:
     from ds_wizard.core.auto import AutoResult
-    from ds_wizard.core.topology import Topology
     from ds_wizard.core.fit import GpuMemory
+    from ds_wizard.core.topology import Topology
 
 # Which of the three batch values DeepSpeed is left to derive; "none" sends all three,
 # which is how a hand-written config is checked.
