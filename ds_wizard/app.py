@@ -50,8 +50,10 @@ class WizardApp(App[None]):
         state: WizardState,
         cwd: Path,
         cursor_blink: bool = True,
+        attach: Path | None = None,
     ) -> None:
         super().__init__()
+        self.attach_to = attach
         self.gpu_probe = gpu_probe
         self.job_factory = job_factory
         self.state = state
@@ -63,7 +65,13 @@ class WizardApp(App[None]):
     def on_mount(self) -> None:
         for name, _, factory in STEPS:
             self.install_screen(factory(), name)
-        self.push_screen(self.step_names[0])
+        if self.attach_to is None:
+            self.push_screen(self.step_names[0])
+            return
+        from ds_wizard.screens.jobs import RunClientJob
+
+        self.push_screen("launch")
+        self.launch_screen.attach(RunClientJob.attach(self.attach_to))
 
     @property
     def step(self) -> str:
@@ -187,6 +195,7 @@ def make_app(
     cwd: str | Path | None = None,
     cursor_blink: bool = True,
     steps: int | None = None,
+    attach: Path | None = None,
 ) -> WizardApp:
     """Build the wizard. Tests pass fake GPUs, a fake job and ``cursor_blink=False``."""
     base = Path(cwd) if cwd is not None else Path.cwd()
@@ -197,15 +206,15 @@ def make_app(
         state=state,
         cwd=base,
         cursor_blink=cursor_blink,
+        attach=attach,
     )
 
 
-def run() -> None:
-    """Entry point for a bare ``ds-wizard``.
+def run(attach: Path | None = None) -> None:
+    """Entry point for a bare ``ds-wizard`` (and ``ds-wizard attach RUN``).
 
-    The job runs in its own session, so a dropped SSH connection would not reach it:
-    on SIGHUP (or SIGTERM) the app exits, and whatever way the app ends, a running job is
-    stopped.
+    The job runs under its own supervisor, in its own session: on SIGHUP (a dropped SSH
+    connection) or SIGTERM the app exits and the run goes on, listed by ``ds-wizard runs``.
     """
     import signal
     import sys
@@ -213,9 +222,10 @@ def run() -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         # piped or scripted: a full-screen UI would hang or garble the output
         print("ds-wizard: the wizard needs a terminal. Headless: ds-wizard --auto "
-              "--num-gpus N --preset NAME (see ds-wizard --help).", file=sys.stderr)
+              "--num-gpus N --preset NAME (see ds-wizard --help); "
+              "`ds-wizard attach RUN --plain` follows a run as text.", file=sys.stderr)
         raise SystemExit(2)
-    app = make_app()
+    app = make_app(attach=attach)
     # Python's default SIGTERM ends the process without unwinding, skipping the stop below
     previous = {s: signal.signal(s, lambda signum, frame: app.exit())
                 for s in (signal.SIGHUP, signal.SIGTERM)}
@@ -225,4 +235,9 @@ def run() -> None:
         for s, handler in previous.items():
             signal.signal(s, handler)
         if app.is_screen_installed("launch"):
-            app.launch_screen.stop_now()
+            app.launch_screen.leave_or_stop()
+
+
+def run_attached(run_dir: Path) -> None:
+    """``ds-wizard attach RUN``: the launch screen, following a run that is going."""
+    run(attach=run_dir)

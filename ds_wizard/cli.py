@@ -86,6 +86,9 @@ for _name, _target in {
     "gpus": "ds_wizard.commands.gpus:gpus",
     "plan": "ds_wizard.commands.plan:plan",
     "launch": "ds_wizard.commands.launch:launch",
+    "runs": "ds_wizard.commands.runs:runs_cmd",
+    "attach": "ds_wizard.commands.runs:attach",
+    "stop": "ds_wizard.commands.runs:stop",
 }.items():
     main.add_lazy_command(_name, _target)
 

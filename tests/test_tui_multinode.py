@@ -13,7 +13,7 @@ from ds_wizard.core.auto import auto_configure
 from ds_wizard.core.dsconfig import dumps
 from ds_wizard.core.gpus import GpuInfo, GpuReport
 from ds_wizard.core.presets import load_preset
-from ds_wizard.launch import supervisor
+from ds_wizard.launch import client
 from ds_wizard.launch.command import HOSTFILE_NAME
 from ds_wizard.screens.jobs import PreparedRun, launcher_job
 from ds_wizard.screens.state import WizardState, headless_command
@@ -75,8 +75,13 @@ def test_not_on_the_head_node_the_scripts_are_written(work: Path) -> None:
 def test_on_the_head_node_the_job_starts(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (work / "hosts").write_text("localhost slots=4\nworker slots=4\n")
     started = []
-    monkeypatch.setattr(supervisor, "start", lambda plan: started.append(plan) or "job")
-    assert launcher_job(_state(work, "hosts")) == "job"
+    class Started:
+        pid, log_offset = 4242, 0
+
+    monkeypatch.setattr(client, "start_supervisor",
+                        lambda plan, detach: started.append(plan) or Started())
+    job = launcher_job(_state(work, "hosts"))
+    assert job.pid == 4242 and job.run_dir is not None
     (plan,) = started
     assert plan.run.world_size == 8 and plan.run.nodes == 2
     assert any(c.startswith("--hostfile=") for c in plan.command)

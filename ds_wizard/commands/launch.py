@@ -20,8 +20,8 @@ def node_options_exposed(fn: Any) -> Any:
 
 
 if TYPE_CHECKING:
+    from ds_wizard.launch.client import SupervisorClient
     from ds_wizard.launch.plan import RunPlan
-    from ds_wizard.launch.supervisor import Supervisor
 
 
 @click.command("launch")
@@ -40,8 +40,9 @@ if TYPE_CHECKING:
               help="A local HF tokenizer.json (default: bytes, vocabulary 256).")
 @click.option("--steps", type=int, default=None,
               help="Train up to this step (default: the preset's total_steps).")
-@click.option("--resume", default=None, metavar="RUN_DIR|latest",
-              help="Continue a run from its latest complete checkpoint.")
+@click.option("--resume", default=None, metavar="RUN",
+              help="Continue a run from its latest complete checkpoint: a run's name, a "
+                   "unique prefix of one, its directory, or `latest`.")
 @click.option("--gpu-memory", default=None, metavar="SIZE",
               help="Memory of one GPU (80GiB, 80GB, 24G) the batch is fitted to, as with "
                    "--auto. Default: the smallest detected GPU; with neither, the preset's "
@@ -58,21 +59,28 @@ if TYPE_CHECKING:
               help="Write an sbatch script for --num-nodes N (it builds the hostfile from "
                    "SLURM_JOB_NODELIST); start nothing here.")
 @node_options_exposed
+@click.option("--detach", is_flag=True,
+              help="Start the run and return at once, printing its name (follow it with "
+                   "`ds-wizard attach NAME`).")
 @click.pass_context
 def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
            num_gpus: int | None, config_path: Path | None, data: str | None,
            data_dtype: str | None, tokenizer: str | None, steps: int | None,
            resume: str | None, gpu_memory: str | None, headroom: float, runs_dir: str,
-           backend: str, grace: float, dry_run: bool, slurm: bool, num_nodes: int | None,
-           gpus_per_node: int | None, hostfile: Path | None) -> None:
+           backend: str, grace: float, dry_run: bool, detach: bool, slurm: bool,
+           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None) -> None:
     """Train a preset under DeepSpeed, in runs/<preset>-<time>/.
 
-    Ctrl-C (or SIGTERM, or closing the terminal) stops the whole job gracefully: the
-    ranks save a checkpoint, then anything still alive after --grace seconds is killed.
+    The run lives under its own supervisor process, not under this terminal. This
+    command follows its log; Ctrl-C (or SIGTERM) stops the run gracefully: the ranks
+    save a checkpoint, then anything still alive after --grace seconds is killed.
+    Closing the terminal (SIGHUP) only detaches: the run goes on; come back with
+    `ds-wizard attach NAME`, list runs with `ds-wizard runs`, stop with `ds-wizard stop`.
     Resume with `ds-wizard launch --resume latest`.
 
-    Exit status: 0 finished, 1 refused or failed, 2 usage error, 128+N after a stop
-    by signal N (130 for Ctrl-C).
+    Exit status: 0 finished (or detached), 1 refused or failed (a failing disk too),
+    2 usage error, 128+N after a stop by signal N (130 for Ctrl-C), the rank's own
+    code when training failed.
 
     \b
     Examples:
@@ -85,14 +93,21 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
       ds-wizard launch --preset mamba_1.4b --num-nodes 4 --gpus-per-node 8 --slurm
     """
     from ds_wizard.launch import plan as planning
-    from ds_wizard.launch import supervisor
+    from ds_wizard.launch.client import start_supervisor
 
     if preset_ref is None and resume is None:
-        raise click.UsageError("give --preset NAME, or --resume RUN_DIR|latest")
+        raise click.UsageError("give --preset NAME, or --resume RUN")
+    if detach and dry_run:
+        raise click.UsageError("--detach starts a run; --dry-run starts nothing")
     if resume is None:
         preset, sets = resolve_preset(preset_ref, sets), ()  # the overrides are applied
     else:
         preset = preset_ref  # prepare_run refuses --preset/--set on a resume
+    if resume is not None and not dry_run:
+        from ds_wizard.core.runs import resolve_run_ref
+        from ds_wizard.launch.client import refuse_if_running
+
+        refuse_if_running(resolve_run_ref(resume, runs_dir))  # before a file is touched
     plan = planning.prepare_run(planning.LaunchRequest(
         preset, num_gpus, sets=sets, config_path=config_path, data=data,
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
@@ -114,37 +129,115 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
     click.echo(f"📁 run directory: {plan.run_dir}")
     click.echo(f"🚀 {plan.command_text}", err=False)
 
-    def on_signal(signum: int) -> None:
-        click.echo(f"\n⏹  {signal.Signals(signum).name}: stopping the job gracefully "
-                   f"(checkpoint first; killed after {grace:.0f} s; again to kill now)",
-                   err=True)
+    if detach:
+        client = start_supervisor(plan, grace_s=grace, detach=True)
+        name = plan.paths.root.name
+        click.echo(f"🛰  detached: {name} runs under supervisor pid {client.pid}")
+        click.echo(f"   follow it: ds-wizard attach {name}   ·   stop it: ds-wizard stop {name}")
+        click.echo(name)
+        return
+    ctx.exit(_foreground(plan, grace))
 
-    job, code, signum = supervisor.run_foreground(plan, on_line=click.echo, grace_s=grace,
-                                                on_signal=on_signal)
-    ctx.exit(_report(plan, job, code, signum))
+
+def _foreground(plan: RunPlan, grace: float) -> int:
+    """Follow the run's log until it ends. Ctrl-C/SIGTERM ask the supervisor for a
+    graceful stop (again: kill now); a hang-up detaches and leaves the run running."""
+    import threading
+
+    from ds_wizard.launch.client import follow_log, start_supervisor
+    from ds_wizard.launch.supervisor import GRACEFUL_STOP, STOP_NOW
+
+    signals: list[int] = []
+    detached = threading.Event()
+    client = None
+
+    def handle(signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            detached.set()  # the terminal is gone: leave the run to its supervisor
+            return
+        signals.append(signum)
+        if client is None:
+            return  # still starting: the request is sent once the supervisor is up
+        _request(client.pid, STOP_NOW if len(signals) > 1 else GRACEFUL_STOP, signum, grace)
+
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, handle) for s in stops}
+    try:
+        client = start_supervisor(plan, grace_s=grace,
+                                  on_stderr=lambda line: _echo(line, err=True))
+        if signals:
+            _request(client.pid, GRACEFUL_STOP, signals[0], grace)
+        for line in follow_log(plan.paths.root, client.log_offset, client.running,
+                               stop=detached):
+            _echo(line)
+        if detached.is_set() and client.running():
+            name = plan.paths.root.name
+            _echo(f"🛰  the terminal hung up: detached; {name} goes on running "
+                  f"(supervisor pid {client.pid}). Come back with `ds-wizard attach {name}`, "
+                  f"stop it with `ds-wizard stop {name}`.", err=True)
+            return 0
+        assert client.proc is not None
+        client.proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return _report(plan, client.proc.returncode, signals[0] if signals else None, client)
 
 
-def _report(plan: RunPlan, job: Supervisor, code: int, signum: int | None) -> int:
+def _echo(text: str, err: bool = False) -> None:
+    """Print, unless the terminal is gone (a hang-up): the run must not care."""
+    import contextlib
+
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(text, err=err)
+
+
+def _request(pid: int, sig: int, signum: int, grace: float) -> None:
+    import contextlib
+    import os
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    name = signal.Signals(signum).name
+    if sig == signal.SIGUSR1:
+        _echo(f"\n⏹  {name} again: killing the job now", err=True)
+    else:
+        _echo(f"\n⏹  {name}: stopping the job gracefully (checkpoint first; killed after "
+              f"{grace:.0f} s; again to kill now)", err=True)
+
+
+def _report(plan: RunPlan, supervisor_code: int | None, signum: int | None,
+            client: SupervisorClient) -> int:
     from ds_wizard.core import runs
-    from ds_wizard.launch.supervisor import describe_exit
+    from ds_wizard.core.runstate import read_run_state
 
     paths = plan.paths
     latest = runs.latest_complete(paths.checkpoints)
     where = f"checkpoint {latest.tag}" if latest else "no checkpoint yet"
-    if signum is not None:
+    state = read_run_state(paths.root)
+    ended = state is not None and state.supervisor_pid == client.pid and not state.active
+    status = state.status if ended and state is not None else None
+    reason = state.stop_reason if ended and state is not None else None
+    if status == "stopped" or (signum is not None and status is None):
         if latest is None:
-            click.echo("⏹  stopped before the first checkpoint; nothing to resume", err=True)
+            _echo("⏹  stopped before the first checkpoint; nothing to resume", err=True)
         else:
-            click.echo(f"⏹  stopped: {where} in {paths.checkpoints}; continue with "
-                       f"`ds-wizard launch --resume {paths.root}`", err=True)
-        return 128 + signum
-    if code == 0:
-        click.echo(f"✅ training finished: {where}; weights in {paths.final}; "
-                   f"metrics in {paths.metrics}")
+            _echo(f"⏹  stopped ({reason or 'on request'}): {where} in {paths.checkpoints}; "
+                  f"continue with `ds-wizard launch --resume {paths.root.name}`", err=True)
+        return 128 + signum if signum is not None else 128 + signal.SIGTERM
+    if status == "finished":
+        _echo(f"✅ training finished: {where}; weights in {paths.final}; "
+              f"metrics in {paths.metrics}")
         return 0
-    reason = describe_exit(code, job)
-    raise TrainingFailed(f"training failed (exit {code}): {reason}",
-                         f"see {paths.log}; {where}", exit_code=code)
+    code = state.exit_code if ended and state is not None and state.exit_code else None
+    if reason is None:
+        said = [ln.removeprefix("error: ") for ln in client.stderr_lines
+                if ln.startswith("error: ")]
+        reason = said[-1] if said else (f"the run's supervisor exited with code "
+                                        f"{supervisor_code} without recording the end")
+    exit_code = supervisor_code if supervisor_code else (code or 1)
+    raise TrainingFailed(f"training failed: {reason}", f"see {paths.log}; {where}",
+                         exit_code=exit_code)
 
 
 class TrainingFailed(DsWizardError):

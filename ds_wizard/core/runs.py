@@ -155,19 +155,34 @@ def list_runs(runs_dir: str | Path) -> list[Path]:
 
 
 def resolve_run_ref(ref: str, runs_dir: str | Path) -> Path:
-    """``latest`` → the newest run under ``runs_dir``; anything else is a path."""
+    """A run named by ``ref``: ``latest`` (the newest run under ``runs_dir``), a path to a
+    run directory, a run's name under ``runs_dir``, or a unique prefix of one."""
     if ref == "latest":
-        runs = list_runs(runs_dir)
-        if not runs:
-            raise RunError(f"no runs under {runs_dir} to resume",
+        found = list_runs(runs_dir)
+        if not found:
+            raise RunError(f"no runs under {runs_dir}",
                            "start one with `ds-wizard launch --preset NAME`")
-        return runs[-1]
+        return found[-1]
     path = Path(ref).expanduser()
-    if not path.is_dir():
-        raise RunError(f"run directory {ref} does not exist",
-                       "pass a directory under runs/ or --resume latest")
-    load_run_json(path)
-    return path
+    if path.is_dir() and (path / RUN_JSON).exists():
+        load_run_json(path)
+        return path
+    base = Path(runs_dir)
+    if "/" not in ref and ref:
+        if (base / ref / RUN_JSON).exists():
+            load_run_json(base / ref)
+            return base / ref
+        matches = [p for p in list_runs(runs_dir) if p.name.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(p.name for p in matches[:4])
+            raise RunError(f"{ref!r} matches {len(matches)} runs under {runs_dir} ({names})",
+                           "give more of the name")
+    if path.is_dir():
+        load_run_json(path)  # a directory that is not a run: say so
+    raise RunError(f"no run {ref!r} (not a run directory, nor a run under {runs_dir})",
+                   "see `ds-wizard runs`, or pass a path or `latest`")
 
 
 # -- checkpoints ---------------------------------------------------------------------------

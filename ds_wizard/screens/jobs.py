@@ -1,7 +1,14 @@
-"""From the wizard's choices to a running job, through ds_wizard.launch."""
+"""From the wizard's choices to a running job, through ds_wizard.launch.
+
+The wizard is a client of the run, like ``ds-wizard launch``: the job runs under its own
+supervisor process (see ``ds_wizard.launch.client``), so quitting the wizard, a dropped
+terminal or ``kill -9`` of it leaves the run listed (``ds-wizard runs``) and stoppable.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +19,73 @@ if TYPE_CHECKING:
     from ds_wizard.launch.plan import RunPlan
     from ds_wizard.screens.launch import Job
     from ds_wizard.screens.state import WizardState
+
+
+class RunClientJob:
+    """The launch screen's ``Job`` for a run under its own supervisor.
+
+    ``lines()`` follows the run's train.log; ``stop()`` asks the supervisor for a graceful
+    stop and waits; ``leave()`` stops following and leaves the run running.
+    """
+
+    outlives_client = True
+
+    def __init__(self, run_dir: Path, pid: int, command: str, offset: int) -> None:
+        self.run_dir: Path | None = run_dir
+        self._dir = run_dir
+        self.pid = pid
+        self.command = command
+        self._offset = offset
+        self._leave = threading.Event()
+
+    @classmethod
+    def attach(cls, run_dir: Path, lines: int = 200) -> RunClientJob:
+        """Follow a run that is already going (``ds-wizard attach``)."""
+        from ds_wizard.core.runstate import read_run_state
+        from ds_wizard.launch.client import tail_offset
+
+        state = read_run_state(run_dir)
+        return cls(run_dir, state.supervisor_pid if state else 0,
+                   state.command if state else "", tail_offset(run_dir, lines))
+
+    def alive(self) -> bool:
+        from ds_wizard.launch.client import run_alive
+
+        return run_alive(self._dir)
+
+    def lines(self) -> Iterator[str]:
+        from ds_wizard.launch.client import follow_log
+
+        return follow_log(self._dir, self._offset, self.alive, stop=self._leave)
+
+    def stop(self) -> int | None:
+        from ds_wizard.launch.client import stop_run
+
+        if not self.alive():
+            return self.wait()
+        stop_run(self._dir)
+        return self.wait()
+
+    def leave(self) -> None:
+        self._leave.set()
+
+    def wait(self) -> int:
+        """The launcher's exit code once the run has ended (-1 when left running)."""
+        from ds_wizard.core.runstate import read_run_state
+
+        while not self._leave.is_set() and self.alive():
+            time.sleep(0.2)
+        state = read_run_state(self._dir)
+        if self._leave.is_set() or state is None:
+            return -1
+        if state.status in ("finished", "stopped"):
+            return 0
+        return state.exit_code if state.exit_code not in (None, 0) else 1
+
+    def pids(self) -> list[int]:
+        from ds_wizard.launch.client import job_pids
+
+        return job_pids(self._dir)
 
 
 class PreparedRun:
@@ -39,7 +113,7 @@ class PreparedRun:
 
 
 def launcher_job(state: WizardState) -> Job:
-    """``prepare_run`` with the saved config (it is checked again), then ``start``.
+    """``prepare_run`` with the saved config (it is checked again), then a supervisor.
 
     A multi-node job starts here only on the hostfile's head node (DeepSpeed's runner
     reaches the other nodes over ssh); elsewhere, and without a hostfile, its scripts are
@@ -47,8 +121,8 @@ def launcher_job(state: WizardState) -> Job:
     """
     from ds_wizard.core.runspec import Accelerator
     from ds_wizard.core.topology import is_head_node
+    from ds_wizard.launch import client
     from ds_wizard.launch.plan import LaunchRequest, prepare_run, scripts_text
-    from ds_wizard.launch.supervisor import start
 
     if state.preset is None:
         raise DsWizardError("no preset chosen", "pick one on the preset step")
@@ -69,4 +143,6 @@ def launcher_job(state: WizardState) -> Job:
     ))
     if topo.multi_node and (plan.sbatch is not None or not is_head_node(topo)):
         return PreparedRun(plan, scripts_text(plan))
-    return start(plan)
+    # detach: the supervisor's own messages go to RUN_DIR/supervisor.log, not onto the UI
+    started = client.start_supervisor(plan, detach=True)
+    return RunClientJob(plan.paths.root, started.pid, plan.command_text, started.log_offset)

@@ -126,8 +126,12 @@ class LaunchScreen(WizardScreen):
         self.stopping = False
         self._started_at = time.monotonic()
         self.refresh_bindings()
-        factory = self.wizard.job_factory
+        self._begin(self.wizard.job_factory)
+
+    def _begin(self, factory: JobFactory) -> None:
         state = self.state
+        self.running = True
+        self.refresh_bindings()
         self.run_worker(lambda: self._run(factory, state), thread=True, group="job",
                         name="job")
 
@@ -282,17 +286,27 @@ class LaunchScreen(WizardScreen):
         if self._exit_after_stop:
             self.app.exit()
 
-    def stop_now(self) -> None:
-        """Last resort at app exit: stop synchronously so nothing outlives the UI."""
+    def leave_or_stop(self) -> None:
+        """At app exit: a run under its own supervisor is left running (it is listed by
+        ``ds-wizard runs``); a job owned by this process is stopped, so nothing it owns
+        outlives the UI."""
         job = self.job
-        if self.running and job is not None:
+        if not self.running or job is None:
+            return
+        leave = getattr(job, "leave", None)
+        if getattr(job, "outlives_client", False) and leave is not None:
+            leave()
+        else:
             job.stop()
 
     def on_unmount(self) -> None:
-        # The app is closing with the job still running (an exit that skipped the quit
-        # question). Stop it here: its output thread would otherwise keep the event loop
-        # from closing, and the job would outlive the UI.
-        self.stop_now()
+        # The app is closing with the job still running: stop following it (its output
+        # thread would otherwise keep the event loop from closing).
+        self.leave_or_stop()
+
+    def attach(self, job: Job) -> None:
+        """Follow a run that is already going (``ds-wizard attach RUN``)."""
+        self._begin(lambda state: job)
 
 
 def _clock(seconds: float) -> str:
