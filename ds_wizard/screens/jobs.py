@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from ds_wizard.core.errors import DsWizardError
 
 if TYPE_CHECKING:
+    from ds_wizard.core.runstate import RunSummary
     from ds_wizard.launch.plan import RunPlan
     from ds_wizard.screens.launch import Job
     from ds_wizard.screens.state import WizardState
@@ -146,3 +147,33 @@ def launcher_job(state: WizardState) -> Job:
     # detach: the supervisor's own messages go to RUN_DIR/supervisor.log, not onto the UI
     started = client.start_supervisor(plan, detach=True)
     return RunClientJob(plan.paths.root, started.pid, plan.command_text, started.log_offset)
+
+
+class LauncherRuns:
+    """The Runs screen's door to the runs: list, follow, stop and resume them through
+    ``core.runstate`` and ``ds_wizard.launch`` (tests pass a fake with the same methods)."""
+
+    def summaries(self, runs_dir: Path) -> list[RunSummary]:
+        from ds_wizard.core.runstate import list_run_summaries
+
+        return list_run_summaries(runs_dir)
+
+    def attach(self, run_dir: Path) -> Job:
+        return RunClientJob.attach(run_dir)
+
+    def stop(self, run_dir: Path) -> str:
+        """Graceful stop (checkpoint first); returns once nothing of the run is left."""
+        from ds_wizard.launch.client import stop_run
+
+        return stop_run(run_dir).message
+
+    def resume(self, run_dir: Path) -> Job:
+        """``launch --resume`` of a stopped run, under its own supervisor."""
+        from ds_wizard.launch.client import refuse_if_running, start_supervisor
+        from ds_wizard.launch.plan import LaunchRequest, prepare_run
+
+        refuse_if_running(run_dir)
+        plan = prepare_run(LaunchRequest(resume=str(run_dir), runs_dir=run_dir.parent))
+        started = start_supervisor(plan, detach=True)
+        return RunClientJob(plan.paths.root, started.pid, plan.command_text,
+                            started.log_offset)

@@ -19,11 +19,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
-from textual.widgets import Log, Sparkline, Static
+from textual.widgets import Log, Static
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.messages import JobExited, JobStarted
 from ds_wizard.screens.base import WizardScreen
+from ds_wizard.screens.chart import LossChart, points_of
 from ds_wizard.screens.dialogs import ConfirmScreen
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class LaunchScreen(WizardScreen):
         self._pending: collections.deque[str] = collections.deque()
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._metrics: collections.deque[dict[str, Any]] = collections.deque()
-        self._losses: list[float] = []
+        self._losses: list[tuple[int, float]] = []  # (step, loss) of the run followed
         self._started_at: float | None = None
         self._last: dict[str, Any] = {}
         self._done = threading.Event()
@@ -78,7 +79,7 @@ class LaunchScreen(WizardScreen):
         yield Static("", id="launch-info")
         with Horizontal(id="launch-status-row"):
             yield Static("", id="launch-status")
-            yield Sparkline([], id="loss-plot")
+            yield LossChart(id="loss-plot")
         yield Log(max_lines=LOG_MAX_LINES, id="log", auto_scroll=True)
         yield Static("", id="launch-result")
 
@@ -115,9 +116,15 @@ class LaunchScreen(WizardScreen):
     def action_start(self) -> None:
         if self.running:
             return
+        self._reset_view()
+        self._begin(self.wizard.job_factory)
+
+    def _reset_view(self) -> None:
+        """A fresh log, chart and status for the next job (started or attached to)."""
         self.query_one("#log", Log).clear()
         self.query_one("#launch-result", Static).update("")
         self._losses.clear()
+        self.query_one("#loss-plot", LossChart).set_series({})
         self._last = {}
         self._tail.clear()
         self._done.clear()
@@ -126,7 +133,6 @@ class LaunchScreen(WizardScreen):
         self.stopping = False
         self._started_at = time.monotonic()
         self.refresh_bindings()
-        self._begin(self.wizard.job_factory)
 
     def _begin(self, factory: JobFactory) -> None:
         state = self.state
@@ -202,10 +208,9 @@ class LaunchScreen(WizardScreen):
             while self._metrics:
                 record = self._metrics.popleft()
                 self._last.update(record)
-                loss = record.get("loss")
-                if isinstance(loss, (int, float)):
-                    self._losses.append(float(loss))
-            self.query_one("#loss-plot", Sparkline).data = self._losses[-200:]
+                self._losses += points_of([record])
+            name = Path(self._run_dir).name if self._run_dir else "loss"
+            self.query_one("#loss-plot", LossChart).set_series({name: self._losses})
         if self.running:
             self._show_status()
 
@@ -304,8 +309,17 @@ class LaunchScreen(WizardScreen):
         # thread would otherwise keep the event loop from closing).
         self.leave_or_stop()
 
+    def following_name(self) -> str:
+        """The run this step follows (its directory's name), or ''."""
+        run_dir = getattr(self.job, "run_dir", None) or self._run_dir
+        return Path(run_dir).name if run_dir else ""
+
     def attach(self, job: Job) -> None:
-        """Follow a run that is already going (``ds-wizard attach RUN``)."""
+        """Follow a run that is already going (``ds-wizard attach RUN``, the Runs screen)."""
+        if self.running:
+            return
+        if self.is_mounted:
+            self._reset_view()
         self._begin(lambda state: job)
 
 
