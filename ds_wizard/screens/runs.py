@@ -51,6 +51,14 @@ class _Curve:
     points: list[tuple[int, float]] = field(default_factory=list)
 
 
+def _short(path: Path) -> str:
+    """A path relative to the working directory when it is under it (shorter to read)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
@@ -86,7 +94,7 @@ class RunsScreen(Screen):
         table.add_columns(*COLUMNS)
         table.focus()
         self.query_one("#runs-title", Static).update(
-            Text.assemble(("Runs", "bold"), f" in {self.wizard.state.runs_dir} · ",
+            Text.assemble(("Runs", "bold"), f" in {_short(Path(self.wizard.state.runs_dir))} · ",
                           ("a", "bold"), " attach · ", ("s", "bold"), " stop · ",
                           ("r", "bold"), " resume · ", ("space", "bold"),
                           " chart · ", ("esc", "bold"), " back"))
@@ -170,7 +178,7 @@ class RunsScreen(Screen):
     def _detail(self) -> None:
         s = self.current
         text = "No runs yet: start one on the launch step." if s is None else (
-            f"{s.run_dir}" + (f" · {s.stop_reason}" if s.stop_reason else "")
+            _short(s.run_dir) + (f" · {s.stop_reason}" if s.stop_reason else "")
             + (f" · checkpoint step {s.checkpoint_step}" if s.checkpoint_step else ""))
         self.query_one("#runs-detail", Static).update(Text(text))
 
