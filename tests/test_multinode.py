@@ -194,3 +194,46 @@ def test_two_nodes_on_one_machine_train_with_world_size_two(tmp_path: Path,
     assert [r["step"] for r in read_metrics(run_dir / runs.METRICS)] == [1, 2, 3]
     assert "= 4 × 2 × 2" in out or "× 2, seq_len" in out
     assert "training finished" in out
+
+
+def _seed(path: Path, batch: int, micro: int, gas: int) -> Path:
+    path.write_text(json.dumps({"train_batch_size": batch,
+                                "train_micro_batch_size_per_gpu": micro,
+                                "gradient_accumulation_steps": gas}))
+    return path
+
+
+def test_every_batch_command_takes_the_nodes(tmp_path: Path, monkeypatch) -> None:
+    """check, fix, --auto and plan: the same hostfile gives the same world size."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "hosts").write_text("n1 slots=4\nn2 slots=4\n")
+    cfg = _seed(tmp_path / "ds.json", 32, 2, 2)  # 32 = 2 × 2 × 8
+    run = CliRunner().invoke
+    ok = run(main, ["check", str(cfg), "--hostfile", "hosts"])
+    assert ok.exit_code == 0, ok.output
+    assert "world size 8 (2 nodes × 4 GPUs = 8 ranks, hostfile hosts)" in ok.output
+    assert run(main, ["check", str(cfg), "--num-nodes", "2", "--gpus-per-node", "4"]
+               ).exit_code == 0
+    assert run(main, ["check", str(cfg), "--num-nodes", "2", "--gpus-per-node", "2"]
+               ).exit_code == 1
+    tp = run(main, ["check", str(cfg), "--hostfile", "hosts", "--tp", "2"])
+    assert tp.exit_code == 1 and "data-parallel size 4" in tp.output
+    fixed = run(main, ["fix", str(cfg), "--num-nodes", "4", "--gpus-per-node", "4",
+                       "-o", "fixed.json"])
+    assert fixed.exit_code == 0, fixed.output
+    data = json.loads((tmp_path / "fixed.json").read_text())
+    assert data["train_batch_size"] == (data["train_micro_batch_size_per_gpu"]
+                                        * data["gradient_accumulation_steps"] * 16)
+    auto = run(main, ["--auto", "--preset", "tiny_mamba", "--hostfile", "hosts", "--json",
+                      "--dry-run"])
+    assert auto.exit_code == 0, auto.output
+    assert json.loads(auto.stdout)["world_size"] == 8
+    plan = run(main, ["plan", "--preset", "tiny_mamba", "--hostfile", "hosts",
+                      "--gpu-memory", "80GiB", "--json"])
+    assert plan.exit_code == 0, plan.output
+    assert "8 GPU(s) on 2 node(s)" in run(main, ["plan", "--preset", "tiny_mamba",
+                                                  "--hostfile", "hosts", "--gpu-memory",
+                                                  "80GiB"]).output
+    (tmp_path / "bad").write_text("n1 slots=4\nn2 4\n")
+    bad = run(main, ["check", str(cfg), "--hostfile", "bad"])
+    assert bad.exit_code == 1 and "bad line 2: 'n2 4' is not `host slots=N`" in bad.output
