@@ -83,6 +83,15 @@ def test_slurm_script_builds_the_hostfile_and_runs_deepspeeds_launcher(
         "--deepspeed_config", str(root / "ds_config.json"),
         "--preset", str(root / "preset.toml"), "--steps", str(plan.steps),
         "--backend", "auto", "--resume"]
+    # a resume writes the script again for the same nodes
+    (plan.paths.checkpoints / runs.checkpoint_tag(5)).mkdir(parents=True)
+    runs.write_marker(plan.paths.checkpoints, runs.checkpoint_tag(5), 5, {})
+    plan.sbatch.unlink()
+    again = prepare_run(LaunchRequest(resume=str(plan.paths.root), slurm=True,
+                                      runs_dir=tmp_path / "runs", accelerator=GPU_NODES))
+    assert again.sbatch is not None
+    text = again.sbatch.read_text()
+    assert "#SBATCH --nodes=2\n" in text and "slots=8" in text and "--resume" in text
     # outside an allocation the script refuses plainly
     env.pop("SLURM_JOB_NODELIST")
     done = subprocess.run(["bash", str(plan.sbatch)], env=env, capture_output=True, text=True)
@@ -237,3 +246,24 @@ def test_every_batch_command_takes_the_nodes(tmp_path: Path, monkeypatch) -> Non
     (tmp_path / "bad").write_text("n1 slots=4\nn2 4\n")
     bad = run(main, ["check", str(cfg), "--hostfile", "bad"])
     assert bad.exit_code == 1 and "bad line 2: 'n2 4' is not `host slots=N`" in bad.output
+
+
+def test_resume_on_other_hosts_keeps_the_shape(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    first.write_text("a slots=2\nb slots=2\n")
+    plan = prepare_run(LaunchRequest("tiny_mamba", hostfile=first, runs_dir=tmp_path / "runs",
+                                     accelerator=GPU_NODES, steps=20))
+    (plan.paths.checkpoints / runs.checkpoint_tag(5)).mkdir(parents=True)
+    runs.write_marker(plan.paths.checkpoints, runs.checkpoint_tag(5), 5, {})
+    moved = tmp_path / "moved"
+    moved.write_text("c slots=2\nd slots=2\n")
+    again = prepare_run(LaunchRequest(resume=str(plan.paths.root), hostfile=moved,
+                                      runs_dir=tmp_path / "runs", accelerator=GPU_NODES))
+    snapshot = plan.paths.root.resolve() / HOSTFILE_NAME
+    assert [h.name for h in parse_hostfile(snapshot.read_text())] == ["c", "d"]
+    assert f"--hostfile={snapshot}" in again.command and "--resume" in again.command
+    wrong = tmp_path / "wrong"
+    wrong.write_text("c slots=4\n")
+    with pytest.raises(runs.RunError, match="per-rank checkpoint shards"):
+        prepare_run(LaunchRequest(resume=str(plan.paths.root), hostfile=wrong,
+                                  runs_dir=tmp_path / "runs", accelerator=GPU_NODES))

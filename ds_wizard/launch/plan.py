@@ -324,8 +324,8 @@ def _finish(plan: RunPlan, r: LaunchRequest) -> RunPlan:
     if not paths.script.exists():
         write_script(paths.script, plan.command, plan.env)
     if r.slurm:
-        topo = plan.topology or resolve_topology(num_gpus=plan.run.world_size // plan.run.nodes,
-                                                 num_nodes=plan.run.nodes)
+        topo = plan.topology or resolve_topology(
+            num_nodes=plan.run.nodes, gpus_per_node=plan.run.world_size // plan.run.nodes)
         plan = replace(plan, sbatch=plan.run_dir / SBATCH_NAME)
         assert plan.sbatch is not None
         write_sbatch(plan.sbatch, plan.run_dir, plan.command, plan.env, topo,
@@ -402,9 +402,31 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> RunPlan:
     accel = replace(accel, kind=info.spec.accelerator)
     notes = [f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
              f"training to step {total}", data_note(run, preset.spec)]
+    if r.hostfile is not None or r.num_nodes is not None or r.gpus_per_node is not None:
+        run = _resume_nodes(r, run, run_dir, notes)
     plan = RunPlan(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
                    run_dir=run_dir, env=run_env(accel, ws), notes=tuple(notes))
     return plan if r.dry_run else _finish(plan, r)
+
+
+def _resume_nodes(r: LaunchRequest, run: RunSpec, run_dir: Path, notes: list[str]) -> RunSpec:
+    """Resume on other hosts (a new Slurm allocation, a replaced node): the same number of
+    nodes and ranks, since each rank's ZeRO checkpoint shard is its own."""
+    topo = resolve_topology(num_nodes=r.num_nodes, gpus_per_node=r.gpus_per_node,
+                            hostfile=r.hostfile,
+                            num_gpus=None if r.hostfile else run.world_size)
+    if (topo.nodes, topo.total_ranks) != (run.nodes, run.world_size):
+        raise runs.RunError(
+            f"{run_dir.name} was trained as {run.nodes} node(s), {run.world_size} rank(s); "
+            f"{topo.layout()} cannot load its per-rank checkpoint shards",
+            f"resume with {run.nodes} node(s) and {run.world_size} ranks in all")
+    if not topo.hosts:
+        return run
+    hostfile = run_dir.resolve() / HOSTFILE_NAME
+    if not r.dry_run:
+        write_hostfile(hostfile, topo)
+    notes.append(f"on {', '.join(h.name for h in topo.hosts)} ({topo.source})")
+    return replace(run, hostfile=str(hostfile))
 
 
 def summary_lines(plan: RunPlan, *, dry_run: bool = False) -> list[str]:
