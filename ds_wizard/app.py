@@ -41,8 +41,8 @@ class WizardApp(App[None]):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True),
-        # an id, so a user keymap can move it
-        Binding("ctrl+e", "open_runs", "Runs", id="runs"),
+        # an id, so a user keymap can move it; priority: a focused Input would take ^e (end)
+        Binding("ctrl+e", "open_runs", "Runs", id="runs", priority=True),
     ]
 
     def __init__(

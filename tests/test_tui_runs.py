@@ -144,6 +144,9 @@ async def cursor_to(pilot, screen: RunsScreen, name: str) -> None:
 async def test_runs_screen_lists_runs_with_live_status(work: Path) -> None:
     app, fake = app_with_runs(work)
     async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        app.screen.query_one("#nodes").focus()  # ^e works in a text field too
+        await pilot.pause()
         screen = await open_runs(pilot)  # from the first step
         rows = rows_of(screen)
         assert list(rows) == ["tiny_mamba-c", "tiny_mamba-b", "tiny_mamba-a"]  # newest first
@@ -261,3 +264,23 @@ async def test_quit_during_a_run_can_stop_it(work: Path) -> None:
         await wait_for(pilot, lambda: not app.is_running)
     job = fake.jobs[0]
     assert job.stopped and not job.left
+
+
+def test_the_real_runs_door_lists_and_refuses_plainly(work: Path) -> None:
+    """LauncherRuns over a prepared (never started) run: listed; stop and resume refused
+    with one line each."""
+    from ds_wizard.core.errors import DsWizardError
+    from ds_wizard.core.runspec import Accelerator
+    from ds_wizard.launch.plan import LaunchRequest, prepare_run
+    from ds_wizard.screens.jobs import LauncherRuns
+
+    plan = prepare_run(LaunchRequest("tiny_mamba", runs_dir=work / "runs", steps=4,
+                                     accelerator=Accelerator("cpu", 0, "test")))
+    door = LauncherRuns()
+    (row,) = door.summaries(work / "runs")
+    assert row.name == plan.paths.root.name and row.preset == "tiny_mamba"
+    assert not row.alive and not row.resumable
+    with pytest.raises(DsWizardError, match="is not running"):
+        door.stop(plan.paths.root)
+    with pytest.raises(DsWizardError, match="no complete checkpoint"):
+        door.resume(plan.paths.root)
