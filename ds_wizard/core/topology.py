@@ -11,7 +11,8 @@ accepts, but says which line is wrong, and also refuses the few lines DeepSpeed 
 accident (``slots=0``, ``slots=4x``, text after the slot count).
 
 ds-wizard's ``--num-gpus`` is always the total number of ranks over all nodes; DeepSpeed's
-own ``--num_gpus`` is per node. :meth:`Topology.deepspeed_args` does that translation.
+own ``--num_gpus`` is per node. A launch never passes either to DeepSpeed: it writes the
+hosts and slots chosen into the run's own hostfile (``launch.command.write_hostfile``).
 """
 
 from __future__ import annotations
@@ -148,7 +149,10 @@ class Topology:
         """ds-wizard flags that give this topology again (for suggested commands)."""
         if self.hostfile:
             out = f"--hostfile {self.hostfile}"
-            if self.hosts and self.uniform and self.gpus_per_node != self.hosts[0].slots:
+            if self.listed > self.nodes:
+                out += f" --num-nodes {self.nodes}"
+            if self.hosts and any(h.slots != n for h, n in zip(self.hosts, self.ranks_per_node,
+                                                                strict=False)):
                 out += f" --gpus-per-node {self.gpus_per_node}"
         elif self.nodes > 1:
             out = f"--num-nodes {self.nodes} --gpus-per-node {self.gpus_per_node}"
@@ -156,25 +160,6 @@ class Topology:
             out = f"--num-gpus {self.total_ranks}"
         return out + "".join(f" --{name} {v}" for name, v in
                              (("tp", self.tp), ("pp", self.pp), ("sp", self.sp)) if v != 1)
-
-    def deepspeed_args(self) -> list[str]:
-        """The ``deepspeed`` runner's own flags for a hostfile job (``--num_gpus`` per node)."""
-        if not self.hostfile:
-            raise TopologyError("a multi-node job needs a hostfile",
-                                "pass --hostfile FILE (`host slots=N` lines) or use --slurm")
-        args = [f"--hostfile={self.hostfile}"]
-        if self.listed > self.nodes:
-            args.append(f"--num_nodes={self.nodes}")
-        if self.hosts and any(h.slots != n for h, n in zip(self.hosts, self.ranks_per_node,
-                                                             strict=False)):
-            args.append(f"--num_gpus={self.gpus_per_node}")
-        return args
-
-    def world_info(self) -> dict[str, list[int]]:
-        """DeepSpeed's ``--world_info`` mapping: host → its local rank ids."""
-        names = [h.name for h in self.hosts] or [f"node{i}" for i in range(self.nodes)]
-        return {name: list(range(n)) for name, n in zip(names, self.ranks_per_node,
-                                                         strict=True)}
 
 
 def _positive(name: str, value: int | None) -> None:
