@@ -267,3 +267,17 @@ def test_resume_on_other_hosts_keeps_the_shape(tmp_path: Path) -> None:
     with pytest.raises(runs.RunError, match="per-rank checkpoint shards"):
         prepare_run(LaunchRequest(resume=str(plan.paths.root), hostfile=wrong,
                                   runs_dir=tmp_path / "runs", accelerator=GPU_NODES))
+
+
+def test_generate_slurm_for_one_total(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    ok = CliRunner().invoke(main, ["generate", "--preset", "tiny_mamba", "--num-nodes", "2",
+                                   "--gpus", "16", "--slurm", "--out-dir", "out"])
+    assert ok.exit_code == 0, ok.output
+    text = (tmp_path / "out" / SBATCH_NAME).read_text()
+    assert "#SBATCH --nodes=2\n" in text and "slots=8" in text
+    assert (tmp_path / "out" / "deepspeed_16gpu.json").is_file()
+    bad = CliRunner().invoke(main, ["generate", "--num-nodes", "2", "--gpus", "8,16",
+                                    "--slurm", "--out-dir", "out"])
+    assert bad.exit_code == 2 and "one run" in bad.output

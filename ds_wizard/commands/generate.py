@@ -101,6 +101,9 @@ def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_cou
                                        hostfile=hostfile)]
     else:
         topologies = [resolve_topology(num_gpus=n, num_nodes=num_nodes) for n in gpu_counts]
+    if slurm and len(topologies) > 1:
+        raise click.UsageError("--slurm prepares one run: give one --gpus total (or "
+                               "--gpus-per-node)")
     results = []
     for topo in topologies:
         results.append((topo.data_parallel, auto_configure(
@@ -115,7 +118,8 @@ def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_cou
     if topologies[0].multi_node and (hostfile is not None or slurm):
         script_lines = _prepare_scripts(
             preset_ref, sets, out_dir / rows[0][4], out_dir, runs_dir, num_nodes=num_nodes,
-            gpus_per_node=gpus_per_node, hostfile=hostfile, slurm=slurm)
+            gpus_per_node=gpus_per_node, hostfile=hostfile, slurm=slurm,
+            num_gpus=None if hostfile else topologies[0].total_ranks)
     if as_json:
         for line in script_lines:
             click.echo(line, err=True)
