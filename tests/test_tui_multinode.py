@@ -41,6 +41,7 @@ async def test_hostfile_field_sets_the_world_size(work: Path) -> None:
         assert app.state.world_size == 12
         summary = str(app.screen.query_one("#gpu-summary", Static).render())
         assert "world size: 12" in summary and "3 nodes × 4 GPUs" in summary
+        assert app.screen.query_one("#nodes", Input).disabled  # the hostfile's hosts decide
         await pilot.press("ctrl+u", *list("bad"))
         await pilot.pause()
         summary = str(app.screen.query_one("#gpu-summary", Static).render())

@@ -106,6 +106,7 @@ class GpuScreen(WizardScreen):
             )
         hostfile = self.query_one("#hostfile", Input)
         nodes.disabled = per_node.disabled = hostfile.disabled = state.cpu_demo
+        nodes.disabled = nodes.disabled or bool(state.hostfile)
         if hostfile.value != state.hostfile:
             hostfile.value = state.hostfile
         if nodes.value != str(state.nodes):
@@ -124,6 +125,8 @@ class GpuScreen(WizardScreen):
         if self.state.cpu_demo:
             return
         self.store()
+        # with a hostfile, its hosts are the nodes
+        self.query_one("#nodes", Input).disabled = bool(self.state.hostfile)
         self._summarise()
 
     def store(self) -> None:
