@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,40 @@ def test_nodes_without_a_hostfile_get_an_sbatch_script(work: Path) -> None:
     job = launcher_job(state)
     assert isinstance(job, PreparedRun) and job.command.startswith("sbatch ")
     assert job.run_dir is not None and (job.run_dir / "launch_slurm.sbatch").is_file()
+
+
+@pytest.mark.anyio
+async def test_wizard_writes_the_scripts_when_not_on_the_head_node(work: Path) -> None:
+    """GPU step with a hostfile → … → ^l: not the head node, so the scripts are written."""
+    (work / "hosts").write_text("head-elsewhere slots=4\nworker slots=4\n")
+    app = make_app(fake_gpus(4), cursor_blink=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        app.screen.query_one("#hostfile", Input).focus()
+        await pilot.press(*list("hosts"))
+        await pilot.pause()
+        for _ in range(3):
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.step == "launch"
+        await pilot.press("ctrl+l")
+        screen = app.screen
+
+        def result() -> str:
+            return str(screen.query_one("#launch-result", Static).render())
+
+        for _ in range(300):
+            if "scripts written" in result():
+                break
+            await pilot.pause(0.1)
+        assert "nothing started here: bash " in result() and "launch_deepspeed.sh" in result()
+        run_dir = next((work / "runs").iterdir())
+        saved = json.loads((work / "ds_config.json").read_text())
+        assert saved["train_batch_size"] % 8 == 0  # planned for 2 nodes × 4 GPUs
+        assert (run_dir / HOSTFILE_NAME).read_text().splitlines()[1:] == [
+            "head-elsewhere slots=4", "worker slots=4"]
