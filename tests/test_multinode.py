@@ -281,3 +281,35 @@ def test_generate_slurm_for_one_total(tmp_path: Path, monkeypatch) -> None:
     bad = CliRunner().invoke(main, ["generate", "--num-nodes", "2", "--gpus", "8,16",
                                     "--slurm", "--out-dir", "out"])
     assert bad.exit_code == 2 and "one run" in bad.output
+
+
+RUNNER_STANDIN = """
+import pathlib, signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # pdsh
+def on_signal(signum, frame):
+    alive = child.poll() is None
+    pathlib.Path(sys.argv[1]).write_text(f"{signal.Signals(signum).name} {alive}")
+    child.kill()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+print("up", flush=True)
+time.sleep(60)
+"""
+
+
+def test_stop_of_a_hostfile_job_goes_to_deepspeeds_runner(tmp_path: Path) -> None:
+    """The ranks of a multi-node job are on the hosts: the stop is the runner's SIGTERM
+    (which stops pdsh and launch.py everywhere), not a SIGINT to pdsh."""
+    from ds_wizard.launch.supervisor import Supervisor
+
+    marker = tmp_path / "signal"
+    job = Supervisor([sys.executable, "-c", RUNNER_STANDIN, str(marker),
+                      "--hostfile=/shared/run/hostfile"]).start()
+    try:
+        assert next(iter(job.lines())) == "up"
+        job.stop(grace_s=20, kill_after_s=5)
+        assert marker.read_text() == "SIGTERM True"
+        assert job.pids() == []
+    finally:
+        job.kill()
