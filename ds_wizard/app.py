@@ -18,12 +18,13 @@ from textual.worker import Worker, WorkerState
 from ds_wizard.core.gpus import GpuProbe, detect_gpus
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.batch import BatchScreen
-from ds_wizard.screens.dialogs import ConfirmScreen
+from ds_wizard.screens.dialogs import QuitScreen
 from ds_wizard.screens.gpus import GpuScreen
-from ds_wizard.screens.jobs import launcher_job
-from ds_wizard.screens.launch import JobFactory, LaunchScreen
+from ds_wizard.screens.jobs import LauncherRuns, launcher_job
+from ds_wizard.screens.launch import Job, JobFactory, LaunchScreen
 from ds_wizard.screens.preset import PresetScreen
 from ds_wizard.screens.review import ReviewScreen
+from ds_wizard.screens.runs import RunsApi, RunsScreen
 from ds_wizard.screens.state import WizardState
 
 STEPS: tuple[tuple[str, str, Callable[[], Screen]], ...] = (
@@ -41,7 +42,10 @@ class WizardApp(App[None]):
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+q", "quit", "Quit", priority=True, id="app.quit",
-                tooltip="Quit (a running job is stopped first, after you confirm)"),
+                tooltip="Quit (a running job is left running or stopped, as you choose)"),
+        # priority: a focused Input would take ^e (end of line)
+        Binding("ctrl+e", "open_runs", "Runs", id="runs", priority=True,
+                tooltip="The runs on this machine: attach, stop, resume, compare losses"),
     ]
 
     def __init__(
@@ -53,9 +57,11 @@ class WizardApp(App[None]):
         cwd: Path,
         cursor_blink: bool = True,
         attach: Path | None = None,
+        runs_api: RunsApi | None = None,
     ) -> None:
         super().__init__()
         self.attach_to = attach
+        self.runs_api: RunsApi = runs_api if runs_api is not None else LauncherRuns()
         self.gpu_probe = gpu_probe
         self.job_factory = job_factory
         self.state = state
@@ -161,14 +167,28 @@ class WizardApp(App[None]):
             self.exit()
             return
 
-        def answer(stop: bool | None) -> None:
-            if stop:
+        def answer(choice: str | None) -> None:
+            if choice == QuitScreen.STOP:
                 self.launch_screen.stop_job(then_exit=True)
+            elif choice == QuitScreen.LEAVE:
+                self.exit()  # leaving the app leaves the run to its supervisor
 
-        self.push_screen(
-            ConfirmScreen("A training job is running.", "Stop it and quit?", yes="Stop and quit"),
-            answer,
-        )
+        self.push_screen(QuitScreen(self.launch_screen.following_name()), answer)
+
+    def action_open_runs(self) -> None:
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen())
+
+    def follow(self, job: Job) -> None:
+        """Show ``job`` (attached to or resumed from the Runs screen) on the launch step."""
+        if self.job_running:
+            self.notify("The launch step already follows a run: stop it or quit first.",
+                        severity="warning")
+            return
+        while isinstance(self.screen, RunsScreen):
+            self.pop_screen()
+        self.goto("launch")
+        self.launch_screen.attach(job)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -184,6 +204,8 @@ class WizardApp(App[None]):
         if self.job_running:
             yield SystemCommand("Stop training", "Stop the running job gracefully",
                                 self.launch_screen.action_stop)
+        yield SystemCommand("Runs", "Every run: live status, attach, stop, resume, loss curves",
+                            self.action_open_runs)
         yield SystemCommand("CPU demo run", "tiny_mamba on 2 CPU ranks, no GPU needed",
                             self._palette_cpu_demo)
 
@@ -213,6 +235,7 @@ def make_app(
     cursor_blink: bool = True,
     steps: int | None = None,
     attach: Path | None = None,
+    runs_api: RunsApi | None = None,
 ) -> WizardApp:
     """Build the wizard. Tests pass fake GPUs, a fake job and ``cursor_blink=False``."""
     base = Path(cwd) if cwd is not None else Path.cwd()
@@ -224,6 +247,7 @@ def make_app(
         cwd=base,
         cursor_blink=cursor_blink,
         attach=attach,
+        runs_api=runs_api,
     )
 
 

@@ -30,7 +30,8 @@ from ds_wizard.core.schema import Precision
 
 DEFAULT_OUTPUT = "deepspeed_config.json"
 # Parameters that mean something only together with --auto.
-AUTO_ONLY = ("num_gpus", "preset_ref", "sets", "output", "dry_run", "as_json", "precision",
+AUTO_ONLY = ("num_gpus", "num_nodes", "gpus_per_node", "hostfile", "preset_ref", "sets",
+             "output", "dry_run", "as_json", "precision",
              "micro_batch", "grad_accum", "global_batch", "zero_stage", "gpu_memory", "headroom",
              "backend")
 
@@ -40,7 +41,15 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--auto", "auto", is_flag=True,
                      help="Headless: choose a config for --preset and --num-gpus and write it."),
         click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
-                     help="[--auto] Data-parallel GPU count. Default: the GPUs detected here."),
+                     help="[--auto] GPUs (ranks) over all nodes. Default: the GPUs "
+                          "detected here."),
+        click.option("--num-nodes", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
+                     help="[--auto] Nodes the job spans (with --hostfile: its first N)."),
+        click.option("--gpus-per-node", type=Count(MAX_WORLD_SIZE), default=None, metavar="G",
+                     help="[--auto] GPUs on each node."),
+        click.option("--hostfile", type=click.Path(path_type=Path, dir_okay=False),
+                     default=None, metavar="FILE",
+                     help="[--auto] DeepSpeed hostfile (`host slots=N` lines)."),
         click.option("--output", "-o", type=click.Path(path_type=Path), default=DEFAULT_OUTPUT,
                      show_default=True, metavar="FILE",
                      help="[--auto] Where to write the config (old one kept as FILE.bak)."),
@@ -96,22 +105,25 @@ def run_auto(
     dry_run: bool, as_json: bool, precision: str, micro_batch: int | None,
     grad_accum: int | None, global_batch: int | None, zero_stage: int | None,
     gpu_memory: str | None = None, headroom: float = HEADROOM,
-    backend: str = DEFAULT_KERNEL_BACKEND, **_: Any,
+    backend: str = DEFAULT_KERNEL_BACKEND, num_nodes: int | None = None,
+    gpus_per_node: int | None = None, hostfile: Path | None = None, **_: Any,
 ) -> None:
     from ds_wizard.core.auto import auto_configure
     from ds_wizard.core.dsconfig import dumps
     from ds_wizard.core.fit import gpu_memory_from
     from ds_wizard.core.gpus import detect_gpus
+    from ds_wizard.core.topology import resolve_topology
 
     report = detect_gpus()
-    if num_gpus is None:
-        if not report.count:
-            raise DsWizardError(f"no GPU detected ({report.reason})",
-                                "pass --num-gpus N to write a config for the machine "
-                                "that will run the job")
-        num_gpus, source = report.count, f"{report.count} GPU(s) detected"
-    else:
-        source = f"--num-gpus {num_gpus}"
+    if num_gpus is None and gpus_per_node is None and hostfile is None and not report.count:
+        raise DsWizardError(f"no GPU detected ({report.reason})",
+                            "pass --num-gpus N to write a config for the machine "
+                            "that will run the job")
+    topo = resolve_topology(num_gpus=num_gpus, num_nodes=num_nodes,
+                            gpus_per_node=gpus_per_node, hostfile=hostfile,
+                            detected=report.count)
+    num_gpus = topo.data_parallel
+    source = topo.describe() if topo.multi_node else topo.source
     preset = resolve_preset(preset_ref, sets)
     result = auto_configure(
         preset, num_gpus, gpu_report=report, precision=precision, micro_batch=micro_batch,

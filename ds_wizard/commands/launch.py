@@ -6,16 +6,22 @@ import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.commands.numbers import Count, FiniteFloat
+from ds_wizard.commands.worldsize import node_options
 from ds_wizard.core.defaults import GRACE_S, HEADROOM, RUNS_DIR
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.limits import MAX_STEPS, MAX_WORLD_SIZE
 from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND
+
+
+def node_options_exposed(fn: Any) -> Any:
+    return node_options(fn, expose=True)
+
 
 if TYPE_CHECKING:
     from ds_wizard.core.first_step import FirstStepWatch
@@ -26,7 +32,8 @@ if TYPE_CHECKING:
 @click.command("launch")
 @preset_options()
 @click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), default=None,
-              help="Ranks to start (default: every visible GPU; 2 CPU ranks without a GPU).")
+              help="Ranks to start over all nodes (default: every visible GPU; 2 CPU ranks "
+                   "without a GPU).")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               metavar="FILE", help="Use this DeepSpeed JSON; it must pass `ds-wizard check`.")
 @click.option("--data", default=None, metavar="PATH",
@@ -54,6 +61,10 @@ if TYPE_CHECKING:
               metavar="SECONDS",
               help="On Ctrl-C, how long the ranks get to checkpoint before being killed.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the summary; start nothing.")
+@click.option("--slurm", is_flag=True,
+              help="Write an sbatch script for --num-nodes N (it builds the hostfile from "
+                   "SLURM_JOB_NODELIST); start nothing here.")
+@node_options_exposed
 @click.option("--detach", is_flag=True,
               help="Start the run and return at once, printing its name (follow it with "
                    "`ds-wizard attach NAME`).")
@@ -62,7 +73,8 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
            num_gpus: int | None, config_path: Path | None, data: str | None,
            data_dtype: str | None, tokenizer: str | None, steps: int | None,
            resume: str | None, gpu_memory: str | None, headroom: float, runs_dir: str,
-           backend: str, grace: float, dry_run: bool, detach: bool) -> None:
+           backend: str, grace: float, dry_run: bool, detach: bool, slurm: bool,
+           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None) -> None:
     """Train a preset under DeepSpeed, in runs/<preset>-<time>/.
 
     The run lives under its own supervisor process, not under this terminal. This
@@ -83,6 +95,8 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
       ds-wizard launch --preset mamba_130m --set train.lr=3e-4 --data corpus.jsonl
       ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba
       ds-wizard launch --resume latest
+      ds-wizard launch --preset mamba_1.4b --hostfile hosts          # every node in hosts
+      ds-wizard launch --preset mamba_1.4b --num-nodes 4 --gpus-per-node 8 --slurm
     """
     from ds_wizard.launch import plan as planning
     from ds_wizard.launch.client import start_supervisor
@@ -105,10 +119,15 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         preset, num_gpus, sets=sets, config_path=config_path, data=data,
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
         runs_dir=runs_dir, backend=backend, gpu_memory=gpu_memory, headroom=headroom,
-        dry_run=dry_run,
+        dry_run=dry_run, num_nodes=num_nodes, gpus_per_node=gpus_per_node, hostfile=hostfile,
+        slurm=slurm,
     ))
     if dry_run:
         click.echo(planning.dry_run_text(plan))
+        return
+    if plan.sbatch is not None:
+        for line in planning.scripts_text(plan):
+            click.echo(line)
         return
     for line in planning.summary_lines(plan):
         click.echo(line)

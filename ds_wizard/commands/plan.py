@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,16 +16,23 @@ from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_
 from ds_wizard.core.limits import MAX_MICRO_BATCH, MAX_WORLD_SIZE
 from ds_wizard.core.memory import BACKENDS, PRECISIONS, estimate, largest_micro_batch
 from ds_wizard.core.params import count_params, human_count
+from ds_wizard.core.topology import resolve_topology
 
 PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
 
 
 @click.command("plan")
 @preset_options()
-@click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), required=True, metavar="N",
-              help="Data-parallel GPUs in total (all nodes).")
-@click.option("--nodes", type=Count(MAX_WORLD_SIZE), default=1, show_default=True,
-              help="Nodes the GPUs are spread over (affects the CPU-RAM figure for offload).")
+@click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
+              help="GPUs (ranks) in total over all nodes.")
+@click.option("--num-nodes", "--nodes", "nodes", type=Count(MAX_WORLD_SIZE), default=None,
+              metavar="N",
+              help="Nodes the GPUs are spread over (affects the CPU-RAM figure for offload; "
+                   "with --hostfile: its first N hosts). Default: 1.")
+@click.option("--gpus-per-node", type=Count(MAX_WORLD_SIZE), default=None, metavar="G",
+              help="GPUs on each node (instead of the --num-gpus total).")
+@click.option("--hostfile", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              metavar="FILE", help="DeepSpeed hostfile (`host slots=N` lines).")
 @click.option("--gpu-memory", default=None, metavar="SIZE",
               help="Memory of one GPU: 80GiB, 80GB, 24G. Default: the smallest detected GPU.")
 @renamed_option("--micro", "--micro-batch", "micro", type=Count(MAX_MICRO_BATCH),
@@ -45,7 +53,8 @@ PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
               show_default=True,
               help="Plan to this fraction of GPU memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable plan.")
-def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: int,
+def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
+         nodes: int | None, gpus_per_node: int | None, hostfile: Path | None,
          gpu_memory: str | None, micro: int | None, zero: int | None,
          offload_optimizer: str | None, offload_param: str | None, precision: str,
          backend: str, checkpointing: bool | None, headroom: float, as_json: bool) -> None:
@@ -64,9 +73,12 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
     if preset_ref is None:
         raise click.UsageError("--preset is required (see `ds-wizard presets`)")
     check_headroom(headroom)
-    if num_gpus % nodes:
-        raise DsWizardError(f"{num_gpus} GPUs do not split evenly over {nodes} nodes",
-                            "pass the total GPU count as --num-gpus, a multiple of --nodes")
+    if num_gpus is None and gpus_per_node is None and hostfile is None:
+        raise click.UsageError("give --num-gpus N (the total), --gpus-per-node G or "
+                               "--hostfile FILE")
+    topo = resolve_topology(num_gpus=num_gpus, num_nodes=nodes, gpus_per_node=gpus_per_node,
+                            hostfile=hostfile)
+    num_gpus, nodes = topo.data_parallel, topo.nodes
     preset = resolve_preset(preset_ref, sets)
     spec = preset.spec
     report = None
@@ -80,7 +92,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int, nodes: in
                             if report else "GPU memory unknown",
                             "pass --gpu-memory, e.g. --gpu-memory 80GiB")
     settings: dict[str, Any] = {
-        "world_size": num_gpus, "gpus_per_node": num_gpus // nodes, "backend": backend,
+        "world_size": num_gpus, "gpus_per_node": topo.gpus_per_node, "backend": backend,
         "precision": precision, "activation_checkpointing": checkpointing,
         "bf16_supported": report.bf16_supported if report else None,
     }

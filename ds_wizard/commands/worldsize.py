@@ -1,16 +1,26 @@
-"""``--num-gpus`` with tensor/pipeline/sequence degrees → the data-parallel size."""
+"""The world-size flags every batch command shares, resolved by ``core.topology``.
+
+``--num-gpus`` (the total), ``--num-nodes``, ``--gpus-per-node``, ``--hostfile`` and
+``--tp/--pp/--sp`` → :func:`ds_wizard.core.topology.resolve_topology` → the data-parallel
+size the batch formula uses. The node flags are kept in ``ctx.meta`` rather than passed
+as parameters, so a command adds them with one decorator and reads them back with
+:func:`resolve_world_size`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
 from ds_wizard.commands.numbers import Count
-from ds_wizard.core.batchmath import data_parallel_size
 from ds_wizard.core.limits import MAX_WORLD_SIZE
+from ds_wizard.core.topology import HostfileError, Topology, TopologyError, resolve_topology
+
+META_KEY = "ds_wizard.topology_flags"
 
 
 @dataclass(frozen=True)
@@ -21,16 +31,38 @@ class WorldSize:
     total_ranks: int
     source: str  # one line for the user: "--num-gpus 4", "4 GPUs detected", "assumed …"
     flags: str  # the flags that reproduce it, for suggested commands
+    topology: Topology | None = None
 
     def describe(self) -> str:
+        where = (f"{self.topology.layout()}, " if self.topology is not None
+                 and self.topology.multi_node else "")
         if self.data_parallel == self.total_ranks:
-            return f"world size {self.data_parallel} ({self.source})"
+            return f"world size {self.data_parallel} ({where}{self.source})"
         return (f"data-parallel size {self.data_parallel} = {self.total_ranks} ranks / "
-                f"model-parallel degrees ({self.source})")
+                f"model-parallel degrees ({where}{self.source})")
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(META_KEY, {})[param.name] = value
+    return value
+
+
+def node_options(fn: Callable[..., Any], *, expose: bool = False) -> Callable[..., Any]:
+    """``--num-nodes``, ``--gpus-per-node`` and ``--hostfile``."""
+    extra: dict[str, Any] = {} if expose else {"expose_value": False, "callback": _remember}
+    fn = click.option("--hostfile", type=click.Path(path_type=Path, dir_okay=False),
+                      default=None, metavar="FILE",
+                      help="DeepSpeed hostfile (`host slots=N` per line): the nodes and "
+                           "their GPUs.", **extra)(fn)
+    fn = click.option("--gpus-per-node", type=Count(MAX_WORLD_SIZE), default=None,
+                      metavar="G", help="GPUs (ranks) on each node.", **extra)(fn)
+    return click.option("--num-nodes", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
+                        help="Nodes the job spans (with --hostfile: its first N hosts).",
+                        **extra)(fn)
 
 
 def world_size_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--num-gpus`` plus ``--tp/--pp/--sp``."""
+    """``--num-gpus``, the node flags, plus ``--tp/--pp/--sp``."""
     for name, help_text in (
         ("--sp", "Sequence-parallel degree (Ulysses)."),
         ("--pp", "Pipeline-parallel degree."),
@@ -38,31 +70,36 @@ def world_size_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ):
         fn = click.option(name, type=Count(MAX_WORLD_SIZE), default=1, show_default=True,
                           help=help_text)(fn)
+    fn = node_options(fn)
     return click.option(
         "--num-gpus", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
-        help="Total GPUs (ranks) the job runs on. Default: the GPUs detected here.",
+        help="Total GPUs (ranks) over all nodes. Default: the GPUs detected here.",
     )(fn)
 
 
-def resolve_world_size(num_gpus: int | None, tp: int = 1, pp: int = 1, sp: int = 1) -> WorldSize:
-    """Total ranks from the flag or NVML (else 1, said plainly), divided by tp × pp × sp."""
-    if num_gpus is not None:
-        total, source = num_gpus, f"--num-gpus {num_gpus}"
-    else:
+def node_flags() -> dict[str, Any]:
+    """The node flags of the running command (empty outside a click context)."""
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(META_KEY, {})) if ctx is not None else {}
+
+
+def resolve_world_size(num_gpus: int | None, tp: int = 1, pp: int = 1, sp: int = 1,
+                       **nodes: Any) -> WorldSize:
+    """Total ranks from the flags or NVML (else 1, said plainly), divided by tp × pp × sp."""
+    flags = {k: v for k, v in {**node_flags(), **nodes}.items() if v is not None}
+    detected, note = None, ""
+    if num_gpus is None and "gpus_per_node" not in flags and "hostfile" not in flags:
         from ds_wizard.core.gpus import detect_gpus
 
         report = detect_gpus()
-        if report.count:
-            total, source = report.count, f"{report.count} GPU(s) detected"
-        else:
-            total = 1
-            source = (f"assumed 1: no GPU detected ({report.reason}); "
-                      "pass --num-gpus N for the machine the job runs on")
+        detected = report.count
+        note = (f"assumed 1: no GPU detected ({report.reason}); "
+                "pass --num-gpus N for the machine the job runs on")
     try:
-        dp = data_parallel_size(total, tp, pp, sp)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    flags = f"--num-gpus {total}" + "".join(
-        f" --{name} {v}" for name, v in (("tp", tp), ("pp", pp), ("sp", sp)) if v != 1
-    )
-    return WorldSize(dp, total, source, flags)
+        topo = resolve_topology(num_gpus=num_gpus, tp=tp, pp=pp, sp=sp, detected=detected,
+                                default_ranks=1, default_note=note, **flags)
+    except HostfileError:
+        raise  # the file is wrong, not the command line: exit 1
+    except TopologyError as exc:
+        raise click.UsageError(exc.one_line()) from exc
+    return WorldSize(topo.data_parallel, topo.total_ranks, topo.source, topo.flags(), topo)

@@ -75,6 +75,10 @@ class RunSpec:
     data_dtype: str | None = None
     tokenizer: str | None = None
     config_source: str | None = None  # the user's --config, None when built from the preset
+    nodes: int = 1
+    # the run's own hostfile (RUN_DIR/hostfile) for a multi-node job: a snapshot of the
+    # hosts chosen, or written by the sbatch script when Slurm has allocated the nodes
+    hostfile: str | None = None
 
 
 def spec_from_config(cfg: dict[str, Any], **decided: Any) -> RunSpec:

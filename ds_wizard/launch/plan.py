@@ -10,6 +10,7 @@ which must pass ``check``. The decision is written once into ``run.json``
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -33,7 +34,17 @@ from ds_wizard.core.runspec import (
     spec_from_config,
     write_run_info,
 )
-from ds_wizard.launch.command import build_command, command_text, run_env, write_script
+from ds_wizard.core.topology import Topology, resolve_topology
+from ds_wizard.launch.command import (
+    HOSTFILE_NAME,
+    SBATCH_NAME,
+    build_command,
+    command_text,
+    run_env,
+    write_hostfile,
+    write_sbatch,
+    write_script,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,6 +90,11 @@ class LaunchRequest:
     master_port: int | None = None
     extra: Sequence[str] = ()
     dry_run: bool = False
+    # more than one node: a DeepSpeed hostfile, or --slurm with --num-nodes
+    num_nodes: int | None = None
+    gpus_per_node: int | None = None
+    hostfile: str | Path | None = None
+    slurm: bool = False  # write an sbatch script; the job starts when Slurm runs it
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,12 @@ class PreparedRun:
     command: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    topology: Topology | None = None
+    sbatch: Path | None = None  # the sbatch script, for a --slurm run (not started here)
+
+    @property
+    def multi_node(self) -> bool:
+        return self.run.nodes > 1
 
     @property
     def preset_name(self) -> str:
@@ -127,22 +149,53 @@ class PreparedRun:
         return command_text(self.command, self.env)
 
 
-def world_size_for(num_gpus: int | None, accel: Accelerator) -> tuple[int, list[str]]:
-    notes = []
+def world_size_for(num_gpus: int | None, accel: Accelerator, *, num_nodes: int | None = None,
+                   gpus_per_node: int | None = None, hostfile: str | Path | None = None,
+                   ) -> tuple[Topology, list[str]]:
+    """Nodes × ranks per node for this launch, through :func:`core.topology.resolve_topology`.
+
+    One node: every visible GPU by default (``--num-gpus`` may take fewer), or
+    CPU_DEFAULT_RANKS CPU ranks without a GPU. More nodes: the hostfile, or ``--num-nodes``
+    with the GPUs per node (the GPUs seen here, when this machine is one of them).
+    """
+    notes: list[str] = []
+    multi = hostfile is not None or (num_nodes or 1) > 1
+    if not multi and gpus_per_node is not None:
+        if num_gpus is not None and num_gpus != gpus_per_node:
+            raise LaunchRefused(f"--num-gpus {num_gpus} and --gpus-per-node {gpus_per_node} "
+                                "disagree on one node", "give one of them")
+        num_gpus = gpus_per_node
+    if multi:
+        topo = resolve_topology(num_gpus=num_gpus, num_nodes=num_nodes,
+                                gpus_per_node=gpus_per_node, hostfile=hostfile,
+                                detected=accel.count if accel.kind == "cuda" else None,
+                                default_ranks=1 if accel.kind == "cpu" else None,
+                                default_note="1 CPU rank per node")
+        notes.append(f"{topo.layout()} ({topo.source})")
+        return topo, notes
     if accel.kind == "cuda":
         if num_gpus is None:
-            return accel.count, [f"using all {accel.count} visible GPU(s)"]
+            return (resolve_topology(num_gpus=accel.count),
+                    [f"using all {accel.count} visible GPU(s)"])
         if num_gpus > accel.count:
             raise LaunchRefused(f"--num-gpus {num_gpus} but only {accel.count} GPU(s) are visible",
                                 f"use --num-gpus {accel.count} or fewer")
     if num_gpus is None:
         notes.append(f"no GPU ({accel.reason}): running {CPU_DEFAULT_RANKS} CPU ranks")
-        return CPU_DEFAULT_RANKS, notes
+        return resolve_topology(num_gpus=CPU_DEFAULT_RANKS), notes
     if num_gpus < 1:
         raise LaunchRefused(f"--num-gpus must be at least 1, got {num_gpus}")
     if accel.kind == "cpu":
         notes.append(f"no GPU ({accel.reason}): running {num_gpus} CPU rank(s)")
-    return num_gpus, notes
+    return resolve_topology(num_gpus=num_gpus), notes
+
+
+def nodes_accelerator(accel: Accelerator, topo: Topology) -> Accelerator:
+    """A login node without GPUs plans for GPU nodes, unless DS_ACCELERATOR=cpu says CPU."""
+    if accel.kind == "cuda" or os.environ.get("DS_ACCELERATOR") == "cpu":
+        return accel
+    return Accelerator("cuda", topo.gpus_per_node,
+                       "no GPU on this machine: planning for the nodes' GPUs")
 
 
 def kernel_backend(backend: str, accel: Accelerator) -> str:
@@ -248,7 +301,19 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     from ds_wizard.core.overrides import load_with_overrides
 
     loaded = load_with_overrides(r.preset, r.sets)
-    ws, notes = world_size_for(r.num_gpus, accel)
+    topo, notes = world_size_for(r.num_gpus, accel, num_nodes=r.num_nodes,
+                                 gpus_per_node=r.gpus_per_node, hostfile=r.hostfile)
+    if r.slurm and r.hostfile is not None:
+        raise DsWizardError("--slurm builds the hostfile from the nodes Slurm allocates",
+                            "drop --hostfile, give --num-nodes N and --gpus-per-node G")
+    if topo.multi_node:
+        if r.accelerator is None:
+            accel = nodes_accelerator(accel, topo)
+        if topo.hostfile is None and not r.slurm and not r.dry_run:
+            raise LaunchRefused(f"{topo.layout()}: DeepSpeed needs the nodes' names",
+                                "pass --hostfile FILE (`host slots=N` lines), or --slurm to "
+                                "write an sbatch script")
+    ws = topo.total_ranks
     cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
                                  gpu_memory=r.gpu_memory, headroom=r.headroom,
                                  backend=r.backend)
@@ -260,20 +325,26 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     run = spec_from_config(
         cfg, preset=loaded.name, world_size=ws, accelerator=accel.kind, backend=r.backend,
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
-        tokenizer=_abs(r.tokenizer), config_source=source)
+        tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes)
     notes.append(data_note(run, loaded.spec))
-    env = run_env(accel, ws)
+    env = run_env(accel, max(topo.ranks_per_node))
     if r.dry_run:
-        return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes))
+        return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes),
+                           topology=topo)
     if accel.kind == "cpu":
         from ds_wizard.core.host_fit import check_cpu_ranks
 
         check_cpu_ranks(cfg, loaded.spec, ws, loaded.name)
     _deep_check(cfg, ws, source or f"the config built from preset {loaded.name}")
     run_dir = runs.create_run_dir(r.runs_dir, loaded.name)
+    if topo.multi_node or r.slurm:
+        hostfile = run_dir.resolve() / HOSTFILE_NAME
+        run = replace(run, hostfile=str(hostfile))
+        if topo.hosts:
+            write_hostfile(hostfile, topo)
     _write_run_files(run_dir, run, loaded.spec, cfg)
     return _finish(PreparedRun(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
-                           notes=tuple(notes)), r)
+                           notes=tuple(notes), topology=topo), r)
 
 
 def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
@@ -286,6 +357,13 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
     atomic_write_text(paths.command, plan.command_text + "\n")
     if not paths.script.exists():
         write_script(paths.script, plan.command, plan.env)
+    if r.slurm:
+        topo = plan.topology or resolve_topology(
+            num_nodes=plan.run.nodes, gpus_per_node=plan.run.world_size // plan.run.nodes)
+        plan = replace(plan, sbatch=plan.run_dir / SBATCH_NAME)
+        assert plan.sbatch is not None
+        write_sbatch(plan.sbatch, plan.run_dir, plan.command, plan.env, topo,
+                     gpus=plan.accelerator.kind == "cuda")
     return plan
 
 
@@ -361,9 +439,31 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     accel = replace(accel, kind=info.spec.accelerator)
     notes = [*choice.notes, f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
              f"training to step {total}", data_note(run, preset.spec)]
+    if r.hostfile is not None or r.num_nodes is not None or r.gpus_per_node is not None:
+        run = _resume_nodes(r, run, run_dir, notes)
     plan = PreparedRun(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
                    run_dir=run_dir, env=run_env(accel, ws), notes=tuple(notes))
     return plan if r.dry_run else _finish(plan, r)
+
+
+def _resume_nodes(r: LaunchRequest, run: RunSpec, run_dir: Path, notes: list[str]) -> RunSpec:
+    """Resume on other hosts (a new Slurm allocation, a replaced node): the same number of
+    nodes and ranks, since each rank's ZeRO checkpoint shard is its own."""
+    topo = resolve_topology(num_nodes=r.num_nodes, gpus_per_node=r.gpus_per_node,
+                            hostfile=r.hostfile,
+                            num_gpus=None if r.hostfile else run.world_size)
+    if (topo.nodes, topo.total_ranks) != (run.nodes, run.world_size):
+        raise runs.RunError(
+            f"{run_dir.name} was trained as {run.nodes} node(s), {run.world_size} rank(s); "
+            f"{topo.layout()} cannot load its per-rank checkpoint shards",
+            f"resume with {run.nodes} node(s) and {run.world_size} ranks in all")
+    if not topo.hosts:
+        return run
+    hostfile = run_dir.resolve() / HOSTFILE_NAME
+    if not r.dry_run:
+        write_hostfile(hostfile, topo)
+    notes.append(f"on {', '.join(h.name for h in topo.hosts)} ({topo.source})")
+    return replace(run, hostfile=str(hostfile))
 
 
 def summary_lines(plan: PreparedRun, *, dry_run: bool = False) -> list[str]:
@@ -381,6 +481,21 @@ def summary_lines(plan: PreparedRun, *, dry_run: bool = False) -> list[str]:
         plan.spec.model.arch), params=count_params(plan.spec.model),
         config_source=plan.config_source, dry_run=dry_run,
         device="GPU" if plan.accelerator.kind == "cuda" else "CPU")
+    return lines
+
+
+def scripts_text(plan: PreparedRun) -> list[str]:
+    """What was written for a job that starts elsewhere (Slurm, or on the head node)."""
+    paths = plan.paths
+    lines = [*summary_lines(plan), *(f"ℹ️  {n}" for n in plan.notes),
+             f"📁 run directory: {paths.root}"]
+    if plan.sbatch is not None:
+        lines.append(f"📝 wrote {plan.sbatch}: submit it with `sbatch {plan.sbatch}` "
+                     "(nothing was started here)")
+    else:
+        head = plan.topology.hosts[0].name if plan.topology and plan.topology.hosts else None
+        lines.append(f"📝 wrote {paths.script}: run it on the head node"
+                     + (f" ({head})" if head else "") + " (nothing was started here)")
     return lines
 
 

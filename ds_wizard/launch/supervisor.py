@@ -239,7 +239,14 @@ class Supervisor:
             return None
         self.stop_requested = True
         targets = self.rank_pids() or [p for p in self.pids() if p != self.pid]
-        if targets:
+        if any(a.startswith("--hostfile=") for a in self.argv) and not self.rank_pids():
+            # a multi-node job's ranks run on the hosts, not in this group: DeepSpeed's
+            # runner answers SIGTERM by stopping pdsh and killing launch.py on every host
+            # (whose ranks then get SIGTERM and checkpoint)
+            targets = [self.pid]
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGTERM)
+        elif targets:
             for pid in targets:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGINT)

@@ -44,6 +44,41 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(value)
 
 
+class QuitScreen(ModalScreen[str | None]):
+    """Quitting while a run is followed: leave it running (the default) or stop it."""
+
+    LEAVE, STOP = "leave", "stop"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "answer('leave')", "Leave running"),
+        Binding("s", "answer('stop')", "Stop it"),
+        Binding("escape", "answer(None)", "Cancel"),
+    ]
+
+    def __init__(self, run: str = "") -> None:
+        super().__init__(classes="dialog-screen")
+        self.run = run
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static("A training run is going.", classes="dialog-title")
+            yield Static(f"Quit and leave {self.run or 'it'} running (it goes on under its "
+                         "own supervisor: ^e Runs or `ds-wizard attach` comes back to it), "
+                         "or stop it first (checkpoint, then quit)? Esc: stay.",
+                         classes="dialog-question")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Leave running (l)", id="leave", variant="primary")
+                yield Button("Stop it (s)", id="stop", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#leave", Button).focus()  # the default: Enter leaves it running
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id)
+
+    def action_answer(self, value: str | None) -> None:
+        self.dismiss(value)
+
+
 class AskTextScreen(ModalScreen[str | None]):
     """One line of input; Enter accepts, Escape cancels."""
 

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.widgets import DataTable, Input, Label, Static
 
+from ds_wizard.core.topology import TopologyError
 from ds_wizard.messages import GpusDetected
 from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
@@ -38,6 +39,9 @@ class GpuScreen(WizardScreen):
                 with Vertical(classes="field"):
                     yield Label("GPUs per node")
                     yield OrderedInput(id="per-node", type="text", placeholder="detected")
+                with Vertical(classes="field"):
+                    yield Label("Hostfile (multi-node)")
+                    yield OrderedInput(id="hostfile", type="text", placeholder="none")
             yield Static("", id="gpu-summary")
 
     def on_mount(self) -> None:
@@ -103,7 +107,11 @@ class GpuScreen(WizardScreen):
                 "Type a GPU count below to write a config for another machine, or press "
                 f"[b]^t[/b] for a CPU demo run ({CPU_DEMO_PRESET}, {CPU_DEMO_RANKS} CPU ranks)."
             )
-        nodes.disabled = per_node.disabled = state.cpu_demo
+        hostfile = self.query_one("#hostfile", Input)
+        nodes.disabled = per_node.disabled = hostfile.disabled = state.cpu_demo
+        nodes.disabled = nodes.disabled or bool(state.hostfile)
+        if hostfile.value != state.hostfile:
+            hostfile.value = state.hostfile
         if nodes.value != str(state.nodes):
             nodes.value = str(state.nodes)
         wanted = "" if state.gpus_per_node is None else str(state.gpus_per_node)
@@ -115,11 +123,13 @@ class GpuScreen(WizardScreen):
             per_node.value = wanted
         self._summarise()
 
-    @on(Input.Changed, "#nodes, #per-node")
+    @on(Input.Changed, "#nodes, #per-node, #hostfile")
     def _fields_changed(self, event: Input.Changed) -> None:
         if self.state.cpu_demo:
             return
         self.store()
+        # with a hostfile, its hosts are the nodes
+        self.query_one("#nodes", Input).disabled = bool(self.state.hostfile)
         self._summarise()
 
     def store(self) -> None:
@@ -129,6 +139,7 @@ class GpuScreen(WizardScreen):
         per = parse_field("GPUs per node", self.query_one("#per-node", Input).value)
         if nodes.value is not None and not nodes.error:
             self.state.nodes = nodes.value
+        self.state.hostfile = self.query_one("#hostfile", Input).value.strip()
         report = self.state.report
         if per.value is not None and not per.error:
             detected = report.count if report else 0
@@ -143,8 +154,12 @@ class GpuScreen(WizardScreen):
             parsed = parse_field(label, self.query_one(widget_id, Input).value)
             if parsed.error:
                 return parsed.error
-        if self.state.world_size < 1:
+        if not self.state.hostfile and self.state.ranks_per_node < 1:
             return "no GPUs: type a GPU count, or press ^t for a CPU demo"
+        try:
+            self.state.topology()
+        except TopologyError as exc:
+            return exc.one_line()
         return None
 
     def _summarise(self) -> None:
@@ -165,10 +180,14 @@ class GpuScreen(WizardScreen):
         else:
             elsewhere = ("\n⚑ [b]Planning for another machine[/b]: the config and a launch "
                          "script are saved for it; nothing is launched here."
-                         if state.planning_elsewhere else "")
+                         if state.planning_elsewhere and not state.topology().multi_node
+                         else "")
+            topo = state.topology()
             summary.update(
                 f"Data-parallel world size: [b]{state.world_size}[/b] "
-                f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s)){elsewhere}"
+                + (f"({escape(topo.layout())}, {escape(topo.source)})" if topo.multi_node
+                   else f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s))")
+                + elsewhere
             )
 
     def ready(self) -> str | None:

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING
 from ds_wizard.core.errors import DsWizardError
 
 if TYPE_CHECKING:
+    from ds_wizard.core.runstate import RunSummary
+    from ds_wizard.launch.plan import PreparedRun
+    from ds_wizard.screens.launch import Job
     from ds_wizard.screens.state import WizardState
 
 
@@ -88,36 +91,101 @@ class RunClientJob:
         return job_pids(self._dir)
 
 
-def launcher_job(state: WizardState) -> RunClientJob:
-    """``prepare_run`` with the saved config (it is checked again), then a supervisor."""
+class ScriptsOnlyJob:
+    """A multi-node run whose scripts were written but which starts elsewhere: on the
+    hostfile's head node, or under Slurm. It satisfies the ``Job`` protocol so the launch
+    step shows what was written; there is no process to stop."""
+
+    prepared = True
+    pid = 0
+
+    def __init__(self, plan: PreparedRun, lines: list[str]) -> None:
+        self.run_dir: Path | None = plan.run_dir
+        script = plan.sbatch or plan.paths.script
+        self.command = f"sbatch {script}" if plan.sbatch else f"bash {script}"
+        self._lines = lines
+
+    def lines(self) -> Iterator[str]:
+        yield from self._lines
+
+    def stop(self) -> int | None:
+        return 0
+
+    def wait(self) -> int:
+        return 0
+
+
+def launcher_job(state: WizardState) -> Job:
+    """``prepare_run`` with the saved config (it is checked again), then a supervisor.
+
+    A multi-node job starts here only on the hostfile's head node (DeepSpeed's runner
+    reaches the other nodes over ssh); elsewhere, and without a hostfile, its scripts are
+    written instead: ``launch_deepspeed.sh`` for the head node, or an sbatch script.
+    """
     from ds_wizard.core.runspec import Accelerator
-    from ds_wizard.launch.client import start_supervisor
-    from ds_wizard.launch.plan import LaunchRequest, prepare_run
+    from ds_wizard.core.topology import is_head_node
+    from ds_wizard.launch import client
+    from ds_wizard.launch.plan import LaunchRequest, prepare_run, scripts_text
 
     if state.preset is None:
         raise DsWizardError("no preset chosen", "pick one on the preset step")
     if state.saved_path is None:
         raise DsWizardError("the config is not saved yet", "save it on the review step (^s)")
-    if state.planning_elsewhere:
+    if state.planning_elsewhere and not state.topology().multi_node:
         raise DsWizardError(
             f"the config is planned for another machine ({state.machine_label})",
             "run its .launch.sh there, or press ^t on the GPU step for a CPU demo here")
-    if not state.cpu_demo and state.nodes > 1:
-        raise DsWizardError(
-            "multi-node jobs are not launched from the wizard",
-            "run the saved config with `deepspeed --hostfile …` on the head node",
-        )
     accelerator = Accelerator("cpu", 0, "CPU demo") if state.cpu_demo else None
+    topo = state.topology()
+    nodes: dict[str, object] = {}
+    if topo.multi_node:
+        nodes = ({"hostfile": topo.hostfile, "gpus_per_node": state.gpus_per_node}
+                 if topo.hostfile else
+                 {"num_nodes": topo.nodes, "gpus_per_node": topo.gpus_per_node,
+                  "slurm": True})
     plan = prepare_run(LaunchRequest(
-        state.preset, state.world_size, config_path=state.saved_path, steps=state.steps,
-        runs_dir=state.runs_dir, gpu_report=state.report, accelerator=accelerator,
+        state.preset, None if topo.multi_node else state.world_size,
+        config_path=state.saved_path, steps=state.steps, runs_dir=state.runs_dir,
+        gpu_report=state.report, accelerator=accelerator, **nodes,  # type: ignore[arg-type]
     ))
+    if topo.multi_node and (plan.sbatch is not None or not is_head_node(topo)):
+        return ScriptsOnlyJob(plan, scripts_text(plan))
     from ds_wizard.core.jit_ops import expected_builds, first_run_notice
 
     notice = first_run_notice(expected_builds(plan.accelerator.kind, plan.config,
                                               env=plan.env | dict(os.environ)))
     # detach: the supervisor's own messages go to RUN_DIR/supervisor.log, not onto the UI
-    client = start_supervisor(plan, detach=True)
-    job = RunClientJob(plan.paths.root, client.pid, plan.command_text, client.log_offset)
+    started = client.start_supervisor(plan, detach=True)
+    job = RunClientJob(plan.paths.root, started.pid, plan.command_text, started.log_offset)
     job.first_run_notice = notice  # shown before the ranks' own output
     return job
+
+
+class LauncherRuns:
+    """The Runs screen's door to the runs: list, follow, stop and resume them through
+    ``core.runstate`` and ``ds_wizard.launch`` (tests pass a fake with the same methods)."""
+
+    def summaries(self, runs_dir: Path) -> list[RunSummary]:
+        from ds_wizard.core.runstate import list_run_summaries
+
+        return list_run_summaries(runs_dir)
+
+    def attach(self, run_dir: Path) -> Job:
+        return RunClientJob.attach(run_dir)
+
+    def stop(self, run_dir: Path) -> str:
+        """Graceful stop (checkpoint first); returns once nothing of the run is left."""
+        from ds_wizard.launch.client import stop_run
+
+        return stop_run(run_dir).message
+
+    def resume(self, run_dir: Path) -> Job:
+        """``launch --resume`` of a stopped run, under its own supervisor."""
+        from ds_wizard.launch.client import refuse_if_running, start_supervisor
+        from ds_wizard.launch.plan import LaunchRequest, prepare_run
+
+        refuse_if_running(run_dir)
+        plan = prepare_run(LaunchRequest(resume=str(run_dir), runs_dir=run_dir.parent))
+        started = start_supervisor(plan, detach=True)
+        return RunClientJob(plan.paths.root, started.pid, plan.command_text,
+                            started.log_offset)

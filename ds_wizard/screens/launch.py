@@ -19,12 +19,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.markup import escape
-from textual.widgets import Sparkline, Static
+from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.messages import JobExited, JobStarted
 from ds_wizard.screens.base import WizardScreen
+from ds_wizard.screens.chart import LossChart, points_of
 from ds_wizard.screens.dialogs import ConfirmScreen
 from ds_wizard.screens.state import where_script
 from ds_wizard.screens.widgets import FollowLog
@@ -72,7 +73,7 @@ class LaunchScreen(WizardScreen):
         self._pending: collections.deque[str] = collections.deque()
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self._metrics: collections.deque[dict[str, Any]] = collections.deque()
-        self._losses: list[float] = []
+        self._losses: list[tuple[int, float]] = []  # (step, loss) of the run followed
         self._started_at: float | None = None
         self._ended_at: float | None = None
         self._notice = ""  # what a first run compiles, found off the UI thread
@@ -85,7 +86,7 @@ class LaunchScreen(WizardScreen):
         yield Static("", id="launch-info")
         with Horizontal(id="launch-status-row"):
             yield Static("", id="launch-status")
-            yield Sparkline([], id="loss-plot")
+            yield LossChart(id="loss-plot")
         yield FollowLog(max_lines=LOG_MAX_LINES, id="log")
         yield Static("", id="launch-result")
 
@@ -121,7 +122,7 @@ class LaunchScreen(WizardScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "start":
             # another machine's plan is not started here, not even as CPU ranks
-            return not self.running and not self.state.planning_elsewhere
+            return not self.running and not self._elsewhere()
         if action == "stop":
             return self.running
         if action == "prev_step" and self.running:
@@ -132,17 +133,27 @@ class LaunchScreen(WizardScreen):
     def action_start(self) -> None:
         if self.running:
             return
-        if self.state.planning_elsewhere:
+        if self._elsewhere():
             self.notify("Planning for another machine: nothing is launched here.",
                         severity="error", markup=False)
             return
+        self._reset_view()
+        self._begin(self.wizard.job_factory)
+
+    def _elsewhere(self) -> bool:
+        """Another single machine's plan: nothing starts here, not even as CPU ranks (a
+        multi-node plan starts on its head node, or writes its scripts)."""
+        return self.state.planning_elsewhere and not self.state.topology().multi_node
+
+    def _reset_view(self) -> None:
+        """A fresh log, chart and status for the next job (started or attached to)."""
         log = self.query_one("#log", FollowLog)
         log.clear()
         log.following = True
         self.query_one("#launch-result", Static).update("")
         self._losses.clear()
         self._metrics.clear()
-        self.query_one("#loss-plot", Sparkline).data = []
+        self.query_one("#loss-plot", LossChart).set_series({})
         self._ended_at = None
         self._notice = ""
         self._last = {}
@@ -153,7 +164,6 @@ class LaunchScreen(WizardScreen):
         self.stopping = False
         self._started_at = monotonic()
         self.refresh_bindings()
-        self._begin(self.wizard.job_factory)
 
     def _begin(self, factory: JobFactory) -> None:
         state = self.state
@@ -230,10 +240,9 @@ class LaunchScreen(WizardScreen):
             while self._metrics:
                 record = self._metrics.popleft()
                 self._last.update(record)
-                loss = record.get("loss")
-                if isinstance(loss, (int, float)):
-                    self._losses.append(float(loss))
-            self.query_one("#loss-plot", Sparkline).data = self._losses[-200:]
+                self._losses += points_of([record])
+            name = Path(self._run_dir).name if self._run_dir else "loss"
+            self.query_one("#loss-plot", LossChart).set_series({name: self._losses})
         if self.running:
             self._show_status()
 
@@ -305,6 +314,10 @@ class LaunchScreen(WizardScreen):
             how = ("the ranks saved a checkpoint and exited cleanly"
                    if message.returncode == 0 else f"exit code {message.returncode}")
             result.update(Text(f"■ stopped ({how})"))
+        elif getattr(self.job, "prepared", False):
+            # a multi-node run that starts on its head node or under Slurm
+            result.update(Text(f"📝 scripts written, nothing started here: "
+                               f"{getattr(self.job, 'command', '')}"))
         elif message.returncode == 0:
             result.update(Text("✔ finished (exit code 0)"))
         else:
@@ -342,8 +355,17 @@ class LaunchScreen(WizardScreen):
         # thread would otherwise keep the event loop from closing).
         self.leave_or_stop()
 
+    def following_name(self) -> str:
+        """The run this step follows (its directory's name), or ''."""
+        run_dir = getattr(self.job, "run_dir", None) or self._run_dir
+        return Path(run_dir).name if run_dir else ""
+
     def attach(self, job: Job) -> None:
-        """Follow a run that is already going (``ds-wizard attach RUN``)."""
+        """Follow a run that is already going (``ds-wizard attach RUN``, the Runs screen)."""
+        if self.running:
+            return
+        if self.is_mounted:
+            self._reset_view()
         self._begin(lambda state: job)
 
 

@@ -19,6 +19,7 @@ from ds_wizard.core.presets import Preset
 if TYPE_CHECKING:
     from ds_wizard.core.auto import AutoResult
     from ds_wizard.core.fit import GpuMemory
+    from ds_wizard.core.topology import Topology
 
 # Which of the three batch values DeepSpeed is left to derive; "none" sends all three,
 # which is how a hand-written config is checked.
@@ -52,6 +53,7 @@ class WizardState:
     saved_path: Path | None = None
     runs_dir: Path = Path("runs")
     train_steps: int | None = None  # None: the preset's total_steps
+    hostfile: str = ""  # a DeepSpeed hostfile: its hosts and slots decide the nodes
 
     @property
     def steps(self) -> int | None:
@@ -66,6 +68,18 @@ class WizardState:
         if self.gpus_per_node is not None:
             return self.gpus_per_node
         return self.report.count if self.report else 0
+
+    def topology(self) -> Topology:
+        """Nodes × ranks per node, by the same function the CLI uses (TopologyError if
+        the hostfile or the counts do not make a job)."""
+        from ds_wizard.core.topology import resolve_topology
+
+        if self.cpu_demo:
+            return resolve_topology(num_gpus=CPU_DEMO_RANKS)
+        if self.hostfile.strip():
+            return resolve_topology(hostfile=self.hostfile.strip(),
+                                    gpus_per_node=self.gpus_per_node)
+        return resolve_topology(num_nodes=self.nodes, gpus_per_node=self.ranks_per_node)
 
     @property
     def detected(self) -> int:
@@ -96,7 +110,15 @@ class WizardState:
 
     @property
     def world_size(self) -> int:
-        return (1 if self.cpu_demo else self.nodes) * self.ranks_per_node
+        """The data-parallel size; 0 while the GPU step's answers do not make a job."""
+        from ds_wizard.core.topology import TopologyError
+
+        if not self.cpu_demo and not self.hostfile.strip() and self.ranks_per_node < 1:
+            return 0
+        try:
+            return self.topology().data_parallel
+        except TopologyError:
+            return 0
 
     @property
     def batch_key(self) -> tuple[str, int] | None:
@@ -264,7 +286,7 @@ def headless_command(state: WizardState, micro: int, gas: int) -> str:
     ref = state.preset_ref or (preset.name if preset else "")
     if preset is not None and preset.source == "path" and preset.path is not None:
         ref = str(preset.path)
-    args = ["ds-wizard", "--auto", "--num-gpus", str(state.world_size), "--preset", ref]
+    args = ["ds-wizard", "--auto", *shlex.split(state.topology().flags()), "--preset", ref]
     # always explicit: on a machine with GPUs, --auto alone would fit the micro-batch to
     # their memory and could pick another one
     args += ["--micro-batch", str(micro), "--grad-accum", str(gas), "--output", state.output]

@@ -183,6 +183,16 @@ class Trainer:
         deepspeed.init_distributed()
         self.tdist = tdist
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
+        # every rank says where it is: on a multi-node job this is the one line per node
+        # that shows the nodes found each other
+        print(f"[rank {self.rank}] world size {self.world}, node rank "
+              f"{os.environ.get('CROSS_RANK', '0')}, local rank "
+              f"{os.environ.get('LOCAL_RANK', '0')}", flush=True)
+        if self.world != self.run_spec.world_size:
+            raise DsWizardError(
+                f"this job has {self.world} ranks but the run was planned for "
+                f"{self.run_spec.world_size} (its batch and checkpoints assume that)",
+                "launch it with the hostfile or --num-gpus it was planned with")
 
     def _build(self) -> None:
         """Model, data and the DeepSpeed engine."""

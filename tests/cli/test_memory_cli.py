@@ -163,7 +163,7 @@ def test_plan_offload_and_stage_options(runner):
     (["--gpu-memory", "80 gigs"], 1, "cannot read"),
     (["--gpu-memory", "0GiB"], 1, "must be positive"),
     ([], 1, "GPU memory unknown: no GPU detected"),
-    (["--gpu-memory", "80GiB", "--nodes", "3"], 1, "do not split evenly"),
+    (["--gpu-memory", "80GiB", "--nodes", "3"], 1, "does not split evenly"),
     (["--gpu-memory", "80GiB", "--headroom", "0"], 2, "headroom"),  # an option out of range
 ])
 def test_plan_errors(runner, args, code, message):

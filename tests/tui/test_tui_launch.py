@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 from fakes import gpu_probe, no_gpus, pid_alive, script_job_factory, wait_for
-from textual.widgets import Log, Sparkline, Static
+from textual.widgets import Log, Static
 
 from ds_wizard.app import make_app
-from ds_wizard.screens.dialogs import ConfirmScreen
+from ds_wizard.screens.chart import LossChart
+from ds_wizard.screens.dialogs import ConfirmScreen, QuitScreen
 
 pytestmark = [pytest.mark.anyio]
 
@@ -60,7 +61,9 @@ async def test_fake_job_streams_log_metrics_and_plot(work: Path) -> None:
         # wall time since ^l, never below the trainer's elapsed_s (6 s in the fake
         # metrics, more than the wall time here): the clock only moves forward
         assert status.endswith("00:06"), status
-        assert len(screen.query_one("#loss-plot", Sparkline).data) == 6
+        chart = screen.query_one("#loss-plot", LossChart)
+        (series,) = chart.series.values()
+        assert [s for s, _ in series] == [1, 2, 3, 4, 5, 6]
         assert "finished (exit code 0)" in text_of(app, "#launch-result")
         assert not pid_alive(factory.jobs[0].pid)
 
@@ -100,8 +103,9 @@ async def test_quit_while_running_asks_and_stops(work: Path) -> None:
         await wait_for(pilot, lambda: factory.jobs and app.screen._losses)
         await pilot.press("ctrl+q")
         await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("n")
+        assert isinstance(app.screen, QuitScreen)
+        assert app.screen.focused is not None and app.screen.focused.id == "leave"
+        await pilot.press("escape")  # neither: stay
         await pilot.pause()
         assert app.is_running and app.job_running
         await pilot.press("escape")  # Back is refused while the job runs
@@ -109,7 +113,7 @@ async def test_quit_while_running_asks_and_stops(work: Path) -> None:
         assert app.screen.step == "launch"
         await pilot.press("ctrl+q")
         await pilot.pause()
-        await pilot.press("y")
+        await pilot.press("s")
         await wait_for(pilot, lambda: not app.is_running, timeout=30)
     assert not pid_alive(factory.jobs[0].pid)
 

@@ -10,8 +10,10 @@ from functools import partial
 
 import pytest
 from fakes import gpu_probe, no_gpus, script_job_factory, wait_for
+from test_tui_runs import FakeRuns
 
 from ds_wizard.app import make_app
+from ds_wizard.screens.runs import RunsScreen
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
@@ -139,3 +141,41 @@ def test_gpus_planning_for_another_machine(snap_compare, work, size) -> None:
         await pilot.pause()
 
     assert snap_compare(_app(probe=no_gpus), terminal_size=size, run_before=run_before)
+async def _runs_open(pilot) -> None:
+    await _settle(pilot)
+    await pilot.press("ctrl+e")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsScreen)
+                   and pilot.app.screen.summaries)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_overlay(snap_compare, work, size) -> None:
+    """The Runs screen with two runs' loss curves overlaid."""
+
+    async def run_before(pilot) -> None:
+        await _runs_open(pilot)
+        await pilot.press("space", "down", "space")
+        chart = pilot.app.screen.query_one("#runs-chart")
+        await wait_for(pilot, lambda: len(chart.series) == 2)
+        await pilot.pause()
+
+    assert snap_compare(_app(runs_api=FakeRuns(work / "runs"), cwd=work),
+                        terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_quit_question(snap_compare, work, size) -> None:
+    """Quitting while the launch step follows a run (attached from the Runs screen)."""
+
+    async def run_before(pilot) -> None:
+        await _runs_open(pilot)
+        await pilot.press("a")  # the cursor starts on the running run
+        await wait_for(pilot, lambda: pilot.app.job_running
+                       and len(pilot.app.screen._losses) == 8)
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+
+    assert snap_compare(_app(runs_api=FakeRuns(work / "runs"), cwd=work),
+                        terminal_size=size, run_before=run_before)

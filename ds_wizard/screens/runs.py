@@ -1,0 +1,277 @@
+"""The Runs screen: every run with its live status; attach, stop, resume; loss curves.
+
+Reachable from any step (``^e``, or "Runs" in the command palette). The list is read
+through the app's runs door (``screens.jobs.LauncherRuns``: ``core.runstate`` checks
+each status against the live processes) in a thread, once a second. Space marks runs
+whose loss curves the chart overlays; with none marked it shows the run under the cursor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from ds_wizard.core.errors import DsWizardError
+from ds_wizard.screens.chart import LossChart, points_of
+from ds_wizard.screens.dialogs import ConfirmScreen
+
+if TYPE_CHECKING:
+    from ds_wizard.app import WizardApp
+    from ds_wizard.core.runstate import RunSummary
+    from ds_wizard.screens.launch import Job
+
+REFRESH_S = 1.0
+COLUMNS = ("", "run", "preset", "status", "step", "loss", "tok/s", "started")
+STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
+                "stopped": "yellow", "supervisor lost": "bold magenta"}
+
+
+class RunsApi(Protocol):
+    """What the screen needs from the runs (``screens.jobs.LauncherRuns`` is the real one)."""
+
+    def summaries(self, runs_dir: Path) -> list[RunSummary]: ...
+
+    def attach(self, run_dir: Path) -> Job: ...
+
+    def stop(self, run_dir: Path) -> str: ...
+
+    def resume(self, run_dir: Path) -> Job: ...
+
+
+@dataclass
+class _Curve:
+    offset: int = 0
+    points: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _short(path: Path) -> str:
+    """A path relative to the working directory when it is under it (shorter to read)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+class RunsScreen(Screen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Back"),
+        Binding("space", "mark", "Chart on/off"),
+        Binding("a", "attach", "Attach"),
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.summaries: list[RunSummary] = []
+        self.marked: set[str] = set()
+        self._curves: dict[str, _Curve] = {}
+
+    @property
+    def wizard(self) -> WizardApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="runs-title")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield LossChart(id="runs-chart", empty="no loss logged yet")
+        yield Static("", id="runs-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        table.add_columns(*COLUMNS)
+        table.focus()
+        self.query_one("#runs-title", Static).update(
+            Text.assemble(("Runs", "bold"), f" in {_short(Path(self.wizard.state.runs_dir))} · ",
+                          ("a", "bold"), " attach · ", ("s", "bold"), " stop · ",
+                          ("r", "bold"), " resume · ", ("space", "bold"),
+                          " chart · ", ("esc", "bold"), " back"))
+        self.refresh_runs()
+        self.set_interval(REFRESH_S, self.refresh_runs)
+
+    # -- reading ----------------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        runs_dir = Path(self.wizard.state.runs_dir)
+        api = self.wizard.runs_api
+        curves = self._curves
+        wanted = set(self.marked) | ({self.current.name} if self.current else set())
+
+        def work() -> None:
+            from ds_wizard.core.metrics import read_new_metrics
+            from ds_wizard.core.runs import METRICS
+
+            try:
+                summaries = api.summaries(runs_dir)
+            except DsWizardError as exc:
+                self.app.call_from_thread(self.notify, exc.one_line(), severity="error")
+                return
+            new: dict[str, list[tuple[int, float]]] = {}
+            offsets: dict[str, int] = {}
+            for s in summaries:
+                if s.name not in wanted and s.name not in curves:
+                    continue
+                curve = curves.get(s.name, _Curve())
+                records, offsets[s.name] = read_new_metrics(s.run_dir / METRICS, curve.offset)
+                new[s.name] = points_of(records)
+            self.app.call_from_thread(self._show, summaries, new, offsets)
+
+        self.run_worker(work, thread=True, exclusive=True, group="runs-refresh")
+
+    def _show(self, summaries: list[RunSummary], new: dict[str, list[tuple[int, float]]],
+              offsets: dict[str, int]) -> None:
+        for name, pts in new.items():
+            curve = self._curves.setdefault(name, _Curve())
+            curve.points += pts
+            curve.offset = offsets[name]
+        self.summaries = summaries
+        table = self.query_one("#runs-table", DataTable)
+        order = [s.name for s in reversed(summaries)]  # newest first
+        shown = [row.key.value for row in table.ordered_rows]
+        if shown == order:
+            # the same runs: update the cells in place (no flicker, the cursor stays)
+            for s in summaries:
+                for column, cell in zip(table.ordered_columns, self._cells(s), strict=True):
+                    table.update_cell(s.name, column.key, cell)
+        else:
+            keep = self.current.name if self.current else None
+            table.clear()
+            for s in reversed(summaries):
+                table.add_row(*self._cells(s), key=s.name)
+            if keep in order:
+                table.move_cursor(row=table.get_row_index(keep), animate=False)
+        self._chart()
+        self._detail()
+
+    def _cells(self, s: RunSummary) -> list[Any]:
+        status = s.status.value + (" (stopping)" if s.stopping else "")
+        total = "?" if s.total_steps is None else s.total_steps
+        return ["●" if s.name in self.marked else " ", s.name, s.preset,
+                Text(status, style=STATUS_STYLE.get(s.status.value, "")),
+                f"{'—' if s.step is None else s.step}/{total}", _fmt(s.loss, ".4f"),
+                _fmt(s.tokens_per_s, ",.0f"), s.started.replace("T", " ")[5:16]]
+
+    @property
+    def current(self) -> RunSummary | None:
+        table = self.query_one("#runs-table", DataTable)
+        if not self.summaries or table.row_count == 0:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return next((s for s in self.summaries if s.name == key), None)
+
+    def _chart(self) -> None:
+        names = sorted(self.marked) or ([self.current.name] if self.current else [])
+        self.query_one("#runs-chart", LossChart).set_series(
+            {n: self._curves[n].points for n in names if n in self._curves})
+
+    def _detail(self) -> None:
+        s = self.current
+        text = "No runs yet: start one on the launch step." if s is None else (
+            _short(s.run_dir) + (f" · {s.stop_reason}" if s.stop_reason else "")
+            + (f" · checkpoint step {s.checkpoint_step}" if s.checkpoint_step else ""))
+        self.query_one("#runs-detail", Static).update(Text(text))
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        current = self.current
+        if not self.marked and current is not None and current.name not in self._curves:
+            self.refresh_runs()  # the chart follows the cursor: read its curve
+        self._chart()
+        self._detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_attach()
+
+    # -- actions ----------------------------------------------------------------------
+    def action_close(self) -> None:
+        self.app.pop_screen()
+
+    def action_mark(self) -> None:
+        s = self.current
+        if s is None:
+            return
+        self.marked ^= {s.name}
+        table = self.query_one("#runs-table", DataTable)
+        table.update_cell(s.name, table.ordered_columns[0].key,
+                          "●" if s.name in self.marked else " ")
+        self.refresh_runs()
+        self._chart()
+
+    def action_attach(self) -> None:
+        s = self.current
+        if s is None:
+            return
+        if not s.alive:
+            hint = " (r resumes it)" if s.resumable else ""
+            self.notify(f"{s.name} is not running ({s.status.value}){hint}",
+                        severity="warning", markup=False)
+            return
+        try:
+            job = self.wizard.runs_api.attach(s.run_dir)
+        except DsWizardError as exc:
+            self.notify(exc.one_line(), severity="error", markup=False)
+            return
+        self.wizard.follow(job)
+
+    def action_stop(self) -> None:
+        s = self.current
+        if s is None:
+            return
+        if not s.alive:
+            self.notify(f"{s.name} is not running ({s.status.value})", severity="warning",
+                        markup=False)
+            return
+        api, run_dir, name = self.wizard.runs_api, s.run_dir, s.name
+
+        def stop() -> None:
+            try:
+                message = api.stop(run_dir)
+            except DsWizardError as exc:
+                self.app.call_from_thread(self.notify, exc.one_line(), severity="error",
+                                          markup=False)
+                return
+            self.app.call_from_thread(self.notify, f"{name}: {message}", markup=False)
+            self.app.call_from_thread(self.refresh_runs)
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"stopping {name} (checkpoint first)…", markup=False)
+                self.run_worker(stop, thread=True, group="runs-stop")
+
+        self.app.push_screen(ConfirmScreen(
+            f"Stop {name}?", "The ranks save a checkpoint, then the run ends. "
+            "It can be resumed later (r).", yes="Stop"), answer)
+
+    def action_resume(self) -> None:
+        s = self.current
+        if s is None:
+            return
+        if not s.resumable:
+            why = ("it is still running" if s.alive else "it finished" if
+                   s.status.value == "finished" else "it has no complete checkpoint")
+            self.notify(f"{s.name} cannot be resumed: {why}", severity="warning",
+                        markup=False)
+            return
+        api, run_dir = self.wizard.runs_api, s.run_dir
+
+        def resume() -> None:
+            try:
+                job = api.resume(run_dir)
+            except DsWizardError as exc:
+                self.app.call_from_thread(self.notify, exc.one_line(), severity="error",
+                                          markup=False)
+                return
+            self.app.call_from_thread(self.wizard.follow, job)
+
+        self.notify(f"resuming {s.name}…", markup=False)
+        self.run_worker(resume, thread=True, group="runs-resume")
