@@ -25,15 +25,13 @@ from ds_wizard.core import runs
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.runspec import BACKENDS, MetricsRecord, RunSpec, metrics_line, read_run_info
 
-# Dense bf16 peaks for MFU (the reference table; other GPUs get no MFU figure).
-PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ds_wizard.train",
                                 description="Train a Mamba preset inside a DeepSpeed rank.")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                   help="set by the deepspeed launcher (LOCAL_RANK is used)")
+                   help="set by older deepspeed launchers; the LOCAL_RANK environment "
+                   "variable wins when both are set")
     p.add_argument("--preset", required=True, help="preset name or .toml path")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--run-dir", help="run directory (metrics, checkpoints, final weights)")
@@ -164,6 +162,12 @@ class Trainer:
         self.config = load_config_file(args.config or paths.config)
         self.total = args.steps if args.steps is not None else self.run_spec.steps
         deepspeed.init_distributed()
+        # before anything allocates on the accelerator: every rank sees the same devices
+        # and only LOCAL_RANK tells them apart (DeepSpeed itself sets the device only
+        # inside deepspeed.initialize, after the model exists)
+        from ds_wizard.train.device import select_device
+
+        self.device_name = select_device(fallback=args.local_rank)
         self.tdist = tdist
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
 
@@ -176,6 +180,7 @@ class Trainer:
         from ds_wizard.core.data import ShardedSamples, load_tokenizer, load_tokens
         from ds_wizard.core.params import padded_vocab
         from ds_wizard.train import model as models
+        from ds_wizard.train import recipe
 
         args, spec = self.args, self.spec
         # follow DeepSpeed's accelerator, not torch: DS_ACCELERATOR=cpu means CPU ranks
@@ -186,11 +191,16 @@ class Trainer:
         self.log(f"backend: {self.backend.name} ({self.backend.reason})"
                  + ("; mambapy parallel scan" if self.backend.name == "transformers"
                     and spec.model.arch == "mamba1" and models.mambapy_available() else ""))
-        model = models.build_model(spec.model, self.backend.name)
-        if spec.train.activation_checkpointing and hasattr(model,
-                                                           "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
-        self.log(f"model: {self.name}, {models.param_check(model, spec.model)}")
+        stage = models.zero_stage_of(self.config)
+        model = models.build_model(spec.model, self.backend.name, self.config)
+        self.log(f"model: {self.name}, {models.param_check(model, spec.model)}, built "
+                 + ("partitioned (ZeRO-3 zero.Init)" if stage == 3 else "on the CPU")
+                 + f"; this rank's device: {self.device_name}")
+        # ds-wizard's own, for both backends, because the memory model counts on it
+        if spec.train.activation_checkpointing:
+            blocks = recipe.enable_block_checkpointing(model)
+            self.log(f"activation checkpointing: on, one checkpoint per block ({blocks})")
+        groups = recipe.weight_decay_groups(model)
 
         tok = load_tokenizer(args.tokenizer)
         vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
@@ -202,10 +212,11 @@ class Trainer:
                  "per epoch")
 
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=self.config,
+            model=model, model_parameters=groups, config=self.config,
         )
         engine = self.engine
+        # the reported peak is the training peak, not the start-up transient
+        get_accelerator().reset_peak_memory_stats()
         self.micro = engine.train_micro_batch_size_per_gpu()
         self.gas = engine.gradient_accumulation_steps()
         self.global_batch = engine.train_batch_size()
@@ -216,6 +227,7 @@ class Trainer:
     def _train_steps(self, prog: Progress) -> bool:
         """Train to ``self.total``; True when stopped by a signal."""
         import torch
+        from deepspeed.accelerator import get_accelerator
 
         from ds_wizard.core.params import flops_per_token
         from ds_wizard.train.model import logits_of
@@ -224,7 +236,7 @@ class Trainer:
         spec, total, gas, micro = self.spec, self.total, self.gas, self.micro
         tokens_per_step = self.global_batch * samples.seq_len
         fpt = flops_per_token(spec.model)
-        peak = _peak_flops(torch) if self.cuda else None
+        peak = _peak_flops(torch, self.config) if self.cuda else None
         device = engine.device
         log_every, save_every = spec.train.log_every, spec.train.save_every
 
@@ -233,6 +245,7 @@ class Trainer:
                  f"(log every {log_every}, checkpoint every {save_every})")
         self.t_start = t_start = time.perf_counter()
         t_mark, step_mark = t_start, prog.step
+        first_step = prog.step + 1
         stopped = False
         try:
             while prog.step < total:
@@ -270,7 +283,8 @@ class Trainer:
                         samples_per_s=round(n * self.global_batch / dt, 3),
                         elapsed_s=round(prog.elapsed_s + now - t_start, 3),
                         tokens=prog.tokens, epoch=samples.epoch,
-                        max_mem_alloc_gib=round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                        max_mem_alloc_gib=round(
+                            get_accelerator().max_memory_allocated() / 2**30, 3)
                         if self.cuda else None,
                         mfu=round(fpt * tps / self.world / peak, 4)
                         if self.cuda and peak else None,
@@ -285,10 +299,17 @@ class Trainer:
                              f"{'-' if gn is None else f'{gn:.3f}'}  "
                              f"{record.tokens_per_s:,.0f} tok/s  "
                              f"{record.elapsed_s:.1f}s")
+                if prog.step == first_step and self.cuda:
+                    # the first step's peak holds one-off work (Triton autotuning and its
+                    # argument clones); later records report the steady training peak
+                    get_accelerator().reset_peak_memory_stats()
                 if stopped:
                     break
                 if prog.step % save_every == 0:
+                    t_save = time.perf_counter()
                     self._save(engine, samples, paths, prog, t_start, tdist)
+                    # throughput windows measure training: the save does not count
+                    t_mark += time.perf_counter() - t_save
         finally:
             if metrics is not None:
                 metrics.close()
@@ -352,17 +373,15 @@ class Trainer:
         return prog
 
     def _export(self, engine: Any, backend: str, paths: runs.RunPaths, tdist: Any) -> None:
-        from ds_wizard.train.model import export_pretrained
+        from ds_wizard.train.model import export_pretrained, gather_zero3_state_dict
 
         module = engine.module
         if engine.zero_optimization_stage() == 3:
-            import deepspeed
-
-            # ZeRO-3 shards the weights: gather them (all ranks take part), rank 0 writes
-            with deepspeed.zero.GatheredParameters(list(module.parameters()),
-                                                   modifier_rank=None):
-                if self.rank == 0:
-                    export_pretrained(module, backend, paths.final)
+            # every rank takes part; DeepSpeed gathers one module at a time onto rank 0
+            # and copies it to the CPU, so no rank ever holds the whole model on device
+            state = gather_zero3_state_dict(engine)
+            if self.rank == 0:
+                export_pretrained(module, backend, paths.final, state_dict=state)
         elif self.rank == 0:
             export_pretrained(module, backend, paths.final)
         if self.rank == 0:
@@ -398,12 +417,11 @@ def _float(value: Any) -> float | None:
     return round(out, 6) if out == out else None  # NaN → None keeps the JSON valid
 
 
-def _peak_flops(torch: Any) -> float | None:
-    name = torch.cuda.get_device_name()
-    for key, peak in PEAK_FLOPS.items():
-        if key in name:
-            return peak
-    return None
+def _peak_flops(torch: Any, config: dict[str, Any]) -> float | None:
+    """The dense peak of rank 0's GPU for the precision the matmuls run in."""
+    from ds_wizard.core.flops import compute_precision, peak_flops
+
+    return peak_flops(torch.cuda.get_device_name(), compute_precision(config))
 
 
 
