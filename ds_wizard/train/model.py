@@ -90,8 +90,8 @@ def build_model(spec: ModelSpec, backend: str,
     * ZeRO-0/1/2: on the CPU. ``deepspeed.initialize`` casts it there and only then moves
       it to this rank's device, so the device never sees the fp32 construction copy.
     * ZeRO-3: partitioned as it is built. transformers' classes are constructed inside
-      ``deepspeed.zero.Init`` (through ``HfDeepSpeedConfig``, so transformers gathers each
-      module to initialise its weights); mamba_ssm initialises weights inside its
+      ``deepspeed.zero.Init`` and then initialised module by module, gathered (as
+      transformers itself does under ZeRO-3); mamba_ssm initialises weights inside its
       constructors on submodules that ``zero.Init`` has already partitioned, so it is
       built on the CPU and handed to ``zero.Init(module=...)``, which moves, broadcasts
       from rank 0 and partitions one parameter at a time.
@@ -149,16 +149,25 @@ def _build_transformers(spec: ModelSpec) -> torch.nn.Module:
 
 
 def _build_transformers_zero3(spec: ModelSpec, ds_config: dict[str, Any]) -> torch.nn.Module:
+    """transformers' own ZeRO-3 construction (what ``from_config`` does under an
+    ``HfDeepSpeedConfig``, without the accelerate package that object requires): weight
+    init is off while ``zero.Init`` partitions each module as it is made, then each
+    module is gathered in turn and initialised on rank 0."""
+    import deepspeed
     from transformers import Mamba2ForCausalLM, MambaForCausalLM
-    from transformers.integrations import HfDeepSpeedConfig
 
+    try:
+        from transformers.initialization import no_init_weights
+        from transformers.integrations.deepspeed import initialize_weights_zero3
+    except ImportError:  # transformers before 5: build on the CPU, then partition
+        model = _build_transformers(spec)
+        partition_built_model(model, ds_config)
+        return model
     cls = Mamba2ForCausalLM if spec.arch == "mamba2" else MambaForCausalLM
-    # transformers finds the ZeRO-3 config through a weak reference to this object: it
-    # builds under zero.Init and initialises the weights module by module, gathered
-    hf_ds = HfDeepSpeedConfig(ds_config)
-    model = cls._from_config(transformers_config(spec))
-    # keep it alive as long as the model: transformers consults it again (e.g. on save)
-    model._ds_wizard_hf_ds_config = hf_ds
+    with no_init_weights(), deepspeed.zero.Init(config_dict_or_path=ds_config):
+        model = cls(transformers_config(spec))
+    initialize_weights_zero3(model)
+    model.tie_weights()
     return model
 
 
