@@ -53,6 +53,7 @@ def test_zero3_partitions_at_construction_trains_and_exports(mode: str, tmp_path
         assert p / 2 <= r["local"] < p / 2 + 64 * 2, r
         assert r["resident"] < p / 10, r
         assert all(loss == loss and loss > 0 for loss in r["losses"])
+        assert r["init_ok"], r
         if mode == "context":
             # built under zero.Init: each module is partitioned as soon as it exists, so
             # at no moment did this rank hold more than a small part of the model

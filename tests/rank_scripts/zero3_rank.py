@@ -65,6 +65,13 @@ def main() -> None:
     local = sum(p.ds_tensor.numel() for p in params)
     resident = sum(p.data.numel() for p in params)
     full = sum(p.ds_numel for p in params)
+    # the weights were initialised as mamba does (A = 1..N per channel, D = 1), not left
+    # as the empty placeholders zero.Init partitions
+    mixer = model.backbone.layers[0].mixer
+    with deepspeed.zero.GatheredParameters([mixer.A_log, mixer.D]):
+        a_expected = torch.log(torch.arange(1, SPEC.d_state + 1, dtype=torch.float32))
+        init_ok = bool(torch.allclose(mixer.A_log.float(), a_expected.expand_as(mixer.A_log))
+                       and torch.all(mixer.D == 1))
 
     enable_block_checkpointing(model)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=weight_decay_groups(model),
@@ -95,6 +102,7 @@ def main() -> None:
     print("RESULT " + json.dumps({
         "rank": rank, "expected": count_params(SPEC), "full": full, "local": local,
         "resident": resident, "peak_materialised": peak[0], "losses": losses,
+        "init_ok": init_ok,
         "exported": exported}), flush=True)
     dist.barrier()
 
