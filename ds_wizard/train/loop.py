@@ -201,6 +201,13 @@ class Trainer:
             blocks = recipe.enable_block_checkpointing(model)
             self.log(f"activation checkpointing: on, one checkpoint per block ({blocks})")
         groups = recipe.weight_decay_groups(model)
+        self.log(f"weight decay: {sum(p.numel() for p in groups[0]['params']):,} elements "
+                 "decayed; A_log, D, dt bias, biases, norms and the embedding are not")
+        if models.param_dtype_of(self.config) is not None:
+            # docs/gpu-training.md#precision-of-a_log-d-and-dt_bias: the decision
+            self.log("precision: DeepSpeed stores A_log, D and dt_bias in 16 bits like every "
+                     "parameter (fp32 master copies keep the updates); "
+                     "--set train.precision=autocast keeps all parameters fp32")
 
         tok = load_tokenizer(args.tokenizer)
         vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
