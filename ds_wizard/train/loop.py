@@ -201,7 +201,8 @@ class Trainer:
             blocks = recipe.enable_block_checkpointing(model)
             self.log(f"activation checkpointing: on, one checkpoint per block ({blocks})")
         groups = recipe.weight_decay_groups(model)
-        self.log(f"weight decay: {sum(p.numel() for p in groups[0]['params']):,} elements "
+        decayed = sum(getattr(p, 'ds_numel', p.numel()) for p in groups[0]['params'])
+        self.log(f"weight decay: {decayed:,} elements "
                  "decayed; A_log, D, dt bias, biases, norms and the embedding are not")
         if models.param_dtype_of(self.config) is not None:
             # docs/gpu-training.md#precision-of-a_log-d-and-dt_bias: the decision
