@@ -167,3 +167,35 @@ def test_the_no_weight_decay_attribute_is_honoured_whatever_the_name() -> None:
     decay, no_decay = weight_decay_groups(model)
     assert any(p is marked for p in no_decay["params"])
     assert not any(p is marked for p in decay["params"])
+
+
+def test_a_gathered_mamba_ssm_state_dict_is_written_in_mamba_ssms_own_format(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ZeRO-3 export of a mamba_ssm run: what MambaLMHeadModel.save_pretrained writes
+    (config.json from its config dataclass, pytorch_model.bin), from the gathered dict."""
+    import json
+    from dataclasses import dataclass, field
+
+    from ds_wizard.train.model import export_pretrained
+
+    @dataclass
+    class MambaConfigLike:
+        d_model: int = 8
+        n_layer: int = 1
+        ssm_cfg: dict = field(default_factory=lambda: {"layer": "Mamba2"})
+
+    module = torch.nn.Module()
+    module.config = MambaConfigLike()
+    emb = torch.randn(16, 8, dtype=torch.bfloat16)
+    state = {"backbone.embedding.weight": emb, "lm_head.weight": emb,
+             "backbone.layers.0.mixer.A_log": torch.zeros(4)}
+    out = tmp_path / "final"
+    export_pretrained(module, "mamba_ssm", out, state_dict=state)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "pytorch_model.bin"]
+    assert json.loads((out / "config.json").read_text()) == {
+        "d_model": 8, "n_layer": 1, "ssm_cfg": {"layer": "Mamba2"}}
+    loaded = torch.load(out / "pytorch_model.bin", weights_only=True)
+    assert loaded.keys() == state.keys()
+    assert torch.equal(loaded["lm_head.weight"], emb)
+    # the tie survives: one tensor, as MambaLMHeadModel.load_state_dict expects
+    assert loaded["lm_head.weight"].data_ptr() == loaded["backbone.embedding.weight"].data_ptr()
