@@ -105,3 +105,52 @@ def test_the_engine_optimizer_has_a_no_decay_group(startup: dict) -> None:
     decays = sorted(g["weight_decay"] for g in startup["groups"])
     assert decays == [0.0, spec.train.weight_decay]
     assert sum(g["numel"] for g in startup["groups"]) > 0
+
+
+def _fake_mamba_ssm(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """mamba_ssm cannot import without CUDA: stand-ins that record how it is called."""
+    import types
+
+    import torch
+
+    calls: list[dict] = []
+
+    class MambaLMHeadModel(torch.nn.Module):
+        def __init__(self, config, device=None, dtype=None):  # type: ignore[no-untyped-def]
+            super().__init__()
+            calls.append({"device": device, "dtype": dtype})
+            self.config = config
+            self.w = torch.nn.Parameter(torch.zeros(4, dtype=dtype or torch.float32,
+                                                    device=device))
+
+    class MambaConfig:
+        def __init__(self, **kwargs):  # type: ignore[no-untyped-def]
+            self.__dict__.update(kwargs)
+
+    mods = {"mamba_ssm": types.ModuleType("mamba_ssm"),
+            "mamba_ssm.models": types.ModuleType("mamba_ssm.models"),
+            "mamba_ssm.models.mixer_seq_simple": types.ModuleType("mixer_seq_simple"),
+            "mamba_ssm.models.config_mamba": types.ModuleType("config_mamba")}
+    mods["mamba_ssm.models.mixer_seq_simple"].MambaLMHeadModel = MambaLMHeadModel
+    mods["mamba_ssm.models.config_mamba"].MambaConfig = MambaConfig
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    return calls
+
+
+@pytest.mark.parametrize(("cfg", "dtype"), [
+    ({"bf16": {"enabled": True}, "zero_optimization": {"stage": 2}}, "bfloat16"),
+    ({"fp16": {"enabled": True}, "zero_optimization": {"stage": 1}}, "float16"),
+    ({"torch_autocast": {"enabled": True}, "zero_optimization": {"stage": 2}}, None),
+])
+def test_mamba_ssm_is_built_on_the_cpu_in_the_dtype_deepspeed_stores(
+        monkeypatch: pytest.MonkeyPatch, cfg: dict, dtype: str | None) -> None:
+    import torch
+
+    from ds_wizard.core.presets import load_preset
+    from ds_wizard.train.model import build_model
+
+    calls = _fake_mamba_ssm(monkeypatch)
+    model = build_model(load_preset("mamba2_130m").spec.model, "mamba_ssm", cfg)
+    assert calls == [{"device": None, "dtype": dtype and getattr(torch, dtype)}]
+    assert all(p.device.type == "cpu" for p in model.parameters())
