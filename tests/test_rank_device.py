@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -84,7 +85,13 @@ def startup(tmp_path_factory: pytest.TempPathFactory) -> dict:
                           env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[0].removeprefix("RESULT "))
+    result = json.loads(lines[0].removeprefix("RESULT "))
+    from ds_wizard.core.metrics import read_metrics
+
+    result["metrics"] = read_metrics(Path(plan.run_dir) / "metrics.jsonl")
+    result["tokens_per_step"] = plan.run.micro_batch * plan.run.grad_accum * 1 \
+        * plan.spec.train.seq_len
+    return result
 
 
 @pytest.mark.slow
@@ -154,3 +161,14 @@ def test_mamba_ssm_is_built_on_the_cpu_in_the_dtype_deepspeed_stores(
     model = build_model(load_preset("mamba2_130m").spec.model, "mamba_ssm", cfg)
     assert calls == [{"device": None, "dtype": dtype and getattr(torch, dtype)}]
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_throughput_windows_leave_out_checkpoint_saves(startup: dict) -> None:
+    records = startup["metrics"]
+    assert [r["step"] for r in records] == [1, 2, 3]  # log_every 1, a save after each
+    for before, after in itertools.pairwise(records):
+        wall = after["elapsed_s"] - before["elapsed_s"]  # includes the save
+        window = startup["tokens_per_step"] / after["tokens_per_s"]  # what was timed
+        assert wall >= startup["save_seconds"]
+        assert window < wall - startup["save_seconds"] * 0.9, (window, wall)

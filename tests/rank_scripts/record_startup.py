@@ -1,5 +1,6 @@
 """Run ds_wizard.train's start-up (process group → device → model → engine) in one real
-CPU rank, with a recording accelerator, and print what happened in order as JSON.
+CPU rank, with a recording accelerator, then three steps with a checkpoint save after each
+that takes SAVE_SECONDS; print what happened in order as JSON.
 
     python tests/rank_scripts/record_startup.py RUN_DIR   (env: RANK, LOCAL_RANK, ...)
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import deepspeed
@@ -18,6 +20,7 @@ from ds_wizard.train import loop
 from ds_wizard.train import model as models
 
 EVENTS: list[list] = []
+SAVE_SECONDS = 3.0
 
 
 class RecordingCPU(CPU_Accelerator):
@@ -45,14 +48,22 @@ def main() -> int:
     _wrap(models, "build_model")
     _wrap(deepspeed, "initialize")
     args = loop.parse_args(["--run-dir", str(run_dir), "--preset", str(run_dir / "preset.toml"),
-                            "--deepspeed_config", str(run_dir / "ds_config.json")])
+                            "--deepspeed_config", str(run_dir / "ds_config.json"),
+                            "--steps", "3", "--set", "train.save_every=1"])
     trainer = loop.Trainer(args)
     trainer._setup()
     trainer._build()
     groups = [{"weight_decay": g["weight_decay"], "numel": sum(p.numel() for p in g["params"])}
               for g in trainer.engine.optimizer.param_groups]
+
+    def slow_save(self, engine, samples, paths, prog, t_start, tdist):  # type: ignore[no-untyped-def]
+        time.sleep(SAVE_SECONDS)  # a checkpoint save that takes a while (nothing written)
+        prog.last_saved = prog.step
+
+    loop.Trainer._save = slow_save
+    trainer._train_steps(loop.Progress())
     print("RESULT " + json.dumps({"events": EVENTS, "device": trainer.device_name,
-                                  "groups": groups}), flush=True)
+                                  "groups": groups, "save_seconds": SAVE_SECONDS}), flush=True)
     trainer.tdist.destroy_process_group()
     return 0
 
