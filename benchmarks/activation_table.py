@@ -41,7 +41,7 @@ class Point:
     d_state: int = 16
     headdim: int = 16
     chunk_size: int = 16
-    checkpointing: bool = False  # transformers' gradient_checkpointing_enable()
+    checkpointing: bool = False  # ds_wizard.train.recipe.enable_block_checkpointing
     mambapy: bool = False  # Mamba-1 on mambapy's parallel scan (what ds_wizard.train uses)
 
 
@@ -104,7 +104,9 @@ def build_model(p: Point):  # type: ignore[no-untyped-def]
     dtype = torch.bfloat16 if p.dtype == "bf16" else torch.float32
     model = model.to(dtype).train()
     if p.checkpointing:
-        model.gradient_checkpointing_enable()
+        from ds_wizard.train.recipe import enable_block_checkpointing
+
+        enable_block_checkpointing(model)  # what ds_wizard.train does, for both backends
     return model
 
 

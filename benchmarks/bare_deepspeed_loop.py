@@ -22,7 +22,9 @@ from deepspeed.accelerator import get_accelerator
 from ds_wizard.core.data import ByteTokenizer, load_tokens
 from ds_wizard.core.params import padded_vocab
 from ds_wizard.core.presets import read_preset_file
+from ds_wizard.train.device import select_device
 from ds_wizard.train.model import build_model, choose_backend
+from ds_wizard.train.recipe import enable_block_checkpointing, weight_decay_groups
 
 
 def main() -> None:
@@ -38,14 +40,19 @@ def main() -> None:
     with open(args.deepspeed_config) as fh:
         cfg = json.load(fh)
     deepspeed.init_distributed()
+    # this rank's own device before anything allocates (as ds_wizard.train does)
+    select_device(fallback=args.local_rank)
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(spec.train.seed)
     # the backend ds_wizard.train picks: by DeepSpeed's accelerator (DS_ACCELERATOR=cpu)
     cuda = get_accelerator().device_name() == "cuda"
-    model = build_model(spec.model, choose_backend("auto", cuda=cuda).name)
+    model = build_model(spec.model, choose_backend("auto", cuda=cuda).name, cfg)
+    if spec.train.activation_checkpointing:
+        enable_block_checkpointing(model)
     vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
     tokens = load_tokens(None, ByteTokenizer(), vocab).tokens
-    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+    engine, _, _, _ = deepspeed.initialize(model=model,
+                                           model_parameters=weight_decay_groups(model),
                                            config=cfg)
     micro, gas = engine.train_micro_batch_size_per_gpu(), engine.gradient_accumulation_steps()
     seq = spec.train.seq_len

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.dsconfig import check_offload, preset_precision
-from ds_wizard.core.params import breakdown, dt_rank, padded_vocab
+from ds_wizard.core.params import breakdown, dt_rank, matmul_weights_per_layer, padded_vocab
 from ds_wizard.core.runspec import KERNEL_BACKENDS
 from ds_wizard.core.schema import ModelSpec, PresetSpec
 
@@ -121,6 +121,13 @@ TORCH_BWD_LAYER_FRACTION = 1.0
 # (a·V) and the training loop upcasts for the loss (temporary).
 LOGSOFTMAX_BYTES = 4
 LOSS_GRAD_BUFFERS = 2
+# torch_autocast keeps fp32 params and casts each matmul weight to bf16 on use; autograd
+# saves the cast for backward (F.linear; mamba-ssm's MambaInnerFn casts x_proj/dt_proj/
+# out_proj itself and saves the casts, ssd_combined.py saves outproj_weight's). So 2 bytes
+# per matmul weight live from forward to backward, on every rank: ZeRO shards the fp32
+# parameters, not these copies. With checkpointing, only the LM head's copy is saved in
+# forward; a block's copies exist while that block is re-run.
+AUTOCAST_COPY_BYTES = 2
 
 
 @dataclass(frozen=True)
@@ -220,13 +227,17 @@ class Activations:
     logits_saved: int  # the fp32 log-softmax the loss keeps for backward
     logits_peak: int  # logits + loss buffers at their peak (includes logits_saved)
     working: int  # the backward working set of the layer being differentiated
+    # autocast's 16-bit weight copies saved for backward: all of them after the forward,
+    # and (checkpointed) the one block being re-run on top of the LM head's at the peak
+    autocast_saved: int = 0
+    autocast_peak: int = 0
 
     @property
     def saved(self) -> int:
         """What ``torch.autograd.graph.saved_tensors_hooks`` sees after the forward (with
         checkpointing the re-run layer exists only during backward)."""
         rerun = self.per_layer if self.checkpointing else 0
-        return self.layers - rerun + self.head + self.logits_saved
+        return self.layers - rerun + self.head + self.logits_saved + self.autocast_saved
 
 
 def act_bytes(precision: str) -> int:
@@ -376,8 +387,14 @@ def activations(
     layers = (kept + per_layer) if checkpointing else per_layer * m.n_layer
     logits_saved = LOGSOFTMAX_BYTES * vocab * t
     logits_peak = (logits_kept + LOGSOFTMAX_BYTES + LOSS_GRAD_BUFFERS * 4) * vocab * t
+    cast_saved = cast_peak = 0
+    if precision == "autocast":
+        block = AUTOCAST_COPY_BYTES * matmul_weights_per_layer(m)
+        lm_head = AUTOCAST_COPY_BYTES * vocab * m.d_model
+        cast_saved = lm_head + (0 if checkpointing else block * m.n_layer)
+        cast_peak = cast_saved + (block if checkpointing else 0)
     return Activations(per_layer, layers, checkpointing, head, logits_saved, logits_peak,
-                       working)
+                       working, cast_saved, cast_peak)
 
 
 # --------------------------------------------------------------------------------------
@@ -472,7 +489,7 @@ def estimate(
     )
     acts = activations(spec.model, micro_batch=micro, seq_len=seq, precision=prec,
                        backend=backend, checkpointing=ckpt, mambapy=mambapy)
-    activ = acts.layers + acts.head + acts.working
+    activ = acts.layers + acts.head + acts.working + acts.autocast_peak
     buckets = comm_buckets(stage, prec, ds.overlap_comm, ds.contiguous_gradients)
     before_frag = states.gpu_total + activ + acts.logits_peak + buckets
     frag = int(before_frag * FRAGMENTATION_FRACTION)
@@ -482,6 +499,7 @@ def estimate(
         "activations_layers": acts.layers,
         "activations_head": acts.head,
         "backward_working": acts.working,
+        "autocast_weight_copies": acts.autocast_peak,
         "logits_saved": acts.logits_saved,
         "cuda_context": CUDA_CONTEXT_BYTES,
         "comm_buckets": buckets,

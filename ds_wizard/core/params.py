@@ -109,19 +109,50 @@ def breakdown(spec: ModelSpec) -> ParamBreakdown:
     )
 
 
+def matmul_weights_per_layer(spec: ModelSpec) -> int:
+    """Elements of the weights one block feeds to matmuls: in_proj and out_proj, plus
+    Mamba-1's x_proj and dt_proj. Under ``torch.autocast`` each is cast to 16 bits and
+    the cast is saved for backward."""
+    d = spec.d_model
+    e = spec.expand * d
+    if spec.arch == "mamba1":
+        r = dt_rank(d)
+        return 2 * e * d + e * (r + 2 * spec.d_state) + e * r + e * d
+    return d * (2 * e + 2 * spec.ngroups * spec.d_state + e // spec.headdim) + e * d
+
+
 def count_params(spec: ModelSpec) -> int:
     """Total trainable parameters, counting a tied LM head once."""
     return breakdown(spec).total
 
 
-def flops_per_token(spec: ModelSpec) -> float:
-    """Training FLOPs per token, for MFU: 6·P plus the selective-scan term.
+def scan_flops_per_token(spec: ModelSpec) -> float:
+    """Forward FLOPs per token of the sequence mixing that is not a weight matmul.
 
-    The scan costs about 9·E·N multiply-adds per token per layer forward; ×3 for
-    forward + backward. At these sizes it is 1–2% of the total.
+    * Mamba-1's selective scan: about 9·E·N per token per layer (the Mamba paper's count).
+    * Mamba-2's SSD, per chunk of ``cs`` tokens: C·Bᵀ (2·cs·G·N per token), its masked
+      product with x (2·cs·E), the chunk states Bᵀ·x (2·E·N) and their output C·state
+      (2·E·N), i.e. 2·cs·(E + G·N) + 4·E·N per token per layer. For the shipped Mamba-2
+      presets (130M to 2.7B) this is 6-13% of all training FLOPs, not 1-2%.
     """
-    e = spec.expand * spec.d_model
-    return 6 * count_params(spec) + 3 * 9 * e * spec.d_state * spec.n_layer
+    e, n = spec.expand * spec.d_model, spec.d_state
+    if spec.arch == "mamba2":
+        per_layer = 2 * spec.chunk_size * (e + spec.ngroups * n) + 4 * e * n
+    else:
+        per_layer = 9 * e * n
+    return float(per_layer * spec.n_layer)
+
+
+def flops_per_token(spec: ModelSpec) -> float:
+    """Training FLOPs per token, for MFU: 6 per matmul weight (forward 2, backward 4) plus
+    3 × the scan's forward FLOPs.
+
+    The input embedding is a lookup, not a matmul: with tied embeddings its one tensor is
+    the LM head's matmul weight and is counted once; an untied embedding is left out.
+    """
+    pb = breakdown(spec)
+    matmul_params = pb.total - (pb.embedding if pb.lm_head else 0)
+    return 6 * matmul_params + 3 * scan_flops_per_token(spec)
 
 
 def human_count(n: int) -> str:

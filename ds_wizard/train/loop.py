@@ -26,15 +26,13 @@ from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.metrics import MetricsWriter
 from ds_wizard.core.runspec import BACKENDS, MetricsRecord, RunSpec, metrics_line, read_run_info
 
-# Dense bf16 peaks for MFU (the reference table; other GPUs get no MFU figure).
-PEAK_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ds_wizard.train",
                                 description="Train a Mamba preset inside a DeepSpeed rank.")
     p.add_argument("--local_rank", "--local-rank", type=int, default=None,
-                   help="set by the deepspeed launcher (LOCAL_RANK is used)")
+                   help="set by older deepspeed launchers; the LOCAL_RANK environment "
+                   "variable wins when both are set")
     p.add_argument("--preset", required=True, help="preset name or .toml path")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--run-dir", help="run directory (metrics, checkpoints, final weights)")
@@ -181,6 +179,12 @@ class Trainer:
         self.total = args.steps if args.steps is not None else self.run_spec.steps
         ds_setup.avoid_cpu_jit_ops()  # before init_distributed, which would build it
         deepspeed.init_distributed()
+        # before anything allocates on the accelerator: every rank sees the same devices
+        # and only LOCAL_RANK tells them apart (DeepSpeed itself sets the device only
+        # inside deepspeed.initialize, after the model exists)
+        from ds_wizard.train.device import select_device
+
+        self.device_name = select_device(fallback=args.local_rank)
         self.tdist = tdist
         self.rank, self.world = tdist.get_rank(), tdist.get_world_size()
         # every rank says where it is: on a multi-node job this is the one line per node
@@ -202,7 +206,7 @@ class Trainer:
 
         from ds_wizard.core.data import ShardedSamples, load_tokenizer, load_tokens
         from ds_wizard.core.params import padded_vocab
-        from ds_wizard.train import ds_setup
+        from ds_wizard.train import ds_setup, recipe
         from ds_wizard.train import model as models
 
         args, spec = self.args, self.spec
@@ -214,11 +218,24 @@ class Trainer:
         self.log(f"backend: {self.backend.name} ({self.backend.reason})"
                  + ("; mambapy parallel scan" if self.backend.name == "transformers"
                     and spec.model.arch == "mamba1" and models.mambapy_available() else ""))
-        model = models.build_model(spec.model, self.backend.name)
-        if spec.train.activation_checkpointing and hasattr(model,
-                                                           "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
-        self.log(f"model: {self.name}, {models.param_check(model, spec.model)}")
+        stage = models.zero_stage_of(self.config)
+        model = models.build_model(spec.model, self.backend.name, self.config)
+        self.log(f"model: {self.name}, {models.param_check(model, spec.model)}, built "
+                 + ("partitioned (ZeRO-3 zero.Init)" if stage == 3 else "on the CPU")
+                 + f"; this rank's device: {self.device_name}")
+        # ds-wizard's own, for both backends, because the memory model counts on it
+        if spec.train.activation_checkpointing:
+            blocks = recipe.enable_block_checkpointing(model)
+            self.log(f"activation checkpointing: on, one checkpoint per block ({blocks})")
+        groups = recipe.weight_decay_groups(model)
+        decayed = sum(getattr(p, 'ds_numel', p.numel()) for p in groups[0]['params'])
+        self.log(f"weight decay: {decayed:,} elements "
+                 "decayed; A_log, D, dt bias, biases, norms and the embedding are not")
+        if models.param_dtype_of(self.config) is not None:
+            # docs/gpu-training.md#precision-of-a_log-d-and-dt_bias: the decision
+            self.log("precision: DeepSpeed stores A_log, D and dt_bias in 16 bits like every "
+                     "parameter (fp32 master copies keep the updates); "
+                     "--set train.precision=autocast keeps all parameters fp32")
 
         tok = load_tokenizer(args.tokenizer)
         vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
@@ -231,10 +248,11 @@ class Trainer:
 
         ds_cfg, lr_scheduler = ds_setup.client_scheduler(self.config)
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=ds_cfg, lr_scheduler=lr_scheduler,
+            model=model, model_parameters=groups, config=ds_cfg, lr_scheduler=lr_scheduler,
         )
         engine = self.engine
+        # the reported peak is the training peak, not the start-up transient
+        get_accelerator().reset_peak_memory_stats()
         self.micro = engine.train_micro_batch_size_per_gpu()
         self.gas = engine.gradient_accumulation_steps()
         self.global_batch = engine.train_batch_size()
@@ -245,6 +263,7 @@ class Trainer:
     def _train_steps(self, prog: Progress) -> bool:
         """Train to ``self.total``; True when stopped by a signal."""
         import torch
+        from deepspeed.accelerator import get_accelerator
 
         from ds_wizard.core.params import flops_per_token
         from ds_wizard.train.model import logits_of
@@ -253,7 +272,7 @@ class Trainer:
         spec, total, gas, micro = self.spec, self.total, self.gas, self.micro
         tokens_per_step = self.global_batch * samples.seq_len
         fpt = flops_per_token(spec.model)
-        peak = _peak_flops(torch) if self.cuda else None
+        peak = _peak_flops(torch, self.config) if self.cuda else None
         device = engine.device
         log_every, save_every = spec.train.log_every, spec.train.save_every
 
@@ -267,6 +286,7 @@ class Trainer:
                  f"(log every {log_every}, checkpoint every {save_every})")
         self.t_start = t_start = time.perf_counter()
         t_mark, step_mark = t_start, prog.step
+        first_step = prog.step + 1
         stopped = False
         try:
             while prog.step < total:
@@ -304,7 +324,8 @@ class Trainer:
                         samples_per_s=round(n * self.global_batch / dt, 3),
                         elapsed_s=round(prog.elapsed_s + now - t_start, 3),
                         tokens=prog.tokens, epoch=samples.epoch,
-                        max_mem_alloc_gib=round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                        max_mem_alloc_gib=round(
+                            get_accelerator().max_memory_allocated() / 2**30, 3)
                         if self.cuda else None,
                         mfu=round(fpt * tps / self.world / peak, 4)
                         if self.cuda and peak else None,
@@ -318,10 +339,17 @@ class Trainer:
                              f"{'-' if gn is None else f'{gn:.3f}'}  "
                              f"{record.tokens_per_s:,.0f} tok/s  "
                              f"{record.elapsed_s:.1f}s")
+                if prog.step == first_step and self.cuda:
+                    # the first step's peak holds one-off work (Triton autotuning and its
+                    # argument clones); later records report the steady training peak
+                    get_accelerator().reset_peak_memory_stats()
                 if stopped:
                     break
                 if prog.step % save_every == 0:
+                    t_save = time.perf_counter()
                     self._save(engine, samples, paths, prog, t_start, tdist)
+                    # throughput windows measure training: the save does not count
+                    t_mark += time.perf_counter() - t_save
         finally:
             if metrics is not None:
                 metrics.close()
@@ -421,17 +449,15 @@ class Trainer:
         return prog
 
     def _export(self, engine: Any, backend: str, paths: runs.RunPaths, tdist: Any) -> None:
-        from ds_wizard.train.model import export_pretrained
+        from ds_wizard.train.model import export_pretrained, gather_zero3_state_dict
 
         module = engine.module
         if engine.zero_optimization_stage() == 3:
-            import deepspeed
-
-            # ZeRO-3 shards the weights: gather them (all ranks take part), rank 0 writes
-            with deepspeed.zero.GatheredParameters(list(module.parameters()),
-                                                   modifier_rank=None):
-                if self.rank == 0:
-                    export_pretrained(module, backend, paths.final)
+            # every rank takes part; DeepSpeed gathers one module at a time onto rank 0
+            # and copies it to the CPU, so no rank ever holds the whole model on device
+            state = gather_zero3_state_dict(engine)
+            if self.rank == 0:
+                export_pretrained(module, backend, paths.final, state_dict=state)
         elif self.rank == 0:
             export_pretrained(module, backend, paths.final)
         if self.rank == 0:
@@ -467,12 +493,11 @@ def _float(value: Any) -> float | None:
     return round(out, 6) if out == out else None  # NaN → None keeps the JSON valid
 
 
-def _peak_flops(torch: Any) -> float | None:
-    name = torch.cuda.get_device_name()
-    for key, peak in PEAK_FLOPS.items():
-        if key in name:
-            return peak
-    return None
+def _peak_flops(torch: Any, config: dict[str, Any]) -> float | None:
+    """The dense peak of rank 0's GPU for the precision the matmuls run in."""
+    from ds_wizard.core.flops import compute_precision, peak_flops
+
+    return peak_flops(torch.cuda.get_device_name(), compute_precision(config))
 
 
 

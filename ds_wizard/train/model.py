@@ -67,10 +67,57 @@ def mambapy_available() -> bool:
     return importlib.util.find_spec("mambapy") is not None
 
 
-def build_model(spec: ModelSpec, backend: str) -> torch.nn.Module:
+def zero_stage_of(ds_config: dict[str, Any] | None) -> int:
+    zero = (ds_config or {}).get("zero_optimization") or {}
+    return int(zero.get("stage", 0))
+
+
+def param_dtype_of(ds_config: dict[str, Any] | None) -> torch.dtype | None:
+    """The dtype DeepSpeed will store the parameters in: 16-bit under ``bf16``/``fp16``,
+    None (fp32) otherwise (fp32, and ``torch_autocast``, which keeps fp32 params)."""
+    cfg = ds_config or {}
+    if (cfg.get("bf16") or {}).get("enabled"):
+        return torch.bfloat16
+    if (cfg.get("fp16") or {}).get("enabled"):
+        return torch.float16
+    return None
+
+
+def build_model(spec: ModelSpec, backend: str,
+                ds_config: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The model, built so that no rank holds more than its share of the accelerator.
+
+    * ZeRO-0/1/2: on the CPU. ``deepspeed.initialize`` casts it there and only then moves
+      it to this rank's device, so the device never sees the fp32 construction copy.
+    * ZeRO-3: partitioned as it is built. transformers' classes are constructed inside
+      ``deepspeed.zero.Init`` and then initialised module by module, gathered (as
+      transformers itself does under ZeRO-3); mamba_ssm initialises weights inside its
+      constructors on submodules that ``zero.Init`` has already partitioned, so it is
+      built on the CPU and handed to ``zero.Init(module=...)``, which moves, broadcasts
+      from rank 0 and partitions one parameter at a time.
+    """
+    stage3 = zero_stage_of(ds_config) == 3
     if backend == "mamba_ssm":
-        return _build_mamba_ssm(spec)
+        model = _build_mamba_ssm(spec, dtype=param_dtype_of(ds_config))
+        if stage3:
+            partition_built_model(model, ds_config or {})
+        return model
+    if stage3:
+        return _build_transformers_zero3(spec, ds_config or {})
     return _build_transformers(spec)
+
+
+def partition_built_model(model: torch.nn.Module, ds_config: dict[str, Any]) -> None:
+    """ZeRO-3-partition a model built on the CPU, one parameter at a time (rank 0's
+    values win). The parameters are first cast to the dtype DeepSpeed stores them in."""
+    import deepspeed
+
+    dtype = param_dtype_of(ds_config)
+    if dtype is not None:
+        for p in model.parameters():
+            if p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+    deepspeed.zero.Init(module=model, config_dict_or_path=ds_config)
 
 
 def transformers_config(spec: ModelSpec) -> Any:
@@ -101,7 +148,30 @@ def _build_transformers(spec: ModelSpec) -> torch.nn.Module:
     return cls(transformers_config(spec))
 
 
-def _build_mamba_ssm(spec: ModelSpec) -> torch.nn.Module:
+def _build_transformers_zero3(spec: ModelSpec, ds_config: dict[str, Any]) -> torch.nn.Module:
+    """transformers' own ZeRO-3 construction (what ``from_config`` does under an
+    ``HfDeepSpeedConfig``, without the accelerate package that object requires): weight
+    init is off while ``zero.Init`` partitions each module as it is made, then each
+    module is gathered in turn and initialised on rank 0."""
+    import deepspeed
+    from transformers import Mamba2ForCausalLM, MambaForCausalLM
+
+    try:
+        from transformers.initialization import no_init_weights
+        from transformers.integrations.deepspeed import initialize_weights_zero3
+    except ImportError:  # transformers before 5: build on the CPU, then partition
+        model = _build_transformers(spec)
+        partition_built_model(model, ds_config)
+        return model
+    cls = Mamba2ForCausalLM if spec.arch == "mamba2" else MambaForCausalLM
+    with no_init_weights(), deepspeed.zero.Init(config_dict_or_path=ds_config):
+        model = cls(transformers_config(spec))
+    initialize_weights_zero3(model)
+    model.tie_weights()
+    return model
+
+
+def _build_mamba_ssm(spec: ModelSpec, dtype: torch.dtype | None = None) -> torch.nn.Module:
     from mamba_ssm.models.config_mamba import MambaConfig
 
     cls = _import_mamba_ssm()
@@ -117,7 +187,10 @@ def _build_mamba_ssm(spec: ModelSpec) -> torch.nn.Module:
         pad_vocab_size_multiple=spec.pad_vocab_size_multiple,
         tie_embeddings=spec.tie_embeddings,
     )
-    return cls(cfg, device="cuda")
+    # on the CPU (device=None): the rank's device is not touched until DeepSpeed moves the
+    # cast model there. In the 16-bit dtype DeepSpeed would cast to anyway, which halves
+    # the host memory of every rank's copy; mamba keeps A_log and D fp32 regardless.
+    return cls(cfg, device=None, dtype=dtype)
 
 
 def numel(model: torch.nn.Module) -> int:
@@ -127,7 +200,8 @@ def numel(model: torch.nn.Module) -> int:
     for p in model.parameters():
         if id(p) not in seen:
             seen.add(id(p))
-            total += p.numel()
+            # a ZeRO-3 parameter is an empty placeholder; ds_numel is its full size
+            total += getattr(p, "ds_numel", p.numel())
     return total
 
 
@@ -143,10 +217,52 @@ def logits_of(engine: Any, ids: torch.Tensor) -> torch.Tensor:
     return engine(ids).logits
 
 
-def export_pretrained(module: torch.nn.Module, backend: str, out_dir: Path) -> None:
-    """Weights that ``from_pretrained`` of the same class loads."""
+def export_pretrained(module: torch.nn.Module, backend: str, out_dir: Path,
+                      state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Weights that ``from_pretrained`` of the same class loads.
+
+    ``state_dict``: the consolidated weights when the module's own are ZeRO-3 partitions.
+    transformers writes ``config.json`` + ``model.safetensors``; mamba_ssm writes its own
+    ``config.json`` + ``pytorch_model.bin`` (``MambaLMHeadModel.save_pretrained``'s format).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     if backend == "mamba_ssm":
-        module.save_pretrained(str(out_dir))  # mamba_ssm: config.json + pytorch_model.bin
-    else:
+        if state_dict is None:
+            module.save_pretrained(str(out_dir))  # mamba_ssm: config.json + pytorch_model.bin
+            return
+        _save_mamba_ssm(module, state_dict, out_dir)
+    elif state_dict is None:
         module.save_pretrained(str(out_dir), safe_serialization=True)
+    else:
+        module.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
+
+
+def _save_mamba_ssm(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],
+                    out_dir: Path) -> None:
+    """What ``MambaLMHeadModel.save_pretrained`` writes, from a given state dict."""
+    import json
+    import os
+    import tempfile
+
+    from ds_wizard.core.fsio import atomic_write_text
+
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".pytorch_model.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state_dict, tmp)
+        os.replace(tmp, out_dir / "pytorch_model.bin")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    atomic_write_text(out_dir / "config.json", json.dumps(vars(module.config), indent=4))
+
+
+def gather_zero3_state_dict(engine: Any) -> dict[str, torch.Tensor] | None:
+    """The 16-bit weights on rank 0's CPU (None on the other ranks), gathered module by
+    module by DeepSpeed itself, so no rank ever holds more than one module in full.
+
+    Every rank must call it. ``_zero3_consolidated_16bit_state_dict`` is what
+    ``engine.save_16bit_model`` uses (DeepSpeed 0.17.2 to 0.19.8 at least); calling it
+    directly spares the ``stage3_gather_16bit_weights_on_model_save`` config switch.
+    """
+    return engine._zero3_consolidated_16bit_state_dict()

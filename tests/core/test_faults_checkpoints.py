@@ -236,7 +236,8 @@ def test_resume_latest_skips_newer_runs_without_a_checkpoint(tmp_path: Path) -> 
     tag = fake_checkpoint(runs.RunPaths(newest).checkpoints, 5)
     (tag / "mp_rank_00_model_states.pt").write_bytes(b"")
     assert runs.list_runs(tmp_path)[-2:] == [newer, newest]
-    assert runs.resolve_run_ref("latest", tmp_path) == older
+    assert runs.resolve_run_ref("latest", tmp_path) == newest  # attach, stop: the newest
+    assert runs.resolve_run_ref("latest", tmp_path, resumable=True) == older
     plan = planning.prepare_run(LaunchRequest(resume="latest", runs_dir=tmp_path,
                                               accelerator=CPU, dry_run=True))
     assert plan.run_dir == older and plan.resume_step == 10
