@@ -33,7 +33,14 @@ from ds_wizard.core.runspec import (
     spec_from_config,
     write_run_info,
 )
-from ds_wizard.launch.command import build_command, command_text, run_env, write_script
+from ds_wizard.launch.command import (
+    build_command,
+    command_text,
+    run_env,
+    selection_note,
+    visible_tokens,
+    write_script,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -145,6 +152,37 @@ def world_size_for(num_gpus: int | None, accel: Accelerator) -> tuple[int, list[
     return num_gpus, notes
 
 
+def check_mig(report: GpuReport | None, world_size: int) -> None:
+    """Refuse what CUDA cannot run on MIG instances; say nothing otherwise."""
+    if report is None or not report.mig:
+        return
+    if world_size > 1:
+        # CUDA enumerates one MIG instance per process, and DeepSpeed's launcher gives
+        # every rank the same device list, so rank 1 would find no device
+        raise LaunchRefused(
+            f"{world_size} ranks on MIG instances: a CUDA process sees only one MIG "
+            "instance, and every rank gets the same device list",
+            "train one rank on one instance: --num-gpus 1 with CUDA_VISIBLE_DEVICES=MIG-…, "
+            "or use whole GPUs")
+    if not visible_tokens():
+        first = report.gpus[0].uuid
+        raise LaunchRefused(
+            "MIG instances are visible but CUDA_VISIBLE_DEVICES does not name one",
+            f"name the instance: CUDA_VISIBLE_DEVICES={first} ds-wizard launch …")
+
+
+def device_notes(report: GpuReport | None, accel: Accelerator, world_size: int) -> list[str]:
+    """Skipped devices, the CUDA order and how the ranks get their devices, for the summary;
+    refuses multi-rank MIG (:func:`check_mig`)."""
+    if accel.kind != "cuda" or report is None:
+        return []
+    check_mig(report, world_size)
+    notes = [f"skipped {s}" for s in report.skipped] + list(report.notes)
+    if (note := selection_note(accel.kind, world_size)) is not None:
+        notes.append(note)
+    return notes
+
+
 def kernel_backend(backend: str, accel: Accelerator) -> str:
     """The kernels the memory estimate assumes for ``backend`` on ``accel``."""
     if backend != "auto":
@@ -222,6 +260,7 @@ def prepare_run(request: LaunchRequest) -> RunPlan:
 
     loaded = load_with_overrides(r.preset, r.sets)
     ws, notes = world_size_for(r.num_gpus, accel)
+    notes += device_notes(report, accel, ws)
     cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
                                  gpu_memory=r.gpu_memory, headroom=r.headroom,
                                  backend=r.backend)
