@@ -42,7 +42,7 @@ def main() -> None:
     torch.manual_seed(spec.train.seed)
     # the backend ds_wizard.train picks: by DeepSpeed's accelerator (DS_ACCELERATOR=cpu)
     cuda = get_accelerator().device_name() == "cuda"
-    model = build_model(spec.model, choose_backend("auto", cuda=cuda).name)
+    model = build_model(spec.model, choose_backend("auto", cuda=cuda, arch=spec.model.arch).name)
     vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)
     tokens = load_tokens(None, ByteTokenizer(), vocab).tokens
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),

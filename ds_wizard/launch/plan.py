@@ -24,12 +24,13 @@ from ds_wizard.core.fsio import atomic_write_text
 from ds_wizard.core.runspec import (
     BACKENDS,
     DEFAULT_BACKEND,
-    DEFAULT_KERNEL_BACKEND,
     Accelerator,
+    BackendDecision,
     RunInfo,
     RunSpec,
     accelerator_from,
     read_run_info,
+    resolve_backend,
     spec_from_config,
     write_run_info,
 )
@@ -183,11 +184,20 @@ def device_notes(report: GpuReport | None, accel: Accelerator, world_size: int) 
     return notes
 
 
-def kernel_backend(backend: str, accel: Accelerator) -> str:
+def backend_decision(backend: str, accel: Accelerator, arch: str,
+                     report: GpuReport | None = None) -> BackendDecision:
+    """The kernels the ranks will run, by the rule each rank applies (core.runspec): the
+    packages installed here decide when the GPUs are this machine's."""
+    here = accel.kind == "cuda" and report is not None and report.count > 0
+    cc = min(g.compute_capability for g in report.gpus) if here and report else None
+    return resolve_backend(backend, cuda=accel.kind == "cuda", arch=arch, here=here,
+                           compute_capability=cc)
+
+
+def kernel_backend(backend: str, accel: Accelerator, arch: str = "mamba2",
+                   report: GpuReport | None = None) -> str:
     """The kernels the memory estimate assumes for ``backend`` on ``accel``."""
-    if backend != "auto":
-        return backend
-    return DEFAULT_KERNEL_BACKEND if accel.kind == "cuda" else "transformers"
+    return backend_decision(backend, accel, arch, report).name
 
 
 def resolve_config(
@@ -209,7 +219,8 @@ def resolve_config(
         cfg = auto_configure(
             preset, world_size, gpu_report=report,
             gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom,
-            backend=kernel_backend(backend, accel), device=accel.kind,
+            backend=kernel_backend(backend, accel, preset.spec.model.arch, report),
+            device=accel.kind,
         ).config
         source = None
     report_ = check_config(cfg, world_size)
@@ -261,6 +272,8 @@ def prepare_run(request: LaunchRequest) -> RunPlan:
     loaded = load_with_overrides(r.preset, r.sets)
     ws, notes = world_size_for(r.num_gpus, accel)
     notes += device_notes(report, accel, ws)
+    decision = backend_decision(r.backend, accel, loaded.spec.model.arch, report)
+    notes.append(f"backend {decision.name}: {decision.reason}")
     cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
                                  gpu_memory=r.gpu_memory, headroom=r.headroom,
                                  backend=r.backend)

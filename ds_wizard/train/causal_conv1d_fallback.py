@@ -17,6 +17,7 @@ no tap reaching into a different sequence of a packed batch.
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -156,6 +157,8 @@ def install() -> bool:
     if importlib.util.find_spec(MODULE) is not None:
         return False
     pkg = types.ModuleType(MODULE)
+    # a spec, so importlib.util.find_spec("causal_conv1d") answers instead of raising
+    pkg.__spec__ = importlib.machinery.ModuleSpec(MODULE, None, is_package=True)
     pkg.__ds_wizard_fallback__ = True  # type: ignore[attr-defined]
     pkg.__path__ = []  # type: ignore[attr-defined]  # a package, so submodules resolve
     pkg.causal_conv1d_fn = causal_conv1d_fn  # type: ignore[attr-defined]
