@@ -12,7 +12,6 @@ from _cli_helpers import FOUR_A100, NO_GPU, TWO_V100, fake_gpus
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core import runspec
 from ds_wizard.core.runspec import resolve_backend
 
 ALL = {"mamba_ssm", "selective_scan_cuda", "triton", "causal_conv1d"}
@@ -59,8 +58,7 @@ def _batch(output: str) -> str:
 def test_auto_and_launch_plan_with_the_backend_that_will_run(monkeypatch, tmp_path) -> None:
     """GPUs here and no mamba-ssm here: a launch would run transformers' path, so --auto
     and launch both size the batch with its memory, and say so."""
-    fake_gpus(monkeypatch, FOUR_A100)
-    monkeypatch.setattr(runspec, "_module_found", lambda m: False)
+    fake_gpus(monkeypatch, FOUR_A100, kernels=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
@@ -82,7 +80,6 @@ def test_auto_and_launch_plan_with_the_backend_that_will_run(monkeypatch, tmp_pa
 
 def test_plan_reports_the_backend_and_why(monkeypatch) -> None:
     fake_gpus(monkeypatch, TWO_V100)
-    monkeypatch.setattr(runspec, "_module_found", lambda m: True)
     out = CliRunner().invoke(main, ["plan", "--preset", "mamba2_130m", "--num-gpus", "2",
                                     "--json"])
     data = json.loads(out.output)

@@ -57,9 +57,10 @@ def _module_found(name: str) -> bool:
 
 
 def missing_kernel_modules(arch: str,
-                           found: Callable[[str], bool] = _module_found) -> list[str]:
+                           found: Callable[[str], bool] | None = None) -> list[str]:
     """The modules of :data:`KERNEL_MODULES` for ``arch`` that are not installed here
     (found without importing them: no torch, no CUDA initialisation)."""
+    found = found or _module_found
     return [m for m in KERNEL_MODULES.get(arch, KERNEL_MODULES["mamba1"]) if not found(m)]
 
 
@@ -74,12 +75,13 @@ class BackendDecision:
 
 def resolve_backend(requested: str, *, cuda: bool, arch: str, here: bool = True,
                     compute_capability: tuple[int, int] | None = None,
-                    found: Callable[[str], bool] = _module_found) -> BackendDecision:
+                    found: Callable[[str], bool] | None = None) -> BackendDecision:
     """What ``requested`` becomes: the one rule for the planner and the rank.
 
     ``here``: the ranks run on this machine, so its installed packages decide. Planning
     for another machine (no GPU here) assumes the GPU path's kernels are there.
     """
+    found = found or _module_found
     if requested in KERNEL_BACKENDS:
         return BackendDecision(requested, f"requested with --backend {requested}",
                                requested == "mamba_ssm" and here and not found("causal_conv1d"))
