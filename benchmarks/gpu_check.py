@@ -336,8 +336,8 @@ def phase_launch(rec: Recorder, env: dict[str, str], work: Path,
     import torch
 
     run = launch_run(rec, {**env, "CUDA_VISIBLE_DEVICES": uuid}, work / "zero2",
-                     "mamba2_130m", sets=["train.log_every=5"], micro=8, global_batch=32,
-                     steps=30, cap_s=200)
+                     "mamba2_130m", sets=["train.log_every=5", "train.warmup_steps=5"],
+                     micro=8, global_batch=32, steps=20, cap_s=200)
     losses = [m["loss"] for m in run.get("metrics", [])]
     checks = {"launch exits 0": run["rc"] == 0,
               "mamba_ssm backend": "mamba_ssm" in run.get("backend_line", ""),
@@ -382,8 +382,8 @@ def phase_variants(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, 
              "tok/s |", "| --- | --- | --- | --- | --- | --- |"]
     for name, sets in variants.items():
         run = launch_run(rec, env, work / name, "mamba2_130m",
-                         sets=["train.log_every=5", *sets], micro=8, global_batch=16,
-                         steps=10, cap_s=110)
+                         sets=["train.log_every=3", "train.warmup_steps=5", *sets],
+                         micro=8, global_batch=16, steps=6, cap_s=110)
         metrics = run.get("metrics", [])
         spec = load_with_overrides("mamba2_130m", sets).spec
         plan = estimate(spec, world_size=1, micro_batch=8, backend="mamba_ssm",
