@@ -391,11 +391,10 @@ def phase_variants(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, 
         mem = metrics[-1].get("max_mem_alloc_gib") if metrics else None
         losses = [m["loss"] for m in metrics]
         checks[f"{name} runs"] = run["rc"] == 0 and bool(losses) and all(map(_finite, losses))
-        table.append(f"| {name} | {run['rc']} | "
-                     + (f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-")
-                     + f" | {mem} | {plan.total / 2**30:.2f} | "
-                     f"{metrics[-1].get('tokens_per_s', 0):,.0f} |" if metrics else
-                     f" | {mem} | {plan.total / 2**30:.2f} | - |")
+        loss_text = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
+        tps = f"{metrics[-1].get('tokens_per_s', 0):,.0f}" if metrics else "-"
+        table.append(f"| {name} | {run['rc']} | {loss_text} | {mem} | "
+                     f"{plan.total / 2**30:.2f} | {tps} |")
         rows.append({"variant": name, "rc": run["rc"], "max_mem_alloc_gib": mem,
                      "plan_total_gib": plan.total / 2**30})
         details[name] = {"backend_line": run.get("backend_line"),
