@@ -246,3 +246,13 @@ def test_an_ambiguous_uuid_prefix_selects_nothing(nvml):
 def test_a_repeated_device_stops_the_list(nvml):
     nvml("0,1,0")  # two ranks on one GPU is never meant: the list stops there
     assert [g.nvml_index for g in detect_gpus().gpus] == [0, 1]
+
+
+def test_gpus_command_shows_skipped_devices_and_mig(nvml):
+    from ds_wizard.commands.gpus import render_gpus
+
+    nvml(board=A100_40, mig=MIGS, refused=(1,))
+    lines = render_gpus(detect_gpus())
+    assert any("MIG MIG-1111aaaa" in ln and "20.0 GiB" in ln for ln in lines)
+    assert "  skipped GPU 1 (NVML index): Insufficient Permissions" in lines
+    assert any("pick one with CUDA_VISIBLE_DEVICES=MIG-" in ln for ln in lines)
