@@ -119,6 +119,8 @@ def test_rank_uses_the_conv_stand_in_without_causal_conv1d(rank_imports) -> None
     choice = choose_backend("auto", cuda=True, arch="mamba2", capability=(9, 0))
     assert choice.name == "mamba_ssm" and choice.conv_fallback
     assert "causal-conv1d is not installed" in choice.reason
+    assert choice.reason.count("stands in") == 1
+    assert "No module named 'causal_conv1d'" in choice.reason
     from causal_conv1d.cpp_functions import causal_conv1d_fwd_function
 
     assert causal_conv1d_fwd_function is causal_conv1d_fallback.causal_conv1d_fwd_function
@@ -134,3 +136,16 @@ def test_rank_falls_back_naming_the_missing_package(rank_imports) -> None:
     assert "causal_conv1d" not in sys.modules  # the stand-in is taken back out
     with pytest.raises(BackendError, match="selective_scan_cuda does not import"):
         choose_backend("mamba_ssm", cuda=True, arch="mamba1", capability=(9, 0))
+
+
+def test_a_broken_causal_conv1d_is_replaced_too(rank_imports, monkeypatch) -> None:
+    """Installed but built against another torch: the import fails, the stand-in goes in."""
+    from ds_wizard.train import model
+    from ds_wizard.train.model import choose_backend
+
+    rank_imports("mamba_ssm", "selective_scan_cuda", "triton")
+    monkeypatch.setattr(model.causal_conv1d_fallback.importlib.util, "find_spec",
+                        lambda name: object())  # on disk
+    choice = choose_backend("mamba_ssm", cuda=True, arch="mamba2", capability=(9, 0))
+    assert choice.conv_fallback and "stands in for causal-conv1d" in choice.reason
+    assert sys.modules["causal_conv1d"].__ds_wizard_fallback__

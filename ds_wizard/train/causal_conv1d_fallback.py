@@ -145,16 +145,18 @@ def causal_conv1d_update(x: torch.Tensor, conv_state: torch.Tensor, weight: torc
                                          cache_seqlens, conv_state_indices)
 
 
-def install() -> bool:
-    """Register the fallback as ``causal_conv1d`` unless the real package is importable.
+def install(replace_broken: bool = False) -> bool:
+    """Register the fallback as ``causal_conv1d`` unless the real package is installed.
 
+    ``replace_broken``: the caller tried the real package and its import failed (built
+    against another torch, say): register the fallback although it is on disk.
     Returns True when the fallback is (now) in place. Call it before importing mamba_ssm:
     mamba-ssm binds these names at import time.
     """
     current = sys.modules.get(MODULE)
     if current is not None:
         return bool(getattr(current, "__ds_wizard_fallback__", False))
-    if importlib.util.find_spec(MODULE) is not None:
+    if not replace_broken and importlib.util.find_spec(MODULE) is not None:
         return False
     pkg = types.ModuleType(MODULE)
     # a spec, so importlib.util.find_spec("causal_conv1d") answers instead of raising

@@ -78,7 +78,9 @@ def choose_backend(requested: str = "auto", cuda: bool | None = None,
     # mamba-ssm binds causal-conv1d's functions when it is imported: the stand-in goes
     # in first, and only where the real package does not import
     conv_real = _try_import("causal_conv1d", errors)
-    fallback = not conv_real and causal_conv1d_fallback.install()
+    # a causal-conv1d that is installed but does not import (built against another torch)
+    # would leave mamba-ssm with None for its functions: the stand-in replaces it too
+    fallback = not conv_real and causal_conv1d_fallback.install(replace_broken=True)
 
     def found(module: str) -> bool:
         return conv_real if module == "causal_conv1d" else _try_import(module, errors)
@@ -99,8 +101,10 @@ def choose_backend(requested: str = "auto", cuda: bool | None = None,
             return BackendChoice("transformers", decision.reason + detail)
         reason = decision.reason
     if fallback:
-        reason += ("; causal-conv1d is not installed: ds-wizard's PyTorch causal conv stands "
-                   "in (pip install --no-build-isolation causal-conv1d for the CUDA kernel)")
+        if requested == "mamba_ssm":
+            reason += "; ds-wizard's PyTorch causal conv stands in for causal-conv1d"
+        reason += (f" (causal-conv1d: {errors.get('causal_conv1d', 'not installed')}; "
+                   "pip install --no-build-isolation causal-conv1d for its CUDA kernel)")
     return BackendChoice("mamba_ssm", reason, conv_fallback=fallback)
 
 
