@@ -50,8 +50,8 @@ def fake_gpus(monkeypatch: pytest.MonkeyPatch, report: GpuReport,
     import ds_wizard.core.runspec
 
     monkeypatch.setattr(ds_wizard.core.runspec, "_module_found", lambda m: kernels)
-    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", lambda: report)
-    monkeypatch.setattr(ds_wizard.commands.gpus, "detect_gpus", lambda: report)
+    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", lambda *a, **k: report)
+    monkeypatch.setattr(ds_wizard.commands.gpus, "detect_gpus", lambda *a, **k: report)
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

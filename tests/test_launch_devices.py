@@ -134,6 +134,54 @@ def test_a_skipped_device_is_named_in_the_plan(tmp_path: Path, monkeypatch) -> N
     assert "skipped GPU 1 (NVML index): Insufficient Permissions" in plan.notes
 
 
+def test_launch_gpus_option_selects_and_orders_devices(tmp_path: Path, monkeypatch) -> None:
+    """``launch --gpus LIST`` is CUDA_VISIBLE_DEVICES given on the command line: it decides
+    detection, the ranks' devices and the environment of the launch and its script."""
+    import ds_wizard.core.gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # --gpus wins over the variable
+    asked: list[str | None] = []
+
+    def detect(visible: str | None = "env") -> GpuReport:
+        asked.append(visible)
+        return _report("GPU-bb", "GPU-aa")
+
+    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", detect)
+    plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, runs_dir=tmp_path, steps=2,
+                                              gpus="GPU-bb,GPU-aa"))
+    assert asked == ["GPU-bb,GPU-aa"] and plan.world_size == 2
+    assert rank_devices(list(plan.command), None) == ["GPU-bb", "GPU-aa"]
+    assert plan.env["CUDA_VISIBLE_DEVICES"] == "GPU-bb,GPU-aa"
+    assert "export CUDA_VISIBLE_DEVICES=GPU-bb,GPU-aa" in plan.paths.script.read_text()
+    ints = planning.prepare_run(LaunchRequest("tiny_mamba", 2, runs_dir=tmp_path, steps=2,
+                                              gpus="1,3", gpu_report=_report("a", "b")))
+    assert "--include=localhost:1,3" in ints.command
+
+
+def test_detect_gpus_takes_the_list_from_the_caller(monkeypatch) -> None:
+    import sys
+    import types
+
+    from ds_wizard.core import gpus
+
+    fake = types.ModuleType("pynvml")
+    fake.NVMLError = RuntimeError
+    fake.nvmlInit = fake.nvmlShutdown = lambda: None
+    fake.nvmlSystemGetDriverVersion = lambda: "580"
+    fake.nvmlDeviceGetCount = lambda: 2
+    fake.nvmlDeviceGetHandleByIndex = lambda i: i
+    fake.nvmlDeviceGetCudaComputeCapability = lambda h: (9, 0)
+    fake.nvmlDeviceGetName = lambda h: "NVIDIA H100"
+    fake.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=80 << 30)
+    fake.nvmlDeviceGetUUID = lambda h: f"GPU-{h}"
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(gpus, "_nvml_library_loadable", lambda: True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    assert [g.uuid for g in gpus.detect_gpus().gpus] == ["GPU-0"]
+    assert [g.uuid for g in gpus.detect_gpus(visible="1,0").gpus] == ["GPU-1", "GPU-0"]
+    assert gpus.detect_gpus(visible=None).count == 2
+
+
 @pytest.mark.slow
 def test_deepspeeds_per_node_launcher_gives_rank_i_the_ith_device(tmp_path: Path) -> None:
     """The real ``deepspeed.launcher.launch`` (CPU accelerator: it exports the same

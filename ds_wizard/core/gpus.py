@@ -239,9 +239,16 @@ def _read_device(nvml: Any, i: int) -> _Physical:
     return _Physical(replace(info, mig=mig_mode), migs, ids)
 
 
-def detect_gpus() -> GpuReport:
-    """Ask NVML. Every failure becomes ``reason`` or a ``skipped`` entry; never raises."""
-    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+_FROM_ENV = "\0env"
+
+
+def detect_gpus(visible: str | None = _FROM_ENV) -> GpuReport:
+    """Ask NVML. Every failure becomes ``reason`` or a ``skipped`` entry; never raises.
+
+    ``visible``: a device list in CUDA_VISIBLE_DEVICES form (``launch --gpus``); by default
+    the variable itself, None for every GPU.
+    """
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES") if visible == _FROM_ENV else visible
     if not _nvml_library_loadable():
         # NVML's own words for this case, so the message does not depend on the path taken
         return GpuReport(reason=NO_DRIVER.format("NVML Shared Library Not Found"),

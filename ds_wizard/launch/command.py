@@ -100,12 +100,13 @@ def selection_note(kind: str, world_size: int, visible: str | None = None) -> st
 
 
 def build_command(spec: RunSpec, run_dir: Path, *, resume: bool = False,
-                  master_port: int | None = None, extra: Sequence[str] = ()) -> list[str]:
+                  master_port: int | None = None, extra: Sequence[str] = (),
+                  visible: str | None = None) -> list[str]:
     """The launcher command. The rank reads its decisions from RUN_DIR/run.json; the
     flags that repeat some of them are there for a reader of command.txt and for
     ``launch_deepspeed.sh`` users who override one (``--steps N``)."""
     paths = runs.RunPaths(run_dir)
-    cmd = [*rank_selection(spec.accelerator, spec.world_size),
+    cmd = [*rank_selection(spec.accelerator, spec.world_size, visible),
            f"--master_port={master_port or free_port()}",
            "--module", TRAIN_MODULE,
            "--run-dir", str(paths.root.resolve()),
@@ -124,8 +125,12 @@ def build_command(spec: RunSpec, run_dir: Path, *, resume: bool = False,
     return cmd + list(extra)
 
 
-def run_env(accel: Accelerator, world_size: int) -> dict[str, str]:
+def run_env(accel: Accelerator, world_size: int,
+            visible: str | None = None) -> dict[str, str]:
     env = {"PYTHONUNBUFFERED": "1"}
+    if visible is not None and accel.kind == "cuda":
+        # --gpus: the launcher and a hand-run launch_deepspeed.sh see the same devices
+        env["CUDA_VISIBLE_DEVICES"] = visible
     if accel.kind == "cpu":
         # CPU ranks even where GPUs exist (the TUI's CPU demo, tests on a GPU box)
         env["DS_ACCELERATOR"] = "cpu"

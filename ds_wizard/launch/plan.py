@@ -87,6 +87,7 @@ class LaunchRequest:
     master_port: int | None = None
     extra: Sequence[str] = ()
     dry_run: bool = False
+    gpus: str | None = None  # the devices, as CUDA_VISIBLE_DEVICES lists them; None: its value
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class RunPlan:
     command: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    visible: str | None = None  # --gpus: the device list given on the command line
 
     @property
     def preset_name(self) -> str:
@@ -153,7 +155,7 @@ def world_size_for(num_gpus: int | None, accel: Accelerator) -> tuple[int, list[
     return num_gpus, notes
 
 
-def check_mig(report: GpuReport | None, world_size: int) -> None:
+def check_mig(report: GpuReport | None, world_size: int, visible: str | None = None) -> None:
     """Refuse what CUDA cannot run on MIG instances; say nothing otherwise."""
     if report is None or not report.mig:
         return
@@ -165,21 +167,22 @@ def check_mig(report: GpuReport | None, world_size: int) -> None:
             "instance, and every rank gets the same device list",
             "train one rank on one instance: --num-gpus 1 with CUDA_VISIBLE_DEVICES=MIG-…, "
             "or use whole GPUs")
-    if not visible_tokens():
+    if not visible_tokens(visible):
         first = report.gpus[0].uuid
         raise LaunchRefused(
             "MIG instances are visible but CUDA_VISIBLE_DEVICES does not name one",
             f"name the instance: CUDA_VISIBLE_DEVICES={first} ds-wizard launch …")
 
 
-def device_notes(report: GpuReport | None, accel: Accelerator, world_size: int) -> list[str]:
+def device_notes(report: GpuReport | None, accel: Accelerator, world_size: int,
+                 visible: str | None = None) -> list[str]:
     """Skipped devices, the CUDA order and how the ranks get their devices, for the summary;
     refuses multi-rank MIG (:func:`check_mig`)."""
     if accel.kind != "cuda" or report is None:
         return []
-    check_mig(report, world_size)
+    check_mig(report, world_size, visible)
     notes = [f"skipped {s}" for s in report.skipped] + list(report.notes)
-    if (note := selection_note(accel.kind, world_size)) is not None:
+    if (note := selection_note(accel.kind, world_size, visible)) is not None:
         notes.append(note)
     return notes
 
@@ -258,7 +261,7 @@ def prepare_run(request: LaunchRequest) -> RunPlan:
     if report is None and r.accelerator is None:
         from ds_wizard.core.gpus import detect_gpus
 
-        report = detect_gpus()
+        report = detect_gpus() if r.gpus is None else detect_gpus(visible=r.gpus)
     accel = r.accelerator or accelerator_from(report)
     if r.dry_run and accel.kind == "cpu" and r.num_gpus is not None and r.resume is None:
         # `--num-gpus 4 --dry-run` on a laptop checks a plan for a GPU machine
@@ -271,7 +274,7 @@ def prepare_run(request: LaunchRequest) -> RunPlan:
 
     loaded = load_with_overrides(r.preset, r.sets)
     ws, notes = world_size_for(r.num_gpus, accel)
-    notes += device_notes(report, accel, ws)
+    notes += device_notes(report, accel, ws, r.gpus)
     decision = backend_decision(r.backend, accel, loaded.spec.model.arch, report)
     notes.append(f"backend {decision.name}: {decision.reason}")
     cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
@@ -285,19 +288,21 @@ def prepare_run(request: LaunchRequest) -> RunPlan:
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
         tokenizer=_abs(r.tokenizer), config_source=source)
     notes.append(data_note(run, loaded.spec))
-    env = run_env(accel, ws)
+    env = run_env(accel, ws, r.gpus)
     if r.dry_run:
-        return RunPlan(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes))
+        return RunPlan(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes),
+                       visible=r.gpus)
     run_dir = runs.create_run_dir(r.runs_dir, loaded.name)
     _write_run_files(run_dir, run, loaded.spec, cfg)
     return _finish(RunPlan(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
-                           notes=tuple(notes)), r)
+                           notes=tuple(notes), visible=r.gpus), r)
 
 
 def _finish(plan: RunPlan, r: LaunchRequest) -> RunPlan:
     """Add the command (it names the run directory) and write command.txt and the script."""
     assert plan.run_dir is not None
     command = tuple(build_command(plan.run, plan.run_dir, resume=plan.resume,
+                                  visible=plan.visible,
                                   master_port=r.master_port, extra=r.extra))
     plan = replace(plan, command=command)
     paths = plan.paths
@@ -377,7 +382,8 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> RunPlan:
     notes = [f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
              f"training to step {total}", data_note(run, preset.spec)]
     plan = RunPlan(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
-                   run_dir=run_dir, env=run_env(accel, ws), notes=tuple(notes))
+                   run_dir=run_dir, env=run_env(accel, ws, r.gpus), notes=tuple(notes),
+                   visible=r.gpus)
     return plan if r.dry_run else _finish(plan, r)
 
 
