@@ -46,7 +46,8 @@ def main() -> None:
     torch.manual_seed(spec.train.seed)
     # the backend ds_wizard.train picks: by DeepSpeed's accelerator (DS_ACCELERATOR=cpu)
     cuda = get_accelerator().device_name() == "cuda"
-    model = build_model(spec.model, choose_backend("auto", cuda=cuda).name, cfg)
+    model = build_model(spec.model, choose_backend("auto", cuda=cuda, arch=spec.model.arch).name,
+                        cfg)
     if spec.train.activation_checkpointing:
         enable_block_checkpointing(model)
     vocab = padded_vocab(spec.model.vocab_size, spec.model.pad_vocab_size_multiple)

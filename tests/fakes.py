@@ -46,13 +46,20 @@ def write_seed(directory: Path, name: str = "deepspeed_config.json") -> Path:
     return path
 
 
-def patch_gpus(monkeypatch: pytest.MonkeyPatch, report: GpuInventory) -> None:
-    """Every detect_gpus the CLI can reach returns ``report``."""
+def patch_gpus(monkeypatch: pytest.MonkeyPatch, report: GpuInventory,
+               kernels: bool = True) -> None:
+    """Every detect_gpus the CLI can reach returns ``report``.
+
+    ``kernels``: whether mamba-ssm's kernels count as installed, as on a GPU machine set
+    up with the [gpu] extra; the backend the planner assumes for "auto" depends on it.
+    """
     import ds_wizard.commands.gpus
     import ds_wizard.core.gpus
+    import ds_wizard.core.runspec
 
-    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", lambda: report)
-    monkeypatch.setattr(ds_wizard.commands.gpus, "detect_gpus", lambda: report)
+    monkeypatch.setattr(ds_wizard.core.runspec, "_module_found", lambda m: kernels)
+    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", lambda *a, **k: report)
+    monkeypatch.setattr(ds_wizard.commands.gpus, "detect_gpus", lambda *a, **k: report)
 
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

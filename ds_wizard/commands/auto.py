@@ -25,7 +25,7 @@ from ds_wizard.core.limits import (
     MAX_WORLD_SIZE,
 )
 from ds_wizard.core.presets import DEFAULT_PRESET
-from ds_wizard.core.runspec import DEFAULT_KERNEL_BACKEND, KERNEL_BACKENDS
+from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND, resolve_backend
 from ds_wizard.core.schema import Precision
 
 DEFAULT_OUTPUT = "deepspeed_config.json"
@@ -74,9 +74,10 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--headroom", type=FiniteFloat(0, 1, low_open=True), default=HEADROOM,
                      show_default=True,
                      help="[--auto] Plan to this fraction of GPU memory."),
-        click.option("--backend", type=click.Choice(KERNEL_BACKENDS),
-                     default=DEFAULT_KERNEL_BACKEND, show_default=True,
-                     help="[--auto] Kernels the memory estimate assumes."),
+        click.option("--backend", type=click.Choice(BACKENDS),
+                     default=DEFAULT_BACKEND, show_default=True,
+                     help="[--auto] Kernels the memory estimate assumes. auto: what a "
+                          "launch here would run (mamba_ssm when no GPU is here)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -105,7 +106,7 @@ def run_auto(
     dry_run: bool, as_json: bool, precision: str, micro_batch: int | None,
     grad_accum: int | None, global_batch: int | None, zero_stage: int | None,
     gpu_memory: str | None = None, headroom: float = HEADROOM,
-    backend: str = DEFAULT_KERNEL_BACKEND, num_nodes: int | None = None,
+    backend: str = DEFAULT_BACKEND, num_nodes: int | None = None,
     gpus_per_node: int | None = None, hostfile: Path | None = None, **_: Any,
 ) -> None:
     from ds_wizard.core.auto import auto_configure
@@ -125,6 +126,11 @@ def run_auto(
     num_gpus = topo.data_parallel
     source = topo.describe() if topo.multi_node else topo.source
     preset = resolve_preset(preset_ref, sets)
+    here = report.count > 0
+    decision = resolve_backend(
+        backend, cuda=True, arch=preset.spec.model.arch, here=here,
+        compute_capability=min(g.compute_capability for g in report.gpus) if here else None)
+    backend = decision.name
     result = auto_configure(
         preset, num_gpus, gpu_report=report, precision=precision, micro_batch=micro_batch,
         grad_accum=grad_accum, global_batch=global_batch, zero_stage=zero_stage,
@@ -140,6 +146,7 @@ def run_auto(
         data["gpus_source"] = source
         data["output"] = None if dry_run else str(output)
         data["backup"] = str(backup) if backup else None
+        data["backend_reason"] = decision.reason
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     click.echo(f"Preset: {preset.name} ({preset.source}); GPUs: {source}")
@@ -150,6 +157,7 @@ def run_auto(
     click.echo("Why these numbers:")
     for reason in result.reasons:
         click.echo(f"  - {reason}")
+    click.echo(f"  - memory planned for backend {backend}: {decision.reason}")
     if result.memory is None:
         click.echo("  - GPU memory unknown (no GPU detected, no --gpu-memory): the batch was "
                    "not checked against memory")

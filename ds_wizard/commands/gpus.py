@@ -31,9 +31,11 @@ def gpus(as_json: bool) -> None:
 
 
 def render_gpus(report: GpuInventory) -> list[str]:
+    skipped = [f"  skipped {s}" for s in report.skipped]
     if not report.gpus:
         return [
             f"No NVIDIA GPU found: {report.reason}.",
+            *skipped,
             "Configs for another machine still work: pass --num-gpus N to --auto, check and fix.",
         ]
     head = f"{report.count} GPU(s) visible"
@@ -45,5 +47,11 @@ def render_gpus(report: GpuInventory) -> list[str]:
     for g in report.gpus:
         cc = f"{g.compute_capability[0]}.{g.compute_capability[1]}"
         lines.append(f"  [{g.index}] {g.name}  {g.memory_total / 2**30:.1f} GiB  "
-                     f"compute {cc}  bf16 {'yes' if g.bf16 else 'no'}")
+                     f"compute {cc}  bf16 {'yes' if g.bf16 else 'no'}"
+                     + (f"  MIG {g.uuid}" if g.mig else ""))
+    lines += skipped
+    lines += [f"note: {n}" for n in report.notes]
+    if report.mig and report.count > 1:
+        lines.append("note: a CUDA process sees one MIG instance; pick one with "
+                     "CUDA_VISIBLE_DEVICES=MIG-… to train on it")
     return lines

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 @click.option("--num-gpus", type=Count(MAX_WORLD_SIZE), default=None,
               help="Ranks to start over all nodes (default: every visible GPU; 2 CPU ranks "
                    "without a GPU).")
+@click.option("--gpus", default=None, metavar="LIST",
+              help="The GPUs to train on, as CUDA_VISIBLE_DEVICES lists them: 2,0 or "
+                   "GPU-<uuid>,… or MIG-<uuid>; rank i runs on the i-th. Default: "
+                   "CUDA_VISIBLE_DEVICES, else every GPU.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               metavar="FILE", help="Use this DeepSpeed JSON; it must pass `ds-wizard check`.")
 @click.option("--data", default=None, metavar="PATH",
@@ -70,7 +74,7 @@ if TYPE_CHECKING:
                    "`ds-wizard attach NAME`).")
 @click.pass_context
 def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
-           num_gpus: int | None, config_path: Path | None, data: str | None,
+           num_gpus: int | None, gpus: str | None, config_path: Path | None, data: str | None,
            data_dtype: str | None, tokenizer: str | None, steps: int | None,
            resume: str | None, gpu_memory: str | None, headroom: float, runs_dir: str,
            backend: str, grace: float, dry_run: bool, detach: bool, slurm: bool,
@@ -120,7 +124,7 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
         runs_dir=runs_dir, backend=backend, gpu_memory=gpu_memory, headroom=headroom,
         dry_run=dry_run, num_nodes=num_nodes, gpus_per_node=gpus_per_node, hostfile=hostfile,
-        slurm=slurm,
+        slurm=slurm, gpus=gpus,
     ))
     if dry_run:
         click.echo(planning.dry_run_text(plan))

@@ -14,8 +14,9 @@ from ds_wizard.core.defaults import HEADROOM
 from ds_wizard.core.errors import DsWizardError, ExitCode
 from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_memory_from
 from ds_wizard.core.limits import MAX_MICRO_BATCH, MAX_WORLD_SIZE
-from ds_wizard.core.memory import BACKENDS, PRECISIONS, estimate, largest_micro_batch
+from ds_wizard.core.memory import PRECISIONS, estimate, largest_micro_batch
 from ds_wizard.core.params import count_params, human_count
+from ds_wizard.core.runspec import BACKENDS
 from ds_wizard.core.topology import resolve_topology
 
 PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
@@ -45,8 +46,10 @@ PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
               help="Parameter offload (ZeRO-3). Default: the preset's.")
 @click.option("--precision", type=click.Choice(["auto", *PRECISIONS]), default="auto",
               show_default=True, help="auto: the preset's, bf16 where supported.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="mamba_ssm", show_default=True,
-              help="mamba_ssm: the CUDA kernels; transformers: its pure-PyTorch path.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="mamba_ssm: the CUDA kernels; transformers: its pure-PyTorch path; auto: "
+                   "what a launch here would run (mamba_ssm when planning for another "
+                   "machine).")
 @click.option("--checkpointing/--no-checkpointing", default=None,
               help="Activation checkpointing. Default: the preset's.")
 @click.option("--headroom", type=FiniteFloat(0, 1, low_open=True), default=HEADROOM,
@@ -91,6 +94,13 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
         raise DsWizardError(f"GPU memory unknown: no GPU detected ({report.reason})"
                             if report else "GPU memory unknown",
                             "pass --gpu-memory, e.g. --gpu-memory 80GiB")
+    from ds_wizard.core.runspec import resolve_backend
+
+    here = report is not None and report.count > 0
+    decision = resolve_backend(
+        backend, cuda=True, arch=spec.model.arch, here=here,
+        compute_capability=min(g.compute_capability for g in report.gpus) if here else None)
+    backend = decision.name
     settings: dict[str, Any] = {
         "world_size": num_gpus, "gpus_per_node": topo.gpus_per_node, "backend": backend,
         "precision": precision, "activation_checkpointing": checkpointing,
@@ -131,6 +141,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
                 "total": cheapest.estimate.total,
             },
             "does_not_fit": no_fit,
+            "backend_reason": decision.reason,
         }
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         click.get_current_context().exit(ExitCode.OK if data["fits"] else ExitCode.PROBLEM)
@@ -144,6 +155,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
                + (f" + {' and '.join(offload)} offload" if offload else "")
                + f", {s.precision}, backend {s.backend}, activation checkpointing "
                + ("on" if s.activation_checkpointing else "off"))
+    click.echo(f"backend {s.backend}: {decision.reason}")
     click.echo("")
     click.echo(f"  {'':<14}{'per GPU':>12}")
     for part in PARTS:

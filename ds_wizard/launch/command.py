@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shlex
 import socket
@@ -37,25 +39,75 @@ def deepspeed_launcher() -> list[str]:
     return [sys.executable, "-m", "deepspeed.launcher.runner"]
 
 
+PER_NODE_LAUNCHER = "deepspeed.launcher.launch"
+
+
+def visible_tokens(visible: str | None = None) -> list[str]:
+    """The entries of ``CUDA_VISIBLE_DEVICES`` (the environment's when not given)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    return [t.strip() for t in (visible or "").split(",") if t.strip()]
+
+
+def include_expresses(tokens: Sequence[str]) -> bool:
+    """Whether ``--include=localhost:…`` keeps this device list as it is.
+
+    DeepSpeed's runner (``parse_node_config``) calls ``int()`` on every slot and returns
+    them sorted and de-duplicated, so only ascending integer ids survive unchanged.
+    """
+    if not all(t.isdigit() for t in tokens):
+        return False
+    ids = [int(t) for t in tokens]
+    return ids == sorted(set(ids))
+
+
+def world_info(tokens: Sequence[str]) -> str:
+    """``--world_info`` for ``deepspeed.launcher.launch``: one node, these devices.
+
+    ``launch.py`` exports ``CUDA_VISIBLE_DEVICES=",".join(devices)`` to every rank and
+    gives rank ``i`` ``LOCAL_RANK=i``, so rank ``i`` runs on the ``i``-th listed device,
+    whatever form the entries take (integers in any order, ``GPU-`` or ``MIG-`` ids).
+    """
+    raw = json.dumps({"localhost": list(tokens)}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
 def rank_selection(kind: str, world_size: int,
                    visible: str | None = None) -> list[str]:
-    """``--num_gpus=N`` (CUDA) or ``--num_accelerators=N`` (CPU).
+    """The launcher and its rank flags, up to (not including) ``--master_port``.
 
-    The deepspeed runner ignores CUDA_VISIBLE_DEVICES once --num_gpus is given and takes
-    GPUs 0..N-1, so with the variable set the visible ids are named with --include.
+    - CPU ranks: ``deepspeed --num_accelerators=N``.
+    - No ``CUDA_VISIBLE_DEVICES``: ``deepspeed --num_gpus=N`` (GPUs 0..N-1).
+    - Ascending integer ids: ``deepspeed --include=localhost:a,b`` (the runner drops the
+      variable once any rank flag is given, so the ids are named).
+    - Anything ``--include`` cannot carry (UUIDs, MIG ids, ids out of order): DeepSpeed's
+      per-node launcher ``python -m deepspeed.launcher.launch --world_info=…`` with the
+      list as given, which it exports to the ranks as ``CUDA_VISIBLE_DEVICES``.
     """
     if kind != "cuda":
-        return [f"--num_accelerators={world_size}"]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
-    ids = [t.strip() for t in (visible or "").split(",") if t.strip()]
-    if ids:
-        return [f"--include=localhost:{','.join(ids[:world_size])}"]
-    return [f"--num_gpus={world_size}"]
+        return [*deepspeed_launcher(), f"--num_accelerators={world_size}"]
+    tokens = visible_tokens(visible)[:world_size]
+    if not tokens:
+        return [*deepspeed_launcher(), f"--num_gpus={world_size}"]
+    if include_expresses(tokens):
+        return [*deepspeed_launcher(), f"--include=localhost:{','.join(tokens)}"]
+    return [sys.executable, "-u", "-m", PER_NODE_LAUNCHER,
+            f"--world_info={world_info(tokens)}", "--master_addr=127.0.0.1"]
+
+
+def selection_note(kind: str, world_size: int, visible: str | None = None) -> str | None:
+    """What the summary says when the per-node launcher replaces ``--include``."""
+    tokens = visible_tokens(visible)[:world_size]
+    if kind != "cuda" or not tokens or include_expresses(tokens):
+        return None
+    return (f"CUDA_VISIBLE_DEVICES={','.join(tokens)}: DeepSpeed's --include takes only "
+            "integer ids and sorts them, so the ranks are started by "
+            f"{PER_NODE_LAUNCHER} with this list as their CUDA_VISIBLE_DEVICES "
+            "(rank i on the i-th entry)")
 
 
 def build_command(spec: RunSpec, run_dir: Path, *, resume: bool = False,
                   master_port: int | None = None, master_addr: str | None = None,
-                  extra: Sequence[str] = ()) -> list[str]:
+                  extra: Sequence[str] = (), visible: str | None = None) -> list[str]:
     """The launcher command. The rank reads its decisions from RUN_DIR/run.json; the
     flags that repeat some of them are there for a reader of command.txt and for
     ``launch_deepspeed.sh`` users who override one (``--steps N``).
@@ -63,11 +115,13 @@ def build_command(spec: RunSpec, run_dir: Path, *, resume: bool = False,
     A multi-node run names its hostfile; DeepSpeed's runner then starts
     ``deepspeed.launcher.launch`` on every host (pdsh over ssh by default)."""
     paths = runs.RunPaths(run_dir)
-    where = ([f"--hostfile={spec.hostfile}"] if spec.hostfile
-             else rank_selection(spec.accelerator, spec.world_size))
-    if master_addr:
-        where.append(f"--master_addr={master_addr}")
-    cmd = [*deepspeed_launcher(), *where,
+    if spec.hostfile:
+        where = [*deepspeed_launcher(), f"--hostfile={spec.hostfile}"]
+        if master_addr:
+            where.append(f"--master_addr={master_addr}")
+    else:
+        where = rank_selection(spec.accelerator, spec.world_size, visible)
+    cmd = [*where,
            f"--master_port={master_port or free_port()}",
            "--module", TRAIN_MODULE,
            "--run-dir", str(paths.root.resolve()),
@@ -86,8 +140,12 @@ def build_command(spec: RunSpec, run_dir: Path, *, resume: bool = False,
     return cmd + list(extra)
 
 
-def run_env(accel: Accelerator, world_size: int) -> dict[str, str]:
+def run_env(accel: Accelerator, world_size: int,
+            visible: str | None = None) -> dict[str, str]:
     env = {"PYTHONUNBUFFERED": "1"}
+    if visible is not None and accel.kind == "cuda":
+        # --gpus: the launcher and a hand-run launch_deepspeed.sh see the same devices
+        env["CUDA_VISIBLE_DEVICES"] = visible
     if accel.kind == "cpu":
         # CPU ranks even where GPUs exist (the TUI's CPU demo, tests on a GPU box)
         env["DS_ACCELERATOR"] = "cpu"
@@ -111,11 +169,12 @@ def write_script(path: Path, command: Sequence[str], env: dict[str, str]) -> Non
              f"cd {shlex.quote(str(Path.cwd()))}"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
     # a fixed port in a hand-run script could clash with a concurrent run; pick one now
+    at = next((i for i, c in enumerate(command) if c.startswith("--master_port=")), 1)
     cmd = [c for c in command if not c.startswith("--master_port=")]
-    lines.append(f'exec {shlex.join(cmd[:1])} '
+    lines.append(f'exec {shlex.join(cmd[:at])} '
                  f'--master_port="$({shlex.quote(sys.executable)} -c '
                  f"'import ds_wizard.launch.command as c; print(c.free_port())')\" "
-                 f'{shlex.join(cmd[1:])} "$@"')
+                 f'{shlex.join(cmd[at:])} "$@"')
     atomic_write_text(path, "\n".join(lines) + "\n")
     path.chmod(0o755)
 

@@ -25,12 +25,13 @@ from ds_wizard.core.fsio import atomic_write_text
 from ds_wizard.core.runspec import (
     BACKENDS,
     DEFAULT_BACKEND,
-    DEFAULT_KERNEL_BACKEND,
     Accelerator,
+    BackendDecision,
     RunInfo,
     RunSpec,
     accelerator_from,
     read_run_info,
+    resolve_backend,
     spec_from_config,
     write_run_info,
 )
@@ -41,6 +42,8 @@ from ds_wizard.launch.command import (
     build_command,
     command_text,
     run_env,
+    selection_note,
+    visible_tokens,
     write_hostfile,
     write_sbatch,
     write_script,
@@ -95,6 +98,7 @@ class LaunchRequest:
     gpus_per_node: int | None = None
     hostfile: str | Path | None = None
     slurm: bool = False  # write an sbatch script; the job starts when Slurm runs it
+    gpus: str | None = None  # the devices, as CUDA_VISIBLE_DEVICES lists them; None: its value
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class PreparedRun:
     notes: tuple[str, ...] = ()
     topology: Topology | None = None
     sbatch: Path | None = None  # the sbatch script, for a --slurm run (not started here)
+    visible: str | None = None  # --gpus: the device list given on the command line
 
     @property
     def multi_node(self) -> bool:
@@ -198,11 +203,52 @@ def nodes_accelerator(accel: Accelerator, topo: Topology) -> Accelerator:
                        "no GPU on this machine: planning for the nodes' GPUs")
 
 
-def kernel_backend(backend: str, accel: Accelerator) -> str:
+def check_mig(report: GpuInventory | None, world_size: int, visible: str | None = None) -> None:
+    """Refuse what CUDA cannot run on MIG instances; say nothing otherwise."""
+    if report is None or not report.mig:
+        return
+    if world_size > 1:
+        # CUDA enumerates one MIG instance per process, and DeepSpeed's launcher gives
+        # every rank the same device list, so rank 1 would find no device
+        raise LaunchRefused(
+            f"{world_size} ranks on MIG instances: a CUDA process sees only one MIG "
+            "instance, and every rank gets the same device list",
+            "train one rank on one instance: --num-gpus 1 with CUDA_VISIBLE_DEVICES=MIG-…, "
+            "or use whole GPUs")
+    if not visible_tokens(visible):
+        first = report.gpus[0].uuid
+        raise LaunchRefused(
+            "MIG instances are visible but CUDA_VISIBLE_DEVICES does not name one",
+            f"name the instance: CUDA_VISIBLE_DEVICES={first} ds-wizard launch …")
+
+
+def device_notes(report: GpuInventory | None, accel: Accelerator, world_size: int,
+                 visible: str | None = None) -> list[str]:
+    """Skipped devices, the CUDA order and how the ranks get their devices, for the summary;
+    refuses multi-rank MIG (:func:`check_mig`)."""
+    if accel.kind != "cuda" or report is None:
+        return []
+    check_mig(report, world_size, visible)
+    notes = [f"skipped {s}" for s in report.skipped] + list(report.notes)
+    if (note := selection_note(accel.kind, world_size, visible)) is not None:
+        notes.append(note)
+    return notes
+
+
+def backend_decision(backend: str, accel: Accelerator, arch: str,
+                     report: GpuInventory | None = None) -> BackendDecision:
+    """The kernels the ranks will run, by the rule each rank applies (core.runspec): the
+    packages installed here decide when the GPUs are this machine's."""
+    here = accel.kind == "cuda" and report is not None and report.count > 0
+    cc = min(g.compute_capability for g in report.gpus) if here and report else None
+    return resolve_backend(backend, cuda=accel.kind == "cuda", arch=arch, here=here,
+                           compute_capability=cc)
+
+
+def kernel_backend(backend: str, accel: Accelerator, arch: str = "mamba2",
+                   report: GpuInventory | None = None) -> str:
     """The kernels the memory estimate assumes for ``backend`` on ``accel``."""
-    if backend != "auto":
-        return backend
-    return DEFAULT_KERNEL_BACKEND if accel.kind == "cuda" else "transformers"
+    return backend_decision(backend, accel, arch, report).name
 
 
 def resolve_config(
@@ -224,7 +270,8 @@ def resolve_config(
         cfg = auto_configure(
             preset, world_size, gpu_report=report,
             gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom,
-            backend=kernel_backend(backend, accel), device=accel.kind,
+            backend=kernel_backend(backend, accel, preset.spec.model.arch, report),
+            device=accel.kind,
         ).config
         source = None
     if accel.kind == "cpu":
@@ -289,7 +336,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     if report is None and r.accelerator is None:
         from ds_wizard.core.gpus import detect_gpus
 
-        report = detect_gpus()
+        report = detect_gpus() if r.gpus is None else detect_gpus(visible=r.gpus)
     accel = r.accelerator or accelerator_from(report)
     if r.dry_run and accel.kind == "cpu" and r.num_gpus is not None and r.resume is None:
         # `--num-gpus 4 --dry-run` on a laptop checks a plan for a GPU machine
@@ -314,6 +361,9 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                                 "pass --hostfile FILE (`host slots=N` lines), or --slurm to "
                                 "write an sbatch script")
     ws = topo.total_ranks
+    notes += device_notes(report, accel, ws, r.gpus)
+    decision = backend_decision(r.backend, accel, loaded.spec.model.arch, report)
+    notes.append(f"backend {decision.name}: {decision.reason}")
     cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
                                  gpu_memory=r.gpu_memory, headroom=r.headroom,
                                  backend=r.backend)
@@ -327,10 +377,10 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
         tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes)
     notes.append(data_note(run, loaded.spec))
-    env = run_env(accel, max(topo.ranks_per_node))
+    env = run_env(accel, max(topo.ranks_per_node), r.gpus)
     if r.dry_run:
         return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes),
-                           topology=topo)
+                           topology=topo, visible=r.gpus)
     if accel.kind == "cpu":
         from ds_wizard.core.host_fit import check_cpu_ranks
 
@@ -344,13 +394,14 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
             write_hostfile(hostfile, topo)
     _write_run_files(run_dir, run, loaded.spec, cfg)
     return _finish(PreparedRun(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
-                           notes=tuple(notes), topology=topo), r)
+                               notes=tuple(notes), topology=topo, visible=r.gpus), r)
 
 
 def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
     """Add the command (it names the run directory) and write command.txt and the script."""
     assert plan.run_dir is not None
     command = tuple(build_command(plan.run, plan.run_dir, resume=plan.resume,
+                                  visible=plan.visible,
                                   master_port=r.master_port, extra=r.extra))
     plan = replace(plan, command=command)
     paths = plan.paths
@@ -442,7 +493,8 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     if r.hostfile is not None or r.num_nodes is not None or r.gpus_per_node is not None:
         run = _resume_nodes(r, run, run_dir, notes)
     plan = PreparedRun(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
-                   run_dir=run_dir, env=run_env(accel, ws), notes=tuple(notes))
+                       run_dir=run_dir, env=run_env(accel, ws, r.gpus), notes=tuple(notes),
+                       visible=r.gpus)
     return plan if r.dry_run else _finish(plan, r)
 
 

@@ -214,7 +214,7 @@ class Trainer:
         # even on a machine with GPUs
         self.cuda = cuda = get_accelerator().device_name() == "cuda"
         torch.manual_seed(self.run_spec.seed)
-        self.backend = models.choose_backend(args.backend, cuda=cuda)
+        self.backend = models.choose_backend(args.backend, cuda=cuda, arch=spec.model.arch)
         self.log(f"backend: {self.backend.name} ({self.backend.reason})"
                  + ("; mambapy parallel scan" if self.backend.name == "transformers"
                     and spec.model.arch == "mamba1" and models.mambapy_available() else ""))

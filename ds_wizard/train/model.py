@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,15 @@ import torch
 
 from ds_wizard.core.errors import DsWizardError
 from ds_wizard.core.params import count_params, padded_vocab
-from ds_wizard.core.runspec import BACKENDS
+from ds_wizard.core.runspec import (
+    BACKENDS,
+    GPU_INSTALL_HINT,
+    KERNEL_PACKAGES,
+    missing_kernel_modules,
+    resolve_backend,
+)
 from ds_wizard.core.schema import ModelSpec
+from ds_wizard.train import causal_conv1d_fallback
 
 
 class BackendError(DsWizardError):
@@ -30,28 +39,86 @@ class BackendError(DsWizardError):
 class BackendSelection:
     name: str  # "transformers" | "mamba_ssm"
     reason: str
+    conv_fallback: bool = False  # ds-wizard's PyTorch causal conv stands in for causal-conv1d
 
 
-def choose_backend(requested: str = "auto", cuda: bool | None = None) -> BackendSelection:
-    """``cuda``: whether the ranks run on CUDA (DeepSpeed's accelerator decides)."""
+def _try_import(module: str, errors: dict[str, str]) -> bool:
+    """Import ``module`` for real: a broken CUDA extension raises more than ImportError
+    (OSError for an undefined symbol, RuntimeError for a missing GPU kernel image)."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # every failure is a reason to fall back, with its text
+        errors[module] = f"{type(exc).__name__}: {exc}"
+        return False
+    return True
+
+
+def choose_backend(requested: str = "auto", cuda: bool | None = None,
+                   arch: str = "mamba2",
+                   capability: tuple[int, int] | None = None) -> BackendSelection:
+    """The kernels this rank will run, by the planner's rule (``core.runspec``), checked by
+    importing what will really run: mamba_ssm, its selective-scan extension, Triton for
+    Mamba-2, and causal-conv1d (ds-wizard's PyTorch stand-in when it is absent).
+
+    ``cuda``: whether the ranks run on CUDA (DeepSpeed's accelerator decides).
+    """
     cuda = torch.cuda.is_available() if cuda is None else cuda
+    if requested not in BACKENDS:
+        raise BackendError(f"unknown backend {requested!r}", f"choose one of {BACKENDS}")
     if requested == "transformers":
         return BackendSelection("transformers", "requested with --backend transformers")
-    if requested == "mamba_ssm":
-        if not cuda:
+    if not cuda:
+        if requested == "mamba_ssm":
             raise BackendError("--backend mamba_ssm needs CUDA, and none is available",
                                "use --backend transformers (or auto) on CPU")
-        _import_mamba_ssm()
-        return BackendSelection("mamba_ssm", "requested with --backend mamba_ssm")
-    if requested != "auto":
-        raise BackendError(f"unknown backend {requested!r}", f"choose one of {BACKENDS}")
-    if not cuda:
         return BackendSelection("transformers", "no CUDA device: transformers' PyTorch Mamba path")
-    try:
-        _import_mamba_ssm()
-    except BackendError as exc:
-        return BackendSelection("transformers", f"CUDA is available but {exc.message}")
-    return BackendSelection("mamba_ssm", "CUDA is available and mamba_ssm imports")
+    if capability is None:
+        capability = tuple(torch.cuda.get_device_capability())  # type: ignore[assignment]
+    errors: dict[str, str] = {}
+    # mamba-ssm binds causal-conv1d's functions when it is imported: the stand-in goes
+    # in first, and only where the real package does not import
+    conv_real = _try_import("causal_conv1d", errors)
+    # a causal-conv1d that is installed but does not import (built against another torch)
+    # would leave mamba-ssm with None for its functions: the stand-in replaces it too
+    fallback = not conv_real and causal_conv1d_fallback.install(replace_broken=True)
+
+    def found(module: str) -> bool:
+        return conv_real if module == "causal_conv1d" else _try_import(module, errors)
+
+    if requested == "mamba_ssm":
+        missing = missing_kernel_modules(arch, found)
+        if missing:
+            _drop_fallback(fallback)
+            raise BackendError(_missing_text(missing, errors), GPU_INSTALL_HINT)
+        reason = "requested with --backend mamba_ssm"
+    else:
+        decision = resolve_backend("auto", cuda=True, arch=arch, here=True,
+                                   compute_capability=capability, found=found)
+        if decision.name == "transformers":
+            _drop_fallback(fallback)
+            missing = [m for m in errors if m != "causal_conv1d"]
+            detail = f" ({_missing_text(missing, errors)})" if missing else ""
+            return BackendSelection("transformers", decision.reason + detail)
+        reason = decision.reason
+    if fallback:
+        if requested == "mamba_ssm":
+            reason += "; ds-wizard's PyTorch causal conv stands in for causal-conv1d"
+        reason += (f" (causal-conv1d: {errors.get('causal_conv1d', 'not installed')}; "
+                   "pip install --no-build-isolation causal-conv1d for its CUDA kernel)")
+    return BackendSelection("mamba_ssm", reason, conv_fallback=fallback)
+
+
+def _missing_text(missing: list[str], errors: dict[str, str]) -> str:
+    return "; ".join(f"{KERNEL_PACKAGES.get(m, m)} does not import ({errors.get(m, 'missing')})"
+                     for m in missing)
+
+
+def _drop_fallback(installed: bool) -> None:
+    """Take the stand-in back out when mamba_ssm will not run: transformers asks for
+    causal_conv1d itself and should see the truth."""
+    if installed:
+        for name in [n for n in sys.modules if n.split(".")[0] == "causal_conv1d"]:
+            del sys.modules[name]
 
 
 def _import_mamba_ssm() -> Any:
@@ -59,7 +126,7 @@ def _import_mamba_ssm() -> Any:
         from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
     except Exception as exc:  # a broken CUDA extension raises more than ImportError
         raise BackendError(f"mamba_ssm does not import ({type(exc).__name__}: {exc})",
-                           "pip install 'ds-wizard[gpu]' or use --backend transformers") from exc
+                           GPU_INSTALL_HINT) from exc
     return MambaLMHeadModel
 
 

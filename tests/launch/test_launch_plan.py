@@ -287,10 +287,11 @@ def test_train_entry_dry_run_matches_the_seed_document() -> None:
 
 
 def test_rank_selection_respects_cuda_visible_devices() -> None:
-    assert command.rank_selection("cpu", 2, "0,1") == ["--num_accelerators=2"]
-    assert command.rank_selection("cuda", 4, "") == ["--num_gpus=4"]
+    ds = command.deepspeed_launcher()
+    assert command.rank_selection("cpu", 2, "0,1") == [*ds, "--num_accelerators=2"]
+    assert command.rank_selection("cuda", 4, "") == [*ds, "--num_gpus=4"]
     # deepspeed would take GPUs 0,1 for --num_gpus 2 whatever the variable says
-    assert command.rank_selection("cuda", 2, "3,5,7") == ["--include=localhost:3,5"]
+    assert command.rank_selection("cuda", 2, "3,5,7") == [*ds, "--include=localhost:3,5"]
 
 
 def test_cpu_dry_run_labels_its_ranks_as_cpu_ranks(tmp_path: Path, monkeypatch) -> None:
