@@ -76,6 +76,10 @@ class FollowLog(Log):
         self.write_lines(lines, scroll_end=False)
         if self.following:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+            # lines that arrive before a layout (a loaded machine, a burst of output) are
+            # measured against the old size: scroll again once the size is known
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True,
+                                    x_axis=False)
 
     def on_resize(self, event: events.Resize) -> None:
         if self.following:
