@@ -14,7 +14,7 @@ from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.commands.worldsize import node_options
 from ds_wizard.core.defaults import GRACE_S, HEADROOM, RUNS_DIR
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.errors import DsWizardError, ExitCode
 from ds_wizard.core.limits import MAX_STEPS, MAX_WORLD_SIZE
 from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND
 
@@ -193,7 +193,7 @@ def _foreground(plan: PreparedRun, grace: float, watch: FirstStepWatch) -> int:
             _echo(f"🛰  {why}: detached; {name} goes on running "
                   f"(supervisor pid {client.pid}). Come back with `ds-wizard attach {name}`, "
                   f"stop it with `ds-wizard stop {name}`.", err=True)
-            return 0
+            return ExitCode.OK
         assert client.proc is not None
         client.proc.wait()
     finally:
@@ -257,11 +257,11 @@ def _report(plan: PreparedRun, supervisor_code: int | None, signum: int | None,
         else:
             _echo(f"⏹  stopped ({reason or 'on request'}): {where} in {paths.checkpoints}; "
                   f"continue with `ds-wizard launch --resume {paths.root.name}`", err=True)
-        return 128 + signum if signum is not None else 128 + signal.SIGTERM
+        return ExitCode.SIGNAL_BASE + (signum if signum is not None else signal.SIGTERM)
     if status == "finished":
         _echo(f"✅ training finished: {where}; weights in {paths.final}; "
               f"metrics in {paths.metrics}")
-        return 0
+        return ExitCode.OK
     code = state.exit_code if ended and state is not None and state.exit_code else None
     if reason is None:
         said = [ln.removeprefix("error: ") for ln in client.stderr_lines
@@ -274,6 +274,7 @@ def _report(plan: PreparedRun, supervisor_code: int | None, signum: int | None,
 
 
 class TrainingFailed(DsWizardError):
-    def __init__(self, message: str, hint: str | None = None, exit_code: int = 1) -> None:
+    def __init__(self, message: str, hint: str | None = None,
+                 exit_code: int = ExitCode.PROBLEM) -> None:
         super().__init__(message, hint)
-        self.exit_code = exit_code if 0 < exit_code < 256 else 1
+        self.exit_code = exit_code if 0 < exit_code < 256 else ExitCode.PROBLEM
