@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,3 +52,14 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated working directory (cwd): only the built-in presets are visible."""
     return isolate(tmp_path, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _no_causal_conv1d_stand_in_left_behind() -> Iterator[None]:
+    """ds-wizard's causal-conv1d stand-in registers itself in sys.modules; a later test
+    (transformers' Mamba path asks for causal_conv1d) must not find it."""
+    before = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "causal_conv1d"}
+    yield
+    for name in [n for n in sys.modules if n.split(".")[0] == "causal_conv1d"]:
+        del sys.modules[name]
+    sys.modules.update(before)

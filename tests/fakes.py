@@ -174,3 +174,39 @@ def pid_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def process_tree(proc: subprocess.Popen[str]) -> set[int]:
+    """``proc`` and every process below it, while they exist."""
+    import psutil
+
+    try:
+        return {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def alive(pids: set[int]) -> list[int]:
+    """The pids that still run (a zombie is dead for our purposes)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def kill_leftovers(proc: subprocess.Popen[str], pids: set[int]) -> None:
+    """Kill the process groups of whatever a failed real-run test left, then reap ``proc``."""
+    import signal
+
+    for pid in alive(pids | process_tree(proc)):
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+    proc.wait(timeout=30)

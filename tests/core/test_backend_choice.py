@@ -14,18 +14,6 @@ from fakes import FOUR_A100, NO_GPU, TWO_V100, patch_gpus
 from ds_wizard.cli import main
 from ds_wizard.core.runspec import resolve_backend
 
-
-@pytest.fixture(autouse=True)
-def _no_stand_in_left_behind():
-    """The stand-in registers itself in sys.modules; later tests (transformers' Mamba path
-    asks for causal_conv1d) must not find it."""
-    before = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "causal_conv1d"}
-    yield
-    for name in [n for n in sys.modules if n.split(".")[0] == "causal_conv1d"]:
-        del sys.modules[name]
-    sys.modules.update(before)
-
-
 ALL = {"mamba_ssm", "selective_scan_cuda", "triton", "causal_conv1d"}
 
 

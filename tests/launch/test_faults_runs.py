@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 from _fault_helpers import planted_pickle
+from fakes import alive, kill_leftovers, process_tree
 
 from ds_wizard.core import runs
 from ds_wizard.core.metrics import read_metrics
@@ -51,40 +52,13 @@ def _launch(*args: str, runs_dir: Path) -> subprocess.Popen[str]:
     )
 
 
-def _tree(proc: subprocess.Popen[str]) -> set[int]:
-    try:
-        return {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def _alive(pids: set[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
-def _cleanup(proc: subprocess.Popen[str], pids: set[int]) -> None:
-    for pid in _alive(pids | _tree(proc)):
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            continue
-    proc.wait(timeout=30)
-
-
 def _finish(proc: subprocess.Popen[str]) -> str:
-    pids = _tree(proc)
+    pids = process_tree(proc)
     try:
         out, _ = proc.communicate(timeout=START_TIMEOUT)
     finally:
-        _cleanup(proc, pids)
-    assert not _alive(pids), _alive(pids)
+        kill_leftovers(proc, pids)
+    assert not alive(pids), alive(pids)
     return out
 
 
@@ -113,15 +87,15 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
             time.sleep(0.2)
         else:
             raise AssertionError("no 5 logged steps in time")
-        pids = _tree(proc)
+        pids = process_tree(proc)
         ranks = [p for p in pids if is_rank_cmdline(psutil.Process(p).cmdline())]
         assert len(ranks) == 2
         os.kill(max(ranks), signal.SIGKILL)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode != 0, out
     finally:
-        _cleanup(proc, pids)
-    assert not _alive(pids)
+        kill_leftovers(proc, pids)
+    assert not alive(pids)
     assert config.read_text() == '{"train_micro_batch_size_per_gpu": 4}\n'  # untouched
     with (run_dir / runs.METRICS).open("a") as fh:
         fh.write(TORN)  # no newline: cut off mid-record

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from fakes import alive, kill_leftovers, process_tree
 
 from ds_wizard.core import runs
 from ds_wizard.core.metrics import read_metrics
@@ -44,33 +45,6 @@ def _only_run(runs_dir: Path) -> Path:
     return found[0]
 
 
-def _run_pids(proc: subprocess.Popen[str]) -> set[int]:
-    try:
-        return {proc.pid} | {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def _alive(pids: set[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
-def _cleanup(proc: subprocess.Popen[str], pids: set[int]) -> None:
-    for pid in _alive(pids | _run_pids(proc)):
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            continue
-    proc.wait(timeout=30)
-
-
 def _wait_for_steps(run_dir_of, n: int, proc: subprocess.Popen[str],
                     timeout: float = START_TIMEOUT) -> Path:
     deadline = time.monotonic() + timeout
@@ -97,7 +71,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
     try:
         out, _ = proc.communicate(timeout=START_TIMEOUT + 600)
     finally:
-        _cleanup(proc, set())
+        kill_leftovers(proc, set())
     return _only_run(runs_dir), out, proc.returncode
 
 
@@ -139,7 +113,7 @@ def test_resume_continues_at_the_next_step_with_the_trained_state(
     try:
         out2, _ = proc.communicate(timeout=START_TIMEOUT)
     finally:
-        _cleanup(proc, set())
+        kill_leftovers(proc, set())
     assert proc.returncode == 0, out2
     after = read_metrics(run_dir / runs.METRICS)[len(before):]
     assert [r["step"] for r in after] == [STEPS + 1, STEPS + 2]
@@ -156,18 +130,18 @@ def test_sigint_saves_a_checkpoint_and_leaves_no_process(tmp_path: Path) -> None
     pids: set[int] = set()
     try:
         run_dir = _wait_for_steps(_first_run(tmp_path), 2, proc)
-        pids = _run_pids(proc)
+        pids = process_tree(proc)
         assert len(pids) >= 4  # ds-wizard, deepspeed runner, launch.py, 2 ranks
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 128 + signal.SIGINT, out
-        assert not _alive(pids), _alive(pids)
+        assert not alive(pids), alive(pids)
         latest = runs.latest_complete(run_dir / runs.CHECKPOINTS)
         logged = read_metrics(run_dir / runs.METRICS)
         assert latest is not None and latest.step == logged[-1]["step"] >= 2
         assert "stopped" in out and "--resume" in out
     finally:
-        _cleanup(proc, pids)
+        kill_leftovers(proc, pids)
 
 
 def test_sigkill_of_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> None:
@@ -175,7 +149,7 @@ def test_sigkill_of_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> 
     pids: set[int] = set()
     try:
         _wait_for_steps(_first_run(tmp_path), 1, proc)
-        pids = _run_pids(proc)
+        pids = process_tree(proc)
         ranks = [p for p in pids if is_rank_cmdline(psutil.Process(p).cmdline())]
         assert len(ranks) == 2
         victim = max(ranks)
@@ -183,9 +157,9 @@ def test_sigkill_of_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> 
         out, _ = proc.communicate(timeout=60)  # the bound: ended within 60 s
         assert proc.returncode != 0, out
         assert "training failed" in out and "SIGKILL" in out, out[-3000:]
-        assert not _alive(pids), _alive(pids)
+        assert not alive(pids), alive(pids)
     finally:
-        _cleanup(proc, pids)
+        kill_leftovers(proc, pids)
 
 
 def test_no_step_at_lr_0_no_scheduler_warning_no_op_build(

@@ -9,18 +9,6 @@ import torch
 
 from ds_wizard.train import causal_conv1d_fallback as cc
 
-
-@pytest.fixture(autouse=True)
-def _no_stand_in_left_behind():
-    """The stand-in registers itself in sys.modules; later tests (transformers' Mamba path
-    asks for causal_conv1d) must not find it."""
-    before = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "causal_conv1d"}
-    yield
-    for name in [n for n in sys.modules if n.split(".")[0] == "causal_conv1d"]:
-        del sys.modules[name]
-    sys.modules.update(before)
-
-
 B, D, S, W = 2, 3, 11, 4
 
 
