@@ -164,9 +164,11 @@ class BatchScreen(WizardScreen):
         self.recomputes += 1
         self.view = view
         res = view.resolution
-        if res is not None and state.derive in FIELDS:
-            value = {"micro": res.micro_batch, "gas": res.grad_accum,
-                     "global": res.train_batch_size}[state.derive]
+        if state.derive in FIELDS:
+            # derived from the current fields only: with an invalid field there is nothing
+            # to derive, and the last valid value must not stand next to the error
+            value = None if res is None else {"micro": res.micro_batch, "gas": res.grad_accum,
+                                              "global": res.train_batch_size}[state.derive]
             field = self.query_one(FIELDS[state.derive], Input)
             text = "" if value is None else str(value)
             setattr(state, f"{state.derive}_text", text)

@@ -147,6 +147,9 @@ async def test_huge_micro_batch_is_refused_like_the_cli_and_sigterm_quits() -> N
             errors = text_of(app, "#field-errors")
             assert ("micro-batch is 99999999999999999999, implausibly large "
                     "(over 16,777,216); check for an extra digit") in errors
+            # nothing is derived from a refused value: no stale product beside the error
+            assert app.state.derive == "global"
+            assert app.screen.query_one("#global", Input).value == ""
             os.kill(os.getpid(), signal.SIGTERM)
             await pilot.pause()
             await pilot.pause()
