@@ -1,5 +1,5 @@
 """Measure the activation memory of transformers' pure-PyTorch Mamba path on CPU and compare
-it with ``ds_wizard.core.memory``'s estimate.
+it with ``ds_wizard.core.plan.memory``'s estimate.
 
 The measurement is exact: every tensor autograd saves for backward during one forward pass
 (with the loss) goes through ``torch.autograd.graph.saved_tensors_hooks``; tensors are
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ds_wizard.core.memory import activations  # noqa: E402
-from ds_wizard.core.schema import ModelSpec  # noqa: E402
+from ds_wizard.core.plan.memory import activations  # noqa: E402
+from ds_wizard.core.presets.schema import ModelSpec  # noqa: E402
 
 TOLERANCE = 0.15
 VOCAB = 256  # small, so the grid is about the layers rather than the lm head
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(rows())
     print(text, end="")
     if args.out:
-        from ds_wizard.core.fsio import atomic_write_text
+        from ds_wizard.core.base.fsio import atomic_write_text
 
         atomic_write_text(args.out, text)
     return 0

@@ -19,9 +19,9 @@ import torch
 import torch.distributed as dist
 from deepspeed.accelerator import get_accelerator
 
-from ds_wizard.core.data import ByteTokenizer, load_tokens
-from ds_wizard.core.params import padded_vocab
-from ds_wizard.core.presets import read_preset_file
+from ds_wizard.core.plan.params import padded_vocab
+from ds_wizard.core.presets.lookup import read_preset_file
+from ds_wizard.core.runs.data import ByteTokenizer, load_tokens
 from ds_wizard.train.device import select_device
 from ds_wizard.train.model import build_model, choose_backend
 from ds_wizard.train.recipe import enable_block_checkpointing, weight_decay_groups

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ds_wizard.core import runs  # noqa: E402
+from ds_wizard.core.runs import rundir  # noqa: E402
 
 TARGET_MB_S = 500.0
 
@@ -33,7 +33,7 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=4)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        tag = Path(tmp) / runs.checkpoint_tag(1)
+        tag = Path(tmp) / rundir.checkpoint_tag(1)
         tag.mkdir()
         block = os.urandom(1 << 20)
         for i in range(args.files):
@@ -42,11 +42,11 @@ def main() -> int:
                     fh.write(block)
         total = args.files * args.size_mib * (1 << 20)
         t0 = time.perf_counter()
-        runs.write_marker(Path(tmp), tag.name, 1, {})
+        rundir.write_marker(Path(tmp), tag.name, 1, {})
         t_save = time.perf_counter() - t0
-        (info,) = runs.scan_checkpoints(tmp)
+        (info,) = rundir.scan_checkpoints(tmp)
         t0 = time.perf_counter()
-        problems = runs.check_checkpoint(info)
+        problems = rundir.check_checkpoint(info)
         t_check = time.perf_counter() - t0
         assert problems == [], problems
     rate = total / 1e6 / max(t_check, 1e-9)

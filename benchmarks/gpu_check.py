@@ -229,7 +229,7 @@ def ranks_of(selection: list[str]) -> list[str] | None:
 
 
 def phase_detect_fake(rec: Recorder) -> dict[str, Any]:
-    from ds_wizard.core import gpus
+    from ds_wizard.core.plan import gpus
     from ds_wizard.launch.command import rank_selection
 
     saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
@@ -274,7 +274,7 @@ def phase_detect_fake(rec: Recorder) -> dict[str, Any]:
 def phase_detect(rec: Recorder, env: dict[str, str]) -> dict[str, Any]:
     import torch
 
-    from ds_wizard.core.gpus import detect_gpus
+    from ds_wizard.core.plan.gpus import detect_gpus
     from ds_wizard.launch.command import rank_selection
 
     report = detect_gpus()
@@ -391,8 +391,8 @@ def phase_launch(rec: Recorder, env: dict[str, str], work: Path,
 
 def phase_variants(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, Any]:
     """ZeRO-3, checkpointing, autocast against the ZeRO-2 bf16 run's peak and the plan."""
-    from ds_wizard.core.memory import estimate
-    from ds_wizard.core.overrides import load_with_overrides
+    from ds_wizard.core.plan.memory import estimate
+    from ds_wizard.core.presets.overrides import load_with_overrides
 
     variants = {"zero3": ["deepspeed.zero_stage=3"],
                 "checkpointing": ["train.activation_checkpointing=true"],
@@ -443,8 +443,8 @@ def matmul_ceiling(torch: Any, n: int = 8192, reps: int = 10) -> float:
 def phase_mfu(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, Any]:
     import torch
 
-    from ds_wizard.core.overrides import load_with_overrides
-    from ds_wizard.core.params import flops_per_token
+    from ds_wizard.core.plan.params import flops_per_token
+    from ds_wizard.core.presets.overrides import load_with_overrides
 
     ceiling = matmul_ceiling(torch)
     torch.cuda.empty_cache()
@@ -472,8 +472,8 @@ def phase_mfu(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, Any]:
 def phase_activations(rec: Recorder) -> dict[str, Any]:
     import torch
 
-    from ds_wizard.core.memory import activations
-    from ds_wizard.core.overrides import load_with_overrides
+    from ds_wizard.core.plan.memory import activations
+    from ds_wizard.core.presets.overrides import load_with_overrides
     from ds_wizard.train import causal_conv1d_fallback
     from ds_wizard.train.model import build_model
 
@@ -577,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {int(x) for x in args.phases.split(",") if x.strip()}
     work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     env = prepare_imports(work / "stub")
-    from ds_wizard.core.gpus import detect_gpus
+    from ds_wizard.core.plan.gpus import detect_gpus
 
     uuid = next((g.uuid for g in detect_gpus().gpus), "")
     if 1 in wanted:

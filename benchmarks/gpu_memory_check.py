@@ -34,9 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ds_wizard.core.memory import GiB, estimate  # noqa: E402
-from ds_wizard.core.presets import load_preset  # noqa: E402
-from ds_wizard.core.schema import PresetSpec  # noqa: E402
+from ds_wizard.core.plan.memory import GiB, estimate  # noqa: E402
+from ds_wizard.core.presets.lookup import load_preset  # noqa: E402
+from ds_wizard.core.presets.schema import PresetSpec  # noqa: E402
 
 DEFAULT_PRESETS = ("mamba_370m", "mamba2_130m")
 DEFAULT_MICRO = (1, 2, 4, 8)
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(rows)
     print(text, end="")
     if args.out:
-        from ds_wizard.core.fsio import atomic_write_text
+        from ds_wizard.core.base.fsio import atomic_write_text
 
         atomic_write_text(args.out, text)
     off = [r for r in rows if r["error"] is not None and abs(r["error"]) > TARGET]

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ds_wizard.core.batchmath import MAX_BATCH_VALUE, solve  # noqa: E402
+from ds_wizard.core.batch.batchmath import MAX_BATCH_VALUE, solve  # noqa: E402
 
 CASES = [(1, 2_000_000), (1, MAX_BATCH_VALUE), (8, MAX_BATCH_VALUE * 1024 * 8),
          (3, 10**24 + 7), (1, 1_048_577), (4, 128)]

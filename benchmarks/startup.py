@@ -5,7 +5,7 @@
 Each command runs as a fresh process; the table shows the median and the range of the
 wall-clock times. Bytecode for ds_wizard is compiled first (as ``pip install`` does for a
 wheel), so a source checkout under PYTHONDONTWRITEBYTECODE is not penalised for
-recompiling on every run. The validation cache (``ds_wizard/core/spec_cache.py``) starts
+recompiling on every run. The validation cache (``ds_wizard/core/presets/spec_cache.py``) starts
 empty in a private directory: the first ``--auto`` run validates the preset with pydantic
 and is reported on its own line; the timed runs after it read the cached verdict, as every
 run after the first does for a user. Targets: ``--auto --dry-run`` under 0.3 s median and at least

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ds_wizard.core.metrics import read_metrics
+from ds_wizard.core.runs.metrics import read_metrics
 from ds_wizard.launch import command, supervisor
 from ds_wizard.launch import plan as planning
 

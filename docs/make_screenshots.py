@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ds_wizard.app import make_app
-from ds_wizard.core.gpus import GpuInfo, GpuInventory
+from ds_wizard.core.plan.gpus import GpuInfo, GpuInventory
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "screenshots"
 SIZE = (100, 30)

@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from ds_wizard.core.gpus import GpuProbe, detect_gpus
+from ds_wizard.core.plan.gpus import GpuProbe, detect_gpus
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.batch import BatchScreen
 from ds_wizard.screens.dialogs import QuitScreen
@@ -274,7 +274,7 @@ def run(attach: Path | None = None) -> None:
     import signal
     import sys
 
-    from ds_wizard.core.errors import ExitCode
+    from ds_wizard.core.base.errors import ExitCode
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         # piped or scripted: a full-screen UI would hang or garble the output

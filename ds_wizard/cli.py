@@ -1,7 +1,7 @@
 """Command line: ``ds-wizard`` opens the TUI; ``ds-wizard --auto`` and the subcommands are
 the headless path. Commands are thin: they parse flags, call ``ds_wizard.core`` and print.
 
-Exit codes (``ExitCode`` in core/errors.py): 0 OK, 1 the input is invalid, a problem was
+Exit codes (``ExitCode`` in core/base/errors.py): 0 OK, 1 the input is invalid, a problem was
 found, an input could not be read or an output written (standard output included), 2 usage
 error, 128+N stopped by signal N.
 """
@@ -16,7 +16,7 @@ import click
 
 from ds_wizard import __version__
 from ds_wizard.commands.auto import auto_options, check_auto_usage, run_auto
-from ds_wizard.core.errors import DsWizardError, ExitCode
+from ds_wizard.core.base.errors import DsWizardError, ExitCode
 from ds_wizard.outputs import OutputClosed, StreamGuard, report
 
 

@@ -3,7 +3,7 @@
 This module imports DeepSpeed (seconds), so it lives outside ``ds_wizard.core`` and runs
 only when the schema is regenerated (``python -m ds_wizard.dsschema_gen``) or when
 ``tests/test_dsschema_drift.py`` checks that the shipped copy still matches the installed
-DeepSpeed. ``ds_wizard.core.dsschema`` reads the result without importing anything heavy.
+DeepSpeed. ``ds_wizard.core.check.dsschema`` reads the result without importing anything heavy.
 
 What is derived, and what is declared:
 - every model reachable from the blocks below: its fields, aliases, types, numeric
@@ -11,7 +11,7 @@ What is derived, and what is declared:
 - the removed top-level and ZeRO keys (read from ``deepspeed.runtime.config``);
 - the custom validators of each model, as name + a hash of their source, so a validator
   DeepSpeed adds or changes shows up as drift (their logic is mirrored by hand in
-  ``ds_wizard.core.dsschema.VALIDATORS``);
+  ``ds_wizard.core.check.dsschema.VALIDATORS``);
 - which top-level key feeds which model is declared in ``BLOCKS`` (it lives in
   ``DeepSpeedConfig._initialize_params``' code, which cannot be introspected).
 """
@@ -28,7 +28,7 @@ import types
 import typing
 from typing import Any
 
-SCHEMA_PATH = pathlib.Path(__file__).parent / "core" / "data" / "deepspeed_schema.json"
+SCHEMA_PATH = pathlib.Path(__file__).parent / "core" / "check" / "data" / "deepspeed_schema.json"
 
 # top-level key -> (module, model class). ``None`` model: validated by plain code, not pydantic.
 BLOCKS: dict[str, tuple[str, str]] = {

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from ds_wizard.core.gpus import GpuInventory
+from ds_wizard.core.plan.gpus import GpuInventory
 
 
 @dataclass

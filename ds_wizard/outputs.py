@@ -17,8 +17,8 @@ import sys
 from types import TracebackType
 from typing import Any, TextIO
 
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.text import sanitize
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.text import sanitize
 
 
 class OutputClosed(DsWizardError):

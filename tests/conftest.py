@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from fakes import NO_GPU, isolate, patch_gpus
 
-from ds_wizard.core.presets import ENV_CONFIG_DIR, ENV_PRESET_PATH
-from ds_wizard.core.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
+from ds_wizard.core.presets.lookup import ENV_CONFIG_DIR, ENV_PRESET_PATH
+from ds_wizard.core.presets.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
 
 
 @pytest.fixture(autouse=True, scope="session")

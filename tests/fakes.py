@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core.gpus import GpuInfo, GpuInventory
+from ds_wizard.core.plan.gpus import GpuInfo, GpuInventory
 
 SEED_CONFIG = {
     "train_batch_size": 16,
@@ -54,11 +54,11 @@ def patch_gpus(monkeypatch: pytest.MonkeyPatch, report: GpuInventory,
     up with the [gpu] extra; the backend the planner assumes for "auto" depends on it.
     """
     import ds_wizard.commands.gpus
-    import ds_wizard.core.gpus
-    import ds_wizard.core.runspec
+    import ds_wizard.core.plan.backends
+    import ds_wizard.core.plan.gpus
 
-    monkeypatch.setattr(ds_wizard.core.runspec, "_module_found", lambda m: kernels)
-    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", lambda *a, **k: report)
+    monkeypatch.setattr(ds_wizard.core.plan.backends, "_module_found", lambda m: kernels)
+    monkeypatch.setattr(ds_wizard.core.plan.gpus, "detect_gpus", lambda *a, **k: report)
     monkeypatch.setattr(ds_wizard.commands.gpus, "detect_gpus", lambda *a, **k: report)
 
 

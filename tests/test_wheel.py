@@ -38,7 +38,7 @@ def test_wheel_contains_every_builtin_preset(wheel):
 
 def test_wheel_ships_the_deepspeed_schema(wheel):
     # check's fast path reads it; without it every check would fail in an installed copy
-    assert "ds_wizard/core/data/deepspeed_schema.json" in zipfile.ZipFile(wheel).namelist()
+    assert "ds_wizard/core/check/data/deepspeed_schema.json" in zipfile.ZipFile(wheel).namelist()
 
 
 def test_installed_copy_loads_presets_outside_the_repo(wheel, tmp_path):
@@ -53,8 +53,8 @@ def test_installed_copy_loads_presets_outside_the_repo(wheel, tmp_path):
     elsewhere.mkdir()
     code = (
         "import ds_wizard, sys\n"
-        "from ds_wizard.core.presets import load_preset\n"
-        "from ds_wizard.core.params import count_params\n"
+        "from ds_wizard.core.presets.lookup import load_preset\n"
+        "from ds_wizard.core.plan.params import count_params\n"
         "p = load_preset('7b_mamba')\n"
         "print(ds_wizard.__file__)\n"
         "print(p.source, p.path)\n"

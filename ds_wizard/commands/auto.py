@@ -16,17 +16,17 @@ import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.commands.numbers import Count, FiniteFloat
-from ds_wizard.core.defaults import HEADROOM
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.limits import (
+from ds_wizard.core.base.defaults import HEADROOM
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.limits import (
     MAX_GLOBAL_BATCH,
     MAX_GRAD_ACCUM,
     MAX_MICRO_BATCH,
     MAX_WORLD_SIZE,
 )
-from ds_wizard.core.presets import DEFAULT_PRESET
-from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND, resolve_backend
-from ds_wizard.core.schema import Precision
+from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND, resolve_backend
+from ds_wizard.core.presets.lookup import DEFAULT_PRESET
+from ds_wizard.core.presets.schema import Precision
 
 DEFAULT_OUTPUT = "deepspeed_config.json"
 # Parameters that mean something only together with --auto.
@@ -109,11 +109,11 @@ def run_auto(
     backend: str = DEFAULT_BACKEND, num_nodes: int | None = None,
     gpus_per_node: int | None = None, hostfile: Path | None = None, **_: Any,
 ) -> None:
-    from ds_wizard.core.auto import auto_configure
-    from ds_wizard.core.dsconfig import dumps
-    from ds_wizard.core.fit import gpu_memory_from
-    from ds_wizard.core.gpus import detect_gpus
-    from ds_wizard.core.topology import resolve_topology
+    from ds_wizard.core.batch.topology import resolve_topology
+    from ds_wizard.core.config.auto import auto_configure
+    from ds_wizard.core.config.dsconfig import dumps
+    from ds_wizard.core.plan.fit import gpu_memory_from
+    from ds_wizard.core.plan.gpus import detect_gpus
 
     report = detect_gpus()
     if num_gpus is None and gpus_per_node is None and hostfile is None and not report.count:
@@ -138,7 +138,7 @@ def run_auto(
     )
     written, backup = False, None
     if not dry_run:
-        from ds_wizard.core.fsio import write_if_changed
+        from ds_wizard.core.base.fsio import write_if_changed
 
         written, backup = write_if_changed(output, dumps(result.config), backup=True)
     if as_json:

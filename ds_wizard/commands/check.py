@@ -17,14 +17,14 @@ from ds_wizard.commands.check_options import (
     strict_option,
 )
 from ds_wizard.commands.worldsize import WorldSize, resolve_world_size, world_size_options
-from ds_wizard.core.checker import (
+from ds_wizard.core.base.errors import ConfigFileError, ExitCode
+from ds_wizard.core.check.checker import (
     DEEPSPEED_VERDICT,
     CheckReport,
     check_config,
     load_config_file,
 )
-from ds_wizard.core.errors import ConfigFileError, ExitCode
-from ds_wizard.core.hfmode import HfFill
+from ds_wizard.core.check.hfmode import HfFill
 
 
 @click.command("check")
@@ -202,12 +202,12 @@ def _memory_check(report: CheckReport, cfg: dict, world_size: int, preset_ref: s
             raise click.UsageError("--gpu-memory needs --preset (the model to estimate)")
         return None
     from ds_wizard.commands.common import resolve_preset
-    from ds_wizard.core.fit import config_estimate, gpu_memory_from, memory_warning
+    from ds_wizard.core.plan.fit import config_estimate, gpu_memory_from, memory_warning
 
     spec = resolve_preset(preset_ref).spec
     report_gpus = None
     if gpu_memory is None:
-        from ds_wizard.core.gpus import detect_gpus
+        from ds_wizard.core.plan.gpus import detect_gpus
 
         report_gpus = detect_gpus()
     gpu = gpu_memory_from(gpu_memory, report_gpus)

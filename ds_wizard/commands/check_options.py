@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ds_wizard.core.hfmode import HfFill, fill_like_trainer, parse_hf_args
+from ds_wizard.core.check.hfmode import HfFill, fill_like_trainer, parse_hf_args
 
 
 def strict_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from ds_wizard.commands.numbers import parse_gpu_counts  # noqa: F401 (re-exported)
-from ds_wizard.core.overrides import load_with_overrides
-from ds_wizard.core.presets import Preset
-from ds_wizard.core.text import sanitize
+from ds_wizard.core.base.text import sanitize
+from ds_wizard.core.presets.lookup import Preset
+from ds_wizard.core.presets.overrides import load_with_overrides
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ds_wizard.commands.check_options import dumps_json
-from ds_wizard.core.errors import DsWizardError, ExitCode
-from ds_wizard.core.explain import explain as diagnose
+from ds_wizard.core.base.errors import DsWizardError, ExitCode
+from ds_wizard.core.check.explain import explain as diagnose
 
 MAX_LOG_BYTES = 16 * 1024 * 1024
 

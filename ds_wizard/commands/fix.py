@@ -16,16 +16,16 @@ from ds_wizard.commands.check_options import (
     strict_option,
 )
 from ds_wizard.commands.worldsize import WorldSize, resolve_world_size, world_size_options
-from ds_wizard.core.checker import (
+from ds_wizard.core.base.errors import ConfigFileError, DsWizardError, ExitCode
+from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.check.checker import (
     BATCH_KEYS,
     check_config,
     fix_config,
     load_config_file,
     parse_config_bytes,
 )
-from ds_wizard.core.errors import ConfigFileError, DsWizardError, ExitCode
-from ds_wizard.core.fsio import atomic_write_text
-from ds_wizard.core.textedit import TextEditError, set_top_level
+from ds_wizard.core.check.textedit import TextEditError, set_top_level
 
 
 @click.command("fix")
@@ -157,7 +157,7 @@ def _leave_derived_keys_out(cfg: dict[str, Any], new_values: dict[str, Any],
                             world: int) -> dict[str, Any]:
     """A key the file leaves out stays out when DeepSpeed derives the intended value from
     the others anyway: the smallest edit (the file's author left it out on purpose)."""
-    from ds_wizard.core.verdict import batch_outcome
+    from ds_wizard.core.check.verdict import batch_outcome
 
     intended = tuple(new_values.get(k, cfg.get(k)) for k in BATCH_KEYS)
     written = dict(zip(BATCH_KEYS, intended, strict=True))
@@ -224,7 +224,7 @@ def _edited_text(text: str, cfg: dict[str, Any], new_values: dict[str, Any]
             return edited, None
     except (TextEditError, ConfigFileError):
         pass  # fall through to the full rewrite below, which is always correct
-    from ds_wizard.core.dsconfig import dumps
+    from ds_wizard.core.config.dsconfig import dumps
 
     ordered = {**cfg}
     ordered.update(new_values)
@@ -240,7 +240,7 @@ def _final_checks(cfg: dict[str, Any], text: str, path: Path, base_world: int,
     config that fails at start-up."""
     checked = cfg
     if hf_mode:
-        from ds_wizard.core.hfmode import fill_like_trainer, parse_hf_args
+        from ds_wizard.core.check.hfmode import fill_like_trainer, parse_hf_args
 
         click_ctx = click.get_current_context()
         args = parse_hf_args(click_ctx.params.get("hf"), click_ctx.params.get("hf_args"),

@@ -10,12 +10,12 @@ import click
 
 from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.commands.numbers import Count, parse_gpu_counts
-from ds_wizard.core.defaults import RUNS_DIR
-from ds_wizard.core.errors import WriteError
-from ds_wizard.core.fsio import FileChange, write_all
-from ds_wizard.core.limits import MAX_WORLD_SIZE
-from ds_wizard.core.presets import DEFAULT_PRESET
-from ds_wizard.core.schema import Precision
+from ds_wizard.core.base.defaults import RUNS_DIR
+from ds_wizard.core.base.errors import WriteError
+from ds_wizard.core.base.fsio import FileChange, write_all
+from ds_wizard.core.base.limits import MAX_WORLD_SIZE
+from ds_wizard.core.presets.lookup import DEFAULT_PRESET
+from ds_wizard.core.presets.schema import Precision
 
 TABLE_HEADERS = ("GPUs", "micro_batch", "grad_acc", "train_batch_size", "config file")
 
@@ -85,9 +85,9 @@ def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_cou
       ds-wizard generate --preset mamba_1.4b --num-nodes 2 --gpus-per-node 8 --slurm
     """
     # imported here: the config builder and memory model are not needed for --help
-    from ds_wizard.core.auto import auto_configure
-    from ds_wizard.core.dsconfig import dumps
-    from ds_wizard.core.topology import resolve_topology
+    from ds_wizard.core.batch.topology import resolve_topology
+    from ds_wizard.core.config.auto import auto_configure
+    from ds_wizard.core.config.dsconfig import dumps
 
     preset = resolve_preset(preset_ref, sets)
     if not out_dir.is_dir():
@@ -164,7 +164,7 @@ def change_lines(changes: list[FileChange]) -> list[str]:
 def _prepare_scripts(preset_ref: str, sets: tuple[str, ...], config: Path, out_dir: Path,
                      runs_dir: str, **nodes: object) -> list[str]:
     """A run prepared (not started) with the config just written; its scripts to out_dir."""
-    from ds_wizard.core.fsio import atomic_write_text
+    from ds_wizard.core.base.fsio import atomic_write_text
     from ds_wizard.launch.plan import LaunchRequest, prepare_run, scripts_text
 
     plan = prepare_run(LaunchRequest(preset_ref, sets=sets, config_path=config,

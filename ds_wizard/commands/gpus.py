@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ds_wizard.core.gpus import GpuInventory, detect_gpus
+from ds_wizard.core.plan.gpus import GpuInventory, detect_gpus
 
 
 @click.command("gpus")

@@ -13,10 +13,10 @@ import click
 from ds_wizard.commands.common import preset_options, resolve_preset
 from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.commands.worldsize import node_options
-from ds_wizard.core.defaults import GRACE_S, HEADROOM, RUNS_DIR
-from ds_wizard.core.errors import DsWizardError, ExitCode
-from ds_wizard.core.limits import MAX_STEPS, MAX_WORLD_SIZE
-from ds_wizard.core.runspec import BACKENDS, DEFAULT_BACKEND
+from ds_wizard.core.base.defaults import GRACE_S, HEADROOM, RUNS_DIR
+from ds_wizard.core.base.errors import DsWizardError, ExitCode
+from ds_wizard.core.base.limits import MAX_STEPS, MAX_WORLD_SIZE
+from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND
 
 
 def node_options_exposed(fn: Any) -> Any:
@@ -24,7 +24,7 @@ def node_options_exposed(fn: Any) -> Any:
 
 
 if TYPE_CHECKING:
-    from ds_wizard.core.first_step import FirstStepWatch
+    from ds_wizard.core.runs.first_step import FirstStepWatch
     from ds_wizard.launch.client import SupervisorClient
     from ds_wizard.launch.plan import PreparedRun
 
@@ -114,7 +114,7 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
     else:
         preset = preset_ref  # prepare_run refuses --preset/--set on a resume
     if resume is not None and not dry_run:
-        from ds_wizard.core.runs import resolve_run_ref
+        from ds_wizard.core.runs.rundir import resolve_run_ref
         from ds_wizard.launch.client import refuse_if_running
 
         # before a file is touched
@@ -205,8 +205,8 @@ def _foreground(plan: PreparedRun, grace: float, watch: FirstStepWatch) -> int:
 
 def first_run_watch(plan: PreparedRun, say: Callable[[str], None]) -> FirstStepWatch:
     """Say what a first run compiles, then report the wait until the first step."""
-    from ds_wizard.core.first_step import FirstStepWatch
-    from ds_wizard.core.jit_ops import expected_builds, first_run_notice
+    from ds_wizard.core.runs.first_step import FirstStepWatch
+    from ds_wizard.core.runs.jit_ops import expected_builds, first_run_notice
 
     builds = expected_builds(plan.accelerator.kind, plan.config, env=plan.env | dict(os.environ))
     notice = first_run_notice(builds)
@@ -241,11 +241,11 @@ def _request(pid: int, sig: int, signum: int, grace: float) -> None:
 
 def _report(plan: PreparedRun, supervisor_code: int | None, signum: int | None,
             client: SupervisorClient) -> int:
-    from ds_wizard.core import runs
-    from ds_wizard.core.runstate import read_run_state
+    from ds_wizard.core.runs import rundir
+    from ds_wizard.core.runs.runstate import read_run_state
 
     paths = plan.paths
-    latest = runs.latest_complete(paths.checkpoints)
+    latest = rundir.latest_complete(paths.checkpoints)
     where = f"checkpoint {latest.tag}" if latest else "no checkpoint yet"
     state = read_run_state(paths.root)
     ended = state is not None and state.supervisor_pid == client.pid and not state.active

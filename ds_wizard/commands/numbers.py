@@ -6,14 +6,14 @@ from typing import Any
 
 import click
 
-from ds_wizard.core.limits import MAX_WORLD_SIZE, LimitError, parse_float, parse_int
+from ds_wizard.core.base.limits import MAX_WORLD_SIZE, LimitError, parse_float, parse_int
 
 #: GPU counts one ``--gpus`` list may name (one config file each for ``generate``)
 MAX_GPU_COUNTS = 64
 
 
 class Count(click.ParamType):
-    """A whole number in ``[low, high]`` read by :func:`ds_wizard.core.limits.parse_int`,
+    """A whole number in ``[low, high]`` read by :func:`ds_wizard.core.base.limits.parse_int`,
     so every command refuses ``²``, ``1e30`` and ``10^12`` the same way (a usage error)."""
 
     name = "integer"

@@ -10,14 +10,20 @@ import click
 
 from ds_wizard.commands.common import preset_options, renamed_option, resolve_preset
 from ds_wizard.commands.numbers import Count, FiniteFloat
-from ds_wizard.core.defaults import HEADROOM
-from ds_wizard.core.errors import DsWizardError, ExitCode
-from ds_wizard.core.fit import DoesNotFit, check_headroom, choose_fit, gib, gpu_memory_from
-from ds_wizard.core.limits import MAX_MICRO_BATCH, MAX_WORLD_SIZE
-from ds_wizard.core.memory import PRECISIONS, estimate, largest_micro_batch
-from ds_wizard.core.params import count_params, human_count
-from ds_wizard.core.runspec import BACKENDS
-from ds_wizard.core.topology import resolve_topology
+from ds_wizard.core.base.defaults import HEADROOM
+from ds_wizard.core.base.errors import DsWizardError, ExitCode
+from ds_wizard.core.base.limits import MAX_MICRO_BATCH, MAX_WORLD_SIZE
+from ds_wizard.core.batch.topology import resolve_topology
+from ds_wizard.core.plan.backends import BACKENDS
+from ds_wizard.core.plan.fit import (
+    DoesNotFit,
+    check_headroom,
+    choose_fit,
+    gib,
+    gpu_memory_from,
+)
+from ds_wizard.core.plan.memory import PRECISIONS, estimate, largest_micro_batch
+from ds_wizard.core.plan.params import count_params, human_count
 
 PARTS = ("params", "grads", "optimizer", "activations", "logits", "overhead")
 
@@ -86,7 +92,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
     spec = preset.spec
     report = None
     if gpu_memory is None:
-        from ds_wizard.core.gpus import detect_gpus
+        from ds_wizard.core.plan.gpus import detect_gpus
 
         report = detect_gpus()
     gpu = gpu_memory_from(gpu_memory, report)
@@ -94,7 +100,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
         raise DsWizardError(f"GPU memory unknown: no GPU detected ({report.reason})"
                             if report else "GPU memory unknown",
                             "pass --gpu-memory, e.g. --gpu-memory 80GiB")
-    from ds_wizard.core.runspec import resolve_backend
+    from ds_wizard.core.plan.backends import resolve_backend
 
     here = report is not None and report.count > 0
     decision = resolve_backend(

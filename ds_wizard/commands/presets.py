@@ -10,10 +10,25 @@ import click
 
 from ds_wizard.commands.common import resolve_preset, set_option
 from ds_wizard.commands.numbers import parse_gpu_counts
-from ds_wizard.core.errors import DsWizardError, ExitCode, PresetError, WriteError
-from ds_wizard.core.fsio import atomic_write_text, check_output
-from ds_wizard.core.params import breakdown, human_count
-from ds_wizard.core.preset_store import (
+from ds_wizard.core.base.errors import DsWizardError, ExitCode, PresetError, WriteError
+from ds_wizard.core.base.fsio import atomic_write_text, check_output
+from ds_wizard.core.base.text import sanitize
+from ds_wizard.core.config.views import (
+    COMMON_GPU_COUNTS,
+    MISSING,
+    batch_plans,
+    diff_specs,
+    summarize_all,
+)
+from ds_wizard.core.plan.params import breakdown, human_count
+from ds_wizard.core.presets.lookup import (
+    Preset,
+    PresetValidationError,
+    check_name,
+    read_preset_file,
+    search_dirs,
+)
+from ds_wizard.core.presets.store import (
     Placement,
     derive_spec,
     export_text,
@@ -22,21 +37,6 @@ from ds_wizard.core.preset_store import (
     save_user_preset,
     to_toml,
 )
-from ds_wizard.core.preset_views import (
-    COMMON_GPU_COUNTS,
-    MISSING,
-    batch_plans,
-    diff_specs,
-    summarize_all,
-)
-from ds_wizard.core.presets import (
-    Preset,
-    PresetValidationError,
-    check_name,
-    read_preset_file,
-    search_dirs,
-)
-from ds_wizard.core.text import sanitize
 
 
 def _gpus_option(fn: Any) -> Any:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ds_wizard.core.defaults import GRACE_S, KILL_AFTER_S, RUNS_DIR
+from ds_wizard.core.base.defaults import GRACE_S, KILL_AFTER_S, RUNS_DIR
 
 
 def _runs_dir_option(f: Callable[..., None]) -> Callable[..., None]:
@@ -35,7 +35,7 @@ def runs_cmd(runs_dir: str, as_json: bool) -> None:
       ds-wizard runs
       ds-wizard runs --json | jq '.[] | select(.status == "running") | .name'
     """
-    from ds_wizard.core.runstate import list_run_summaries
+    from ds_wizard.core.runs.runstate import list_run_summaries
 
     summaries = list_run_summaries(runs_dir)
     if as_json:
@@ -79,7 +79,7 @@ def attach(run: str, runs_dir: str, plain: bool, lines: int) -> None:
       ds-wizard attach latest --plain
       ds-wizard attach tiny_mamba-20261129
     """
-    from ds_wizard.core.runs import resolve_run_ref
+    from ds_wizard.core.runs.rundir import resolve_run_ref
 
     run_dir = resolve_run_ref(run, runs_dir)
     if not plain:
@@ -93,7 +93,7 @@ def attach(run: str, runs_dir: str, plain: bool, lines: int) -> None:
 def _attach_plain(run_dir: Path, lines: int) -> None:
     import signal
 
-    from ds_wizard.core.runstate import summarize_run
+    from ds_wizard.core.runs.runstate import summarize_run
     from ds_wizard.launch.client import follow_log, run_alive, tail_offset
 
     summary = summarize_run(run_dir)
@@ -141,7 +141,7 @@ def stop(run: str, runs_dir: str, now: bool, grace: float, no_wait: bool) -> Non
       ds-wizard stop latest
       ds-wizard stop tiny_mamba-20261129-131839 --now
     """
-    from ds_wizard.core.runs import resolve_run_ref
+    from ds_wizard.core.runs.rundir import resolve_run_ref
     from ds_wizard.launch.client import stop_run
 
     run_dir = resolve_run_ref(run, runs_dir)

@@ -1,7 +1,7 @@
 """The world-size flags every batch command shares, resolved by ``core.topology``.
 
 ``--num-gpus`` (the total), ``--num-nodes``, ``--gpus-per-node``, ``--hostfile`` and
-``--tp/--pp/--sp`` → :func:`ds_wizard.core.topology.resolve_topology` → the data-parallel
+``--tp/--pp/--sp`` → :func:`ds_wizard.core.batch.topology.resolve_topology` → the data-parallel
 size the batch formula uses. The node flags are kept in ``ctx.meta`` rather than passed
 as parameters, so a command adds them with one decorator and reads them back with
 :func:`resolve_world_size`.
@@ -17,8 +17,13 @@ from typing import Any
 import click
 
 from ds_wizard.commands.numbers import Count
-from ds_wizard.core.limits import MAX_WORLD_SIZE
-from ds_wizard.core.topology import HostfileError, Topology, TopologyError, resolve_topology
+from ds_wizard.core.base.limits import MAX_WORLD_SIZE
+from ds_wizard.core.batch.topology import (
+    HostfileError,
+    Topology,
+    TopologyError,
+    resolve_topology,
+)
 
 META_KEY = "ds_wizard.topology_flags"
 
@@ -89,7 +94,7 @@ def resolve_world_size(num_gpus: int | None, tp: int = 1, pp: int = 1, sp: int =
     flags = {k: v for k, v in {**node_flags(), **nodes}.items() if v is not None}
     detected, note = None, ""
     if num_gpus is None and "gpus_per_node" not in flags and "hostfile" not in flags:
-        from ds_wizard.core.gpus import detect_gpus
+        from ds_wizard.core.plan.gpus import detect_gpus
 
         report = detect_gpus()
         detected = report.count

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ds_wizard.core import runs
-from ds_wizard.core.defaults import GRACE_S, KILL_AFTER_S
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.runstate import (
+from ds_wizard.core.base.defaults import GRACE_S, KILL_AFTER_S
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.runstate import (
     STOPPED,
     RunState,
     RunStatus,
@@ -185,7 +185,7 @@ def follow_log(run_dir: Path, offset: int, alive: Callable[[], bool],
                stop: threading.Event | None = None) -> Iterator[str]:
     """The lines of RUN_DIR/train.log from ``offset`` on, as they are written, until
     ``alive()`` turns false (the rest is read then) or ``stop`` is set."""
-    path = runs.RunPaths(run_dir).log
+    path = rundir.RunPaths(run_dir).log
     buf = b""
     while True:
         running = alive()
@@ -227,7 +227,7 @@ def _read_from(path: Path, offset: int) -> bytes:
 
 def tail_offset(run_dir: Path, lines: int = 20) -> int:
     """The offset of the last ``lines`` lines of train.log (where attach starts)."""
-    path = runs.RunPaths(run_dir).log
+    path = rundir.RunPaths(run_dir).log
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -326,6 +326,6 @@ def _stop_processes(pids: list[int], now: bool, grace_s: float, kill_after_s: fl
 
 def job_pids(run_dir: Path) -> list[int]:
     """Every live process of the run's job (the TUI's slow test counts them)."""
-    from ds_wizard.core.runstate import job_processes
+    from ds_wizard.core.runs.runstate import job_processes
 
     return [p.pid for p in job_processes(live_processes(), run_dir, read_run_state(run_dir))]

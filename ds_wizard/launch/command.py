@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ds_wizard import __version__
-from ds_wizard.core import runs
-from ds_wizard.core.fsio import atomic_write_text
-from ds_wizard.core.runspec import Accelerator, RunSpec
-from ds_wizard.core.topology import Topology
+from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.batch.topology import Topology
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.runspec import Accelerator, RunSpec
 from ds_wizard.launch.defaults import TRAIN_MODULE
 
 HOSTFILE_NAME = "hostfile"  # RUN_DIR/hostfile: the nodes of a multi-node run
@@ -114,7 +114,7 @@ def build_command(spec: RunSpec, run_dir: Path, *, resume: bool = False,
 
     A multi-node run names its hostfile; DeepSpeed's runner then starts
     ``deepspeed.launcher.launch`` on every host (pdsh over ssh by default)."""
-    paths = runs.RunPaths(run_dir)
+    paths = rundir.RunPaths(run_dir)
     if spec.hostfile:
         where = [*deepspeed_launcher(), f"--hostfile={spec.hostfile}"]
         if master_addr:

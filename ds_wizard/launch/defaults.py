@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ds_wizard.core.defaults import CPU_DEFAULT_RANKS, GRACE_S, KILL_AFTER_S, LINGER_S
+from ds_wizard.core.base.defaults import CPU_DEFAULT_RANKS, GRACE_S, KILL_AFTER_S, LINGER_S
 
 TRAIN_MODULE = "ds_wizard.train"
 

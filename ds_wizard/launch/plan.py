@@ -18,24 +18,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds_wizard import __version__
-from ds_wizard.core import runs
-from ds_wizard.core.defaults import CPU_DEFAULT_RANKS, HEADROOM, RUNS_DIR
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.fsio import atomic_write_text
-from ds_wizard.core.runspec import (
+from ds_wizard.core.base.defaults import CPU_DEFAULT_RANKS, HEADROOM, RUNS_DIR
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.batch.topology import Topology, resolve_topology
+from ds_wizard.core.plan.backends import (
     BACKENDS,
     DEFAULT_BACKEND,
-    Accelerator,
     BackendDecision,
+    resolve_backend,
+)
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.runspec import (
+    Accelerator,
     RunInfo,
     RunSpec,
     accelerator_from,
     read_run_info,
-    resolve_backend,
     spec_from_config,
     write_run_info,
 )
-from ds_wizard.core.topology import Topology, resolve_topology
 from ds_wizard.launch.command import (
     HOSTFILE_NAME,
     SBATCH_NAME,
@@ -52,10 +54,10 @@ from ds_wizard.launch.command import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ds_wizard.core.checker import CheckReport
-    from ds_wizard.core.gpus import GpuInventory
-    from ds_wizard.core.presets import Preset
-    from ds_wizard.core.schema import PresetSpec
+    from ds_wizard.core.check.checker import CheckReport
+    from ds_wizard.core.plan.gpus import GpuInventory
+    from ds_wizard.core.presets.lookup import Preset
+    from ds_wizard.core.presets.schema import PresetSpec
 
 
 class LaunchRefused(DsWizardError):
@@ -65,7 +67,7 @@ class LaunchRefused(DsWizardError):
 def detect_accelerator(gpu_report: GpuInventory | None = None) -> Accelerator:
     """CUDA if NVML sees a GPU, else CPU. Never imports torch."""
     if gpu_report is None:
-        from ds_wizard.core.gpus import detect_gpus
+        from ds_wizard.core.plan.gpus import detect_gpus
 
         gpu_report = detect_gpus()
     return accelerator_from(gpu_report)
@@ -144,10 +146,10 @@ class PreparedRun:
         return self.run.backend
 
     @property
-    def paths(self) -> runs.RunPaths:
+    def paths(self) -> rundir.RunPaths:
         if self.run_dir is None:
             raise ValueError("a dry-run plan has no run directory")
-        return runs.RunPaths(self.run_dir)
+        return rundir.RunPaths(self.run_dir)
 
     @property
     def command_text(self) -> str:
@@ -257,14 +259,14 @@ def resolve_config(
     gpu_memory: str | None = None, headroom: float = HEADROOM, backend: str = DEFAULT_BACKEND,
 ) -> tuple[dict[str, Any], str | None]:
     """The user's config (which must pass check) or the one ``--auto`` would build."""
-    from ds_wizard.core.checker import check_config, load_config_file
+    from ds_wizard.core.check.checker import check_config, load_config_file
 
     if config_path is not None:
         cfg = load_config_file(config_path)
         source: str | None = str(config_path)
     else:
-        from ds_wizard.core.auto import auto_configure
-        from ds_wizard.core.fit import gpu_memory_from
+        from ds_wizard.core.config.auto import auto_configure
+        from ds_wizard.core.plan.fit import gpu_memory_from
 
         report = gpu_report if accel.kind == "cuda" else None
         cfg = auto_configure(
@@ -275,7 +277,7 @@ def resolve_config(
         ).config
         source = None
     if accel.kind == "cpu":
-        from ds_wizard.core.jit_ops import with_torch_adam
+        from ds_wizard.core.runs.jit_ops import with_torch_adam
 
         # torch's AdamW: the same update as DeepSpeed's CPU Adam, with nothing to compile
         cfg, _ = with_torch_adam(cfg)
@@ -305,8 +307,8 @@ def complete_config(cfg: dict[str, Any], preset: Preset, world_size: int,
                     source: str | None) -> tuple[dict[str, Any], list[str]]:
     """What the training loop needs on top of what DeepSpeed accepts (core.completeness):
     the preset's optimizer for a config without one, or a refusal before anything starts."""
-    from ds_wizard.core.checker import check_config
-    from ds_wizard.core.completeness import complete_for_training
+    from ds_wizard.core.check.checker import check_config
+    from ds_wizard.core.config.completeness import complete_for_training
 
     done = complete_for_training(cfg, preset.spec, check_config(cfg, world_size))
     return done.config, [f"{source or 'config'}: {n}" for n in done.notes]
@@ -334,7 +336,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                             f"choose {', '.join(BACKENDS)}")
     report = r.gpu_report
     if report is None and r.accelerator is None:
-        from ds_wizard.core.gpus import detect_gpus
+        from ds_wizard.core.plan.gpus import detect_gpus
 
         report = detect_gpus() if r.gpus is None else detect_gpus(visible=r.gpus)
     accel = r.accelerator or accelerator_from(report)
@@ -345,7 +347,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         return _resume(r, accel)
     if r.preset is None:
         raise DsWizardError("no preset given", "pass --preset NAME (see `ds-wizard presets`)")
-    from ds_wizard.core.overrides import load_with_overrides
+    from ds_wizard.core.presets.overrides import load_with_overrides
 
     loaded = load_with_overrides(r.preset, r.sets)
     topo, notes = world_size_for(r.num_gpus, accel, num_nodes=r.num_nodes,
@@ -382,11 +384,11 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes),
                            topology=topo, visible=r.gpus)
     if accel.kind == "cpu":
-        from ds_wizard.core.host_fit import check_cpu_ranks
+        from ds_wizard.launch.host_fit import check_cpu_ranks
 
         check_cpu_ranks(cfg, loaded.spec, ws, loaded.name)
     _deep_check(cfg, ws, source or f"the config built from preset {loaded.name}")
-    run_dir = runs.create_run_dir(r.runs_dir, loaded.name)
+    run_dir = rundir.create_run_dir(r.runs_dir, loaded.name)
     if topo.multi_node or r.slurm:
         hostfile = run_dir.resolve() / HOSTFILE_NAME
         run = replace(run, hostfile=str(hostfile))
@@ -424,8 +426,8 @@ def _abs(p: str | Path | None) -> str | None:
 
 def data_note(run: RunSpec, spec: PresetSpec) -> str:
     """Tokenizer, data and vocabulary checks, the same ones each rank repeats."""
-    from ds_wizard.core.data import ShardedSamples, load_tokenizer, load_tokens
-    from ds_wizard.core.params import padded_vocab
+    from ds_wizard.core.plan.params import padded_vocab
+    from ds_wizard.core.runs.data import ShardedSamples, load_tokenizer, load_tokens
 
     model = spec.model
     vocab = padded_vocab(model.vocab_size, model.pad_vocab_size_multiple)
@@ -438,10 +440,10 @@ def data_note(run: RunSpec, spec: PresetSpec) -> str:
 
 def _write_run_files(run_dir: Path, run: RunSpec, spec: PresetSpec,
                      cfg: dict[str, Any]) -> None:
-    from ds_wizard.core.dsconfig import dumps
-    from ds_wizard.core.preset_store import to_toml
+    from ds_wizard.core.config.dsconfig import dumps
+    from ds_wizard.core.presets.store import to_toml
 
-    paths = runs.RunPaths(run_dir)
+    paths = rundir.RunPaths(run_dir)
     atomic_write_text(paths.config, dumps(cfg))
     atomic_write_text(paths.preset, to_toml(spec, [f"snapshot of preset {run.preset} "
                                                    "as launched (--set applied)"]))
@@ -458,29 +460,29 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
         raise DsWizardError(
             f"--resume continues a run as it was launched; {', '.join(clash)} cannot "
             "change it", "drop them, or start a new run with them")
-    from ds_wizard.core.checker import load_config_file
-    from ds_wizard.core.presets import read_preset_file
+    from ds_wizard.core.check.checker import load_config_file
+    from ds_wizard.core.presets.lookup import read_preset_file
 
-    run_dir = runs.resolve_run_ref(str(r.resume), r.runs_dir, resumable=True)
-    paths = runs.RunPaths(run_dir)
+    run_dir = rundir.resolve_run_ref(str(r.resume), r.runs_dir, resumable=True)
+    paths = rundir.RunPaths(run_dir)
     info = read_run_info(paths.run_json)
     # sizes only here (a stat per file); the ranks verify every SHA-256 before loading
-    choice = runs.latest_intact(paths.checkpoints, full=False)
+    choice = rundir.latest_intact(paths.checkpoints, full=False)
     ckpt = choice.chosen
     if ckpt is None:
         why = f": {'; '.join(choice.notes)}" if choice.notes else ""
-        raise runs.RunError(f"{run_dir} has no complete checkpoint to resume from{why}",
+        raise rundir.RunError(f"{run_dir} has no complete checkpoint to resume from{why}",
                             "start a new run instead")
     ws = info.spec.world_size
     if r.num_gpus is not None and r.num_gpus != ws:
-        raise runs.RunError(
+        raise rundir.RunError(
             f"{run_dir} was trained on {ws} rank(s); ZeRO checkpoints are split per rank",
             f"resume with --num-gpus {ws} (or drop --num-gpus)")
     if info.spec.accelerator == "cuda" and accel.kind != "cuda":
-        raise runs.RunError(f"{run_dir} ran on CUDA GPUs but none are visible here")
+        raise rundir.RunError(f"{run_dir} ran on CUDA GPUs but none are visible here")
     total = r.steps if r.steps is not None else info.spec.steps
     if total <= ckpt.step:
-        raise runs.RunError(f"{run_dir} is already at step {ckpt.step}",
+        raise rundir.RunError(f"{run_dir} is already at step {ckpt.step}",
                             f"pass --steps N with N > {ckpt.step} to train further")
     preset = read_preset_file(paths.preset, info.spec.preset)
     cfg = load_config_file(paths.config)
@@ -505,7 +507,7 @@ def _resume_nodes(r: LaunchRequest, run: RunSpec, run_dir: Path, notes: list[str
                             hostfile=r.hostfile,
                             num_gpus=None if r.hostfile else run.world_size)
     if (topo.nodes, topo.total_ranks) != (run.nodes, run.world_size):
-        raise runs.RunError(
+        raise rundir.RunError(
             f"{run_dir.name} was trained as {run.nodes} node(s), {run.world_size} rank(s); "
             f"{topo.layout()} cannot load its per-rank checkpoint shards",
             f"resume with {run.nodes} node(s) and {run.world_size} ranks in all")
@@ -520,9 +522,9 @@ def _resume_nodes(r: LaunchRequest, run: RunSpec, run_dir: Path, notes: list[str
 
 def summary_lines(plan: PreparedRun, *, dry_run: bool = False) -> list[str]:
     """The source document's ✅ summary for this plan, plus what would be launched."""
-    from ds_wizard.core.params import count_params
-    from ds_wizard.core.summary import model_type
-    from ds_wizard.core.summary import summary_lines as report_lines
+    from ds_wizard.core.config.summary import model_type
+    from ds_wizard.core.config.summary import summary_lines as report_lines
+    from ds_wizard.core.plan.params import count_params
 
     lines = []
     if plan.config_source is None:

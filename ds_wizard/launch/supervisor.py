@@ -31,11 +31,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ds_wizard.core.errors import DsWizardError, ExitCode
+from ds_wizard.core.base.errors import DsWizardError, ExitCode
 from ds_wizard.launch.defaults import GRACE_S, KILL_AFTER_S, LINGER_S, TRAIN_MODULE
 
 if TYPE_CHECKING:
-    from ds_wizard.core.runstate import RunState
+    from ds_wizard.core.runs.runstate import RunState
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -193,7 +193,7 @@ class Supervisor:
 
     def _io_failed(self, path: Path | None, exc: OSError) -> None:
         if self.io_error is None:
-            from ds_wizard.core.runstate import describe_disk
+            from ds_wizard.core.runs.runstate import describe_disk
 
             what = f"cannot write {path}" if path is not None else "cannot read the job's output"
             where = f"; {describe_disk(path)}" if path is not None else ""
@@ -329,7 +329,7 @@ class RunLocked(DsWizardError):
 
 def lock_holder(run_dir: Path) -> str:
     """What the lock file says about its holder (written by the holder), one line."""
-    from ds_wizard.core.runstate import lock_path
+    from ds_wizard.core.runs.runstate import lock_path
 
     try:
         text = lock_path(run_dir).read_text(encoding="utf-8").strip()
@@ -343,7 +343,7 @@ def acquire_run_lock(run_dir: Path, describe: str) -> int:
     ``describe`` into it; the fd is held until the process ends. RunLocked if taken."""
     import fcntl
 
-    from ds_wizard.core.runstate import lock_path
+    from ds_wizard.core.runs.runstate import lock_path
 
     path = lock_path(run_dir)
     try:
@@ -386,7 +386,7 @@ class RunDaemon:
             sys.stderr.flush()
 
     def _record(self, state: RunState) -> bool:
-        from ds_wizard.core.runstate import write_run_state
+        from ds_wizard.core.runs.runstate import write_run_state
 
         try:
             write_run_state(self.run_dir, state)
@@ -399,7 +399,7 @@ class RunDaemon:
 
     def _disk_full(self, log: Path) -> bool:
         """Checked about once a second: the run's disk has (almost) no room left."""
-        from ds_wizard.core.runstate import describe_disk, disk_nearly_full
+        from ds_wizard.core.runs.runstate import describe_disk, disk_nearly_full
 
         now = time.monotonic()
         if now - self._disk_checked < 1.0:
@@ -426,8 +426,8 @@ class RunDaemon:
     def run(self) -> int:
         import socket
 
-        from ds_wizard.core import runs
-        from ds_wizard.core.runstate import (
+        from ds_wizard.core.runs import rundir
+        from ds_wizard.core.runs.runstate import (
             FAILED,
             FINISHED,
             RUNNING,
@@ -465,7 +465,7 @@ class RunDaemon:
                          resume_step=self.resume_step, command=shlex.join(self.command),
                          host=host)
         self._record(state)
-        log = runs.RunPaths(self.run_dir).log
+        log = rundir.RunPaths(self.run_dir).log
         try:
             with log.open("a", encoding="utf-8") as fh:
                 fh.write(f"$ {shlex.join(self.command)}\n")

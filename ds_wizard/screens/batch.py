@@ -17,8 +17,8 @@ from textual.widgets import Input, Label, OptionList, RadioButton, RadioSet, Sta
 from textual.widgets.option_list import Option
 from textual.worker import get_current_worker
 
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.memory import DEFAULT_HEADROOM
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.plan.memory import DEFAULT_HEADROOM
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.state import (
     DERIVE_CHOICES,

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.markup import escape
 from textual.widgets import DataTable, Input, Label, Static
 
-from ds_wizard.core.topology import TopologyError
+from ds_wizard.core.batch.topology import TopologyError
 from ds_wizard.messages import GpusDetected
 from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.base.errors import DsWizardError
 
 if TYPE_CHECKING:
-    from ds_wizard.core.runstate import RunSummary
+    from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.launch.plan import PreparedRun
     from ds_wizard.screens.launch import Job
     from ds_wizard.screens.state import WizardState
@@ -44,7 +44,7 @@ class RunClientJob:
     @classmethod
     def attach(cls, run_dir: Path, lines: int = 200) -> RunClientJob:
         """Follow a run that is already going (``ds-wizard attach``)."""
-        from ds_wizard.core.runstate import read_run_state
+        from ds_wizard.core.runs.runstate import read_run_state
         from ds_wizard.launch.client import tail_offset
 
         state = read_run_state(run_dir)
@@ -74,7 +74,7 @@ class RunClientJob:
 
     def wait(self) -> int:
         """The launcher's exit code once the run has ended (-1 when left running)."""
-        from ds_wizard.core.runstate import read_run_state
+        from ds_wizard.core.runs.runstate import read_run_state
 
         while not self._leave.is_set() and self.alive():
             time.sleep(0.2)
@@ -122,8 +122,8 @@ def launcher_job(state: WizardState) -> Job:
     reaches the other nodes over ssh); elsewhere, and without a hostfile, its scripts are
     written instead: ``launch_deepspeed.sh`` for the head node, or an sbatch script.
     """
-    from ds_wizard.core.runspec import Accelerator
-    from ds_wizard.core.topology import is_head_node
+    from ds_wizard.core.batch.topology import is_head_node
+    from ds_wizard.core.runs.runspec import Accelerator
     from ds_wizard.launch import client
     from ds_wizard.launch.plan import LaunchRequest, prepare_run, scripts_text
 
@@ -150,7 +150,7 @@ def launcher_job(state: WizardState) -> Job:
     ))
     if topo.multi_node and (plan.sbatch is not None or not is_head_node(topo)):
         return ScriptsOnlyJob(plan, scripts_text(plan))
-    from ds_wizard.core.jit_ops import expected_builds, first_run_notice
+    from ds_wizard.core.runs.jit_ops import expected_builds, first_run_notice
 
     notice = first_run_notice(expected_builds(plan.accelerator.kind, plan.config,
                                               env=plan.env | dict(os.environ)))
@@ -166,7 +166,7 @@ class LauncherRuns:
     ``core.runstate`` and ``ds_wizard.launch`` (tests pass a fake with the same methods)."""
 
     def summaries(self, runs_dir: Path) -> list[RunSummary]:
-        from ds_wizard.core.runstate import list_run_summaries
+        from ds_wizard.core.runs.runstate import list_run_summaries
 
         return list_run_summaries(runs_dir)
 

@@ -22,7 +22,7 @@ from textual.markup import escape
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.messages import JobExited, JobStarted
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.chart import LossChart, points_of
@@ -206,7 +206,7 @@ class LaunchScreen(WizardScreen):
 
     def _follow_metrics(self, run_dir: Path) -> None:
         """Thread: read complete new records of metrics.jsonl until the job ends."""
-        from ds_wizard.core.metrics import tail_metrics
+        from ds_wizard.core.runs.metrics import tail_metrics
 
         path = run_dir / "metrics.jsonl"
         offset = 0

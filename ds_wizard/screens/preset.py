@@ -13,17 +13,17 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
 from textual.widgets import DataTable, Input, Static
 
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.params import count_params
-from ds_wizard.core.preset_views import PresetSummary, summarize_all
-from ds_wizard.core.presets import (
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.text import sanitize
+from ds_wizard.core.config.views import PresetSummary, summarize_all
+from ds_wizard.core.plan.params import count_params
+from ds_wizard.core.presets.lookup import (
     DEFAULT_PRESET,
     Preset,
     load_preset,
     read_preset_file,
     read_preset_text,
 )
-from ds_wizard.core.text import sanitize
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import AskTextScreen
 from ds_wizard.screens.state import save_current_as_preset

@@ -17,7 +17,7 @@ from textual.markup import escape
 from textual.widgets import Input, Label, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import ConfirmScreen
 from ds_wizard.screens.state import (
@@ -146,9 +146,9 @@ class ReviewScreen(WizardScreen):
     def _diff(self, target: Path, shown: str, new: str) -> None:
         """Read the file on disk and diff it, off the UI thread."""
         # plain Text: a path or an OS error is never markup
-        from ds_wizard.core.checker import MAX_CONFIG_BYTES
-        from ds_wizard.core.fsio import read_input
-        from ds_wizard.core.text import sanitize
+        from ds_wizard.core.base.fsio import read_input
+        from ds_wizard.core.base.text import sanitize
+        from ds_wizard.core.check.checker import MAX_CONFIG_BYTES
 
         content: Text | Syntax
         if not os.path.lexists(target):
@@ -201,7 +201,7 @@ class ReviewScreen(WizardScreen):
         )
 
     def action_save(self) -> bool:
-        from ds_wizard.core.fsio import write_if_changed
+        from ds_wizard.core.base.fsio import write_if_changed
 
         verdict = self.query_one("#verdict", Static)
         if self._result_now() is None:

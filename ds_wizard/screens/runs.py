@@ -18,13 +18,13 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.screens.chart import LossChart, points_of
 from ds_wizard.screens.dialogs import ConfirmScreen
 
 if TYPE_CHECKING:
     from ds_wizard.app import WizardApp
-    from ds_wizard.core.runstate import RunSummary
+    from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.screens.launch import Job
 
 REFRESH_S = 1.0
@@ -109,8 +109,8 @@ class RunsScreen(Screen):
         wanted = set(self.marked) | ({self.current.name} if self.current else set())
 
         def work() -> None:
-            from ds_wizard.core.metrics import read_new_metrics
-            from ds_wizard.core.runs import METRICS
+            from ds_wizard.core.runs.metrics import read_new_metrics
+            from ds_wizard.core.runs.rundir import METRICS
 
             try:
                 summaries = api.summaries(runs_dir)

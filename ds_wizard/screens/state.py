@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ds_wizard.core import batchmath
-from ds_wizard.core.gpus import GpuInventory
-from ds_wizard.core.presets import Preset
+from ds_wizard.core.batch import batchmath
+from ds_wizard.core.plan.gpus import GpuInventory
+from ds_wizard.core.presets.lookup import Preset
 
 if TYPE_CHECKING:
-    from ds_wizard.core.auto import AutoResult
-    from ds_wizard.core.fit import GpuMemory
-    from ds_wizard.core.topology import Topology
+    from ds_wizard.core.batch.topology import Topology
+    from ds_wizard.core.config.auto import AutoResult
+    from ds_wizard.core.plan.fit import GpuMemory
 
 # Which of the three batch values DeepSpeed is left to derive; "none" sends all three,
 # which is how a hand-written config is checked.
@@ -72,7 +72,7 @@ class WizardState:
     def topology(self) -> Topology:
         """Nodes × ranks per node, by the same function the CLI uses (TopologyError if
         the hostfile or the counts do not make a job)."""
-        from ds_wizard.core.topology import resolve_topology
+        from ds_wizard.core.batch.topology import resolve_topology
 
         if self.cpu_demo:
             return resolve_topology(num_gpus=CPU_DEMO_RANKS)
@@ -111,7 +111,7 @@ class WizardState:
     @property
     def world_size(self) -> int:
         """The data-parallel size; 0 while the GPU step's answers do not make a job."""
-        from ds_wizard.core.topology import TopologyError
+        from ds_wizard.core.batch.topology import TopologyError
 
         if not self.cpu_demo and not self.hostfile.strip() and self.ranks_per_node < 1:
             return 0
@@ -295,7 +295,7 @@ def headless_command(state: WizardState, micro: int, gas: int) -> str:
 
 def default_batch(state: WizardState) -> tuple[int, int, int] | None:
     """The preset's own choice for this world size: (micro, gas, global)."""
-    from ds_wizard.core.dsconfig import choose_batch
+    from ds_wizard.core.batch.choice import choose_batch
 
     if state.preset is None or state.world_size < 1:
         return None
@@ -314,7 +314,7 @@ class ConfigResult:
     @property
     def strategy(self) -> str:
         """``ZeRO-2``, ``ZeRO-3 + optimizer offload``, …"""
-        from ds_wizard.core.memory import Strategy
+        from ds_wizard.core.plan.memory import Strategy
 
         zero = self.auto.config["zero_optimization"]
         return Strategy(self.auto.zero_stage, offload_optimizer="offload_optimizer" in zero,
@@ -324,9 +324,9 @@ class ConfigResult:
 def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
     """The DeepSpeed JSON for the current choices: ``auto_configure`` with the same inputs
     ``ds-wizard --auto`` takes on this machine (detected GPUs and their memory)."""
-    from ds_wizard.core.auto import auto_configure
-    from ds_wizard.core.dsconfig import dumps
-    from ds_wizard.core.fit import gpu_memory_from
+    from ds_wizard.core.config.auto import auto_configure
+    from ds_wizard.core.config.dsconfig import dumps
+    from ds_wizard.core.plan.fit import gpu_memory_from
 
     assert state.preset is not None
     gpu_memory = gpu_memory_from(None, state.report)
@@ -337,7 +337,7 @@ def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
 
 def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:
     """Re-read the saved file and run ``check`` on it, as ``ds-wizard check`` would."""
-    from ds_wizard.core.checker import check_config, load_config_file
+    from ds_wizard.core.check.checker import check_config, load_config_file
 
     report = check_config(load_config_file(path), world_size)
     lines = [report.formula] if report.valid else report.errors[:2]
@@ -346,8 +346,8 @@ def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:
 
 def save_current_as_preset(state: WizardState, name: str) -> Path:
     """The chosen preset, with the batch chosen on the batch step, as a user preset."""
-    from ds_wizard.core.preset_store import derive_spec, save_user_preset
-    from ds_wizard.core.wizard import with_batch
+    from ds_wizard.core.presets.overrides import with_batch
+    from ds_wizard.core.presets.store import derive_spec, save_user_preset
 
     assert state.preset is not None
     spec = derive_spec(state.preset.spec, state.preset.name)

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.base.errors import DsWizardError
 
 
 class DeviceError(DsWizardError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ds_wizard.core.jit_ops import SHM_COMM
+from ds_wizard.core.runs.jit_ops import SHM_COMM
 
 # DeepSpeed's warm-up schedules (deepspeed/runtime/lr_schedules.py) that take
 # last_batch_iteration and behave as described above

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ds_wizard.core import runs
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.metrics import MetricsWriter
-from ds_wizard.core.runspec import BACKENDS, MetricsRecord, RunSpec, metrics_line, read_run_info
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.plan.backends import BACKENDS
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.metrics import MetricsWriter
+from ds_wizard.core.runs.runspec import MetricsRecord, RunSpec, metrics_line, read_run_info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,15 +66,15 @@ def main(argv: list[str] | None = None) -> int:
 def dry_run(args: argparse.Namespace) -> int:
     """The seed document's ``train_deepspeed.py --dry_run``: the config ``--auto`` would
     build (or ``--config``, checked) and its summary. Core only: no launch package here."""
-    from ds_wizard.core.auto import auto_configure
-    from ds_wizard.core.checker import check_config, load_config_file
-    from ds_wizard.core.completeness import training_problem
-    from ds_wizard.core.defaults import CPU_DEFAULT_RANKS
-    from ds_wizard.core.fit import gpu_memory_from
-    from ds_wizard.core.gpus import detect_gpus
-    from ds_wizard.core.overrides import load_with_overrides
-    from ds_wizard.core.params import count_params
-    from ds_wizard.core.summary import model_type, summary_lines
+    from ds_wizard.core.base.defaults import CPU_DEFAULT_RANKS
+    from ds_wizard.core.check.checker import check_config, load_config_file
+    from ds_wizard.core.config.auto import auto_configure
+    from ds_wizard.core.config.completeness import training_problem
+    from ds_wizard.core.config.summary import model_type, summary_lines
+    from ds_wizard.core.plan.fit import gpu_memory_from
+    from ds_wizard.core.plan.gpus import detect_gpus
+    from ds_wizard.core.plan.params import count_params
+    from ds_wizard.core.presets.overrides import load_with_overrides
 
     preset = load_with_overrides(args.preset, args.sets)
     report = detect_gpus()
@@ -151,16 +152,16 @@ class Trainer:
         import deepspeed
         import torch.distributed as tdist
 
-        from ds_wizard.core.checker import load_config_file
-        from ds_wizard.core.completeness import IncompleteConfig, training_problem
-        from ds_wizard.core.overrides import load_with_overrides
+        from ds_wizard.core.check.checker import load_config_file
+        from ds_wizard.core.config.completeness import IncompleteConfig, training_problem
+        from ds_wizard.core.presets.overrides import load_with_overrides
         from ds_wizard.train import ds_setup
 
         args = self.args
         if not args.run_dir:
             raise DsWizardError("--run-dir is required to train",
                                 "use `ds-wizard launch`, which creates one")
-        self.paths = paths = runs.RunPaths(Path(args.run_dir))
+        self.paths = paths = rundir.RunPaths(Path(args.run_dir))
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         if not os.environ.get("DS_WIZARD_VERBOSE"):
             _quiet_libraries()
@@ -204,8 +205,8 @@ class Trainer:
         import torch
         from deepspeed.accelerator import get_accelerator
 
-        from ds_wizard.core.data import ShardedSamples, load_tokenizer, load_tokens
-        from ds_wizard.core.params import padded_vocab
+        from ds_wizard.core.plan.params import padded_vocab
+        from ds_wizard.core.runs.data import ShardedSamples, load_tokenizer, load_tokens
         from ds_wizard.train import ds_setup, recipe
         from ds_wizard.train import model as models
 
@@ -265,7 +266,7 @@ class Trainer:
         import torch
         from deepspeed.accelerator import get_accelerator
 
-        from ds_wizard.core.params import flops_per_token
+        from ds_wizard.core.plan.params import flops_per_token
         from ds_wizard.train.model import logits_of
 
         engine, samples, tdist, paths = self.engine, self.samples, self.tdist, self.paths
@@ -363,39 +364,39 @@ class Trainer:
             self._save(engine, self.samples, paths, prog, t_start, tdist)
         if stopped:
             self.log(f"stopped at step {prog.step}: checkpoint "
-                     f"{runs.checkpoint_tag(prog.step)} saved; continue with "
+                     f"{rundir.checkpoint_tag(prog.step)} saved; continue with "
                      f"`ds-wizard launch --resume {paths.root}`")
         else:
             self._export(engine, self.backend.name, paths, tdist)
             self.log(f"done: {prog.step} steps; weights in {paths.final}")
         tdist.destroy_process_group()
 
-    def _save(self, engine: Any, samples: Any, paths: runs.RunPaths, prog: Progress,
+    def _save(self, engine: Any, samples: Any, paths: rundir.RunPaths, prog: Progress,
               t_start: float, tdist: Any) -> None:
-        tag = runs.checkpoint_tag(prog.step)
+        tag = rundir.checkpoint_tag(prog.step)
         state = {"ds_wizard": {
             "step": prog.step, "tokens": prog.tokens, "data": samples.state_dict(),
             "elapsed_s": prog.elapsed_s + time.perf_counter() - t_start,
         }}
         if self.rank == 0:
             # a tag written again (after a fallback) is not vouched for until it is done
-            runs.clear_marker(paths.checkpoints, tag)
+            rundir.clear_marker(paths.checkpoints, tag)
         engine.save_checkpoint(str(paths.checkpoints), tag=tag, client_state=state)
         # every rank has returned from save_checkpoint only after this barrier; only then
         # is the tag complete and may be marked so
         tdist.barrier()
         files = self._hash_tag(paths.checkpoints / tag)
         if self.rank == 0:
-            runs.write_marker(paths.checkpoints, tag, prog.step,
+            rundir.write_marker(paths.checkpoints, tag, prog.step,
                               {"world_size": self.world, "tokens": prog.tokens}, files=files)
         prog.last_saved = prog.step
         self.log(f"checkpoint {tag} saved")
 
     def _hash_tag(self, tag_dir: Path) -> dict[str, Any]:
         """The marker's record of every file in ``tag_dir``; each rank hashes its share."""
-        from ds_wizard.core import integrity
+        from ds_wizard.core.runs import integrity
 
-        names: list[Any] = [integrity.tag_files(tag_dir, exclude=(runs.MARKER,))
+        names: list[Any] = [integrity.tag_files(tag_dir, exclude=(rundir.MARKER,))
                             if self.rank == 0 else None]
         self.tdist.broadcast_object_list(names, src=0)
         mine = integrity.digest_files(
@@ -404,7 +405,7 @@ class Trainer:
         self.tdist.all_gather_object(gathered, mine)
         return integrity.manifest({k: v for part in gathered for k, v in part.items()})
 
-    def _choose_checkpoint(self, paths: runs.RunPaths, tdist: Any) -> str | None:
+    def _choose_checkpoint(self, paths: rundir.RunPaths, tdist: Any) -> str | None:
         """The newest complete tag whose every file matches its marker, agreed by all ranks.
 
         Runs before anything is loaded: DeepSpeed's torch.load(weights_only=False) would
@@ -412,7 +413,7 @@ class Trainer:
         """
         found: list[Any] = [None]
         if self.rank == 0:
-            found[0] = runs.scan_checkpoints(paths.checkpoints)
+            found[0] = rundir.scan_checkpoints(paths.checkpoints)
         # every rank judges the same tags and markers, whatever its view of the disk
         tdist.broadcast_object_list(found, src=0)
         complete = [c for c in found[0] if c.complete]
@@ -421,25 +422,25 @@ class Trainer:
             if not c.complete and c.step > newest:
                 self.log(f"skipping incomplete checkpoint {c.tag} (no completion marker)")
         for info in reversed(complete):
-            mine = runs.check_checkpoint(info, share=(self.rank, self.world))
+            mine = rundir.check_checkpoint(info, share=(self.rank, self.world))
             gathered: list[Any] = [None] * self.world
             tdist.all_gather_object(gathered, mine)
             problems = sorted({p for part in gathered for p in part})
             if not problems:
-                if (note := runs.unverified_note(info)) is not None:
+                if (note := rundir.unverified_note(info)) is not None:
                     self.log(f"warning: {note}")
                 return info.tag
-            self.log(f"warning: {runs.damaged_note(info, problems)}")
+            self.log(f"warning: {rundir.damaged_note(info, problems)}")
         return None
 
-    def _resume(self, engine: Any, samples: Any, paths: runs.RunPaths, tdist: Any) -> Progress:
+    def _resume(self, engine: Any, samples: Any, paths: rundir.RunPaths, tdist: Any) -> Progress:
         tag = self._choose_checkpoint(paths, tdist)
         if tag is None:
-            raise runs.RunError(f"no intact checkpoint in {paths.checkpoints}",
+            raise rundir.RunError(f"no intact checkpoint in {paths.checkpoints}",
                                 "start a new run instead of --resume")
         load_path, client = engine.load_checkpoint(str(paths.checkpoints), tag=tag)
         if load_path is None or not client or "ds_wizard" not in client:
-            raise runs.RunError(f"checkpoint {tag} in {paths.checkpoints} did not load")
+            raise rundir.RunError(f"checkpoint {tag} in {paths.checkpoints} did not load")
         st = client["ds_wizard"]
         for note in samples.load_state_dict(st["data"]):
             self.log(f"warning: {note}")
@@ -448,7 +449,7 @@ class Trainer:
         self.log(f"resumed from {tag}: continuing at step {prog.step + 1}")
         return prog
 
-    def _export(self, engine: Any, backend: str, paths: runs.RunPaths, tdist: Any) -> None:
+    def _export(self, engine: Any, backend: str, paths: rundir.RunPaths, tdist: Any) -> None:
         from ds_wizard.train.model import export_pretrained, gather_zero3_state_dict
 
         module = engine.module
@@ -461,8 +462,8 @@ class Trainer:
         elif self.rank == 0:
             export_pretrained(module, backend, paths.final)
         if self.rank == 0:
-            from ds_wizard.core.dsconfig import dumps
-            from ds_wizard.core.fsio import atomic_write_text
+            from ds_wizard.core.base.fsio import atomic_write_text
+            from ds_wizard.core.config.dsconfig import dumps
 
             tok = self.args.tokenizer
             info = {"backend": backend, "tokenizer": tok or "bytes (token id = byte value)"}
@@ -495,7 +496,7 @@ def _float(value: Any) -> float | None:
 
 def _peak_flops(torch: Any, config: dict[str, Any]) -> float | None:
     """The dense peak of rank 0's GPU for the precision the matmuls run in."""
-    from ds_wizard.core.flops import compute_precision, peak_flops
+    from ds_wizard.core.plan.flops import compute_precision, peak_flops
 
     return peak_flops(torch.cuda.get_device_name(), compute_precision(config))
 

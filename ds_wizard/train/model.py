@@ -18,16 +18,16 @@ from typing import Any
 
 import torch
 
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.params import count_params, padded_vocab
-from ds_wizard.core.runspec import (
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.plan.backends import (
     BACKENDS,
     GPU_INSTALL_HINT,
     KERNEL_PACKAGES,
     missing_kernel_modules,
     resolve_backend,
 )
-from ds_wizard.core.schema import ModelSpec
+from ds_wizard.core.plan.params import count_params, padded_vocab
+from ds_wizard.core.presets.schema import ModelSpec
 from ds_wizard.train import causal_conv1d_fallback
 
 
@@ -311,7 +311,7 @@ def _save_mamba_ssm(module: torch.nn.Module, state_dict: dict[str, torch.Tensor]
     import os
     import tempfile
 
-    from ds_wizard.core.fsio import atomic_write_text
+    from ds_wizard.core.base.fsio import atomic_write_text
 
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".pytorch_model.", suffix=".tmp")
     os.close(fd)

@@ -10,11 +10,11 @@ from click.testing import CliRunner
 from fakes import FOUR_A100, TWO_V100, patch_gpus
 
 from ds_wizard.cli import main
-from ds_wizard.core.auto import auto_configure
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.overrides import load_with_overrides
-from ds_wizard.core.presets import load_preset
-from ds_wizard.core.summary import summary_lines
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.config.auto import auto_configure
+from ds_wizard.core.config.summary import summary_lines
+from ds_wizard.core.presets.lookup import load_preset
+from ds_wizard.core.presets.overrides import load_with_overrides
 
 SEED_SUMMARY = [
     "✅ Config validated: 128 = 4 × 8 × 4",

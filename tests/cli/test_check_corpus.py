@@ -22,8 +22,8 @@ from _ds_oracle import deepspeed_config_verdict
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.checker import check_config, fix_config, load_config_file
-from ds_wizard.core.errors import DsWizardError
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.check.checker import check_config, fix_config, load_config_file
 
 CORPUS = sorted((Path(__file__).parents[1] / "data" / "ds_corpus").glob("*.json"))
 WORLD_SIZES = (1, 2, 3, 4, 8)

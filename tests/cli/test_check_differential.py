@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from _ds_oracle import deepspeed_config_verdict
 
-from ds_wizard.core.checker import check_config, parse_config_bytes
-from ds_wizard.core.dsschema import load_schema
+from ds_wizard.core.check.checker import check_config, parse_config_bytes
+from ds_wizard.core.check.dsschema import load_schema
 
 BASE = {"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4,
         "gradient_accumulation_steps": 2}

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.explain import explain
+from ds_wizard.core.check.explain import explain
 
 MISMATCH = ("AssertionError: Check batch related parameters. train_batch_size is not equal to "
             "micro_batch_per_gpu * gradient_acc_step * world_size {}")

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 from fakes import NO_GPU, patch_gpus, write_seed
 
 from ds_wizard.cli import main
-from ds_wizard.core import fsio
-from ds_wizard.core.errors import ExitCode
-from ds_wizard.core.fsio import AlreadyExists, create_new_text, write_all
+from ds_wizard.core.base import fsio
+from ds_wizard.core.base.errors import ExitCode
+from ds_wizard.core.base.fsio import AlreadyExists, create_new_text, write_all
 
 TINY = ["--preset", "tiny_mamba"]
 ESCAPES = "\x1b]0;pwned\x07\x1b[31mred\x1b[0m\x1b[2K\rhidden\x9b31m\u202eevil"
@@ -200,7 +200,7 @@ def test_fault8_a_killed_writers_temp_file_is_named_and_cleaned_by_the_next_writ
     # a writer killed between writing its temp file and renaming it
     killed = subprocess.run([sys.executable, "-c", (
         "import os, sys\n"
-        "from ds_wizard.core import fsio\n"
+        "from ds_wizard.core.base import fsio\n"
         "os.replace = lambda *a, **k: os._exit(9)\n"
         f"fsio.atomic_write_text({str(seed)!r}, 'half')\n"
     )], capture_output=True, text=True, timeout=60)

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ds_wizard.cli import main
-from ds_wizard.core.errors import ExitCode
+from ds_wizard.core.base.errors import ExitCode
 
 settings.register_profile(
     "faults", max_examples=2000, deadline=None, derandomize=True,

@@ -8,8 +8,8 @@ import pytest
 from _ds_oracle import deepspeed_verdict
 
 from ds_wizard.cli import main
-from ds_wizard.core.auto import auto_configure
-from ds_wizard.core.presets import builtin_dir, load_preset
+from ds_wizard.core.config.auto import auto_configure
+from ds_wizard.core.presets.lookup import builtin_dir, load_preset
 
 # Copied from the source document (../shared/seed/deepspeed-batch-size-quick-fix.md).
 SEED_TABLE = """\

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.hfmode import HfArgs, fill_like_trainer, parse_hf_args
+from ds_wizard.core.check.hfmode import HfArgs, fill_like_trainer, parse_hf_args
 
 integration = pytest.importorskip("transformers.integrations.deepspeed")
 

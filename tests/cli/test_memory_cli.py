@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from fakes import FOUR_A100, SEED_CONFIG, patch_gpus, write_seed
 
 from ds_wizard.cli import main
-from ds_wizard.core.checker import load_config_file
-from ds_wizard.core.fit import config_estimate
-from ds_wizard.core.memory import GiB, estimate
-from ds_wizard.core.presets import load_preset
+from ds_wizard.core.check.checker import load_config_file
+from ds_wizard.core.plan.fit import config_estimate
+from ds_wizard.core.plan.memory import GiB, estimate
+from ds_wizard.core.presets.lookup import load_preset
 
 
 def _auto(runner, *args):

@@ -11,15 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.dsconfig import build_config, choose_batch, dumps
-from ds_wizard.core.errors import PresetError
-from ds_wizard.core.overrides import apply_overrides
-from ds_wizard.core.preset_store import to_toml
-from ds_wizard.core.presets import (
-    builtin_dir,
-    load_preset,
-    parse_preset,
-)
+from ds_wizard.core.base.errors import PresetError
+from ds_wizard.core.batch.choice import choose_batch
+from ds_wizard.core.config.dsconfig import build_config, dumps
+from ds_wizard.core.presets.lookup import builtin_dir, load_preset, parse_preset
+from ds_wizard.core.presets.overrides import apply_overrides
+from ds_wizard.core.presets.store import to_toml
 
 if sys.version_info >= (3, 11):
     import tomllib

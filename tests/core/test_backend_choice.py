@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from fakes import FOUR_A100, NO_GPU, TWO_V100, patch_gpus
 
 from ds_wizard.cli import main
-from ds_wizard.core.runspec import resolve_backend
+from ds_wizard.core.plan.backends import resolve_backend
 
 ALL = {"mamba_ssm", "selective_scan_cuda", "triton", "causal_conv1d"}
 

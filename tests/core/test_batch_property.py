@@ -7,7 +7,7 @@ from _ds_oracle import deepspeed_verdict
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ds_wizard.core.batchmath import resolve
+from ds_wizard.core.batch.batchmath import resolve
 
 value = st.one_of(
     st.none(),

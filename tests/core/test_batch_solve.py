@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from ds_wizard.core.batchmath import MAX_BATCH_VALUE, solve, too_large
+from ds_wizard.core.batch.batchmath import MAX_BATCH_VALUE, solve, too_large
 
 
 def _exhaustive(world_size: int, target: int, max_micro: int, max_gas: int):

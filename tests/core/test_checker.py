@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from _ds_oracle import deepspeed_verdict
 
-from ds_wizard.core.checker import check_config, fix_config, parse_config_bytes
-from ds_wizard.core.errors import ConfigFileError, DsWizardError
+from ds_wizard.core.base.errors import ConfigFileError, DsWizardError
+from ds_wizard.core.check.checker import check_config, fix_config, parse_config_bytes
 
 SEED = {
     "train_batch_size": 16,

@@ -9,9 +9,9 @@ import deepspeed  # a hard dependency: a broken install must fail here, not skip
 import pytest
 from _ds_oracle import FakeMpu
 
-from ds_wizard.core.auto import auto_configure
-from ds_wizard.core.checker import KNOWN_TOP_LEVEL_KEYS, REMOVED_TOP_LEVEL_KEYS
-from ds_wizard.core.presets import load_preset
+from ds_wizard.core.check.checker import KNOWN_TOP_LEVEL_KEYS, REMOVED_TOP_LEVEL_KEYS
+from ds_wizard.core.config.auto import auto_configure
+from ds_wizard.core.presets.lookup import load_preset
 
 
 class RecordingDict(dict):

@@ -46,7 +46,7 @@ def loaded_after(body: str, cwd=None, forbidden: tuple[str, ...] = FORBIDDEN,
 
 def test_discovery_finds_the_modules():
     names = discover()
-    assert {"ds_wizard.cli", "ds_wizard.core.batchmath", "ds_wizard.core.checker",
+    assert {"ds_wizard.cli", "ds_wizard.core.batch.batchmath", "ds_wizard.core.check.checker",
             "ds_wizard.commands.check"} <= set(names)
 
 
@@ -120,7 +120,7 @@ def test_auto_does_not_import_other_commands(tmp_path):
 
 
 # The one core module allowed to import pydantic: it runs only when data must be checked.
-VALIDATOR = "ds_wizard.core.validation"
+VALIDATOR = "ds_wizard.core.presets.validation"
 
 
 @pytest.mark.parametrize("module", [m for m in discover()
@@ -130,7 +130,7 @@ def test_core_module_does_not_import_the_validator(module):
 
 
 def _nvml_loadable() -> bool:
-    from ds_wizard.core.gpus import _nvml_library_loadable
+    from ds_wizard.core.plan.gpus import _nvml_library_loadable
 
     return _nvml_library_loadable()
 

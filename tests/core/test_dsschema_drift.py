@@ -1,11 +1,11 @@
 """The shipped DeepSpeed schema must be what the installed DeepSpeed's models say.
 
-``ds_wizard/core/data/deepspeed_schema.json`` is derived from DeepSpeed's pydantic config
+``ds_wizard/core/check/data/deepspeed_schema.json`` is derived from DeepSpeed's pydantic config
 models by ``ds_wizard.dsschema_gen``. This test derives it again from the installed
 DeepSpeed and fails on any difference (a new key, a changed type or default, a removed
 key, a validator added or edited), naming what drifted. To accept a new DeepSpeed:
 ``.venv/bin/python -m ds_wizard.dsschema_gen``, review the diff, and mirror any new
-validator in ``ds_wizard.core.dsschema.VALIDATORS``.
+validator in ``ds_wizard.core.check.dsschema.VALIDATORS``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from ds_wizard.core import dsschema
+from ds_wizard.core.check import dsschema
 
 pytest.importorskip("deepspeed")
 

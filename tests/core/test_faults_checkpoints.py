@@ -18,8 +18,8 @@ from _fault_helpers import planted_pickle
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core import integrity, runs
-from ds_wizard.core.runspec import Accelerator
+from ds_wizard.core.runs import integrity, rundir
+from ds_wizard.core.runs.runspec import Accelerator
 from ds_wizard.launch import plan as planning
 from ds_wizard.launch.plan import LaunchRequest
 
@@ -28,7 +28,7 @@ CPU = Accelerator("cpu", 0, "test: no GPU")
 
 def fake_checkpoint(ckpt: Path, step: int, marker: bool = True,
                     files: dict[str, bytes] | None = None) -> Path:
-    tag_dir = ckpt / runs.checkpoint_tag(step)
+    tag_dir = ckpt / rundir.checkpoint_tag(step)
     tag_dir.mkdir(parents=True)
     for name, data in (files or {
         "mp_rank_00_model_states.pt": b"model" * 200 + bytes([step % 256]),
@@ -37,7 +37,7 @@ def fake_checkpoint(ckpt: Path, step: int, marker: bool = True,
     }).items():
         (tag_dir / name).write_bytes(data)
     if marker:
-        runs.write_marker(ckpt, tag_dir.name, step, {})
+        rundir.write_marker(ckpt, tag_dir.name, step, {})
     return tag_dir
 
 
@@ -48,15 +48,15 @@ def test_marker_records_size_and_sha256_of_every_file(tmp_path: Path) -> None:
     tag = fake_checkpoint(tmp_path, 10)
     (tag / "sub").mkdir()
     (tag / "sub" / "extra.bin").write_bytes(b"abc")
-    runs.write_marker(tmp_path, tag.name, 10, {"world_size": 2})
-    data = json.loads((tag / runs.MARKER).read_text())
+    rundir.write_marker(tmp_path, tag.name, 10, {"world_size": 2})
+    data = json.loads((tag / rundir.MARKER).read_text())
     assert data["hash"] == "sha256" and data["world_size"] == 2
     assert set(data["files"]) == {"mp_rank_00_model_states.pt", "sub/extra.bin",
                                   "zero_pp_rank_0_mp_rank_00_optim_states.pt",
                                   "zero_pp_rank_1_mp_rank_00_optim_states.pt"}
     assert data["files"]["sub/extra.bin"] == {
         "size": 3, "sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"}
-    assert runs.MARKER not in data["files"]
+    assert rundir.MARKER not in data["files"]
 
 
 def test_hashing_streams_and_shares_split_the_files(tmp_path: Path) -> None:
@@ -75,21 +75,21 @@ def test_hashing_streams_and_shares_split_the_files(tmp_path: Path) -> None:
 
 def test_an_intact_tag_verifies(tmp_path: Path) -> None:
     fake_checkpoint(tmp_path, 10)
-    (info,) = runs.scan_checkpoints(tmp_path)
+    (info,) = rundir.scan_checkpoints(tmp_path)
     assert info.complete and info.files is not None
-    assert runs.check_checkpoint(info) == []
+    assert rundir.check_checkpoint(info) == []
     # the shares of two ranks together check every file
-    assert runs.check_checkpoint(info, share=(0, 2)) == []
-    assert runs.check_checkpoint(info, share=(1, 2)) == []
+    assert rundir.check_checkpoint(info, share=(0, 2)) == []
+    assert rundir.check_checkpoint(info, share=(1, 2)) == []
 
 
 def test_truncated_shard_is_found_by_its_size(tmp_path: Path) -> None:
     tag = fake_checkpoint(tmp_path, 10)
     shard = tag / "zero_pp_rank_1_mp_rank_00_optim_states.pt"
     shard.write_bytes(shard.read_bytes()[:100])
-    (info,) = runs.scan_checkpoints(tmp_path)
+    (info,) = rundir.scan_checkpoints(tmp_path)
     assert info.complete  # the marker alone would call it good
-    assert runs.check_checkpoint(info, full=False) == [
+    assert rundir.check_checkpoint(info, full=False) == [
         "zero_pp_rank_1_mp_rank_00_optim_states.pt has 100 bytes; 1,501 were written"]
 
 
@@ -99,13 +99,13 @@ def test_same_size_replacement_is_found_by_its_hash_by_the_rank_that_owns_it(
     tag = fake_checkpoint(tmp_path, 10)
     model = tag / "mp_rank_00_model_states.pt"
     model.write_bytes(planted_pickle(tmp_path / "canary", model.stat().st_size))
-    (info,) = runs.scan_checkpoints(tmp_path)
-    assert runs.check_checkpoint(info, full=False) == []  # sizes cannot see it
-    problems = runs.check_checkpoint(info)
+    (info,) = rundir.scan_checkpoints(tmp_path)
+    assert rundir.check_checkpoint(info, full=False) == []  # sizes cannot see it
+    problems = rundir.check_checkpoint(info)
     assert problems == ["mp_rank_00_model_states.pt does not match the SHA-256 recorded "
                         "when it was written (changed since)"]
     # two ranks: the one whose share holds the file reports it; gathered, they refuse
-    shares = [runs.check_checkpoint(info, share=(r, 2)) for r in range(2)]
+    shares = [rundir.check_checkpoint(info, share=(r, 2)) for r in range(2)]
     assert [p for share in shares for p in share] == problems
     assert not (tmp_path / "canary").exists()
 
@@ -119,14 +119,14 @@ def test_added_missing_and_linked_files_are_refused(tmp_path: Path) -> None:
     elsewhere.write_bytes(model.read_bytes())
     model.unlink()
     model.symlink_to(elsewhere)  # same bytes, but not the file that was written
-    (info,) = runs.scan_checkpoints(tmp_path)
-    assert sorted(runs.check_checkpoint(info)) == [
+    (info,) = rundir.scan_checkpoints(tmp_path)
+    assert sorted(rundir.check_checkpoint(info)) == [
         "mp_rank_00_model_states.pt is a symbolic link, not the file that was written",
         "planted.pt was not written by this run",
         "zero_pp_rank_0_mp_rank_00_optim_states.pt is missing",
     ]
     # only share 0 looks for unrecorded files, so it is reported once
-    assert "planted.pt was not written by this run" not in runs.check_checkpoint(
+    assert "planted.pt was not written by this run" not in rundir.check_checkpoint(
         info, share=(1, 2))
 
 
@@ -135,8 +135,8 @@ def test_a_special_file_in_a_tag_is_refused_without_opening_it(tmp_path: Path) -
     shard = tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     shard.unlink()
     os.mkfifo(shard)  # opening it for the hash would block for ever
-    (info,) = runs.scan_checkpoints(tmp_path)
-    assert runs.check_checkpoint(info) == [
+    (info,) = rundir.scan_checkpoints(tmp_path)
+    assert rundir.check_checkpoint(info) == [
         "zero_pp_rank_0_mp_rank_00_optim_states.pt is not a regular file"]
 
 
@@ -150,7 +150,7 @@ def test_corrupt_newest_tag_falls_back_to_the_newest_intact_one(tmp_path: Path) 
     fake_checkpoint(tmp_path, 40, marker=False)  # crashed while saving
     shard = t30 / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     shard.write_bytes(shard.read_bytes()[:-1])
-    choice = runs.latest_intact(tmp_path)
+    choice = rundir.latest_intact(tmp_path)
     assert choice.chosen is not None and choice.chosen.tag == "global_step20"
     assert choice.notes == (
         "skipping incomplete checkpoint global_step40 (no completion marker)",
@@ -158,37 +158,37 @@ def test_corrupt_newest_tag_falls_back_to_the_newest_intact_one(tmp_path: Path) 
         "zero_pp_rank_0_mp_rank_00_optim_states.pt has 1,499 bytes; 1,500 were written",
     )
     # the marker alone still names 30: it is what used to be loaded
-    assert runs.latest_complete(tmp_path).tag == "global_step30"
+    assert rundir.latest_complete(tmp_path).tag == "global_step30"
 
 
 def test_no_intact_tag_leaves_nothing_to_resume(tmp_path: Path) -> None:
     tag = fake_checkpoint(tmp_path, 10)
     (tag / "mp_rank_00_model_states.pt").write_bytes(b"")
-    choice = runs.latest_intact(tmp_path)
+    choice = rundir.latest_intact(tmp_path)
     assert choice.chosen is None and "global_step10 is damaged" in choice.notes[0]
 
 
 def test_marker_from_before_checksums_is_loaded_with_a_warning(tmp_path: Path) -> None:
     tag = fake_checkpoint(tmp_path, 10, marker=False)
-    (tag / runs.MARKER).write_text(json.dumps({"tag": tag.name, "step": 10}))
-    choice = runs.latest_intact(tmp_path)
+    (tag / rundir.MARKER).write_text(json.dumps({"tag": tag.name, "step": 10}))
+    choice = rundir.latest_intact(tmp_path)
     assert choice.chosen is not None and choice.chosen.files is None
     assert "without checksums" in choice.notes[0]
 
 
 def test_a_marker_with_an_unreadable_file_record_vouches_for_nothing(tmp_path: Path) -> None:
     tag = fake_checkpoint(tmp_path, 10)
-    data = json.loads((tag / runs.MARKER).read_text())
+    data = json.loads((tag / rundir.MARKER).read_text())
     data["files"] = []
-    (tag / runs.MARKER).write_text(json.dumps(data))
-    assert runs.latest_intact(tmp_path).chosen is None
+    (tag / rundir.MARKER).write_text(json.dumps(data))
+    assert rundir.latest_intact(tmp_path).chosen is None
 
 
 def test_a_tag_written_again_loses_its_old_marker_first(tmp_path: Path) -> None:
     fake_checkpoint(tmp_path, 10)
-    runs.clear_marker(tmp_path, "global_step10")
-    runs.clear_marker(tmp_path, "global_step10")  # nothing left to clear: no error
-    assert runs.latest_complete(tmp_path) is None
+    rundir.clear_marker(tmp_path, "global_step10")
+    rundir.clear_marker(tmp_path, "global_step10")  # nothing left to clear: no error
+    assert rundir.latest_complete(tmp_path) is None
 
 
 # -- the launcher: plan, --resume latest -------------------------------------------------------
@@ -202,7 +202,7 @@ def _run_with(tmp_path: Path, steps: int = 50) -> Path:
 
 def test_resume_plan_names_the_tag_it_falls_back_to(tmp_path: Path) -> None:
     run = _run_with(tmp_path)
-    ckpt = runs.RunPaths(run).checkpoints
+    ckpt = rundir.RunPaths(run).checkpoints
     fake_checkpoint(ckpt, 10)
     t20 = fake_checkpoint(ckpt, 20)
     (t20 / "mp_rank_00_model_states.pt").write_bytes(b"cut")
@@ -215,7 +215,7 @@ def test_resume_plan_names_the_tag_it_falls_back_to(tmp_path: Path) -> None:
 
 def test_resume_refuses_when_every_tag_is_damaged(tmp_path: Path) -> None:
     run = _run_with(tmp_path)
-    tag = fake_checkpoint(runs.RunPaths(run).checkpoints, 10)
+    tag = fake_checkpoint(rundir.RunPaths(run).checkpoints, 10)
     (tag / "mp_rank_00_model_states.pt").unlink()
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     result = CliRunner().invoke(main, ["launch", "--resume", str(run), "--runs-dir",
@@ -229,15 +229,15 @@ def test_resume_refuses_when_every_tag_is_damaged(tmp_path: Path) -> None:
 
 def test_resume_latest_skips_newer_runs_without_a_checkpoint(tmp_path: Path) -> None:
     older = _run_with(tmp_path)
-    fake_checkpoint(runs.RunPaths(older).checkpoints, 10)
+    fake_checkpoint(rundir.RunPaths(older).checkpoints, 10)
     # newer runs: one crashed before its first checkpoint, one only has a damaged tag
     newer = _run_with(tmp_path)
     newest = _run_with(tmp_path)
-    tag = fake_checkpoint(runs.RunPaths(newest).checkpoints, 5)
+    tag = fake_checkpoint(rundir.RunPaths(newest).checkpoints, 5)
     (tag / "mp_rank_00_model_states.pt").write_bytes(b"")
-    assert runs.list_runs(tmp_path)[-2:] == [newer, newest]
-    assert runs.resolve_run_ref("latest", tmp_path) == newest  # attach, stop: the newest
-    assert runs.resolve_run_ref("latest", tmp_path, resumable=True) == older
+    assert rundir.list_runs(tmp_path)[-2:] == [newer, newest]
+    assert rundir.resolve_run_ref("latest", tmp_path) == newest  # attach, stop: the newest
+    assert rundir.resolve_run_ref("latest", tmp_path, resumable=True) == older
     plan = planning.prepare_run(LaunchRequest(resume="latest", runs_dir=tmp_path,
                                               accelerator=CPU, dry_run=True))
     assert plan.run_dir == older and plan.resume_step == 10
@@ -334,7 +334,7 @@ def test_ranks_hash_their_shares_into_the_same_marker_one_process_writes(
     tmp_path: Path,
 ) -> None:
     tag = fake_checkpoint(tmp_path, 10)
-    single = json.loads((tag / runs.MARKER).read_text())["files"]
+    single = json.loads((tag / rundir.MARKER).read_text())["files"]
     results, _ = _on_ranks(2, lambda trainer, dist: trainer._hash_tag(tag))
     assert results[0] == results[1] == single
 
@@ -342,7 +342,7 @@ def test_ranks_hash_their_shares_into_the_same_marker_one_process_writes(
 def test_ranks_agree_to_fall_back_when_only_one_share_is_tampered(tmp_path: Path) -> None:
     fake_checkpoint(tmp_path, 10)
     t20 = fake_checkpoint(tmp_path, 20)
-    names = sorted(runs.scan_checkpoints(tmp_path)[-1].files)
+    names = sorted(rundir.scan_checkpoints(tmp_path)[-1].files)
     victim = t20 / integrity.share_of(names, (1, 2))[0]  # hashed by rank 1 only
     victim.write_bytes(planted_pickle(tmp_path / "canary", victim.stat().st_size))
     ckpt_paths = type("P", (), {"checkpoints": tmp_path})()  # only .checkpoints is read

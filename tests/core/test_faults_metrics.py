@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ds_wizard.core.metrics import (
+from ds_wizard.core.runs.metrics import (
     MetricsWriteError,
     MetricsWriter,
     read_metrics,
@@ -23,7 +23,7 @@ from ds_wizard.core.metrics import (
     repair_metrics,
     tail_metrics,
 )
-from ds_wizard.core.runspec import MetricsRecord, metrics_line
+from ds_wizard.core.runs.runspec import MetricsRecord, metrics_line
 
 
 def _line(step: int) -> str:
@@ -109,8 +109,8 @@ def test_a_real_file_size_limit_is_a_one_line_error_and_no_torn_line(tmp_path: P
     code = f"""
 import resource, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-from ds_wizard.core.metrics import MetricsWriter, MetricsWriteError
-from ds_wizard.core.runspec import MetricsRecord, metrics_line
+from ds_wizard.core.runs.metrics import MetricsWriter, MetricsWriteError
+from ds_wizard.core.runs.runspec import MetricsRecord, metrics_line
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (500, 500))
 w = MetricsWriter({str(path)!r}, 0)

@@ -6,14 +6,14 @@ import dataclasses
 
 import pytest
 
-from ds_wizard.core.flops import PEAKS, compute_precision, find_peak, peak_flops
-from ds_wizard.core.params import (
+from ds_wizard.core.plan.flops import PEAKS, compute_precision, find_peak, peak_flops
+from ds_wizard.core.plan.params import (
     breakdown,
     flops_per_token,
     matmul_weights_per_layer,
     scan_flops_per_token,
 )
-from ds_wizard.core.presets import load_preset
+from ds_wizard.core.presets.lookup import load_preset
 
 
 @pytest.mark.parametrize(("name", "tflops"), [
@@ -78,8 +78,8 @@ def test_autocast_saves_the_16_bit_weight_copies_the_memory_model_counts(arch: s
     backward: the memory model's autocast term counts exactly those copies."""
     import torch
 
-    from ds_wizard.core.memory import activations
-    from ds_wizard.core.schema import ModelSpec
+    from ds_wizard.core.plan.memory import activations
+    from ds_wizard.core.presets.schema import ModelSpec
     from ds_wizard.train.model import build_model
 
     extra = {"d_state": 16, "headdim": 16, "chunk_size": 16} if arch == "mamba2" else {}

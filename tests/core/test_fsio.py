@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core.errors import WriteError
-from ds_wizard.core.fsio import atomic_write_text, write_if_changed
+from ds_wizard.core.base.errors import WriteError
+from ds_wizard.core.base.fsio import atomic_write_text, write_if_changed
 
 OLD = '{"train_batch_size": 16}\n'
 NEW = '{"train_batch_size": 128, "note": "café"}\n'

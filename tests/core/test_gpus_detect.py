@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from ds_wizard.core import gpus
-from ds_wizard.core.gpus import detect_gpus
+from ds_wizard.core.plan import gpus
+from ds_wizard.core.plan.gpus import detect_gpus
 
 # (name, memory GiB, compute capability, uuid) as NVML numbers them
 BOARD = [

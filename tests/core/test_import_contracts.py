@@ -43,8 +43,8 @@ def test_contracts_hold_on_the_real_tree(tree: Path) -> None:
 
 @pytest.mark.parametrize(("module", "statement", "contract"), [
     ("train/loop.py", "from ds_wizard.launch import plan", "train (the code inside each rank)"),
-    ("core/batchmath.py", "import torch", "core is pure"),
-    ("core/auto.py", "from ds_wizard.screens import base", "core is pure"),
+    ("core/batch/batchmath.py", "import torch", "core is pure"),
+    ("core/config/auto.py", "from ds_wizard.screens import base", "core is pure"),
     ("screens/review.py", "from ds_wizard.commands import check", "screens and commands"),
     ("launch/plan.py", "import textual", "the launch package"),
 ])

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds_wizard.core import checker, schema
-from ds_wizard.core.limits import (
+from ds_wizard.core.base.limits import (
     MAX_GLOBAL_BATCH,
     MAX_MICRO_BATCH,
     LimitError,
@@ -17,7 +16,9 @@ from ds_wizard.core.limits import (
     parse_float,
     parse_int,
 )
-from ds_wizard.core.text import sanitize
+from ds_wizard.core.base.text import sanitize
+from ds_wizard.core.check import checker
+from ds_wizard.core.presets import schema
 
 
 @pytest.mark.parametrize("text", ["²", "٣", "1e30", "10^12", "0x10", "1_000", "nan", "",

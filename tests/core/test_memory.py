@@ -7,17 +7,17 @@ import itertools
 
 import pytest
 
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.fit import DoesNotFit, GpuMemory, choose_fit, parse_size
-from ds_wizard.core.memory import (
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.plan.fit import DoesNotFit, GpuMemory, choose_fit, parse_size
+from ds_wizard.core.plan.memory import (
     GiB,
     activations,
     estimate,
     largest_micro_batch,
     model_states,
 )
-from ds_wizard.core.params import breakdown
-from ds_wizard.core.presets import load_preset
+from ds_wizard.core.plan.params import breakdown
+from ds_wizard.core.presets.lookup import load_preset
 
 PARAMS = (1_000_003, 129_000_000, 1_372_000_000, 6_945_935_360, 70_000_000_000)
 GPUS_PER_NODE = (1, 2, 8)

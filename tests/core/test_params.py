@@ -6,9 +6,9 @@ import pytest
 import torch
 import transformers
 
-from ds_wizard.core.params import count_params
-from ds_wizard.core.presets import builtin_dir, read_preset_file
-from ds_wizard.core.schema import ModelSpec
+from ds_wizard.core.plan.params import count_params
+from ds_wizard.core.presets.lookup import builtin_dir, read_preset_file
+from ds_wizard.core.presets.schema import ModelSpec
 
 BUILTIN = sorted(builtin_dir().glob("*.toml"))
 

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.errors import PresetError
-from ds_wizard.core.preset_store import import_preset, save_user_preset
-from ds_wizard.core.presets import MAX_PRESET_BYTES, load_preset
-from ds_wizard.core.schema import PresetSpec
+from ds_wizard.core.base.errors import PresetError
+from ds_wizard.core.presets.lookup import MAX_PRESET_BYTES, load_preset
+from ds_wizard.core.presets.schema import PresetSpec
+from ds_wizard.core.presets.store import import_preset, save_user_preset
 
 GOOD = (
     "schema_version = 2\n"

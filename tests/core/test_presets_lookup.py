@@ -9,10 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core.errors import PresetError
-from ds_wizard.core.migrations import MIGRATIONS, migrate
-from ds_wizard.core.params import count_params
-from ds_wizard.core.presets import (
+from ds_wizard.core.base.errors import PresetError
+from ds_wizard.core.plan.params import count_params
+from ds_wizard.core.presets.lookup import (
     ENV_CONFIG_DIR,
     ENV_PRESET_PATH,
     builtin_dir,
@@ -22,7 +21,8 @@ from ds_wizard.core.presets import (
     search_dirs,
     user_dir,
 )
-from ds_wizard.core.schema import SCHEMA_VERSION
+from ds_wizard.core.presets.migrations import MIGRATIONS, migrate
+from ds_wizard.core.presets.schema import SCHEMA_VERSION
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import ds_wizard
-from ds_wizard.core import runs
-from ds_wizard.core.metrics import read_metrics
-from ds_wizard.core.runspec import (
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.metrics import read_metrics
+from ds_wizard.core.runs.runspec import (
     MetricsRecord,
     RunInfo,
     RunSpec,
@@ -30,13 +30,13 @@ def test_run_info_round_trips(tmp_path: Path) -> None:
     info = RunInfo(SPEC, created="2026-01-01T00:00:00", ds_wizard_version="0.1.0", cwd="/w")
     write_run_info(tmp_path / "run.json", info)
     assert read_run_info(tmp_path / "run.json") == info
-    flat = runs.load_run_json(tmp_path)
+    flat = rundir.load_run_json(tmp_path)
     assert flat["preset"] == "tiny_mamba" and flat["world_size"] == 2  # keys stay flat
 
 
 def test_incomplete_run_json_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text('{"preset": "x"}', encoding="utf-8")
-    with pytest.raises(runs.RunError, match="complete run description"):
+    with pytest.raises(rundir.RunError, match="complete run description"):
         read_run_info(tmp_path / "run.json")
 
 

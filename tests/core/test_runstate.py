@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core import runs
-from ds_wizard.core.runstate import (
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.runstate import (
     SUPERVISOR_MODULE,
     ProcessTable,
     ProcInfo,
@@ -28,8 +28,8 @@ SUP_PID, RUNNER_PID = 4000, 4100
 def make_run(runs_dir: Path, name: str, created: str = "2026-11-29T10:00:00",
              steps: int = 30) -> Path:
     d = runs_dir / name
-    (d / runs.CHECKPOINTS).mkdir(parents=True)
-    (d / runs.RUN_JSON).write_text(json.dumps(
+    (d / rundir.CHECKPOINTS).mkdir(parents=True)
+    (d / rundir.RUN_JSON).write_text(json.dumps(
         {"created": created, "preset": "tiny_mamba", "steps": steps}))
     return d.resolve()
 
@@ -110,7 +110,7 @@ def test_a_run_without_state_is_unknown_finished_or_lost(tmp_path: Path) -> None
     empty = ProcessTable([])
     assert run_status(d, None, empty)[0] is RunStatus.UNKNOWN
     assert run_status(d, None, ProcessTable([job(d, 77, 77)]))[0] is RunStatus.LOST
-    (d / runs.FINAL).mkdir()
+    (d / rundir.FINAL).mkdir()
     assert run_status(d, None, empty)[0] is RunStatus.FINISHED
 
 
@@ -126,11 +126,11 @@ def test_summaries_list_every_run_oldest_first(tmp_path: Path) -> None:
     a = make_run(tmp_path, "tiny_mamba-1", created="2026-11-29T09:00:00")
     b = make_run(tmp_path, "tiny_mamba-2", created="2026-11-29T11:00:00", steps=50)
     (tmp_path / "not-a-run").mkdir()
-    (a / runs.METRICS).write_text(json.dumps(
+    (a / rundir.METRICS).write_text(json.dumps(
         {"step": 12, "loss": 3.5, "tokens_per_s": 900.0}) + "\n")
-    tag = a / runs.CHECKPOINTS / "global_step10"
+    tag = a / rundir.CHECKPOINTS / "global_step10"
     tag.mkdir()
-    runs.write_marker(a / runs.CHECKPOINTS, "global_step10", 10, {})
+    rundir.write_marker(a / rundir.CHECKPOINTS, "global_step10", 10, {})
     write_run_state(a, state("stopped", exit_code=0, stop_reason="stopped on request"))
     write_run_state(b, RunState("stopping", 5000, 5100, steps=60))
     table = ProcessTable([supervisor(b, 5000), job(b, 5100, 5100)])
@@ -156,15 +156,15 @@ def test_summaries_list_every_run_oldest_first(tmp_path: Path) -> None:
 def test_resolve_run_ref_accepts_name_prefix_path_and_latest(tmp_path: Path) -> None:
     a = make_run(tmp_path, "tiny_mamba-20261129-100000", created="2026-11-29T10:00:00")
     b = make_run(tmp_path, "tiny_mamba-20261129-110000", created="2026-11-29T11:00:00")
-    assert runs.resolve_run_ref("latest", tmp_path).resolve() == b
-    assert runs.resolve_run_ref(a.name, tmp_path).resolve() == a
-    assert runs.resolve_run_ref("tiny_mamba-20261129-10", tmp_path).resolve() == a
-    assert runs.resolve_run_ref(str(b), tmp_path / "elsewhere").resolve() == b
-    with pytest.raises(runs.RunError, match="matches 2 runs"):
-        runs.resolve_run_ref("tiny_mamba", tmp_path)
-    with pytest.raises(runs.RunError, match="no run 'zzz'"):
-        runs.resolve_run_ref("zzz", tmp_path)
-    with pytest.raises(runs.RunError, match="not a ds-wizard run directory"):
-        runs.resolve_run_ref(str(tmp_path), tmp_path)
-    with pytest.raises(runs.RunError, match="no runs under"):
-        runs.resolve_run_ref("latest", tmp_path / "empty")
+    assert rundir.resolve_run_ref("latest", tmp_path).resolve() == b
+    assert rundir.resolve_run_ref(a.name, tmp_path).resolve() == a
+    assert rundir.resolve_run_ref("tiny_mamba-20261129-10", tmp_path).resolve() == a
+    assert rundir.resolve_run_ref(str(b), tmp_path / "elsewhere").resolve() == b
+    with pytest.raises(rundir.RunError, match="matches 2 runs"):
+        rundir.resolve_run_ref("tiny_mamba", tmp_path)
+    with pytest.raises(rundir.RunError, match="no run 'zzz'"):
+        rundir.resolve_run_ref("zzz", tmp_path)
+    with pytest.raises(rundir.RunError, match="not a ds-wizard run directory"):
+        rundir.resolve_run_ref(str(tmp_path), tmp_path)
+    with pytest.raises(rundir.RunError, match="no runs under"):
+        rundir.resolve_run_ref("latest", tmp_path / "empty")

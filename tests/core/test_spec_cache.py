@@ -1,4 +1,4 @@
-"""The validation cache (ds_wizard/core/spec_cache.py): a preset that passed once is
+"""The validation cache (ds_wizard/core/presets/spec_cache.py): a preset that passed once is
 rebuilt without pydantic, and nothing about the cache can change a verdict."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds_wizard.core import spec_cache
-from ds_wizard.core.presets import PresetValidationError, builtin_dir, parse_preset
-from ds_wizard.core.schema import Bounds, PresetSpec
-from ds_wizard.core.validation import validate_spec
+from ds_wizard.core.presets import spec_cache
+from ds_wizard.core.presets.lookup import PresetValidationError, builtin_dir, parse_preset
+from ds_wizard.core.presets.schema import Bounds, PresetSpec
+from ds_wizard.core.presets.validation import validate_spec
 
 GOOD = (
     "schema_version = 2\n"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds_wizard.core.textedit import TextEditError, set_top_level, top_level_members
+from ds_wizard.core.check.textedit import TextEditError, set_top_level, top_level_members
 
 ORDER = ["train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"]
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds_wizard.core.topology import (
+from ds_wizard.core.batch.topology import (
     Host,
     Topology,
     TopologyError,

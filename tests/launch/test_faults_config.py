@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core import runs
-from ds_wizard.core.checker import check_config
-from ds_wizard.core.completeness import IncompleteConfig, complete_for_training
-from ds_wizard.core.dsconfig import optimizer_block
-from ds_wizard.core.presets import load_preset
-from ds_wizard.core.runspec import Accelerator
+from ds_wizard.core.check.checker import check_config
+from ds_wizard.core.config.completeness import IncompleteConfig, complete_for_training
+from ds_wizard.core.config.dsconfig import optimizer_block
+from ds_wizard.core.presets.lookup import load_preset
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.runspec import Accelerator
 from ds_wizard.launch import plan as planning
 from ds_wizard.launch.plan import LaunchRequest
 
@@ -91,7 +91,7 @@ def test_the_run_gets_the_completed_config_and_the_user_file_stays(tmp_path: Pat
     config.write_text(ISSUE_CONFIG)
     plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, config_path=config,
                                               steps=3, runs_dir=tmp_path, accelerator=CPU))
-    written = json.loads((plan.run_dir / runs.CONFIG_JSON).read_text())
+    written = json.loads((plan.run_dir / rundir.CONFIG_JSON).read_text())
     assert written["optimizer"]["type"] == "AdamW" and written == plan.config
     assert (plan.run.micro_batch, plan.run.grad_accum, plan.run.global_batch) == (4, 1, 8)
     assert any("no optimizer block" in n for n in plan.notes)

@@ -31,8 +31,8 @@ import pytest
 from _fault_helpers import planted_pickle
 from fakes import alive, kill_leftovers, process_tree
 
-from ds_wizard.core import runs
-from ds_wizard.core.metrics import read_metrics
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.metrics import read_metrics
 from ds_wizard.launch.supervisor import is_rank_cmdline
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def _finish(proc: subprocess.Popen[str]) -> str:
 
 
 def _steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in read_metrics(run_dir / runs.METRICS)]
+    return [r["step"] for r in read_metrics(run_dir / rundir.METRICS)]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         deadline = time.monotonic() + START_TIMEOUT
         run_dir = None
         while time.monotonic() < deadline:
-            found = runs.list_runs(runs_dir)
+            found = rundir.list_runs(runs_dir)
             run_dir = found[0] if found else None
             if run_dir is not None and len(_steps(run_dir)) >= 5:
                 break
@@ -97,7 +97,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         kill_leftovers(proc, pids)
     assert not alive(pids)
     assert config.read_text() == '{"train_micro_batch_size_per_gpu": 4}\n'  # untouched
-    with (run_dir / runs.METRICS).open("a") as fh:
+    with (run_dir / rundir.METRICS).open("a") as fh:
         fh.write(TORN)  # no newline: cut off mid-record
     return run_dir, out
 
@@ -107,7 +107,7 @@ def test_fault6_config_without_optimizer_gets_the_presets_and_trains(
 ) -> None:
     run_dir, out = crashed
     assert "has no optimizer block: using the preset's AdamW (lr 0.003" in out
-    cfg = json.loads((run_dir / runs.CONFIG_JSON).read_text())
+    cfg = json.loads((run_dir / rundir.CONFIG_JSON).read_text())
     assert cfg["optimizer"]["type"] == "AdamW" and cfg["gradient_accumulation_steps"] == 1
     steps = _steps(run_dir)
     assert steps[:5] == [1, 2, 3, 4, 5]  # past step 1: no crash
@@ -116,19 +116,19 @@ def test_fault6_config_without_optimizer_gets_the_presets_and_trains(
 
 def test_fault7_resume_after_a_crash_repeats_no_step(crashed: tuple[Path, str]) -> None:
     run_dir, _ = crashed
-    last = runs.latest_complete(run_dir / runs.CHECKPOINTS).step
+    last = rundir.latest_complete(run_dir / rundir.CHECKPOINTS).step
     logged = _steps(run_dir)
     assert logged[-1] > last  # the crash left records past the checkpoint
-    assert (run_dir / runs.METRICS).read_text().endswith(TORN)
+    assert (run_dir / rundir.METRICS).read_text().endswith(TORN)
     proc = _launch("--resume", str(run_dir), "--steps", str(last + 2),
                    runs_dir=run_dir.parent)
     out = _finish(proc)
     assert proc.returncode == 0, out
-    assert f"resumed from {runs.checkpoint_tag(last)}: continuing at step {last + 1}" in out
+    assert f"resumed from {rundir.checkpoint_tag(last)}: continuing at step {last + 1}" in out
     assert "removed a cut-off last line" in out
     assert "logged after the checkpoint this run continues from" in out
     assert _steps(run_dir) == list(range(1, last + 3))
-    text = (run_dir / runs.METRICS).read_text()
+    text = (run_dir / rundir.METRICS).read_text()
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
     assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
 
@@ -137,8 +137,8 @@ def test_fault5_and_7_tampered_and_truncated_tags_are_refused_before_loading(
     crashed: tuple[Path, str],
 ) -> None:
     run_dir, _ = crashed
-    ckpt = run_dir / runs.CHECKPOINTS
-    tags = [c for c in runs.scan_checkpoints(ckpt) if c.complete]
+    ckpt = run_dir / rundir.CHECKPOINTS
+    tags = [c for c in rundir.scan_checkpoints(ckpt) if c.complete]
     assert len(tags) >= 3, tags
     newest, before, fallback = tags[-1], tags[-2], tags[-3]
     canary = run_dir.parent / "planted-code-ran"
@@ -158,7 +158,7 @@ def test_fault5_and_7_tampered_and_truncated_tags_are_refused_before_loading(
     assert f"resumed from {fallback.tag}: continuing at step {fallback.step + 1}" in out
     assert _steps(run_dir) == list(range(1, total + 1))
     # the tags trained again were written afresh and verify
-    again = {c.tag: c for c in runs.scan_checkpoints(ckpt)}
-    assert runs.check_checkpoint(again[newest.tag]) == []
-    assert runs.check_checkpoint(again[before.tag]) == []
+    again = {c.tag: c for c in rundir.scan_checkpoints(ckpt)}
+    assert rundir.check_checkpoint(again[newest.tag]) == []
+    assert rundir.check_checkpoint(again[before.tag]) == []
     assert not [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]  # no temp file left

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core import jit_ops
-from ds_wizard.core.dsconfig import build_config, choose_batch
-from ds_wizard.core.first_step import FIRST_STEP
-from ds_wizard.core.presets import load_preset
+from ds_wizard.core.batch.choice import choose_batch
+from ds_wizard.core.config.dsconfig import build_config
+from ds_wizard.core.presets.lookup import load_preset
+from ds_wizard.core.runs import jit_ops
+from ds_wizard.core.runs.first_step import FIRST_STEP
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def test_a_cached_op_is_not_announced(tiny_cfg: dict, tmp_path: Path) -> None:
 
 
 def test_launch_config_for_cpu_ranks_has_torch_adam(tmp_path: Path) -> None:
-    from ds_wizard.core.runspec import Accelerator
+    from ds_wizard.core.runs.runspec import Accelerator
     from ds_wizard.launch.plan import resolve_config
 
     preset = load_preset("tiny_mamba")

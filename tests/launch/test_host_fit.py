@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core.host_fit import (
+from ds_wizard.core.presets.lookup import load_preset
+from ds_wizard.core.runs.runspec import Accelerator
+from ds_wizard.launch.host_fit import (
     GiB,
     HostMemoryRefused,
     available_ram,
     check_cpu_ranks,
     cpu_ranks_need,
 )
-from ds_wizard.core.presets import load_preset
-from ds_wizard.core.runspec import Accelerator
 from ds_wizard.launch.plan import LaunchRequest, prepare_run, resolve_config
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core.gpus import GpuInfo, GpuInventory
-from ds_wizard.core.runspec import Accelerator
+from ds_wizard.core.plan.gpus import GpuInfo, GpuInventory
+from ds_wizard.core.runs.runspec import Accelerator
 from ds_wizard.launch import command
 from ds_wizard.launch import plan as planning
 from ds_wizard.launch.plan import LaunchRequest
@@ -137,7 +137,7 @@ def test_a_skipped_device_is_named_in_the_plan(tmp_path: Path, monkeypatch) -> N
 def test_launch_gpus_option_selects_and_orders_devices(tmp_path: Path, monkeypatch) -> None:
     """``launch --gpus LIST`` is CUDA_VISIBLE_DEVICES given on the command line: it decides
     detection, the ranks' devices and the environment of the launch and its script."""
-    import ds_wizard.core.gpus
+    import ds_wizard.core.plan.gpus
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # --gpus wins over the variable
     asked: list[str | None] = []
@@ -146,7 +146,7 @@ def test_launch_gpus_option_selects_and_orders_devices(tmp_path: Path, monkeypat
         asked.append(visible)
         return _report("GPU-bb", "GPU-aa")
 
-    monkeypatch.setattr(ds_wizard.core.gpus, "detect_gpus", detect)
+    monkeypatch.setattr(ds_wizard.core.plan.gpus, "detect_gpus", detect)
     plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, runs_dir=tmp_path, steps=2,
                                               gpus="GPU-bb,GPU-aa"))
     assert asked == ["GPU-bb,GPU-aa"] and plan.world_size == 2
@@ -162,7 +162,7 @@ def test_detect_gpus_takes_the_list_from_the_caller(monkeypatch) -> None:
     import sys
     import types
 
-    from ds_wizard.core import gpus
+    from ds_wizard.core.plan import gpus
 
     fake = types.ModuleType("pynvml")
     fake.NVMLError = RuntimeError

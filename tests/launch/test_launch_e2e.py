@@ -18,8 +18,8 @@ import psutil
 import pytest
 from fakes import alive, kill_leftovers, process_tree
 
-from ds_wizard.core import runs
-from ds_wizard.core.metrics import read_metrics
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.metrics import read_metrics
 from ds_wizard.launch.supervisor import is_rank_cmdline
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def _launch(*args: str, runs_dir: Path) -> subprocess.Popen[str]:
 
 
 def _only_run(runs_dir: Path) -> Path:
-    found = runs.list_runs(runs_dir)
+    found = rundir.list_runs(runs_dir)
     assert len(found) == 1, found
     return found[0]
 
@@ -50,7 +50,7 @@ def _wait_for_steps(run_dir_of, n: int, proc: subprocess.Popen[str],
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run_dir = run_dir_of()
-        if run_dir is not None and len(read_metrics(run_dir / runs.METRICS)) >= n:
+        if run_dir is not None and len(read_metrics(run_dir / rundir.METRICS)) >= n:
             return run_dir
         assert proc.poll() is None, f"launch exited early: {proc.stdout.read()}"
         time.sleep(0.5)
@@ -59,7 +59,7 @@ def _wait_for_steps(run_dir_of, n: int, proc: subprocess.Popen[str],
 
 def _first_run(runs_dir: Path):
     def get() -> Path | None:
-        found = runs.list_runs(runs_dir)
+        found = rundir.list_runs(runs_dir)
         return found[0] if found else None
     return get
 
@@ -79,15 +79,15 @@ def test_two_cpu_ranks_train_and_the_loss_falls(trained: tuple[Path, str, int]) 
     run_dir, out, code = trained
     assert code == 0, out
     assert "running 2 CPU ranks" in out
-    assert "--num_accelerators=2" in (run_dir / runs.COMMAND_TXT).read_text()
-    records = read_metrics(run_dir / runs.METRICS)
+    assert "--num_accelerators=2" in (run_dir / rundir.COMMAND_TXT).read_text()
+    records = read_metrics(run_dir / rundir.METRICS)
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))  # log_every = 1
     losses = [r["loss"] for r in records]
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 1.0, losses
     for r in records:
         assert r["tokens_per_s"] > 0 and r["samples_per_s"] > 0 and r["grad_norm"] is not None
-    latest = runs.latest_complete(run_dir / runs.CHECKPOINTS)
+    latest = rundir.latest_complete(run_dir / rundir.CHECKPOINTS)
     assert latest is not None and latest.step == STEPS
     assert (latest.path / "mp_rank_00_model_states.pt").is_file()
     assert "training finished" in out
@@ -98,7 +98,7 @@ def test_final_weights_load_with_from_pretrained(trained: tuple[Path, str, int])
 
     run_dir, out, code = trained
     assert code == 0, out
-    model = MambaForCausalLM.from_pretrained(run_dir / runs.FINAL)
+    model = MambaForCausalLM.from_pretrained(run_dir / rundir.FINAL)
     assert model.config.hidden_size == 384 and model.config.vocab_size == 256
 
 
@@ -107,7 +107,7 @@ def test_resume_continues_at_the_next_step_with_the_trained_state(
 ) -> None:
     run_dir, out, code = trained
     assert code == 0, out
-    before = read_metrics(run_dir / runs.METRICS)
+    before = read_metrics(run_dir / rundir.METRICS)
     proc = _launch("--resume", str(run_dir), "--steps", str(STEPS + 2),
                    runs_dir=run_dir.parent)
     try:
@@ -115,14 +115,14 @@ def test_resume_continues_at_the_next_step_with_the_trained_state(
     finally:
         kill_leftovers(proc, set())
     assert proc.returncode == 0, out2
-    after = read_metrics(run_dir / runs.METRICS)[len(before):]
+    after = read_metrics(run_dir / rundir.METRICS)[len(before):]
     assert [r["step"] for r in after] == [STEPS + 1, STEPS + 2]
     initial, last_before, first_after = before[0]["loss"], before[-1]["loss"], after[0]["loss"]
     # fresh weights would score near the initial loss; restored ones near the last loss
     assert abs(first_after - last_before) < 0.25 * abs(first_after - initial), (
         initial, last_before, first_after)
-    assert f"resumed from {runs.checkpoint_tag(STEPS)}" in out2
-    assert runs.latest_complete(run_dir / runs.CHECKPOINTS).step == STEPS + 2
+    assert f"resumed from {rundir.checkpoint_tag(STEPS)}" in out2
+    assert rundir.latest_complete(run_dir / rundir.CHECKPOINTS).step == STEPS + 2
 
 
 def test_sigint_saves_a_checkpoint_and_leaves_no_process(tmp_path: Path) -> None:
@@ -136,8 +136,8 @@ def test_sigint_saves_a_checkpoint_and_leaves_no_process(tmp_path: Path) -> None
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 128 + signal.SIGINT, out
         assert not alive(pids), alive(pids)
-        latest = runs.latest_complete(run_dir / runs.CHECKPOINTS)
-        logged = read_metrics(run_dir / runs.METRICS)
+        latest = rundir.latest_complete(run_dir / rundir.CHECKPOINTS)
+        logged = read_metrics(run_dir / rundir.METRICS)
         assert latest is not None and latest.step == logged[-1]["step"] >= 2
         assert "stopped" in out and "--resume" in out
     finally:
@@ -166,7 +166,7 @@ def test_no_step_at_lr_0_no_scheduler_warning_no_op_build(
         trained: tuple[Path, str, int]) -> None:
     run_dir, out, code = trained
     assert code == 0, out
-    assert all(r["lr"] > 0 for r in read_metrics(run_dir / runs.METRICS))
+    assert all(r["lr"] > 0 for r in read_metrics(run_dir / rundir.METRICS))
     assert "before it has started" not in out
     # torch's AdamW and gloo: CPU ranks compile no DeepSpeed op, even on a fresh machine
     assert "built successfully" not in out and "Building extension" not in out
@@ -176,7 +176,7 @@ def test_no_step_at_lr_0_no_scheduler_warning_no_op_build(
 
 def test_metrics_lines_are_json_objects(trained: tuple[Path, str, int]) -> None:
     run_dir, _, _ = trained
-    for line in (run_dir / runs.METRICS).read_text().splitlines():
+    for line in (run_dir / rundir.METRICS).read_text().splitlines():
         record = json.loads(line)
         assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s",
                 "elapsed_s"} <= set(record)

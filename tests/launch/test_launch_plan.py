@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core import runs
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.metrics import read_new_metrics
-from ds_wizard.core.runspec import Accelerator
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.metrics import read_new_metrics
+from ds_wizard.core.runs.runspec import Accelerator
 from ds_wizard.launch import command, supervisor
 from ds_wizard.launch import plan as planning
 from ds_wizard.launch.plan import LaunchRequest
@@ -41,7 +41,7 @@ def test_prepare_run_writes_the_run_directory(tmp_path: Path) -> None:
     cfg = json.loads(paths.config.read_text())
     assert cfg["train_batch_size"] == (cfg["train_micro_batch_size_per_gpu"]
                                        * cfg["gradient_accumulation_steps"] * 2)
-    from ds_wizard.core.presets import read_preset_file
+    from ds_wizard.core.presets.lookup import read_preset_file
 
     assert read_preset_file(paths.preset).spec == plan.spec  # the snapshot round-trips
     cmd = shlex.split(paths.command.read_text())
@@ -49,14 +49,14 @@ def test_prepare_run_writes_the_run_directory(tmp_path: Path) -> None:
     assert cmd[cmd.index("--module") + 1] == "ds_wizard.train"
     assert cmd[cmd.index("--steps") + 1] == "7"
     assert paths.script.stat().st_mode & 0o111
-    from ds_wizard.core.runspec import read_run_info
+    from ds_wizard.core.runs.runspec import read_run_info
 
     spec = read_run_info(paths.run_json).spec
     assert spec == plan.run  # written once, read back whole
     assert spec.preset == "tiny_mamba" and spec.world_size == 2
     assert (spec.micro_batch * spec.grad_accum * 2, spec.zero_stage) == (
         cfg["train_batch_size"], cfg["zero_optimization"]["stage"])
-    assert runs.load_run_json(paths.root)["world_size"] == 2  # flat keys, as before
+    assert rundir.load_run_json(paths.root)["world_size"] == 2  # flat keys, as before
 
 
 def test_cuda_command_uses_num_gpus(tmp_path: Path, monkeypatch) -> None:
@@ -100,17 +100,17 @@ def test_dry_run_prints_the_seed_summary_and_starts_nothing(tmp_path: Path) -> N
 
 def test_run_names_never_collide(tmp_path: Path) -> None:
     now = datetime(2026, 1, 2, 3, 4, 5)
-    a = runs.create_run_dir(tmp_path, "my preset!", now)
-    b = runs.create_run_dir(tmp_path, "my preset!", now)
+    a = rundir.create_run_dir(tmp_path, "my preset!", now)
+    b = rundir.create_run_dir(tmp_path, "my preset!", now)
     assert a.name == "my_preset-20260102-030405" and b.name == a.name + "-2"
 
 
 def _fake_checkpoint(ckpt: Path, step: int, marker: bool = True) -> None:
-    tag = runs.checkpoint_tag(step)
+    tag = rundir.checkpoint_tag(step)
     (ckpt / tag).mkdir(parents=True)
     (ckpt / tag / "mp_rank_00_model_states.pt").write_bytes(b"x")
     if marker:
-        runs.write_marker(ckpt, tag, step, {})
+        rundir.write_marker(ckpt, tag, step, {})
 
 
 def test_latest_complete_skips_checkpoints_without_a_marker(tmp_path: Path) -> None:
@@ -118,18 +118,18 @@ def test_latest_complete_skips_checkpoints_without_a_marker(tmp_path: Path) -> N
     _fake_checkpoint(tmp_path, 20)
     _fake_checkpoint(tmp_path, 30, marker=False)  # DeepSpeed's `latest` would say 30
     (tmp_path / "latest").write_text("global_step30")
-    assert runs.latest_complete(tmp_path).step == 20
+    assert rundir.latest_complete(tmp_path).step == 20
     # a marker that names another step (copied by hand, torn) does not count
-    (tmp_path / "global_step20" / runs.MARKER).write_text('{"tag": "global_step10", "step": 10}')
-    assert runs.latest_complete(tmp_path).step == 10
-    (tmp_path / "global_step10" / runs.MARKER).write_text("{trunc")
-    assert runs.latest_complete(tmp_path) is None
+    (tmp_path / "global_step20" / rundir.MARKER).write_text('{"tag": "global_step10", "step": 10}')
+    assert rundir.latest_complete(tmp_path).step == 10
+    (tmp_path / "global_step10" / rundir.MARKER).write_text("{trunc")
+    assert rundir.latest_complete(tmp_path) is None
 
 
 def test_resume_plan_uses_the_run_and_refuses_other_world_sizes(tmp_path: Path) -> None:
     plan = planning.prepare_run(LaunchRequest("tiny_mamba", None, steps=5, runs_dir=tmp_path,
                                 accelerator=CPU))
-    with pytest.raises(runs.RunError, match="complete checkpoint"):
+    with pytest.raises(rundir.RunError, match="complete checkpoint"):
         planning.prepare_run(LaunchRequest(resume="latest", runs_dir=tmp_path, accelerator=CPU))
     _fake_checkpoint(plan.paths.checkpoints, 5)
     with pytest.raises(DsWizardError, match="already at step 5"):

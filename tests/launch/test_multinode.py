@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from ds_wizard.cli import main
-from ds_wizard.core import runs
-from ds_wizard.core.metrics import read_metrics
-from ds_wizard.core.runspec import Accelerator, read_run_info
-from ds_wizard.core.topology import parse_hostfile
+from ds_wizard.core.batch.topology import parse_hostfile
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.metrics import read_metrics
+from ds_wizard.core.runs.runspec import Accelerator, read_run_info
 from ds_wizard.launch.command import DEEPSPEED_ENV, HOSTFILE_NAME, SBATCH_NAME
 from ds_wizard.launch.plan import LaunchRefused, LaunchRequest, prepare_run
 
@@ -84,8 +84,8 @@ def test_slurm_script_builds_the_hostfile_and_runs_deepspeeds_launcher(
         "--preset", str(root / "preset.toml"), "--steps", str(plan.steps),
         "--backend", "auto", "--resume"]
     # a resume writes the script again for the same nodes
-    (plan.paths.checkpoints / runs.checkpoint_tag(5)).mkdir(parents=True)
-    runs.write_marker(plan.paths.checkpoints, runs.checkpoint_tag(5), 5, {})
+    (plan.paths.checkpoints / rundir.checkpoint_tag(5)).mkdir(parents=True)
+    rundir.write_marker(plan.paths.checkpoints, rundir.checkpoint_tag(5), 5, {})
     plan.sbatch.unlink()
     again = prepare_run(LaunchRequest(resume=str(plan.paths.root), slurm=True,
                                       runs_dir=tmp_path / "runs", accelerator=GPU_NODES))
@@ -137,7 +137,7 @@ def test_generate_with_a_hostfile_writes_config_and_script(tmp_path: Path,
     rows = json.loads(result.stdout)
     assert [r["gpus"] for r in rows] == [4]
     script = (tmp_path / "out" / "launch_deepspeed.sh").read_text()
-    run_dir = runs.list_runs(tmp_path / "runs")[0].resolve()
+    run_dir = rundir.list_runs(tmp_path / "runs")[0].resolve()
     assert f"--hostfile={run_dir / HOSTFILE_NAME}" in script
     assert json.loads((run_dir / "ds_config.json").read_text()) == json.loads(
         (tmp_path / "out" / "deepspeed_4gpu.json").read_text())
@@ -199,8 +199,8 @@ def test_two_nodes_on_one_machine_train_with_world_size_two(tmp_path: Path,
         assert "--module" in line and " ds_wizard.train --run-dir " in line
     for rank in (0, 1):
         assert f"[rank {rank}] world size 2, node rank {rank}, local rank 0" in out, out
-    run_dir = runs.list_runs(tmp_path / "runs")[0]
-    assert [r["step"] for r in read_metrics(run_dir / runs.METRICS)] == [1, 2, 3]
+    run_dir = rundir.list_runs(tmp_path / "runs")[0]
+    assert [r["step"] for r in read_metrics(run_dir / rundir.METRICS)] == [1, 2, 3]
     assert "= 4 × 2 × 2" in out or "× 2, seq_len" in out
     assert "training finished" in out
 
@@ -253,8 +253,8 @@ def test_resume_on_other_hosts_keeps_the_shape(tmp_path: Path) -> None:
     first.write_text("a slots=2\nb slots=2\n")
     plan = prepare_run(LaunchRequest("tiny_mamba", hostfile=first, runs_dir=tmp_path / "runs",
                                      accelerator=GPU_NODES, steps=20))
-    (plan.paths.checkpoints / runs.checkpoint_tag(5)).mkdir(parents=True)
-    runs.write_marker(plan.paths.checkpoints, runs.checkpoint_tag(5), 5, {})
+    (plan.paths.checkpoints / rundir.checkpoint_tag(5)).mkdir(parents=True)
+    rundir.write_marker(plan.paths.checkpoints, rundir.checkpoint_tag(5), 5, {})
     moved = tmp_path / "moved"
     moved.write_text("c slots=2\nd slots=2\n")
     again = prepare_run(LaunchRequest(resume=str(plan.paths.root), hostfile=moved,
@@ -264,7 +264,7 @@ def test_resume_on_other_hosts_keeps_the_shape(tmp_path: Path) -> None:
     assert f"--hostfile={snapshot}" in again.command and "--resume" in again.command
     wrong = tmp_path / "wrong"
     wrong.write_text("c slots=4\n")
-    with pytest.raises(runs.RunError, match="per-rank checkpoint shards"):
+    with pytest.raises(rundir.RunError, match="per-rank checkpoint shards"):
         prepare_run(LaunchRequest(resume=str(plan.paths.root), hostfile=wrong,
                                   runs_dir=tmp_path / "runs", accelerator=GPU_NODES))
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from test_launch_plan import CPU
 
 from ds_wizard.cli import main
-from ds_wizard.core.errors import DsWizardError
-from ds_wizard.core.runstate import RunStatus, read_run_state, summarize_run
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.runs.runstate import RunStatus, read_run_state, summarize_run
 from ds_wizard.launch import plan as planning
 from ds_wizard.launch.client import follow_log, start_supervisor, stop_run
 from ds_wizard.launch.plan import LaunchRequest

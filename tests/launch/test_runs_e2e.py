@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 
-from ds_wizard.core import runs
-from ds_wizard.core.metrics import read_metrics
-from ds_wizard.core.runstate import list_run_summaries, summarize_run
+from ds_wizard.core.runs import rundir
+from ds_wizard.core.runs.metrics import read_metrics
+from ds_wizard.core.runs.runstate import list_run_summaries, summarize_run
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def popen(*args: str) -> subprocess.Popen[str]:
 
 
 def steps_of(run_dir: Path) -> list[dict]:
-    return read_metrics(run_dir / runs.METRICS)
+    return read_metrics(run_dir / rundir.METRICS)
 
 
 def wait_for_step(run_dir: Path, step: int, timeout: float = START_TIMEOUT,
@@ -63,7 +63,7 @@ def wait_for_step(run_dir: Path, step: int, timeout: float = START_TIMEOUT,
         if logged and logged[-1]["step"] >= step:
             return
         alive = client.poll() is None if client is not None else summarize_run(run_dir).alive
-        assert alive, (run_dir / runs.TRAIN_LOG).read_text()[-3000:]
+        assert alive, (run_dir / rundir.TRAIN_LOG).read_text()[-3000:]
         time.sleep(0.5)
     raise AssertionError(f"step {step} not logged within {timeout} s")
 
@@ -104,7 +104,7 @@ def stop_with_checkpoint(runs_dir: Path, run_dir: Path) -> int:
     summary = summarize_run(run_dir)
     assert summary.status.value == "stopped" and not summary.pids
     assert not [p for p in pids if _alive(p)]
-    latest = runs.latest_complete(run_dir / runs.CHECKPOINTS)
+    latest = rundir.latest_complete(run_dir / rundir.CHECKPOINTS)
     assert latest is not None and latest.step == steps_of(run_dir)[-1]["step"]
     return latest.step
 
@@ -140,7 +140,7 @@ def reference(runs_dir: Path) -> dict[int, float]:
     out = cli("launch", "--preset", "tiny_mamba", "--steps", str(REFERENCE_STEPS),
               "--runs-dir", str(ref_dir), timeout=START_TIMEOUT + 600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    (run_dir,) = runs.list_runs(ref_dir)
+    (run_dir,) = rundir.list_runs(ref_dir)
     return {r["step"]: r["loss"] for r in steps_of(run_dir)}
 
 
@@ -241,7 +241,7 @@ def test_a_full_disk_ends_the_launch_within_grace_naming_the_disk(tmp_path: Path
         assert proc.returncode == 1, out[-3000:]
         error = [ln for ln in out.splitlines() if ln.startswith("error: ")]
         assert error and f"the disk at {disk}" in error[-1] and "tmpfs" in error[-1], out[-3000:]
-        (run_dir,) = runs.list_runs(disk / "runs")
+        (run_dir,) = rundir.list_runs(disk / "runs")
         assert not summarize_run(run_dir).pids
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -16,8 +16,8 @@ import deepspeed
 import torch
 import torch.distributed as dist
 
-from ds_wizard.core.params import count_params
-from ds_wizard.core.schema import ModelSpec
+from ds_wizard.core.plan.params import count_params
+from ds_wizard.core.presets.schema import ModelSpec
 from ds_wizard.train import model as models
 from ds_wizard.train.device import select_device
 from ds_wizard.train.recipe import enable_block_checkpointing, weight_decay_groups

@@ -71,7 +71,7 @@ def _free_port() -> int:
 def startup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """ds_wizard.train's real start-up in one CPU rank (real DeepSpeed, gloo) whose
     LOCAL_RANK is 1, with DeepSpeed's CPU accelerator recording device selection."""
-    from ds_wizard.core.runspec import Accelerator
+    from ds_wizard.core.runs.runspec import Accelerator
     from ds_wizard.launch.plan import LaunchRequest, prepare_run
 
     runs_dir = tmp_path_factory.mktemp("runs")
@@ -86,7 +86,7 @@ def startup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(lines[0].removeprefix("RESULT "))
-    from ds_wizard.core.metrics import read_metrics
+    from ds_wizard.core.runs.metrics import read_metrics
 
     result["metrics"] = read_metrics(Path(plan.run_dir) / "metrics.jsonl")
     result["tokens_per_step"] = plan.run.micro_batch * plan.run.grad_accum * 1 \
@@ -106,7 +106,7 @@ def test_the_rank_selects_its_own_device_before_the_model_exists(startup: dict) 
 
 @pytest.mark.slow
 def test_the_engine_optimizer_has_a_no_decay_group(startup: dict) -> None:
-    from ds_wizard.core.presets import load_preset
+    from ds_wizard.core.presets.lookup import load_preset
 
     spec = load_preset("tiny_mamba").spec
     decays = sorted(g["weight_decay"] for g in startup["groups"])
@@ -154,7 +154,7 @@ def test_mamba_ssm_is_built_on_the_cpu_in_the_dtype_deepspeed_stores(
         monkeypatch: pytest.MonkeyPatch, cfg: dict, dtype: str | None) -> None:
     import torch
 
-    from ds_wizard.core.presets import load_preset
+    from ds_wizard.core.presets.lookup import load_preset
     from ds_wizard.train.model import build_model
 
     calls = _fake_mamba_ssm(monkeypatch)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ds_wizard.core import data as D
+from ds_wizard.core.runs import data as D
 
 
 def test_byte_tokenizer_is_one_token_per_byte() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ds_wizard.core.memory import activations
-from ds_wizard.core.schema import ModelSpec
+from ds_wizard.core.plan.memory import activations
+from ds_wizard.core.presets.schema import ModelSpec
 from ds_wizard.train.recipe import enable_block_checkpointing, weight_decay_groups
 
 VOCAB = 256

@@ -11,9 +11,9 @@ from fakes import gpu_probe, no_gpus
 from textual.widgets import DataTable, Input, OptionList, Static
 
 from ds_wizard.app import make_app
-from ds_wizard.core.dsconfig import choose_batch
-from ds_wizard.core.presets import load_preset, read_preset_file
-from ds_wizard.core.wizard import with_batch
+from ds_wizard.core.batch.choice import choose_batch
+from ds_wizard.core.presets.lookup import load_preset, read_preset_file
+from ds_wizard.core.presets.overrides import with_batch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("work")]
 

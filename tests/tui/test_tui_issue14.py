@@ -198,8 +198,8 @@ async def test_other_machine_mode_refuses_a_cpu_launch_of_4_gpus(work: Path) -> 
 def test_the_job_factory_refuses_another_machines_plan(work: Path) -> None:
     from fakes import no_gpus
 
-    from ds_wizard.core.errors import DsWizardError
-    from ds_wizard.core.presets import load_preset
+    from ds_wizard.core.base.errors import DsWizardError
+    from ds_wizard.core.presets.lookup import load_preset
     from ds_wizard.screens.jobs import launcher_job
     from ds_wizard.screens.state import WizardState
 

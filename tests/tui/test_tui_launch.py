@@ -144,7 +144,7 @@ async def test_review_next_asks_to_save_first(work: Path) -> None:
 @pytest.mark.slow
 async def test_real_tiny_mamba_cpu_run_then_stop(work: Path) -> None:
     """The CPU demo through the real deepspeed launcher: log lines, a loss, a clean stop."""
-    from ds_wizard.core.runstate import list_run_summaries
+    from ds_wizard.core.runs.runstate import list_run_summaries
     from ds_wizard.launch.client import stop_run
 
     app = make_app(no_gpus, cursor_blink=False, steps=200)
@@ -186,7 +186,7 @@ async def test_attach_follows_a_run_under_its_own_supervisor(work: Path) -> None
     end (here: already recorded, its supervisor gone) ends the screen's job."""
     import json
 
-    from ds_wizard.core.runstate import RunState, write_run_state
+    from ds_wizard.core.runs.runstate import RunState, write_run_state
 
     run_dir = work / "runs" / "tiny_mamba-20261129-120000"
     (run_dir / "checkpoints").mkdir(parents=True)

@@ -10,10 +10,10 @@ from fakes import gpu_probe, isolate
 from textual.widgets import Input, Static
 
 from ds_wizard.app import make_app
-from ds_wizard.core.auto import auto_configure
-from ds_wizard.core.dsconfig import dumps
-from ds_wizard.core.gpus import GpuInfo, GpuInventory
-from ds_wizard.core.presets import load_preset
+from ds_wizard.core.config.auto import auto_configure
+from ds_wizard.core.config.dsconfig import dumps
+from ds_wizard.core.plan.gpus import GpuInfo, GpuInventory
+from ds_wizard.core.presets.lookup import load_preset
 from ds_wizard.launch import client
 from ds_wizard.launch.command import HOSTFILE_NAME
 from ds_wizard.screens.jobs import ScriptsOnlyJob, launcher_job

@@ -16,7 +16,7 @@ from fakes import gpu_probe, isolate, wait_for
 from textual.widgets import DataTable, Log
 
 from ds_wizard.app import make_app
-from ds_wizard.core.runstate import RunStatus, RunSummary
+from ds_wizard.core.runs.runstate import RunStatus, RunSummary
 from ds_wizard.screens.chart import LossChart
 from ds_wizard.screens.dialogs import ConfirmScreen, QuitScreen
 from ds_wizard.screens.launch import LaunchScreen
@@ -269,8 +269,8 @@ async def test_quit_during_a_run_can_stop_it(work: Path) -> None:
 def test_the_real_runs_door_lists_and_refuses_plainly(work: Path) -> None:
     """LauncherRuns over a prepared (never started) run: listed; stop and resume refused
     with one line each."""
-    from ds_wizard.core.errors import DsWizardError
-    from ds_wizard.core.runspec import Accelerator
+    from ds_wizard.core.base.errors import DsWizardError
+    from ds_wizard.core.runs.runspec import Accelerator
     from ds_wizard.launch.plan import LaunchRequest, prepare_run
     from ds_wizard.screens.jobs import LauncherRuns
 

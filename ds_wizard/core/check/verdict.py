@@ -1,0 +1,213 @@
+"""The parts of ``DeepSpeedConfig.__init__`` that are plain code rather than pydantic models.
+
+``ds_wizard.core.check.dsschema`` covers the pydantic blocks. This module mirrors the rest of
+``deepspeed/runtime/config.py`` (0.19): the removed keys, the world size divided by
+``sequence_parallel_size``, the scalar getters that raise, the batch resolution run on the
+values exactly as written (Python's own operators, so ``"8"``, ``16.0`` and ``true`` behave
+as they do in DeepSpeed) and ``_do_error_check``. Each finding carries DeepSpeed's
+evaluation order so the first error is the one DeepSpeed raises.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ds_wizard.core.check import dsschema
+from ds_wizard.core.check.dsschema import (
+    ORDER_AUTOCAST,
+    ORDER_CHECKPOINT,
+    ORDER_ERROR_CHECK,
+    ORDER_PRECISION_BOTH,
+    ORDER_REMOVED,
+    ORDER_SCALARS,
+    ORDER_WORLD,
+    Finding,
+)
+
+MISSING_BOTH = "Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided"
+DTYPE_NAMES = ("torch.float16", "fp16", "float16", "half", "torch.float32", "fp32", "float32",
+               "float", "torch.int8", "int8", "torch.bfloat16", "bf16", "bfloat16")
+# Blocks DeepSpeed reads with ``.get``/``.keys()``: anything but an object crashes it.
+# Values: where ``_initialize_params`` reads each one (the dsschema ORDER_* scale).
+OBJECT_BLOCKS = {"activation_checkpointing": 11, "torch_autocast": 17, "optimizer": 18,
+                 "scheduler": 18, "flops_profiler": 19, "autotuning": 19, "pipeline": 21,
+                 "data_efficiency": 22, "checkpoint": 24, "data_types": 24}
+
+
+def _err(order: int, path: str, message: str, error_type: str) -> Finding:
+    return Finding("error", path, message, order, error_type)
+
+
+def removed_keys(cfg: dict[str, Any]) -> list[Finding]:
+    """``_reject_removed_config_keys``: the first thing DeepSpeed does."""
+    schema = dsschema.load_schema()
+    out = [_err(ORDER_REMOVED, key, f"{key!r} was removed from DeepSpeed "
+                f"{schema['deepspeed_version']}: {msg} (delete the block)", "DeepSpeedConfigError")
+           for key, msg in schema["removed_top_level_keys"].items() if key in cfg]
+    zero = cfg.get("zero_optimization")
+    if isinstance(zero, dict):
+        out += [_err(ORDER_REMOVED, f"zero_optimization.{key}", f"zero_optimization.{key} was "
+                     f"removed from DeepSpeed: {msg}", "DeepSpeedConfigError")
+                for key, msg in schema["removed_zero_keys"].items() if key in zero]
+    return out
+
+
+def effective_world(cfg: dict[str, Any], world_size: int) -> tuple[Any, Finding | None]:
+    """DeepSpeed's ``world_size``: with a ``sequence_parallel_size`` key and no mpu it is
+    ``dist.get_world_size() / sequence_parallel_size`` (true division, a float)."""
+    if "sequence_parallel_size" not in cfg:
+        return world_size, None
+    sp = cfg["sequence_parallel_size"]
+    try:
+        return world_size / sp, None
+    except (TypeError, ZeroDivisionError) as exc:
+        return world_size, _err(ORDER_WORLD, "sequence_parallel_size",
+                                f"sequence_parallel_size is {json.dumps(sp)}; DeepSpeed divides "
+                                f"the world size by it and fails ({type(exc).__name__}: {exc}); "
+                                "write a whole number >= 1", type(exc).__name__)
+
+
+def scalar_findings(cfg: dict[str, Any]) -> list[Finding]:
+    """The top-level getters that raise before the pydantic blocks are built."""
+    out: list[Finding] = []
+    for key in ("communication_data_type", "seq_parallel_communication_data_type"):
+        val = cfg.get(key)
+        if val is None:
+            continue
+        if not isinstance(val, str):
+            out.append(_err(ORDER_SCALARS, key, f"{key} is {json.dumps(val)}; write one of "
+                            '"fp16", "bf16", "fp32"', "AttributeError"))
+        elif val.lower() not in ("fp16", "bf16", "fp32"):
+            out.append(_err(ORDER_SCALARS, key, f"{key} is {json.dumps(val)}; DeepSpeed "
+                            'supports "fp16", "bf16" and "fp32"', "ValueError"))
+    op = cfg.get("gradient_allreduce_op", "mean")
+    if (op.lower() if isinstance(op, str) else op) not in ("mean", "sum"):
+        out.append(_err(ORDER_SCALARS, "gradient_allreduce_op", f"gradient_allreduce_op is "
+                        f'{json.dumps(op)}; DeepSpeed supports "mean" and "sum"', "ValueError"))
+    for key, order in OBJECT_BLOCKS.items():
+        if key in cfg and not isinstance(cfg[key], dict):
+            out.append(_err(order, key, f"{key} is {json.dumps(cfg[key])}; DeepSpeed "
+                            "reads it as an object {...} and crashes on anything else",
+                            "AttributeError"))
+    return out
+
+
+def late_findings(cfg: dict[str, Any]) -> list[Finding]:
+    """Checks DeepSpeed makes after the precision blocks: autocast dtype, checkpoint modes,
+    ``data_types.keep_in_fp32_modules``."""
+    out: list[Finding] = []
+    autocast = cfg.get("torch_autocast")
+    if isinstance(autocast, dict) and "dtype" in autocast:
+        dtype = autocast["dtype"]
+        if not isinstance(dtype, str) or dtype not in DTYPE_NAMES:
+            out.append(_err(ORDER_AUTOCAST, "torch_autocast.dtype",
+                            f"torch_autocast.dtype is {json.dumps(dtype)}; write one of "
+                            '"bf16", "fp16", "fp32"', "ValueError"))
+    ckpt = cfg.get("checkpoint", {})
+    if isinstance(ckpt, dict):
+        mode = ckpt.get("tag_validation", "Warn")
+        if not isinstance(mode, str) or mode.upper() not in ("WARN", "IGNORE", "FAIL"):
+            out.append(_err(ORDER_CHECKPOINT, "checkpoint.tag_validation",
+                            f"checkpoint.tag_validation is {json.dumps(mode)}; write "
+                            '"Warn", "Ignore" or "Fail"',
+                            "DeepSpeedConfigError" if isinstance(mode, str) else "AttributeError"))
+        par = ckpt.get("parallel_write", {})
+        stage = par.get("pipeline_stage", False) if isinstance(par, dict) else False
+        if stage not in (True, False):
+            out.append(_err(ORDER_CHECKPOINT, "checkpoint.parallel_write.pipeline_stage",
+                            "checkpoint.parallel_write.pipeline_stage must be true or false",
+                            "DeepSpeedConfigError"))
+    types = cfg.get("data_types", {})
+    if isinstance(types, dict) and "keep_in_fp32_modules" in types:
+        keep = types["keep_in_fp32_modules"]
+        if keep != "auto" and not (isinstance(keep, list) and all(isinstance(n, str)
+                                                                   for n in keep)):
+            out.append(_err(ORDER_CHECKPOINT, "data_types.keep_in_fp32_modules",
+                            'data_types.keep_in_fp32_modules must be "auto" or a list of name '
+                            "patterns", "DeepSpeedConfigError"))
+    return out
+
+
+def precision_both(blocks: dict[str, dict[str, Any]]) -> list[Finding]:
+    """fp16 and bf16 both on, after pydantic read ``"yes"``/``"on"``/``1`` as true."""
+    if blocks.get("fp16", {}).get("enabled") is True \
+            and blocks.get("bf16", {}).get("enabled") is True:
+        return [_err(ORDER_PRECISION_BOTH, "fp16.enabled", "fp16 and bf16 are both enabled; "
+                     'DeepSpeed stops with "bfloat16 and fp16 modes cannot be simultaneously '
+                     'enabled" (keep one: bf16 on Ampere or newer)', "AssertionError")]
+    return []
+
+
+def batch_outcome(train: Any, micro: Any, gas: Any, world: Any
+                  ) -> tuple[tuple[Any, Any, Any], str | None, str | None, tuple[str, ...]]:
+    """``_set_batch_related_parameters`` + ``_batch_assertion`` on the raw values, with
+    Python's own operators as DeepSpeed uses them. Returns the triplet as DeepSpeed holds
+    it, the exception type and message (None when it accepts) and the derived keys."""
+    derived: tuple[str, ...] = ()
+    try:
+        if train is not None and micro is not None and gas is not None:
+            pass
+        elif train is not None and micro is not None:
+            gas = train // micro
+            gas //= world
+            derived = ("gradient_accumulation_steps",)
+        elif train is not None and gas is not None:
+            micro = train // world
+            micro //= gas
+            derived = ("train_micro_batch_size_per_gpu",)
+        elif micro is not None and gas is not None:
+            train = micro * gas
+            train *= world
+            derived = ("train_batch_size",)
+        elif train is not None:
+            gas, micro = 1, train // world
+            derived = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+        elif micro is not None:
+            train, gas = micro * world, 1
+            derived = ("train_batch_size", "gradient_accumulation_steps")
+        else:
+            return (train, micro, gas), "AssertionError", MISSING_BOTH, derived
+        if not train > 0:
+            return (train, micro, gas), "AssertionError", \
+                f"Train batch size: {train} has to be greater than 0", derived
+        if not micro > 0:
+            return (train, micro, gas), "AssertionError", \
+                f"Micro batch size per gpu: {micro} has to be greater than 0", derived
+        if not gas > 0:
+            return (train, micro, gas), "AssertionError", \
+                f"Gradient accumulation steps: {gas} has to be greater than 0", derived
+        if train != micro * gas * world:
+            return (train, micro, gas), "AssertionError", (
+                "Check batch related parameters. train_batch_size is not equal to "
+                "micro_batch_per_gpu * gradient_acc_step * world_size "
+                f"{train} != {micro} * {gas} * {world}"), derived
+    except (TypeError, ZeroDivisionError) as exc:
+        return (train, micro, gas), type(exc).__name__, str(exc), derived
+    return (train, micro, gas), None, None, derived
+
+
+def error_check(cfg: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> list[Finding]:
+    """``_do_error_check``: the rules that tie blocks together, after the batch."""
+    zero = blocks.get("zero_optimization", {})
+    stage = zero.get("stage", 0)
+    zero_on = isinstance(stage, int) and 1 <= stage <= 3
+    out: list[Finding] = []
+    op = cfg.get("gradient_allreduce_op", "mean")
+    if isinstance(op, str) and op.lower() == "sum" and stage == 3:
+        out.append(_err(ORDER_ERROR_CHECK, "gradient_allreduce_op",
+                        "gradient_allreduce_op 'sum' is not supported with ZeRO stage 3",
+                        "ValueError"))
+    for block, key in (("fp16", "fp16_master_weights_and_grads"),
+                       ("bf16", "bf16_master_weights_and_grads"),
+                       ("bf16", "bf16_optimizer_states")):
+        if blocks.get(block, {}).get(key) is True and not zero_on:
+            out.append(_err(ORDER_ERROR_CHECK, f"{block}.{key}",
+                            f"{block}.{key} needs ZeRO stage 1, 2 or 3", "AssertionError"))
+    bf16 = blocks.get("bf16", {})
+    if bf16.get("bf16_optimizer_states") is True and zero_on \
+            and bf16.get("bf16_master_weights_and_grads") is not True:
+        out.append(_err(ORDER_ERROR_CHECK, "bf16.bf16_optimizer_states",
+                        "bf16.bf16_optimizer_states needs bf16.bf16_master_weights_and_grads",
+                        "AssertionError"))
+    return out

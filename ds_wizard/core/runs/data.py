@@ -1,0 +1,276 @@
+"""Training data with no downloads: tokenizers, token sources and per-rank shards.
+
+numpy only (no torch): the launch side validates data with it before any rank starts,
+and each rank reads its shard with it. Import it lazily (numpy is not on the fast paths).
+
+- The default corpus is the Python standard library's own source, found through
+  ``sysconfig``: it exists wherever Python does. Files are read in sorted order, so every
+  machine builds the same token stream.
+- User data: ``.txt``, ``.jsonl`` (a ``text`` field per line), a directory of those, or a
+  pre-tokenized ``.bin`` (a flat uint16/uint32 array, read through a memmap).
+- Tokenizer: bytes (vocabulary 256) or a local HF ``tokenizer.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ds_wizard.core.base.errors import DsWizardError
+
+BYTE_VOCAB = 256
+DEFAULT_CORPUS_BYTES = 8 << 20  # plenty for demos; keeps start-up under a second
+DOC_SEPARATOR = b"\n\n"
+_SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+
+
+class DataError(DsWizardError):
+    """Training data or a tokenizer that cannot be used."""
+
+
+class Tokenizer(Protocol):
+    name: str
+    vocab_size: int
+
+    def encode(self, text: bytes) -> np.ndarray: ...
+
+
+class ByteTokenizer:
+    """One token per byte: vocabulary 256, nothing to download, any text round-trips."""
+
+    name = "bytes"
+    vocab_size = BYTE_VOCAB
+
+    def encode(self, text: bytes) -> np.ndarray:
+        return np.frombuffer(text, dtype=np.uint8).astype(np.uint16)
+
+
+class HFTokenizer:
+    """A local ``tokenizer.json`` through the ``tokenizers`` package."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            from tokenizers import Tokenizer as _Tok
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise DataError("the tokenizers package is not installed",
+                            "pip install tokenizers") from exc
+        if not path.is_file():
+            raise DataError(f"tokenizer file {path} does not exist",
+                            "give the path of a local tokenizer.json")
+        try:
+            self._tok = _Tok.from_file(str(path))
+        except Exception as exc:  # tokenizers raises its own untyped errors
+            raise DataError(f"{path}: not a tokenizer.json ({exc})") from exc
+        self.name = str(path)
+        self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    def encode(self, text: bytes) -> np.ndarray:
+        ids = self._tok.encode(text.decode("utf-8", errors="replace")).ids
+        return np.asarray(ids, dtype=np.uint32 if self.vocab_size > 65536 else np.uint16)
+
+
+def load_tokenizer(path: str | Path | None) -> Tokenizer:
+    return ByteTokenizer() if path is None else HFTokenizer(Path(path))
+
+
+def stdlib_files() -> list[Path]:
+    """The standard library's ``.py`` files in a fixed order (relative path, sorted)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [p for p in root.rglob("*.py") if not _SKIP_DIRS.intersection(p.parts)]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def embedded_corpus(max_bytes: int = DEFAULT_CORPUS_BYTES) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    for path in stdlib_files():
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue  # an unreadable stdlib file only shortens the corpus
+        parts.append(data)
+        total += len(data) + len(DOC_SEPARATOR)
+        if total >= max_bytes:
+            break
+    if not parts:
+        raise DataError("no Python standard library sources found through sysconfig",
+                        "pass --data FILE")
+    return DOC_SEPARATOR.join(parts)[:max_bytes]
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    tokens: np.ndarray  # 1-D; a memmap for .bin files
+    description: str
+    tokenizer: str
+
+
+def _text_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl"))
+        if not files:
+            raise DataError(f"{path} holds no .txt or .jsonl files")
+        return files
+    return [path]
+
+
+def _read_jsonl(path: Path) -> list[bytes]:
+    docs = []
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError as exc:
+                raise DataError(f"{path}:{lineno}: not JSON ({exc})") from exc
+            text = record.get("text") if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{lineno}: no string field \"text\"",
+                                'each line must look like {"text": "..."}')
+            docs.append(text.encode("utf-8"))
+    return docs
+
+
+def bin_dtype(flag: str | None, vocab_size: int) -> np.dtype:
+    """The flag's dtype, or the smallest one that holds every id of the vocabulary."""
+    if flag is not None:
+        if flag not in ("uint16", "uint32"):
+            raise DataError(f"--data-dtype {flag!r} is not uint16 or uint32")
+        return np.dtype(flag)
+    return np.dtype(np.uint16 if vocab_size <= 65536 else np.uint32)
+
+
+def load_tokens(
+    data: str | Path | None,
+    tokenizer: Tokenizer,
+    model_vocab: int,
+    *,
+    dtype: str | None = None,
+    max_bytes: int = DEFAULT_CORPUS_BYTES,
+) -> TokenSource:
+    """Read and tokenize the data; fail clearly when ids would not fit the model."""
+    if tokenizer.vocab_size > model_vocab:
+        raise DataError(
+            f"tokenizer {tokenizer.name} has {tokenizer.vocab_size} tokens but the model's "
+            f"vocabulary is {model_vocab}",
+            f"use a preset with vocab_size >= {tokenizer.vocab_size} "
+            f"(--set model.vocab_size={tokenizer.vocab_size})",
+        )
+    if data is None:
+        tokens = tokenizer.encode(embedded_corpus(max_bytes))
+        return TokenSource(tokens, f"embedded corpus (Python {sysconfig.get_python_version()} "
+                           "standard library source)", tokenizer.name)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"data {path} does not exist",
+                        "give a .txt, .jsonl or .bin file, or a directory of text files")
+    if path.suffix == ".bin":
+        return _load_bin(path, model_vocab, dtype)
+    docs: list[bytes] = []
+    for f in _text_files(path):
+        if f.suffix == ".jsonl":
+            docs += _read_jsonl(f)
+        elif f.suffix == ".txt" or path.is_file():
+            docs.append(f.read_bytes())
+    if not docs:
+        raise DataError(f"{path} contains no text")
+    tokens = tokenizer.encode(DOC_SEPARATOR.join(docs))
+    return TokenSource(tokens, str(path), tokenizer.name)
+
+
+def _load_bin(path: Path, model_vocab: int, flag: str | None) -> TokenSource:
+    dt = bin_dtype(flag, model_vocab)
+    size = path.stat().st_size
+    if size == 0 or size % dt.itemsize:
+        raise DataError(f"{path}: {size} bytes is not a whole number of {dt.name} tokens",
+                        "pass --data-dtype uint16 or uint32 to match how it was written")
+    tokens = np.memmap(path, dtype=dt, mode="r")
+    top = int(tokens.max())
+    if top >= model_vocab:
+        raise DataError(f"{path} holds token id {top}, outside the model's vocabulary "
+                        f"of {model_vocab}",
+                        "check --data-dtype, or use a preset with a larger vocab_size")
+    return TokenSource(tokens, f"{path} ({dt.name}, pre-tokenized)", "pre-tokenized")
+
+
+class ShardedSamples:
+    """Fixed-length samples, shuffled per epoch, split over data-parallel ranks.
+
+    Sample ``i`` is tokens ``[i·L, (i+1)·L)``. Epoch ``e`` visits every sample once in the
+    order of a permutation seeded by ``(seed, e)``; rank ``r`` of ``W`` takes positions
+    ``r, r+W, r+2W…`` of it, so shards never overlap and every rank gets the same count.
+    The only state is ``cursor``, the number of samples this rank has consumed.
+    """
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, rank: int, world: int,
+                 seed: int = 0) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is outside world size {world}")
+        self.tokens = tokens
+        self.seq_len = seq_len
+        self.rank = rank
+        self.world = world
+        self.seed = seed
+        self.n_samples = len(tokens) // seq_len
+        self.per_rank = self.n_samples // world
+        if self.per_rank == 0:
+            raise DataError(
+                f"the data has {len(tokens)} tokens: fewer than one {seq_len}-token sample "
+                f"per rank for {world} rank(s)",
+                "give more data or lower train.seq_len",
+            )
+        self.cursor = 0
+        self._perm_epoch = -1
+        self._perm: np.ndarray | None = None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm = rng.permutation(self.n_samples)
+            self._perm_epoch = epoch
+        assert self._perm is not None
+        return self._perm
+
+    def sample_id(self, cursor: int) -> int:
+        epoch, i = divmod(cursor, self.per_rank)
+        return int(self._permutation(epoch)[i * self.world + self.rank])
+
+    def next_batch(self, micro: int) -> np.ndarray:
+        """``micro`` samples as an int64 array of shape (micro, seq_len)."""
+        out = np.empty((micro, self.seq_len), dtype=np.int64)
+        for j in range(micro):
+            start = self.sample_id(self.cursor) * self.seq_len
+            out[j] = self.tokens[start:start + self.seq_len]
+            self.cursor += 1
+        return out
+
+    @property
+    def epoch(self) -> int:
+        return self.cursor // self.per_rank
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor, "world": self.world, "n_samples": self.n_samples,
+                "seed": self.seed, "seq_len": self.seq_len}
+
+    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
+        """Restore the position; returns warnings when the data or world size changed."""
+        notes = []
+        cursor = int(state["cursor"])
+        old_world = int(state.get("world", self.world))
+        if old_world != self.world:
+            # keep the number of samples seen globally; the order differs from here on
+            cursor = cursor * old_world // self.world
+            notes.append(f"data position rescaled from {old_world} to {self.world} ranks")
+        if (state.get("n_samples"), state.get("seed"), state.get("seq_len")) != (
+            self.n_samples, self.seed, self.seq_len
+        ):
+            notes.append("the data, seed or seq_len changed since the checkpoint: "
+                         "the sample order is not the original one")
+        self.cursor = cursor
+        return notes
