@@ -96,6 +96,17 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
 
         report = detect_gpus()
     gpu = gpu_memory_from(gpu_memory, report)
+    measured = None
+    if gpu_memory is None:
+        from ds_wizard.core.plan.measured import here_entry, measured_choice
+
+        # planning for this machine: what `ds-wizard tune` measured here, if anything
+        measured = here_entry(spec, num_gpus, report)
+        picked = measured_choice(measured, spec.batch.for_world_size(num_gpus).global_batch)
+        if picked is not None and micro is None and zero in (None, picked[2]):
+            micro, zero = picked[0], picked[2]
+    if gpu is None and measured is not None:
+        _measured_only(preset, num_gpus, micro, zero, measured, as_json)
     if gpu is None:
         raise DsWizardError(f"GPU memory unknown: no GPU detected ({report.reason})"
                             if report else "GPU memory unknown",
@@ -148,6 +159,8 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
             },
             "does_not_fit": no_fit,
             "backend_reason": decision.reason,
+            "measured_here": _measured_row(measured, est.settings.micro_batch,
+                                           est.settings.zero_stage),
         }
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         click.get_current_context().exit(ExitCode.OK if data["fits"] else ExitCode.PROBLEM)
@@ -171,6 +184,12 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
     click.echo(f"  {'GPU memory':<14}{gib(gpu.bytes):>12}  ({gpu.source})")
     click.echo(f"  {'usable':<14}{gib(usable):>12}  ({headroom:.0%}); headroom "
                f"{gib(usable - est.total)}: {verdict}")
+    row = _measured_row(measured, s.micro_batch, s.zero_stage)
+    if row is not None:
+        fits_measured = row["fits"]
+        click.echo(f"  {'measured here':<14}{gib(row['measured_peak_bytes'] or 0):>12}  "
+                   f"({'fits' if fits_measured else row['status']}; used for the fit "
+                   f"instead of the estimate; {measured.when if measured else ''} tune)")
     if est.cpu_per_node and offload:
         click.echo(f"  {'CPU per node':<14}{gib(est.cpu_per_node):>12}  (DeepSpeed's estimate)")
     click.echo("")
@@ -182,5 +201,48 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
     else:
         click.echo(f"Nothing fits: {no_fit}")
     # scripts: `ds-wizard plan ... && launch` must not go on with a plan that does not fit
-    fits = est.fits(gpu.bytes, headroom)
+    fits = row["fits"] if row is not None else est.fits(gpu.bytes, headroom)
+    click.get_current_context().exit(ExitCode.OK if fits else ExitCode.PROBLEM)
+
+
+def _measured_row(entry: Any, micro: int, stage: int) -> dict[str, Any] | None:
+    """The tune's measurement of this micro-batch and stage, if it ran one."""
+    if entry is None:
+        return None
+    for c in entry.candidates:
+        if c.get("micro_batch") == micro and c.get("zero_stage") == stage \
+                and c.get("measured_peak_bytes"):
+            return c
+    return None
+
+
+def _measured_only(preset: Any, ws: int, micro: int | None, zero: int | None, entry: Any,
+                   as_json: bool) -> None:
+    """No GPU here and no --gpu-memory, but `tune` measured this machine: its figures."""
+    spec = preset.spec
+    c = entry.chosen
+    micro = micro or (c["micro_batch"] if c else spec.batch.for_world_size(ws).micro_batch)
+    zero = zero if zero is not None else (c["zero_stage"] if c else spec.deepspeed.zero_stage)
+    row = _measured_row(entry, micro, zero)
+    est = estimate(spec, world_size=ws, micro_batch=micro, zero_stage=zero,
+                   backend="transformers", precision="fp32")
+    fits = bool(row and row["fits"])
+    if as_json:
+        click.echo(json.dumps({
+            "preset": preset.name, "params": count_params(spec.model), "gpu_memory": None,
+            "measured_here": row, "measured_line": entry.line(), "fits": fits,
+            "estimate": est.to_dict(), "machine": entry.data.get("machine")},
+            indent=2, ensure_ascii=False))
+        click.get_current_context().exit(ExitCode.OK if fits else ExitCode.PROBLEM)
+    click.echo(f"Memory plan: {preset.name}, {ws} rank(s) on this machine "
+               f"({entry.data.get('machine', {}).get('name')}), micro-batch {micro}, "
+               f"ZeRO-{zero}")
+    click.echo(f"  {'estimate':<14}{gib(est.total):>12}  (the memory model, per rank)")
+    if row is None:
+        click.echo(f"  {'measured here':<14}{'-':>12}  (the tune did not run micro-batch "
+                   f"{micro} at ZeRO-{zero})")
+    else:
+        click.echo(f"  {'measured here':<14}{gib(row['measured_peak_bytes']):>12}  "
+                   f"({row['status']}; used for the fit instead of the estimate)")
+    click.echo(entry.line())
     click.get_current_context().exit(ExitCode.OK if fits else ExitCode.PROBLEM)

@@ -101,6 +101,7 @@ class LaunchRequest:
     hostfile: str | Path | None = None
     slurm: bool = False  # write an sbatch script; the job starts when Slurm runs it
     gpus: str | None = None  # the devices, as CUDA_VISIBLE_DEVICES lists them; None: its value
+    measure: bool = False  # a `ds-wizard tune` candidate (RunSpec.measure)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ def resolve_config(
     else:
         from ds_wizard.core.config.auto import auto_configure
         from ds_wizard.core.plan.fit import gpu_memory_from
+        from ds_wizard.core.plan.measured import here_entry
 
         report = gpu_report if accel.kind == "cuda" else None
         cfg = auto_configure(
@@ -274,6 +276,9 @@ def resolve_config(
             gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom,
             backend=kernel_backend(backend, accel, preset.spec.model.arch, report),
             device=accel.kind,
+            # planning for this machine: what `ds-wizard tune` measured here decides
+            measured=here_entry(preset.spec, world_size, report) if gpu_memory is None
+            else None,
         ).config
         source = None
     if accel.kind == "cpu":
@@ -291,6 +296,17 @@ def resolve_config(
         message = f"{what} refused before launch: {first}" + "".join(f"; {m}" for m in more)
         raise LaunchRefused(message, _fix_hint(report_, source, world_size))
     return cfg, source
+
+
+def measured_notes(spec: PresetSpec, ws: int, report: GpuInventory | None, accel: Accelerator,
+                   gpu_memory: str | None, source: str | None) -> list[str]:
+    """"measured here" for the summary, when `ds-wizard tune` measured this machine."""
+    if gpu_memory is not None or source is not None:
+        return []
+    from ds_wizard.core.plan.measured import here_entry
+
+    entry = here_entry(spec, ws, report if accel.kind == "cuda" else None)
+    return [f"{entry.line()}; its choice is used"] if entry is not None else []
 
 
 def _deep_check(cfg: dict[str, Any], world_size: int, what: str) -> None:
@@ -371,13 +387,15 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                                  backend=r.backend)
     cfg, completed = complete_config(cfg, loaded, ws, source)
     notes += completed
+    notes += measured_notes(loaded.spec, ws, report, accel, r.gpu_memory, source)
     total = r.steps if r.steps is not None else loaded.spec.train.total_steps
     if total < 1:
         raise DsWizardError(f"--steps must be at least 1, got {total}")
     run = spec_from_config(
         cfg, preset=loaded.name, world_size=ws, accelerator=accel.kind, backend=r.backend,
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
-        tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes)
+        tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes,
+        measure=r.measure)
     notes.append(data_note(run, loaded.spec))
     env = run_env(accel, max(topo.ranks_per_node), r.gpus)
     if r.dry_run:

@@ -74,6 +74,9 @@ class RunSpec:
     # the run's own hostfile (RUN_DIR/hostfile) for a multi-node job: a snapshot of the
     # hosts chosen, or written by the sbatch script when Slurm has allocated the nodes
     hostfile: str | None = None
+    # a `ds-wizard tune` candidate: the ranks gather every rank's peak memory into the
+    # metrics, and write no checkpoint and no final weights (the run is thrown away)
+    measure: bool = False
 
 
 def spec_from_config(cfg: dict[str, Any], **decided: Any) -> RunSpec:
@@ -170,11 +173,16 @@ class MetricsRecord:
     epoch: int
     max_mem_alloc_gib: float | None = None  # CUDA only
     mfu: float | None = None  # CUDA GPUs with a known peak only
+    max_mem_reserved_gib: float | None = None  # CUDA only (rank 0's allocator peak)
+    peak_rss_gib: float | None = None  # rank 0's peak resident set
+    # each rank's peak, in rank order (a `tune` run only): max reserved on GPUs, RSS on CPU
+    rank_peak_gib: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         # absent, not null: a CPU run's records never had these keys
-        for key in ("max_mem_alloc_gib", "mfu"):
+        for key in ("max_mem_alloc_gib", "mfu", "max_mem_reserved_gib", "peak_rss_gib",
+                    "rank_peak_gib"):
             if out[key] is None:
                 del out[key]
         return out
