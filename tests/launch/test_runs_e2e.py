@@ -164,12 +164,11 @@ def tui_in_a_pty(*args: str) -> tuple[subprocess.Popen[bytes], list[bytes]]:
 
 def test_a_run_outlives_every_kind_of_lost_client(runs_dir: Path,
                                                   reference: dict[int, float]) -> None:
-    # 1. launch --detach from a process that exits at once
-    t0 = time.monotonic()
+    # 1. launch --detach from a process that exits at once: it returned while the run
+    # goes on (asserted below), whatever the time it took on this machine
     out = cli("launch", "--preset", "tiny_mamba", "--steps", "200", "--detach",
               "--runs-dir", str(runs_dir), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert time.monotonic() - t0 < 90
     name = out.stdout.strip().splitlines()[-1]
     run_dir = runs_dir / name
     assert run_dir.is_dir(), out.stdout
