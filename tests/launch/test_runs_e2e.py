@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from ds_wizard.core.base.system import pid_alive
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.metrics import read_metrics
 from ds_wizard.core.runs.runstate import list_run_summaries, summarize_run
@@ -103,18 +104,10 @@ def stop_with_checkpoint(runs_dir: Path, run_dir: Path) -> int:
     assert "stopped" in out.stdout
     summary = summarize_run(run_dir)
     assert summary.status.value == "stopped" and not summary.pids
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if pid_alive(p)]
     latest = rundir.latest_complete(run_dir / rundir.CHECKPOINTS)
     assert latest is not None and latest.step == steps_of(run_dir)[-1]["step"]
     return latest.step
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def assert_same_losses(run_dir: Path, reference: dict[int, float], steps: range) -> None:
