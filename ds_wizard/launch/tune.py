@@ -158,9 +158,13 @@ def _setup(req: TuneRequest) -> _Setup:
             est = config_estimate(cfg, spec, ws, micro, backend=backend)
             return est.total - est.detail.get("cuda_context", 0)
     else:
-        from ds_wizard.launch.host_fit import available_ram, cpu_rank_bytes
+        from ds_wizard.core.base.system import SystemFactError, available_memory
+        from ds_wizard.launch.host_fit import cpu_rank_bytes
 
-        free = available_ram()
+        try:
+            free: int | None = available_memory()
+        except SystemFactError:
+            free = None  # unknown RAM: measured, but not judged against a limit
         per_node = max(topo.ranks_per_node)
         limit = int(free * req.headroom / per_node) if free else None
         limit_source = (f"{req.headroom:.0%} of {free / GiB:.1f} GiB available RAM over "
