@@ -58,6 +58,7 @@ class BatchScreen(WizardScreen):
         self._last_field: Input | None = None
         self.recomputes = 0  # how often the view was worked out (a test counts them)
         self._measure_stop: threading.Event | None = None  # set while measuring
+        self._measure_text: str | None = None  # what Measure last said
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="batch-body", classes="body"):
@@ -81,7 +82,6 @@ class BatchScreen(WizardScreen):
                 yield OptionList(id="pairs")
 
     def on_mount(self) -> None:
-        self.query_one("#measure", Static).display = False
         self.query_one("#derive", RadioSet).border_title = "Derived by DeepSpeed"
         self.query_one("#pairs", OptionList).border_title = "Valid micro × accumulation"
 
@@ -116,7 +116,18 @@ class BatchScreen(WizardScreen):
             f"({state.world_size} {where}) · sequence length {spec.train.seq_len:,}"
         )
         self._apply_derive_mode()
+        self._show_measure()
         self.recompute()
+
+    def _show_measure(self) -> None:
+        """The Measure line: its hint, its progress, or what it found."""
+        shown = self.query_one("#measure", Static)
+        shown.display = not self.state.planning_elsewhere
+        if self._measure_text is None:
+            shown.update(Text("⏱ ^t Measure: short real runs here; the fastest split that "
+                              "fits fills in", style="dim"))
+        else:
+            shown.update(Text(f"⏱ {self._measure_text}"))
 
     def store(self) -> None:
         for name, selector in FIELDS.items():
@@ -299,9 +310,8 @@ class BatchScreen(WizardScreen):
         self._measure(target, self._measure_stop)
 
     def _say_measure(self, text: str) -> None:
-        shown = self.query_one("#measure", Static)
-        shown.display = True
-        shown.update(Text(f"⏱ {text}"))
+        self._measure_text = text
+        self._show_measure()
 
     @work(thread=True, exclusive=True, group="measure", name="measure", exit_on_error=False)
     def _measure(self, target: int | None, stop: threading.Event) -> None:
