@@ -220,6 +220,7 @@ class _Runner:
 
     def __call__(self, cand: core.Candidate) -> core.Measurement:
         self.count += 1
+        self.running = True
         cfg = candidate_config(self.setup, cand)
         predicted = self.setup.predict(cfg)
         elapsed = time.monotonic() - self.t0
@@ -227,7 +228,6 @@ class _Runner:
                             f"{predicted / GiB:.2f} GiB)", self.count, self.req.max_candidates,
                             0, self.req.steps, elapsed, self.bound()))
         start = time.monotonic()
-        self.running = True
         try:
             m = self._run(cand, cfg, predicted)
         finally:

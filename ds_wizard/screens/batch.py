@@ -385,6 +385,15 @@ def measured_tag(m: Any, target: int) -> str:
 def memory_bar(result: ConfigResult, width: int = 20, per: str = "GPU") -> Text:
     """``Memory/GPU ██████░░░░ 92.6 of 140.4 GiB · ZeRO-2`` — green when it fits."""
     est, gpu = result.auto.memory, result.gpu_memory
+    measured = result.measured
+    if measured is not None:
+        # `ds-wizard tune` ran this split here: its verdict stands in for the estimate
+        fits = bool(measured.get("fits"))
+        text = Text(f"Memory per {per}: measured here ", style="bold")
+        text.append(f"{measured['measured_peak_bytes'] / 2**30:.2f} GiB peak",
+                    style="green" if fits else "red")
+        text.append(f" ({'fits' if fits else measured.get('status')}) · {result.strategy}")
+        return text
     if est is None or gpu is None:
         return Text(f"Memory per {per}: not checked (GPU memory unknown) · {result.strategy}",
                     style="dim")

@@ -328,6 +328,8 @@ class ConfigResult:
     auto: AutoResult
     text: str
     gpu_memory: GpuMemory | None  # None: no GPU seen, the memory was not checked
+    # what `ds-wizard tune` measured here for this split (core.plan.measured), if it ran it
+    measured: dict[str, Any] | None = None
 
     @property
     def strategy(self) -> str:
@@ -352,7 +354,25 @@ def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
         gpu_memory = state.other_gpu_memory()  # the other machine's GPU, not this one's
     result = auto_configure(state.preset, state.world_size, gpu_report=state.report,
                             micro_batch=micro, grad_accum=gas, gpu_memory=gpu_memory)
-    return ConfigResult(result, dumps(result.config), gpu_memory)
+    return ConfigResult(result, dumps(result.config), gpu_memory, measured_here(state, result))
+
+
+def measured_here(state: WizardState, result: AutoResult) -> dict[str, Any] | None:
+    """The tune record's measurement of this very split on this machine, if any."""
+    if state.planning_elsewhere or state.preset is None:
+        return None
+    from ds_wizard.core.plan.measured import here_entry
+
+    entry = here_entry(state.preset.spec, state.world_size, state.report)
+    if entry is None:
+        return None
+    c = result.choice
+    for row in entry.candidates:
+        if (row.get("micro_batch"), row.get("grad_accum"), row.get("zero_stage")) == (
+                c.micro_batch, c.grad_accum, result.zero_stage) \
+                and row.get("measured_peak_bytes"):
+            return row
+    return None
 
 
 def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:

@@ -68,14 +68,16 @@ def test_tune_measures_real_runs_and_an_over_the_limit_one_does_not_fit(
     capped = cands[8]
     assert capped["status"] == "does not fit", capped
     assert "out of memory" in capped["note"]
-    for micro in (2, 4):
-        c = cands[micro]
+    below = [c for m, c in cands.items() if m < 8]
+    assert len(below) >= 2  # the start and at least one below it
+    for c in below:
         assert c["fits"], c
         assert c["measured_peak_bytes"] > 2**28 and len(c["rank_peaks_bytes"]) == 2
         assert c["tokens_per_s"] > 0 and c["steps_timed"] == 2
         assert c["predicted_peak_bytes"] > 0 and c["error_pct"] is not None
     chosen = result["chosen"]
-    assert chosen["micro_batch"] in (2, 4)  # below the one that ran out of memory
+    # below the one that ran out of memory; which one is fastest is the machine's business
+    assert chosen["micro_batch"] < 8 and chosen["micro_batch"] in cands
     cfg = load_config_file(tmp_path / "deepspeed_config.json")
     assert cfg["train_micro_batch_size_per_gpu"] == chosen["micro_batch"]
     assert check_config(cfg, 2).valid

@@ -173,3 +173,25 @@ async def test_a_typed_memory_size_is_checked_too() -> None:
         await pilot.pause()
         assert app.state.other_gpu == "24G"
         assert "24.0 GiB per GPU" in text_of(app, "#gpu-summary")
+
+
+async def test_the_memory_line_says_measured_here_when_tune_ran_this_split(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ds_wizard.core.plan.measured import ENV_DATA_DIR, add, this_machine
+    from ds_wizard.core.presets.lookup import load_preset
+
+    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "data"))
+    cand = core.Candidate(4, 2, 2, Strategy(2))
+    m = core.Measurement(cand, core.FITS, GiB, int(0.98 * GiB), (int(0.98 * GiB),), 200.0, 3)
+    result = core.TuneResult("tiny_mamba", 2, 16, "cpu", "x", 8 * GiB, "", 0.9, 4, (m,), m)
+    data = {k: v for k, v in result.to_dict().items() if k not in ("config", "notes",
+                                                                     "machine")}
+    add(data, load_preset("tiny_mamba").spec, this_machine(no_gpus()))
+    app = make_app(no_gpus, cursor_blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+t", "ctrl+n")
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert "measured here 0.98 GiB peak (fits)" in text_of(app, "#memory")
