@@ -69,6 +69,12 @@ if TYPE_CHECKING:
               help="Write an sbatch script for --num-nodes N (it builds the hostfile from "
                    "SLURM_JOB_NODELIST); start nothing here.")
 @node_options_exposed
+@click.option("--no-doctor", is_flag=True,
+              help="Skip the doctor's fast checks (kernels, ops, host RAM, disk) that "
+                   "refuse a launch before any rank starts (see `ds-wizard doctor`).")
+@click.option("--master-addr", default=None, metavar="ADDR",
+              help="Multi-node: the address every node reaches rank 0 at (default: the "
+                   "hostfile's first host).")
 @click.option("--detach", is_flag=True,
               help="Start the run and return at once, printing its name (follow it with "
                    "`ds-wizard attach NAME`).")
@@ -78,7 +84,8 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
            data_dtype: str | None, tokenizer: str | None, steps: int | None,
            resume: str | None, gpu_memory: str | None, headroom: float, runs_dir: str,
            backend: str, grace: float, dry_run: bool, detach: bool, slurm: bool,
-           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None) -> None:
+           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None,
+           no_doctor: bool = False, master_addr: str | None = None) -> None:
     """Train a preset under DeepSpeed, in runs/<preset>-<time>/.
 
     The run lives under its own supervisor process, not under this terminal. This
@@ -124,7 +131,7 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
         runs_dir=runs_dir, backend=backend, gpu_memory=gpu_memory, headroom=headroom,
         dry_run=dry_run, num_nodes=num_nodes, gpus_per_node=gpus_per_node, hostfile=hostfile,
-        slurm=slurm, gpus=gpus,
+        slurm=slurm, gpus=gpus, doctor=not no_doctor, master_addr=master_addr,
     ))
     if dry_run:
         click.echo(planning.dry_run_text(plan))
