@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fakes import NO_GPU, isolate, patch_gpus
+from fakes import NO_GPU, TRAINED_STEPS, isolate, patch_gpus, train_tiny_mamba
 
 from ds_wizard.core.presets.lookup import ENV_CONFIG_DIR, ENV_PRESET_PATH
 from ds_wizard.core.presets.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
@@ -63,3 +63,10 @@ def _no_causal_conv1d_stand_in_left_behind() -> Iterator[None]:
     for name in [n for n in sys.modules if n.split(".")[0] == "causal_conv1d"]:
         del sys.modules[name]
     sys.modules.update(before)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
+    """One real 30-step tiny_mamba run on 2 CPU ranks, shared by every slow test that only
+    reads it (a test that changes a run works on ``fakes.copy_run`` of it)."""
+    return train_tiny_mamba(tmp_path_factory.mktemp("trained"), TRAINED_STEPS, timeout=1200)

@@ -210,3 +210,34 @@ def kill_leftovers(proc: subprocess.Popen[str], pids: set[int]) -> None:
         except (ProcessLookupError, PermissionError):
             continue
     proc.wait(timeout=30)
+
+
+TRAINED_STEPS = 30  # the steps of the session's shared run (conftest.trained)
+
+
+def copy_run(run_dir: Path, runs_dir: Path) -> Path:
+    """A copy of a finished run in ``runs_dir``, for a test that changes it (resumes it,
+    damages it) while the session's shared run stays as trained."""
+    import shutil
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copytree(run_dir, runs_dir / run_dir.name, symlinks=True))
+
+
+def train_tiny_mamba(runs_dir: Path, steps: int, timeout: float) -> tuple[Path, str, int]:
+    """``ds-wizard launch --preset tiny_mamba --steps N`` on 2 CPU ranks, to the end:
+    (the run directory, the output, the exit code). Nothing is left running."""
+    from ds_wizard.core.runs import rundir
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ds_wizard.cli", "launch", "--preset", "tiny_mamba",
+         "--steps", str(steps), "--runs-dir", str(runs_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        kill_leftovers(proc, set())
+    found = rundir.list_runs(runs_dir)
+    assert len(found) == 1, (found, out)
+    return found[0], out, proc.returncode
