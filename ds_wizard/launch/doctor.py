@@ -68,6 +68,8 @@ SSH_TIMEOUT_S = 20.0
 # modules whose install decides what the kernel probe finds
 KERNEL_DISTS = ("torch", "mamba_ssm", "causal_conv1d", "causal_conv1d_cuda",
                 "selective_scan_cuda", "triton", "deepspeed", "transformers")
+# where torch's cpp_extension looks when CUDA_HOME is unset and nvcc is not on PATH
+DEFAULT_CUDA_HOMES = ("/usr/local/cuda",)
 ENV_KEYS = ("PYTHONPATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH", "PATH",
             "TORCH_EXTENSIONS_DIR", "DS_ACCELERATOR", "MAMBA_FORCE_BUILD")
 
@@ -86,8 +88,13 @@ def cache_path() -> Path:
 
 
 def _origin_stamp(module: str) -> str:
+    """Where a fresh interpreter would import ``module`` from (this environment's
+    PYTHONPATH first, as the probe's interpreter sees it), and that file's stamp."""
+    from importlib.machinery import PathFinder
+
+    search = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p] + sys.path
     try:
-        spec = importlib.util.find_spec(module)
+        spec = PathFinder.find_spec(module, search)
     except (ImportError, ValueError):
         return f"{module}:?"
     if spec is None:
@@ -245,8 +252,9 @@ def _nvcc_path(env: Mapping[str, str]) -> tuple[str | None, str | None]:
     found = shutil.which("nvcc", path=env.get("PATH"))
     if found:
         return home or str(Path(found).resolve().parent.parent), found
-    if Path("/usr/local/cuda/bin/nvcc").is_file():
-        return "/usr/local/cuda", "/usr/local/cuda/bin/nvcc"
+    for default in DEFAULT_CUDA_HOMES:
+        if (Path(default) / "bin" / "nvcc").is_file():
+            return default, str(Path(default) / "bin" / "nvcc")
     return home, None
 
 
@@ -580,7 +588,9 @@ def run_doctor(req: DoctorRequest) -> DoctorReport:
 
     r = req.launch
     report = r.gpu_report or (detect_gpus() if r.gpus is None else detect_gpus(visible=r.gpus))
-    accel = r.accelerator or accelerator_from(report)
+    # this machine's accelerator (a dry run would plan `--num-gpus 4` for a GPU machine);
+    # with a hostfile, the nodes' (a login node without GPUs plans for GPU nodes)
+    accel = r.accelerator or (None if r.hostfile is not None else accelerator_from(report))
     plan = prepare_run(replace(r, dry_run=True, gpu_report=report, accelerator=accel,
                                doctor=False))
     versions = local_versions(report.driver_version)
