@@ -596,7 +596,7 @@ def run_doctor(req: DoctorRequest) -> DoctorReport:
     # with a hostfile, the nodes' (a login node without GPUs plans for GPU nodes)
     accel = r.accelerator or (None if r.hostfile is not None else accelerator_from(report))
     plan = prepare_run(replace(r, dry_run=True, gpu_report=report, accelerator=accel,
-                               doctor=False))
+                               doctor=False, check_data=False))
     versions = local_versions(report.driver_version)
     doc = plan.doctor
     if doc is None:
