@@ -105,6 +105,7 @@ class LaunchRequest:
     # run, before any rank starts (--no-doctor skips them)
     doctor: bool = True
     master_addr: str | None = None  # multi-node: default the hostfile's first host
+    check_data: bool = True  # read the data (the doctor skips it: seconds of file walking)
 
 
 @dataclass(frozen=True)
@@ -400,7 +401,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         backend_resolved=decision.name,
         kernels=dict(kernels.versions) if kernels is not None else None,
         optimizer=optimizer.name)
-    notes.append(data_note(run, loaded.spec))
+    if r.check_data:
+        notes.append(data_note(run, loaded.spec))
     env = run_env(accel, max(topo.ranks_per_node), r.gpus)
     if r.dry_run:
         return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes),
