@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import events, on, work
@@ -33,6 +33,9 @@ from ds_wizard.screens.state import (
 )
 from ds_wizard.screens.widgets import MarkedRadioButton, OrderedInput
 
+if TYPE_CHECKING:
+    from ds_wizard.screens.context import WizardContext
+
 FIELDS = {"micro": "#micro", "gas": "#gas", "global": "#global"}
 MAX_PAIRS = 12
 
@@ -52,8 +55,8 @@ class BatchScreen(WizardScreen):
     # run_tune's signature; None: the real one (tests put a stand-in here)
     measure_runner: Callable[..., Any] | None = None
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ctx: WizardContext) -> None:
+        super().__init__(ctx)
         self.view: BatchView | None = None
         self._last_field: Input | None = None
         self.recomputes = 0  # how often the view was worked out (a test counts them)

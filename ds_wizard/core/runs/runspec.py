@@ -75,6 +75,11 @@ class RunSpec:
     # a `ds-wizard tune` candidate: the ranks gather every rank's peak memory into the
     # metrics, and write no checkpoint and no final weights (the run is thrown away)
     measure: bool = False
+    # decided once on the launch side (ds-wizard doctor's kernel import): the backend the
+    # ranks must run (no fallback), the kernel packages' versions, the optimizer they use
+    backend_resolved: str | None = None
+    kernels: dict[str, str | None] | None = None
+    optimizer: str | None = None
 
 
 def spec_from_config(cfg: dict[str, Any], **decided: Any) -> RunSpec:
