@@ -595,7 +595,7 @@ async def test_fault2_tui_review_with_a_fifo_as_output_neither_hangs_nor_writes(
     """The review screen reads the target for its diff: a FIFO there is refused, not read."""
     from fakes import gpu_probe as fake_probe
     from textual.widgets import Input
-    from tui.test_tui import clear_and_type, text_of, to_batch
+    from tui.tui_pilot import clear_and_type, text_of, to_batch
 
     from ds_wizard.app import make_app
 
