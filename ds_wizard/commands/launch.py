@@ -60,6 +60,13 @@ LAUNCH_OPTIONS: tuple[Decorator, ...] = (
     click.option("--dry-run", is_flag=True, help="Validate and print the summary; start nothing."),
     node_options(slurm="Write an sbatch script for --num-nodes N (it builds the hostfile from "
                       "SLURM_JOB_NODELIST); start nothing here."),
+    click.option("--doctor/--no-doctor", default=True,
+                 help="Run the doctor's fast checks (kernels, ops, host RAM, disk), which "
+                      "refuse a launch before any rank starts (see `ds-wizard doctor`); "
+                      "--no-doctor skips them."),
+    click.option("--master-addr", default=None, metavar="ADDR",
+                 help="Multi-node: the address every node reaches rank 0 at (default: the "
+                      "hostfile's first host)."),
     click.option("--detach", is_flag=True,
                  help="Start the run and return at once, printing its name (follow it with "
                       "`ds-wizard attach NAME`)."),

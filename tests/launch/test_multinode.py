@@ -180,7 +180,8 @@ def test_two_nodes_on_one_machine_train_with_world_size_two(tmp_path: Path,
     env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "DS_ACCELERATOR": "cpu",
            "FAKE_PDSH_LOG": str(pdsh_log)}
     proc = start_cli("launch", "--preset", "tiny_mamba", "--hostfile", str(hosts), "--steps",
-                     "3", "--runs-dir", str(tmp_path / "runs"), env=env, cwd=tmp_path)
+                     "3", "--runs-dir", str(tmp_path / "runs"), "--master-addr", "127.0.0.1",
+                     env=env, cwd=tmp_path)
     try:
         out, _ = proc.communicate(timeout=1200)
     finally:
