@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, no_gpus
+from fakes import gpu_probe, no_gpus, run_cli
 from textual.widgets import DataTable, Input, OptionList, Static
 from tui_pilot import (
     clear_and_type,
@@ -28,10 +27,7 @@ pytestmark = [pytest.mark.anyio]
 
 
 def auto_cli(output: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ds_wizard.cli", "--auto", *args, "--output", str(output)],
-        capture_output=True, text=True, timeout=60, cwd=output.parent,
-    )
+    return run_cli("--auto", *args, "--output", str(output), cwd=output.parent, timeout=60)
 
 
 # -- the walk-throughs the issue asks for ------------------------------------------------
