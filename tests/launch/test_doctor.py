@@ -286,3 +286,21 @@ def test_gpu_ranks_get_pci_bus_order() -> None:
     env = run_env(Accelerator("cuda", 2, "test"), 2)
     assert env["CUDA_DEVICE_ORDER"] == os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     assert "CUDA_DEVICE_ORDER" not in run_env(Accelerator("cpu", 0, "test"), 2)
+
+
+def test_no_fused_adam_build_is_announced_when_torchs_fused_adamw_runs(
+        isolated: Path, monkeypatch) -> None:
+    from ds_wizard.commands.launch import first_run_watch
+    from ds_wizard.core.runs.runspec import Accelerator
+
+    monkeypatch.setattr(doctor, "DEFAULT_CUDA_HOMES", ())
+    monkeypatch.setattr(doctor, "torch_build", lambda: {"cuda": "12.4", "hip": None})
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(isolated / "ext"))
+    plan = prepare_run(LaunchRequest("tiny_mamba", 1, runs_dir=isolated / "runs",
+                                     accelerator=Accelerator("cuda", 1, "test"), dry_run=True))
+    assert plan.run.optimizer == OPT_TORCH_FUSED
+    said: list[str] = []
+    first_run_watch(plan, said.append).stop()
+    assert not any("fused_adam" in line for line in said), said
