@@ -290,8 +290,8 @@ def test_gpu_ranks_get_pci_bus_order() -> None:
 
 def test_no_fused_adam_build_is_announced_when_torchs_fused_adamw_runs(
         isolated: Path, monkeypatch) -> None:
-    from ds_wizard.commands.launch import first_run_watch
     from ds_wizard.core.runs.runspec import Accelerator
+    from ds_wizard.launch.session import first_run_watch
 
     monkeypatch.setattr(doctor, "DEFAULT_CUDA_HOMES", ())
     monkeypatch.setattr(doctor, "torch_build", lambda: {"cuda": "12.4", "hip": None})
