@@ -43,7 +43,6 @@ from ds_wizard.core.base.fsio import atomic_write_text
 from ds_wizard.core.plan.backends import BackendDecision, resolve_backend
 from ds_wizard.core.runs import doctor as verdict
 from ds_wizard.core.runs.doctor import (
-    FAIL,
     INFO,
     PACKAGES,
     Check,
@@ -423,7 +422,7 @@ def gate(plan: PreparedRun, runs_dir: str | Path) -> DoctorReport:
         return report
     message, fix = report.refusal()
     if plan.run_dir is not None:
-        atomic_write_text(plan.run_dir / DOCTOR_MD, report.markdown())
+        atomic_write_text(plan.run_dir / DOCTOR_MD, report.markdown(home=str(Path.home())))
         write_run_state(plan.run_dir, RunState(
             status=FAILED, supervisor_pid=os.getpid(), started=now_iso(), ended=now_iso(),
             exit_code=1, stop_reason=f"refused before launch: {message}",
@@ -636,5 +635,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-__all__ = ["FAIL", "DoctorRequest", "fast_checks", "rank_backend", "run_doctor"]

@@ -304,3 +304,25 @@ def test_no_fused_adam_build_is_announced_when_torchs_fused_adamw_runs(
     said: list[str] = []
     first_run_watch(plan, said.append).stop()
     assert not any("fused_adam" in line for line in said), said
+
+
+def test_launch_command_refuses_before_any_rank_starts(isolated: Path, monkeypatch) -> None:
+    """`ds-wizard launch` itself, with a GPU and a mamba_ssm whose conv functions are None:
+    one error line with the fix, exit 1, and no supervisor (hence no rank) ever started."""
+    _on_path(monkeypatch, standins(isolated / "site", conv_none=True))
+    monkeypatch.setattr("ds_wizard.core.plan.gpus.detect_gpus", lambda *a, **k: H100)
+
+    def never(*a, **k):
+        raise AssertionError("a supervisor was started")
+
+    monkeypatch.setattr("ds_wizard.launch.client.start_supervisor", never)
+    done = CliRunner().invoke(main, ["launch", "--preset", "tiny_mamba", "--steps", "2",
+                                     "--runs-dir", "runs"])
+    assert done.exit_code == 1, done.output
+    assert "error: refused before launch: Mamba kernels" in done.output
+    assert "--no-doctor" in done.output
+    (run_dir,) = (isolated / "runs").iterdir()
+    assert read_run_info(run_dir / "run.json").spec.backend_resolved == "mamba_ssm"
+    assert not (run_dir / "train.log").exists()
+    runs = CliRunner().invoke(main, ["runs", "--runs-dir", "runs"])
+    assert "failed" in runs.output

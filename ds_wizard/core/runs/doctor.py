@@ -468,9 +468,13 @@ class DoctorReport:
             if len(self.failures) > 1 else ""
         return f"{first.title}: {first.detail}{more}", first.fix or "see `ds-wizard doctor`"
 
-    def markdown(self) -> str:
+    def markdown(self, home: str | None = None) -> str:
         """The report a user pastes into an issue: versions, the plan, every check. No
-        environment variables, paths under HOME or host names beyond the hostfile's."""
+        environment variables, no host names beyond the hostfile's, and ``home`` (the
+        user's home directory) written as ``~``."""
+        return scrub(self._markdown(), home)
+
+    def _markdown(self) -> str:
         lines = ["# ds-wizard doctor", "",
                  f"**Verdict:** {'the job can run' if self.can_run else 'the job cannot run'}",
                  "", "## Versions", "", "| package | version |", "| --- | --- |"]
