@@ -268,7 +268,7 @@ def _nvcc_version(nvcc: str) -> str | None:
 
 
 def probe_toolkit(env: Mapping[str, str] | None = None) -> Toolkit:
-    from ds_wizard.core.runs.jit_ops import CPU_ADAM, FUSED_ADAM, is_cached, prebuilt_ops
+    from ds_wizard.core.runs.jit_ops import CPU_ADAM, FUSED_ADAM, extension_dirs, prebuilt_ops
 
     env = os.environ if env is None else env
     home, nvcc = _nvcc_path(env)
@@ -279,9 +279,15 @@ def probe_toolkit(env: Mapping[str, str] | None = None) -> Toolkit:
     cxx = shutil.which("c++", path=env.get("PATH")) or shutil.which("g++", path=env.get("PATH"))
     ninja = bool(shutil.which("ninja", path=env.get("PATH"))) or \
         importlib.util.find_spec("ninja") is not None
-    return Toolkit(torch_cuda=torch_build()["cuda"], nvcc=nvcc, nvcc_version=version,
+    torch_cuda = torch_build()["cuda"]
+    # torch caches builds per flavour (py311_cu124, py311_cpu): only this torch's count
+    flavour = "_cu" + torch_cuda.replace(".", "") if torch_cuda else "_cpu"
+    built = tuple(op for op in (FUSED_ADAM, CPU_ADAM)
+                  if any((d / op / f"{op}.so").is_file() for d in extension_dirs(env)
+                         if d.name.endswith(flavour)))
+    return Toolkit(torch_cuda=torch_cuda, nvcc=nvcc, nvcc_version=version,
                    cuda_home=home, cxx=cxx, ninja=ninja, prebuilt=prebuilt_ops(),
-                   cached=tuple(op for op in (FUSED_ADAM, CPU_ADAM) if is_cached(op, env)))
+                   cached=built)
 
 
 def _origin_stamp_file(path: str) -> str:
@@ -292,11 +298,13 @@ def _origin_stamp_file(path: str) -> str:
         return "-"
 
 
-def decide_optimizer(cfg: Mapping[str, Any], accel: Accelerator, *,
-                     user_config: bool) -> OptimizerDecision:
-    """The optimizer the ranks will run (CPU ranks: torch's AdamW, set by resolve_config)."""
+def decide_optimizer(cfg: Mapping[str, Any], accel: Accelerator, *, user_config: bool,
+                     here: bool = True) -> OptimizerDecision:
+    """The optimizer the ranks will run (CPU ranks: torch's AdamW, set by resolve_config).
+    ``here``: the GPUs are this machine's, so its CUDA toolkit is the one that builds."""
     cuda = accel.kind == "cuda"
-    return verdict.decide_optimizer(cfg, cuda=cuda, toolkit=probe_toolkit() if cuda else None,
+    return verdict.decide_optimizer(cfg, cuda=cuda,
+                                    toolkit=probe_toolkit() if cuda and here else None,
                                     user_config=user_config)
 
 

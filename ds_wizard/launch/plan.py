@@ -386,8 +386,9 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                                  backend=decision.name if kernels is not None else r.backend)
     cfg, completed = complete_config(cfg, loaded, ws, source)
     notes += completed
-    optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None)
-    notes.append(f"optimizer: {doctor.verdict.OPTIMIZER_TEXT[optimizer.name]}")
+    optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None,
+                                        here=kernels is not None)
+    notes.append(f"optimizer: {optimizer.check.detail}")
     if topo.hosts:
         addr = doctor.master_address([h.name for h in topo.hosts], r.master_addr)
         notes.append(f"master address: --master_addr={addr} (the hostfile's first host; "

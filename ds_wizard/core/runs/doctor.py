@@ -241,9 +241,14 @@ def decide_optimizer(cfg: Mapping[str, Any], *, cuda: bool, toolkit: Toolkit | N
     offload = off.get("device") in ("cpu", "nvme")
     op = CPU_ADAM if offload else FUSED_ADAM
     name = OPT_DEEPSPEED_CPU if offload else OPT_DEEPSPEED_FUSED
+    if toolkit is None and cuda and not offload and not user_config:
+        # planning for GPUs elsewhere: their toolkit is unknown, torch's needs none
+        return OptimizerDecision(OPT_TORCH_FUSED, Check(
+            "ops", title, OK, f"{OPTIMIZER_TEXT[OPT_TORCH_FUSED]}: the GPU machine's CUDA "
+            "toolkit cannot be checked from here"))
     if toolkit is None or toolkit.ready(op):
         state = "prebuilt" if toolkit is not None and toolkit.prebuilt.get(op) else \
-            "cached" if toolkit is not None else "not checked"
+            "cached" if toolkit is not None else "not checked here"
         return OptimizerDecision(name, Check("ops", title, OK,
                                              f"{OPTIMIZER_TEXT[name]}: {op} {state}"))
     problem = toolkit.cpp_problem() if offload or not cuda else toolkit.cuda_problem()
