@@ -182,6 +182,13 @@ def local_versions(driver: str | None = None) -> dict[str, str | None]:
     return out
 
 
+def package_versions() -> dict[str, str | None]:
+    """The kernel and training packages installed here (run.json's ``kernels`` where no
+    kernel probe ran: CPU ranks, or planning for GPUs elsewhere)."""
+    versions = local_versions()
+    return {k: versions.get(k) for k in PACKAGES}
+
+
 # versions every host must share (the driver and torch's build may legitimately differ)
 COMPARED = ("python", "ds-wizard", *PACKAGES)
 

@@ -401,7 +401,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
         tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes,
         backend_resolved=decision.name,
-        kernels=dict(kernels.versions) if kernels is not None else None,
+        kernels=dict(kernels.versions) if kernels is not None else doctor.package_versions(),
         optimizer=optimizer.name)
     if r.check_data:
         notes.append(data_note(run, loaded.spec))

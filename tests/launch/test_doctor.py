@@ -326,3 +326,14 @@ def test_launch_command_refuses_before_any_rank_starts(isolated: Path, monkeypat
     assert not (run_dir / "train.log").exists()
     runs = CliRunner().invoke(main, ["runs", "--runs-dir", "runs"])
     assert "failed" in runs.output
+
+
+def test_a_cpu_run_json_records_backend_versions_and_optimizer(isolated: Path) -> None:
+    from ds_wizard.core.runs.runspec import Accelerator
+
+    plan = prepare_run(LaunchRequest("tiny_mamba", runs_dir=isolated / "runs",
+                                     accelerator=Accelerator("cpu", 0, "test")))
+    spec = read_run_info(plan.paths.run_json).spec
+    assert spec.backend_resolved == "transformers" and spec.optimizer == "torch_adamw"
+    assert spec.kernels is not None and spec.kernels["torch"] and "mamba-ssm" in spec.kernels
+    assert plan.doctor is not None and plan.doctor.can_run

@@ -43,6 +43,7 @@ def test_building_mamba_130m_holds_one_copy_per_rank() -> None:
     results = [json.loads(line.split("RESULT ", 1)[1]) for line in text.splitlines()
                if "RESULT " in line]
     assert proc.returncode == 0 and len(results) == 2, text[-4000:]
+    print("build RSS per rank:", results)  # the figures, with pytest -s or -rA
     for r in results:
         one_copy = r["fp32_bytes"]
         assert 120_000_000 < r["params"] < 140_000_000
