@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
 # allocator slack and transformers' per-module init temporaries (the largest is the
-# embedding, 50280 × 768 fp32 = 0.15 GB); a second copy would add the whole 0.52 GB
-SLACK = 0.35
+# embedding, 50280 × 768 fp32 = 0.15 GB; measured peak 1.31 copies here); a second copy
+# would add the whole 0.52 GB
+SLACK = 0.5
 
 
 def _port() -> int:
