@@ -87,7 +87,7 @@ def doctor(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         master_addr=master_addr, collectives=collectives,
         collective_timeout=collective_timeout))
     if report_path is not None:
-        atomic_write_text(report_path, report.markdown())
+        atomic_write_text(report_path, report.markdown(home=str(Path.home())))
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:

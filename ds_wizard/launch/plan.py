@@ -386,8 +386,9 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                                  backend=decision.name if kernels is not None else r.backend)
     cfg, completed = complete_config(cfg, loaded, ws, source)
     notes += completed
-    optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None)
-    notes.append(f"optimizer: {doctor.verdict.OPTIMIZER_TEXT[optimizer.name]}")
+    optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None,
+                                        here=kernels is not None)
+    notes.append(f"optimizer: {optimizer.check.detail}")
     if topo.hosts:
         addr = doctor.master_address([h.name for h in topo.hosts], r.master_addr)
         notes.append(f"master address: --master_addr={addr} (the hostfile's first host; "
@@ -400,7 +401,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
         tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes,
         backend_resolved=decision.name,
-        kernels=dict(kernels.versions) if kernels is not None else None,
+        kernels=dict(kernels.versions) if kernels is not None else doctor.package_versions(),
         optimizer=optimizer.name)
     if r.check_data:
         notes.append(data_note(run, loaded.spec))
