@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds_wizard import __version__
+from ds_wizard.core.base import system
 from ds_wizard.core.base.defaults import HEADROOM, RUNS_DIR
 from ds_wizard.core.base.fsio import atomic_write_text
 from ds_wizard.core.plan.backends import BackendDecision, resolve_backend
@@ -317,13 +318,6 @@ def decide_optimizer(cfg: Mapping[str, Any], accel: Accelerator, *, user_config:
 
 # -- host ------------------------------------------------------------------------------------
 
-def _existing(path: Path) -> Path:
-    path = path.expanduser().absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _limit(which: int) -> int | None:
     try:
         soft, _ = resource.getrlimit(which)
@@ -333,18 +327,16 @@ def _limit(which: int) -> int | None:
 
 
 def host_facts(runs_dir: str | Path = RUNS_DIR) -> HostFacts:
-    import psutil
-
-    mem = psutil.virtual_memory()
+    mem = system.memory()  # unreadable RAM is a one-line SystemFactError
     shm = None
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(system.SystemFactError):
         if os.path.ismount("/dev/shm"):
-            shm = shutil.disk_usage("/dev/shm").total
+            shm = system.disk_of("/dev/shm").total
     disk = None
-    with contextlib.suppress(OSError):
-        disk = shutil.disk_usage(_existing(Path(runs_dir))).free
+    with contextlib.suppress(system.SystemFactError):
+        disk = system.disk_of(Path(runs_dir).expanduser()).free
     nproc = _limit(resource.RLIMIT_NPROC) if hasattr(resource, "RLIMIT_NPROC") else None
-    return HostFacts(ram_available=int(mem.available), ram_total=int(mem.total),
+    return HostFacts(ram_available=mem.available, ram_total=mem.total,
                      shm_bytes=shm, disk_free=disk, nofile=_limit(resource.RLIMIT_NOFILE),
                      nproc=nproc)
 
