@@ -15,7 +15,7 @@ from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.commands.worldsize import node_options
 from ds_wizard.core.base.defaults import GRACE_S, HEADROOM, RUNS_DIR
 from ds_wizard.core.base.errors import DsWizardError, ExitCode
-from ds_wizard.core.base.limits import MAX_STEPS, MAX_WORLD_SIZE
+from ds_wizard.core.base.limits import MAX_GLOBAL_BATCH, MAX_STEPS, MAX_WORLD_SIZE
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND
 
 
@@ -52,6 +52,10 @@ if TYPE_CHECKING:
 @click.option("--resume", default=None, metavar="RUN",
               help="Continue a run from its latest complete checkpoint: a run's name, a "
                    "unique prefix of one, its directory, or `latest`.")
+@click.option("--global-batch", type=Count(MAX_GLOBAL_BATCH), default=None,
+              help="With --resume on another number of ranks: train with this global batch "
+                   "when the run's own cannot be split over them (the LR schedule stays "
+                   "as it was).")
 @click.option("--gpu-memory", default=None, metavar="SIZE",
               help="Memory of one GPU (80GiB, 80GB, 24G) the batch is fitted to, as with "
                    "--auto. Default: the smallest detected GPU; with neither, the preset's "
@@ -78,7 +82,8 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
            data_dtype: str | None, tokenizer: str | None, steps: int | None,
            resume: str | None, gpu_memory: str | None, headroom: float, runs_dir: str,
            backend: str, grace: float, dry_run: bool, detach: bool, slurm: bool,
-           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None) -> None:
+           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None,
+           global_batch: int | None = None) -> None:
     """Train a preset under DeepSpeed, in runs/<preset>-<time>/.
 
     The run lives under its own supervisor process, not under this terminal. This
@@ -86,7 +91,10 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
     save a checkpoint, then anything still alive after --grace seconds is killed.
     Closing the terminal (SIGHUP) only detaches: the run goes on; come back with
     `ds-wizard attach NAME`, list runs with `ds-wizard runs`, stop with `ds-wizard stop`.
-    Resume with `ds-wizard launch --resume latest`.
+    Resume with `ds-wizard launch --resume latest`; with --num-gpus (or --num-nodes,
+    --hostfile) another number of ranks continues it: the checkpoint is converted with
+    DeepSpeed's ds_to_universal and the same global batch is split anew
+    (docs/checkpoints.md).
 
     Exit status: 0 finished (or detached), 1 refused or failed (a failing disk too),
     2 usage error, 128+N after a stop by signal N (130 for Ctrl-C), the rank's own
@@ -99,6 +107,7 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
       ds-wizard launch --preset mamba_130m --set train.lr=3e-4 --data corpus.jsonl
       ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba
       ds-wizard launch --resume latest
+      ds-wizard launch --resume latest --num-gpus 1          # on fewer ranks
       ds-wizard launch --preset mamba_1.4b --hostfile hosts          # every node in hosts
       ds-wizard launch --preset mamba_1.4b --num-nodes 4 --gpus-per-node 8 --slurm
     """
@@ -109,6 +118,9 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         raise click.UsageError("give --preset NAME, or --resume RUN")
     if detach and dry_run:
         raise click.UsageError("--detach starts a run; --dry-run starts nothing")
+    if global_batch is not None and resume is None:
+        raise click.UsageError("--global-batch is for --resume on another number of ranks; "
+                               "a new run takes --set batch.global_batch=N")
     if resume is None:
         preset, sets = resolve_preset(preset_ref, sets), ()  # the overrides are applied
     else:
@@ -124,7 +136,7 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
         runs_dir=runs_dir, backend=backend, gpu_memory=gpu_memory, headroom=headroom,
         dry_run=dry_run, num_nodes=num_nodes, gpus_per_node=gpus_per_node, hostfile=hostfile,
-        slurm=slurm, gpus=gpus,
+        slurm=slurm, gpus=gpus, global_batch=global_batch, progress=_echo,
     ))
     if dry_run:
         click.echo(planning.dry_run_text(plan))
