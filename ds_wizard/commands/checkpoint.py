@@ -40,7 +40,13 @@ def convert(run: str, tag: str | None, runs_dir: str, as_json: bool) -> None:
     """Convert a tag to a universal checkpoint (DeepSpeed's ds_to_universal), beside it
     as TAG_universal, verified and marked complete; the tag itself is not touched. A
     resume on another number of ranks (`launch --resume RUN --num-gpus N`) does this
-    by itself."""
+    by itself.
+
+    \b
+    Examples:
+      ds-wizard checkpoint convert latest
+      ds-wizard checkpoint convert tiny_mamba-20261208 --tag global_step20
+    """
     from ds_wizard.launch.checkpoints import convert_run
 
     result = convert_run(run, runs_dir, tag, (lambda _s: None) if as_json else click.echo)
@@ -61,7 +67,13 @@ def convert(run: str, tag: str | None, runs_dir: str, as_json: bool) -> None:
 @_json
 def export(run: str, tag: str | None, to: str, runs_dir: str, as_json: bool) -> None:
     """Full weights of a tag in the backend's own format (transformers: config.json +
-    model.safetensors), consolidated on the CPU by DeepSpeed's zero_to_fp32 code."""
+    model.safetensors), consolidated on the CPU by DeepSpeed's zero_to_fp32 code.
+
+    \b
+    Examples:
+      ds-wizard checkpoint export latest --to weights/
+      ds-wizard checkpoint export tiny_mamba-20261208 --tag global_step20 --to step20/
+    """
     from ds_wizard.launch.checkpoints import export_run
 
     result = export_run(run, runs_dir, tag, to)
@@ -76,7 +88,13 @@ def export(run: str, tag: str | None, to: str, runs_dir: str, as_json: bool) -> 
 @click.pass_context
 def verify(ctx: click.Context, run: str, runs_dir: str, as_json: bool) -> None:
     """Check every tag's files against its completion marker (size and SHA-256).
-    Exit status 1 when a complete tag is damaged or none is intact."""
+    Exit status 1 when a complete tag is damaged or none is intact.
+
+    \b
+    Examples:
+      ds-wizard checkpoint verify latest
+      ds-wizard checkpoint verify tiny_mamba-20261208 --json
+    """
     from ds_wizard.launch.checkpoints import verify_run
 
     result = verify_run(run, runs_dir)
