@@ -146,13 +146,17 @@ class ExportResult:
 def export_run(ref: str, runs_dir: str | Path, tag: str | None, to: str | Path) -> ExportResult:
     """Consolidate a tag into ``to`` in a CPU process (torch and DeepSpeed live there)."""
     run_dir = rundir.resolve_run_ref(ref, runs_dir)
+    dest = Path(to).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DsWizardError(f"{dest} exists and is not an empty directory",
+                            "give --to a new directory")
     cmd = [sys.executable, "-m", EXPORT_MODULE, "--run-dir", str(run_dir.resolve()),
            "--to", str(Path(to).expanduser().resolve())]
     if tag:
         cmd += ["--tag", tag]
     env = dict(os.environ)
-    # CPU tensors and a CPU model: no device is touched, even where GPUs exist
-    env.update(DS_ACCELERATOR="cpu", CUDA_VISIBLE_DEVICES="")
+    # CPU tensors and a CPU model: DeepSpeed's accelerator is the CPU even where GPUs exist
+    env.update(DS_ACCELERATOR="cpu")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:

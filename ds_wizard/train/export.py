@@ -67,9 +67,15 @@ def consolidated_state(ckpts: Path, info: rundir.CheckpointInfo) -> dict[str, An
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
 
 
-def export(run_dir: Path, tag: str | None, out: Path) -> str:
-    import torch
+def backend_of(state: dict[str, Any]) -> str:
+    """Which model class wrote these weights: mamba_ssm's ``MambaLMHeadModel`` names its
+    embedding ``backbone.embedding``, transformers' ``Mamba(2)ForCausalLM``
+    ``backbone.embeddings`` (the run's own choice may have been ``auto``)."""
+    return "mamba_ssm" if any(k.startswith("backbone.embedding.") for k in state) \
+        else "transformers"
 
+
+def export(run_dir: Path, tag: str | None, out: Path) -> str:
     from ds_wizard.core.base.fsio import atomic_write_text
     from ds_wizard.core.config.dsconfig import dumps
     from ds_wizard.core.presets.lookup import read_preset_file
@@ -83,10 +89,14 @@ def export(run_dir: Path, tag: str | None, out: Path) -> str:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DsWizardError(f"{out} exists and is not an empty directory",
                             "give --to a new directory")
-    backend = models.choose_backend(info.spec.backend, cuda=torch.cuda.is_available(),
-                                    arch=spec.model.arch)
     state = consolidated_state(paths.checkpoints, ckpt)
-    model = models.build_model(spec.model, backend.name, None)
+    backend = backend_of(state)
+    try:
+        model = models.build_model(spec.model, backend, None)
+    except ImportError as exc:
+        raise DsWizardError(f"checkpoint {ckpt.tag} holds {backend} weights, and {backend} "
+                            f"does not import here ({exc})",
+                            "export it where the run trained") from exc
     own = model.state_dict()
     # a tied LM head is one tensor under two names: DeepSpeed saves it once
     tied = {k for k in own if k not in state and k.endswith("lm_head.weight")}
@@ -99,9 +109,9 @@ def export(run_dir: Path, tag: str | None, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        models.export_pretrained(model, backend.name, stage)
+        models.export_pretrained(model, backend, stage)
         atomic_write_text(stage / "ds_wizard.json", dumps({
-            "backend": backend.name, "run": str(run_dir), "tag": ckpt.tag, "step": ckpt.step,
+            "backend": backend, "run": str(run_dir), "tag": ckpt.tag, "step": ckpt.step,
             "tokenizer": info.spec.tokenizer or "bytes (token id = byte value)"}))
         if out.exists():
             out.rmdir()  # empty, checked above
@@ -109,7 +119,7 @@ def export(run_dir: Path, tag: str | None, out: Path) -> str:
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return f"exported {ckpt.tag} (step {ckpt.step}) of {run_dir.name} to {out} " \
-           f"({backend.name} format, {sum(v.numel() for v in state.values()):,} values)"
+           f"({backend} format, {sum(v.numel() for v in state.values()):,} values)"
 
 
 def main(argv: list[str] | None = None) -> int:
