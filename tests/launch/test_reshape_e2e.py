@@ -27,15 +27,18 @@ CLI = [sys.executable, "-m", "ds_wizard.cli"]
 TIMEOUT = 1200  # a busy 2-core machine is slow
 BATCH = ["--set", "batch.global_batch=12", "--set", "batch.micro_batch=3",
          "--set", "train.save_every=10"]
-# measured on this 2-core machine: ZeRO-2 2 → 1 and 2 → 3, ZeRO-3 2 → 1 ranks all stayed
-# within 0.01% of the uninterrupted run at steps 21–30 (only the reduction order differs)
+# the bound. Measured (CPU ranks, fp32, DeepSpeed 0.19.8): the largest relative gap
+# to the uninterrupted 2-rank run at steps 21–30 was 0.0001% for ZeRO-2 2 → 1 and 2 → 3,
+# and 0.0765% for ZeRO-3 2 → 1 (only the order of the reductions differs)
 LOSS_TOLERANCE = 0.02
 
 
 def _cli(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    # one OpenMP thread per rank whatever the rank count: on a busy 2-core machine a lone
+    # rank's two OpenMP threads wait on each other (its steps were several times slower)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-                            start_new_session=True)
+                            text=True, env=env, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:
