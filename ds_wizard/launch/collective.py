@@ -40,14 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "nccl":
         torch.cuda.set_device(args.rank)
         device = torch.device("cuda", args.rank)
+    timeout = timedelta(seconds=args.timeout)
     try:
-        dist.init_process_group(args.backend, init_method=f"tcp://{args.addr}:{args.port}",
-                                rank=args.rank, world_size=args.world,
-                                timeout=timedelta(seconds=args.timeout))
+        # rank 0 holds the rendezvous; every rank says when it got there, so a rank that
+        # never arrives can be named (init_process_group itself waits for all of them)
+        store = dist.TCPStore(args.addr, args.port, args.world, is_master=args.rank == 0,
+                              timeout=timeout, wait_for_workers=False)
+        store.set(f"arrived/{args.rank}", "1")
+        say(joined=True)
+        dist.init_process_group(args.backend, store=store, rank=args.rank,
+                                world_size=args.world, timeout=timeout)
     except Exception as exc:  # a rendezvous timeout, a refused connection: the result
         say(error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         return 1
-    say(joined=True)
     try:
         big = torch.ones(max(1, args.bytes // 4), dtype=torch.float32, device=device)
         small = torch.ones(1, dtype=torch.float32, device=device)

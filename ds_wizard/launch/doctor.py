@@ -439,9 +439,11 @@ def _shown(path: str | Path) -> str:
 # -- collectives -----------------------------------------------------------------------------
 
 def run_collectives(world_size: int, backend: str, *, timeout: float = 20.0,
-                    nbytes: int | None = None) -> CollectiveResult:
+                    nbytes: int | None = None,
+                    start: Sequence[int] | None = None) -> CollectiveResult:
     """All-reduce over ``world_size`` local ranks (``python -m ds_wizard.launch.collective``),
-    each in its own process group; every process is gone when this returns."""
+    each in its own process group; every process is gone when this returns. ``start``:
+    the ranks to start (all of them; a test leaves one out to see it named)."""
     import signal
 
     from ds_wizard.launch.command import free_port
@@ -452,7 +454,8 @@ def run_collectives(world_size: int, backend: str, *, timeout: float = 20.0,
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if backend == "gloo":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    for rank in range(world_size):
+    ranks = list(range(world_size)) if start is None else list(start)
+    for rank in ranks:
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "ds_wizard.launch.collective", "--rank", str(rank),
              "--world", str(world_size), "--port", str(port), "--backend", backend,
@@ -479,7 +482,7 @@ def run_collectives(world_size: int, backend: str, *, timeout: float = 20.0,
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
     joined, result, error = [], None, None
-    for rank, out in enumerate(outs):
+    for rank, out in zip(ranks, outs, strict=True):
         for line in out.splitlines():
             if not line.startswith("{"):
                 continue
@@ -491,8 +494,9 @@ def run_collectives(world_size: int, backend: str, *, timeout: float = 20.0,
             if msg.get("error") and error is None:
                 error = f"rank {rank}: {msg['error']}"
     if error is None:
-        error = next((f"rank {r}: {e.strip().splitlines()[-1]}" for r, e in enumerate(errs)
-                      if procs[r].returncode not in (0, None) and e.strip()), None)
+        error = next((f"rank {r}: {e.strip().splitlines()[-1]}"
+                      for r, p, e in zip(ranks, procs, errs, strict=True)
+                      if p.returncode not in (0, None) and e.strip()), None)
     if result is None:
         return CollectiveResult(backend, world_size, tuple(joined), nbytes,
                                 error=error or "no result")
@@ -592,7 +596,7 @@ def run_doctor(req: DoctorRequest) -> DoctorReport:
     # with a hostfile, the nodes' (a login node without GPUs plans for GPU nodes)
     accel = r.accelerator or (None if r.hostfile is not None else accelerator_from(report))
     plan = prepare_run(replace(r, dry_run=True, gpu_report=report, accelerator=accel,
-                               doctor=False))
+                               doctor=False, check_data=False))
     versions = local_versions(report.driver_version)
     doc = plan.doctor
     if doc is None:

@@ -109,6 +109,7 @@ class LaunchRequest:
     # run, before any rank starts (--no-doctor skips them)
     doctor: bool = True
     master_addr: str | None = None  # multi-node: default the hostfile's first host
+    check_data: bool = True  # read the data (the doctor skips it: seconds of file walking)
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         report = detect_gpus() if r.gpus is None else detect_gpus(visible=r.gpus)
     accel = r.accelerator or accelerator_from(report)
-    if r.dry_run and accel.kind == "cpu" and r.num_gpus is not None and r.resume is None:
+    if r.dry_run and r.accelerator is None and accel.kind == "cpu" and r.num_gpus is not None \
+            and r.resume is None:
         # `--num-gpus 4 --dry-run` on a laptop checks a plan for a GPU machine
         accel = Accelerator("cuda", r.num_gpus, "none visible here: planning for a GPU machine")
     if r.resume is not None:
@@ -404,7 +406,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         backend_resolved=decision.name,
         kernels=dict(kernels.versions) if kernels is not None else None,
         optimizer=optimizer.name)
-    notes.append(data_note(run, loaded.spec))
+    if r.check_data:
+        notes.append(data_note(run, loaded.spec))
     env = run_env(accel, max(topo.ranks_per_node), r.gpus)
     if r.dry_run:
         return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes),

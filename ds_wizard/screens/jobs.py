@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ds_wizard.core.runs.reshape import ResumeOffer
     from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.launch.plan import PreparedRun
-    from ds_wizard.screens.launch import Job
+    from ds_wizard.screens.context import Job
     from ds_wizard.screens.state import WizardState
 
 
