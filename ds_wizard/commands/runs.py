@@ -53,9 +53,19 @@ def runs_cmd(runs_dir: str, as_json: bool) -> None:
                      _fmt(s.tokens_per_s, ",.0f"), s.started.replace("T", " "),
                      str(s.run_dir)))
     widths = [max(len(_clean(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
+    for i, r in enumerate(rows):
         cells = [_clean(c).ljust(w) for c, w in zip(r, widths, strict=False)]
         click.echo("  ".join([*cells, _clean(r[-1])]).rstrip())
+        if i and len(summaries[i - 1].segments) > 1:
+            # a run resumed on another layout: its lineage, one segment a line
+            for seg in summaries[i - 1].segments:
+                click.echo(f"    └ segment {seg['index']}: {_segment_text(seg)}")
+
+
+def _segment_text(seg: dict) -> str:
+    from ds_wizard.core.runs.reshape import Segment, SegmentSpan
+
+    return SegmentSpan(Segment.from_dict(seg), seg["first_step"], seg["last_step"]).line()
 
 
 def _clean(text: str) -> str:

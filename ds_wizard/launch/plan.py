@@ -52,7 +52,7 @@ from ds_wizard.launch.command import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ds_wizard.core.check.checker import CheckReport
     from ds_wizard.core.plan.gpus import GpuInventory
@@ -101,6 +101,10 @@ class LaunchRequest:
     hostfile: str | Path | None = None
     slurm: bool = False  # write an sbatch script; the job starts when Slurm runs it
     gpus: str | None = None  # the devices, as CUDA_VISIBLE_DEVICES lists them; None: its value
+    # a resume on another world size (launch.reshape): the global batch to train with when
+    # the run's own cannot be split over the new ranks; where conversion progress goes
+    global_batch: int | None = None
+    progress: Callable[[str], None] | None = None
     # the doctor's fast checks (kernels, ops, host RAM, disk) refuse a launch that cannot
     # run, before any rank starts (--no-doctor skips them)
     doctor: bool = True
@@ -508,10 +512,6 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
         raise rundir.RunError(f"{run_dir} has no complete checkpoint to resume from{why}",
                             "start a new run instead")
     ws = info.spec.world_size
-    if r.num_gpus is not None and r.num_gpus != ws:
-        raise rundir.RunError(
-            f"{run_dir} was trained on {ws} rank(s); ZeRO checkpoints are split per rank",
-            f"resume with --num-gpus {ws} (or drop --num-gpus)")
     if info.spec.accelerator == "cuda" and accel.kind != "cuda":
         raise rundir.RunError(f"{run_dir} ran on CUDA GPUs but none are visible here")
     total = r.steps if r.steps is not None else info.spec.steps
@@ -526,11 +526,50 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     accel = replace(accel, kind=info.spec.accelerator)
     notes = [*choice.notes, f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
              f"training to step {total}", data_note(run, preset.spec)]
+    from ds_wizard.launch import reshape
+
+    layout_flags = (r.hostfile, r.num_nodes, r.gpus_per_node) != (None, None, None)
+    if reshape.wanted(r, info, ckpt) or (layout_flags and _other_layout(r, accel, run)):
+        return _resume_reshaped(r, accel, run_dir, info, ckpt, cfg, preset, run, notes)
     if r.hostfile is not None or r.num_nodes is not None or r.gpus_per_node is not None:
         run = _resume_nodes(r, run, run_dir, notes)
     plan = PreparedRun(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
                        run_dir=run_dir, env=run_env(accel, ws, r.gpus), notes=tuple(notes),
                        visible=r.gpus)
+    return plan if r.dry_run else _finish(plan, r)
+
+
+def _other_layout(r: LaunchRequest, accel: Accelerator, run: RunSpec) -> bool:
+    """Whether --num-nodes/--gpus-per-node ask for another number of ranks or nodes."""
+    topo, _ = world_size_for(r.num_gpus, accel, num_nodes=r.num_nodes,
+                             gpus_per_node=r.gpus_per_node, hostfile=r.hostfile)
+    return (topo.nodes, topo.total_ranks) != (run.nodes, run.world_size)
+
+
+def _resume_reshaped(r: LaunchRequest, accel: Accelerator, run_dir: Path, info: RunInfo,
+                     ckpt: rundir.CheckpointInfo, cfg: dict[str, Any], preset: Preset,
+                     run: RunSpec, notes: list[str]) -> PreparedRun:
+    """A resume on another world size (launch.reshape): refused, planned, or carried out."""
+    from ds_wizard.launch import reshape
+
+    plan_, topo = reshape.plan_reshape(r, accel, run_dir, info, ckpt, cfg, preset, run)
+    ws = plan_.run.world_size
+    if accel.kind == "cpu":
+        from ds_wizard.launch.host_fit import check_cpu_ranks
+
+        check_cpu_ranks(plan_.config, preset.spec, ws, run.preset)
+    if not r.dry_run:
+        _deep_check(plan_.config, ws, f"{run_dir.name} re-split for {ws} rank(s)")
+        plan_ = reshape.commit_reshape(plan_, run_dir, r.progress or (lambda _line: None))
+    elif plan_.conversion.universal:
+        notes.append(f"would convert {ckpt.tag} with ds_to_universal before starting")
+    notes = [n for n in notes if not n.startswith(f"resuming {run_dir}")]
+    notes.insert(0, f"resuming {run_dir} from {plan_.checkpoint.tag}: next step "
+                    f"{plan_.checkpoint.step + 1}, training to step {run.steps}")
+    plan = PreparedRun(plan_.run, preset.spec, plan_.config, accel, resume=True,
+                       resume_step=plan_.checkpoint.step, run_dir=run_dir,
+                       env=run_env(accel, max(topo.ranks_per_node), r.gpus),
+                       notes=(*notes, *plan_.notes), topology=topo, visible=r.gpus)
     return plan if r.dry_run else _finish(plan, r)
 
 

@@ -280,6 +280,26 @@ class RunsScreen(Screen):
                         markup=False)
             return
         api, run_dir = self.ctx.runs, s.run_dir
+        offer_of = getattr(api, "resume_offer", None)
+        try:
+            offer = offer_of(run_dir) if offer_of is not None else None
+        except DsWizardError:
+            offer = None  # the plain resume below says what is wrong with the run
+        if offer is not None:
+            # this machine has another number of ranks: ask, showing the new split first
+            from ds_wizard.screens.resume import ResumeWhereScreen
+
+            def chosen(ranks: int | None) -> None:
+                if ranks is not None:
+                    self._resume(s, None if ranks == offer.run_world else ranks)
+
+            self.app.push_screen(ResumeWhereScreen(s.name, offer), chosen)
+            return
+        self._resume(s, None)
+
+    def _resume(self, s: RunSummary, num_gpus: int | None) -> None:
+        api, run_dir = self.ctx.runs, s.run_dir
         self.notify(f"resuming {s.name}…", markup=False)
-        self._in_thread(lambda: api.resume(run_dir), lambda job: self.post_message(FollowRun(job)),
-                        group="runs-resume")
+        self._in_thread(lambda: api.resume(run_dir) if num_gpus is None
+                        else api.resume(run_dir, num_gpus=num_gpus),  # type: ignore[call-arg]
+                        lambda job: self.post_message(FollowRun(job)), group="runs-resume")

@@ -202,10 +202,16 @@ def _load_bin(path: Path, model_vocab: int, flag: str | None) -> TokenSource:
 class ShardedSamples:
     """Fixed-length samples, shuffled per epoch, split over data-parallel ranks.
 
-    Sample ``i`` is tokens ``[i·L, (i+1)·L)``. Epoch ``e`` visits every sample once in the
-    order of a permutation seeded by ``(seed, e)``; rank ``r`` of ``W`` takes positions
-    ``r, r+W, r+2W…`` of it, so shards never overlap and every rank gets the same count.
-    The only state is ``cursor``, the number of samples this rank has consumed.
+    Sample ``i`` is tokens ``[i·L, (i+1)·L)``. The run reads one global sequence: position
+    ``g`` is sample ``perm_e[g mod n]`` of epoch ``e = g // n``, where ``perm_e`` is a
+    permutation of the ``n`` samples seeded by ``(seed, e)``. Nothing in it depends on the
+    number of ranks, so a run resumed on another world size (issue 21) continues at the
+    very next global position: no sample is seen twice or skipped in an epoch.
+
+    Rank ``r`` of ``W`` takes positions ``start + c·W + r`` for its ``c``-th sample since
+    ``start`` (:func:`rank_positions`); after every rank has taken ``k`` samples, exactly the
+    positions ``[start, start + k·W)`` are consumed. ``start`` is the global position the
+    run was resumed at; ``cursor`` counts this rank's samples since then.
     """
 
     def __init__(self, tokens: np.ndarray, seq_len: int, rank: int, world: int,
@@ -218,13 +224,14 @@ class ShardedSamples:
         self.world = world
         self.seed = seed
         self.n_samples = len(tokens) // seq_len
-        self.per_rank = self.n_samples // world
+        self.per_rank = self.n_samples // world  # per epoch, for the summary
         if self.per_rank == 0:
             raise DataError(
                 f"the data has {len(tokens)} tokens: fewer than one {seq_len}-token sample "
                 f"per rank for {world} rank(s)",
                 "give more data or lower train.seq_len",
             )
+        self.start = 0
         self.cursor = 0
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
@@ -237,9 +244,17 @@ class ShardedSamples:
         assert self._perm is not None
         return self._perm
 
+    def position(self, cursor: int) -> int:
+        """The global position of this rank's ``cursor``-th sample since ``start``."""
+        return rank_position(self.start, cursor, self.rank, self.world)
+
+    def sample_at(self, position: int) -> int:
+        """The sample id at global ``position``."""
+        epoch, i = divmod(position, self.n_samples)
+        return int(self._permutation(epoch)[i])
+
     def sample_id(self, cursor: int) -> int:
-        epoch, i = divmod(cursor, self.per_rank)
-        return int(self._permutation(epoch)[i * self.world + self.rank])
+        return self.sample_at(self.position(cursor))
 
     def next_batch(self, micro: int) -> np.ndarray:
         """``micro`` samples as an int64 array of shape (micro, seq_len)."""
@@ -251,26 +266,43 @@ class ShardedSamples:
         return out
 
     @property
+    def consumed(self) -> int:
+        """Global samples consumed by the run so far (every rank moves in lockstep)."""
+        return self.start + self.cursor * self.world
+
+    @property
     def epoch(self) -> int:
-        return self.cursor // self.per_rank
+        return self.consumed // self.n_samples
 
     def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor, "world": self.world, "n_samples": self.n_samples,
-                "seed": self.seed, "seq_len": self.seq_len}
+        return {"consumed": self.consumed, "cursor": self.cursor, "world": self.world,
+                "n_samples": self.n_samples, "seed": self.seed, "seq_len": self.seq_len}
 
     def load_state_dict(self, state: dict[str, Any]) -> list[str]:
-        """Restore the position; returns warnings when the data or world size changed."""
+        """Restore the position; returns warnings when the data changed."""
         notes = []
-        cursor = int(state["cursor"])
-        old_world = int(state.get("world", self.world))
-        if old_world != self.world:
-            # keep the number of samples seen globally; the order differs from here on
-            cursor = cursor * old_world // self.world
-            notes.append(f"data position rescaled from {old_world} to {self.world} ranks")
+        if "consumed" in state:
+            consumed = int(state["consumed"])
+        else:
+            # a checkpoint from before the global sequence: its cursor counted per rank
+            consumed = int(state["cursor"]) * int(state.get("world", self.world))
         if (state.get("n_samples"), state.get("seed"), state.get("seq_len")) != (
             self.n_samples, self.seed, self.seq_len
         ):
             notes.append("the data, seed or seq_len changed since the checkpoint: "
                          "the sample order is not the original one")
-        self.cursor = cursor
+        self.start, self.cursor = consumed, 0
         return notes
+
+
+def rank_position(start: int, cursor: int, rank: int, world: int) -> int:
+    """Global position of rank ``rank``'s ``cursor``-th sample of a stretch begun at
+    ``start`` on ``world`` ranks: interleaved, so every block of ``world`` consecutive
+    positions is one sample per rank."""
+    return start + cursor * world + rank
+
+
+def step_positions(consumed: int, global_batch: int) -> range:
+    """The global positions one optimizer step takes, whatever the world size: the next
+    ``global_batch`` of them (micro × accumulation × ranks, interleaved per micro-sample)."""
+    return range(consumed, consumed + global_batch)

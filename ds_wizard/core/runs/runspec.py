@@ -173,11 +173,15 @@ class MetricsRecord:
     epoch: int
     max_mem_alloc_gib: float | None = None  # CUDA only
     mfu: float | None = None  # CUDA GPUs with a known peak only
+    # a run resumed on another layout (core.runs.reshape): the segment from the second on,
+    # and True on the first step of each such segment (the boundary)
+    segment: int | None = None
+    segment_start: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         # absent, not null: a CPU run's records never had these keys
-        for key in ("max_mem_alloc_gib", "mfu"):
+        for key in ("max_mem_alloc_gib", "mfu", "segment", "segment_start"):
             if out[key] is None:
                 del out[key]
         return out

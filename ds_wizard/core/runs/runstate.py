@@ -274,6 +274,9 @@ class RunSummary:
     pgid: int | None
     pids: tuple[int, ...]  # the job's live processes
     checkpoint_step: int | None  # the newest complete checkpoint
+    # the run's lineage (core.runs.reshape): one entry per layout it trained on, with the
+    # steps, world size, nodes and batch triple of each
+    segments: tuple[dict[str, Any], ...] = ()
 
     @property
     def alive(self) -> bool:
@@ -290,6 +293,7 @@ class RunSummary:
         out["run_dir"] = str(self.run_dir)
         out["status"] = self.status.value
         out["pids"] = list(self.pids)
+        out["segments"] = list(self.segments)
         out["alive"], out["resumable"] = self.alive, self.resumable
         return out
 
@@ -331,7 +335,16 @@ def summarize_run(run_dir: str | Path, table: ProcessTable | None = None) -> Run
         supervisor_pid=state.supervisor_pid if state is not None else None,
         supervisor_alive=sup_alive, pgid=state.pgid if state is not None else None,
         pids=tuple(p.pid for p in live), checkpoint_step=ckpt.step if ckpt else None,
+        segments=_lineage(info, step if isinstance(step, int) else None),
     )
+
+
+def _lineage(info: dict[str, Any], last_step: int | None) -> tuple[dict[str, Any], ...]:
+    from ds_wizard.core.runs.reshape import segment_spans, segments_of
+
+    if not info:
+        return ()
+    return tuple(span.to_dict() for span in segment_spans(segments_of(info), last_step))
 
 
 def list_run_summaries(runs_dir: str | Path,
