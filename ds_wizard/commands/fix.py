@@ -17,9 +17,10 @@ from ds_wizard.commands.check_options import (
 )
 from ds_wizard.commands.worldsize import WorldSize, resolve_world_size, world_size_options
 from ds_wizard.core.base.errors import ConfigFileError, DsWizardError, ExitCode
-from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.base.fsio import atomic_write_text, read_input
 from ds_wizard.core.check.checker import (
     BATCH_KEYS,
+    MAX_CONFIG_BYTES,
     check_config,
     fix_config,
     load_config_file,
@@ -83,7 +84,8 @@ def _fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: st
          hf_args: Path | None, as_json: bool) -> None:
     cfg = load_config_file(config)
     # exactly as stored (BOM, CRLF): the edit must not touch the lines it does not change
-    text = config.read_bytes().decode("utf-8")
+    text = read_input(config, limit=MAX_CONFIG_BYTES, what=".json config file",
+                      error=ConfigFileError).decode("utf-8")
     ws = resolve_world_size(num_gpus, tp, pp, sp)
     sp_flag = sequence_parallel_flag(sp)
     base_world = ws.data_parallel * sp
