@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.check.hfmode import HfFill, fill_like_trainer, parse_hf_args
 
 
@@ -47,4 +47,4 @@ def hf_fill(cfg: dict[str, Any], hf: str | None, hf_args: Path | None,
 
 def dumps_json(data: Any) -> str:
     """JSON for scripts: UTF-8 as written (×, not \\u00d7)."""
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    return json_text(data)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import get_args
 
@@ -14,6 +13,7 @@ from ds_wizard.core.base.defaults import RUNS_DIR
 from ds_wizard.core.base.errors import WriteError
 from ds_wizard.core.base.fsio import FileChange, write_all
 from ds_wizard.core.base.limits import MAX_WORLD_SIZE
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.presets.lookup import DEFAULT_PRESET
 from ds_wizard.core.presets.schema import Precision
 
@@ -126,12 +126,12 @@ def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_cou
     if as_json:
         for line in script_lines:
             click.echo(line, err=True)
-        click.echo(json.dumps([
+        click.echo(json_text([
             {"gpus": n, "train_micro_batch_size_per_gpu": m, "gradient_accumulation_steps": g,
              "train_batch_size": t, "file": str(out_dir / f), "changed": ch.changed,
              "backup": str(ch.backup) if ch.backup else None}
             for (n, m, g, t, f), ch in zip(rows, changes, strict=True)
-        ], indent=2, ensure_ascii=False))
+        ]))
         return
     click.echo(f"Preset: {preset.name} ({preset.source})")
     click.echo("")

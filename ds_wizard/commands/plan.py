@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.base.defaults import HEADROOM
 from ds_wizard.core.base.errors import DsWizardError, ExitCode
 from ds_wizard.core.base.limits import MAX_MICRO_BATCH, MAX_WORLD_SIZE
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.batch.topology import resolve_topology
 from ds_wizard.core.plan.backends import BACKENDS
 from ds_wizard.core.plan.fit import (
@@ -149,7 +149,7 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
             "does_not_fit": no_fit,
             "backend_reason": decision.reason,
         }
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json_text(data))
         click.get_current_context().exit(ExitCode.OK if data["fits"] else ExitCode.PROBLEM)
     s = est.settings
     offload = [w for w, on in (("optimizer", s.offload_optimizer),
