@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fakes import NO_GPU, isolate, patch_gpus
+from fakes import NO_GPU, TRAINED_STEPS, isolate, patch_gpus, train_tiny_mamba
 
 from ds_wizard.core.presets.lookup import ENV_CONFIG_DIR, ENV_PRESET_PATH
 from ds_wizard.core.presets.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
@@ -22,6 +22,23 @@ def _private_validation_cache(tmp_path_factory: pytest.TempPathFactory) -> Itera
     saved = {k: os.environ.get(k) for k in (ENV_CACHE_DIR, ENV_NO_CACHE)}
     os.environ[ENV_CACHE_DIR] = str(tmp_path_factory.mktemp("cache"))
     os.environ.pop(ENV_NO_CACHE, None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _same_terminal_everywhere() -> Iterator[None]:
+    """The tester's terminal must not matter: rich and click read the width from COLUMNS
+    (subprocesses too), and a forced colour would put escapes into compared output."""
+    keys = ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(COLUMNS="80", LINES="24")
+    for k in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        os.environ.pop(k, None)
     yield
     for k, v in saved.items():
         if v is None:
@@ -63,3 +80,10 @@ def _no_causal_conv1d_stand_in_left_behind() -> Iterator[None]:
     for name in [n for n in sys.modules if n.split(".")[0] == "causal_conv1d"]:
         del sys.modules[name]
     sys.modules.update(before)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
+    """One real 30-step tiny_mamba run on 2 CPU ranks, shared by every slow test that only
+    reads it (a test that changes a run works on ``fakes.copy_run`` of it)."""
+    return train_tiny_mamba(tmp_path_factory.mktemp("trained"), TRAINED_STEPS, timeout=1200)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ds_wizard.core.base.system import pid_alive
 from ds_wizard.core.plan.gpus import GpuInfo, GpuInventory
 
 SEED_CONFIG = {
@@ -163,19 +164,6 @@ async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
         await pilot.pause(0.1)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def process_tree(proc: subprocess.Popen[str]) -> set[int]:
     """``proc`` and every process below it, while they exist."""
     import psutil
@@ -188,16 +176,7 @@ def process_tree(proc: subprocess.Popen[str]) -> set[int]:
 
 def alive(pids: set[int]) -> list[int]:
     """The pids that still run (a zombie is dead for our purposes)."""
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return out
+    return [pid for pid in pids if pid_alive(pid)]
 
 
 def kill_leftovers(proc: subprocess.Popen[str], pids: set[int]) -> None:
@@ -210,3 +189,34 @@ def kill_leftovers(proc: subprocess.Popen[str], pids: set[int]) -> None:
         except (ProcessLookupError, PermissionError):
             continue
     proc.wait(timeout=30)
+
+
+TRAINED_STEPS = 30  # the steps of the session's shared run (conftest.trained)
+
+
+def copy_run(run_dir: Path, runs_dir: Path) -> Path:
+    """A copy of a finished run in ``runs_dir``, for a test that changes it (resumes it,
+    damages it) while the session's shared run stays as trained."""
+    import shutil
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copytree(run_dir, runs_dir / run_dir.name, symlinks=True))
+
+
+def train_tiny_mamba(runs_dir: Path, steps: int, timeout: float) -> tuple[Path, str, int]:
+    """``ds-wizard launch --preset tiny_mamba --steps N`` on 2 CPU ranks, to the end:
+    (the run directory, the output, the exit code). Nothing is left running."""
+    from ds_wizard.core.runs import rundir
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ds_wizard.cli", "launch", "--preset", "tiny_mamba",
+         "--steps", str(steps), "--runs-dir", str(runs_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        kill_leftovers(proc, set())
+    found = rundir.list_runs(runs_dir)
+    assert len(found) == 1, (found, out)
+    return found[0], out, proc.returncode

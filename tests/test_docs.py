@@ -1,10 +1,14 @@
 """The README is a front door: short, holding the two commands verbatim, linking every page
-of docs/; and no relative link in the README or docs/ points at a file or heading that is
-not there."""
+of docs/; no relative link in the README or docs/ points at a file or heading that is not
+there; every repository path and ``ds_wizard`` module they name exists; and
+docs/architecture.md names every package and core module."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
+import pkgutil
 import re
 from pathlib import Path
 
@@ -23,7 +27,7 @@ TRAIN_COMMAND = (
 )
 TEST_COMMAND = (
     "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 && "
-    ".venv/bin/pip install -e '.[test]' && .venv/bin/pytest"
+    ".venv/bin/pip install -e '.[test]' && .venv/bin/pytest -m 'not slow' -n auto"
 )
 
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -166,3 +170,115 @@ def test_memory_model_quotes_the_measured_activation_table() -> None:
     assert table in (DOCS / "memory-model.md").read_text("utf-8"), (
         "docs/memory-model.md's activation table differs from "
         "benchmarks/results/activation_table.md; paste the file's table into the page")
+
+
+# A repository path in a code span: it starts at a top-level folder of this repository, or
+# at a package of ds_wizard (docs write `core/check/checker.py` for ds_wizard/core/...).
+TOP = ("ds_wizard/", "tests/", "benchmarks/", "docs/", "presets/", ".ci/")
+PACKAGE_DIRS = ("core/", "commands/", "screens/", "launch/", "train/")
+PATH_TOKEN = re.compile(r"(?<![\w./-])((?:\.ci|[A-Za-z_][\w-]*)/[\w./-]*[\w/])")
+MODULE_TOKEN = re.compile(r"(?<![\w/.-])ds_wizard(?:\.[A-Za-z_]\w*)+")
+
+
+def code_spans(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every inline code span and fenced line."""
+    out, in_fence = [], False
+    for number, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif in_fence:
+            out.append((number, line))
+        else:
+            out.extend((number, span.strip("`")) for span in CODE_SPAN.findall(line))
+    return out
+
+
+def named_paths(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for number, text in code_spans(path):
+        for m in PATH_TOKEN.finditer(text):
+            token = m.group(1)
+            if "<" in token or "*" in token or "{" in token:
+                continue
+            if re.search(r"(--out|--out-dir|--report|--to|>)[ =]$", text[:m.start()]):
+                continue  # a file a command writes, not one the repository holds
+            if token.startswith(TOP) or token.startswith(PACKAGE_DIRS):
+                found.append((number, token))
+    return found
+
+
+def resolve_named(token: str, root: Path) -> Path:
+    if token.startswith(TOP):
+        return root / token
+    return root / "ds_wizard" / token
+
+
+def missing_paths(page: Path, root: Path) -> list[str]:
+    return [f"{page.name}:{number}: {token}" for number, token in named_paths(page)
+            if not resolve_named(token, root).exists()]
+
+
+def unimportable(page: Path) -> list[str]:
+    """Every ``ds_wizard.x.y`` named on the page must be a module, or a module's attribute."""
+    problems = []
+    for number, text in code_spans(page):
+        for name in MODULE_TOKEN.findall(text):
+            parts = name.split(".")
+            for cut in range(len(parts), 0, -1):
+                module = ".".join(parts[:cut])
+                try:
+                    found = importlib.util.find_spec(module) is not None
+                except ModuleNotFoundError:
+                    found = False
+                if found:
+                    break
+            obj = importlib.import_module(module)
+            try:
+                for attr in parts[cut:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                problems.append(f"{page.name}:{number}: {name}")
+    return problems
+
+
+@pytest.mark.parametrize("page", [README, *doc_pages()], ids=lambda p: p.name)
+def test_named_repository_paths_exist(page: Path) -> None:
+    assert not missing_paths(page, ROOT)
+
+
+@pytest.mark.parametrize("page", [README, *doc_pages()], ids=lambda p: p.name)
+def test_named_modules_import(page: Path) -> None:
+    assert not unimportable(page)
+
+
+def test_path_and_module_checks_catch_what_moved(tmp_path: Path) -> None:
+    (tmp_path / "ds_wizard" / "core" / "batch").mkdir(parents=True)
+    (tmp_path / "ds_wizard" / "core" / "batch" / "batchmath.py").write_text("")
+    page = tmp_path / "page.md"
+    page.write_text("`core/batch/batchmath.py` `core/batch.py` `tests/test_gone.py`\n"
+                    "`bench.py --out benchmarks/results/new.md`\n"
+                    "`runs/<run>/train.log` `ds_wizard.core.batch.batchmath.resolve`\n"
+                    "`ds_wizard.core.batchmath`\n")
+    assert missing_paths(page, tmp_path) == ["page.md:1: core/batch.py",
+                                             "page.md:1: tests/test_gone.py"]
+    assert unimportable(page) == ["page.md:4: ds_wizard.core.batchmath"]
+
+
+def every_module() -> list[str]:
+    import ds_wizard
+
+    return sorted(info.name for info in pkgutil.walk_packages(ds_wizard.__path__, "ds_wizard.")
+                  if info.ispkg or info.name.startswith("ds_wizard.core."))
+
+
+def test_architecture_names_every_package_and_core_module() -> None:
+    """Named as a path (`core/check/checker.py`, `launch/`) or as a dotted module name."""
+    text = (DOCS / "architecture.md").read_text("utf-8")
+    missing = []
+    for name in every_module():
+        rel = name.removeprefix("ds_wizard.").replace(".", "/")
+        is_pkg = importlib.util.find_spec(name).submodule_search_locations is not None
+        forms = [name, f"{rel}/" if is_pkg else f"{rel}.py", f"ds_wizard/{rel}"]
+        if not any(form in text for form in forms):
+            missing.append(name)
+    assert not missing, f"docs/architecture.md does not name {missing}"

@@ -164,7 +164,7 @@ def change_lines(changes: list[FileChange]) -> list[str]:
 def _prepare_scripts(preset_ref: str, sets: tuple[str, ...], config: Path, out_dir: Path,
                      runs_dir: str, **nodes: object) -> list[str]:
     """A run prepared (not started) with the config just written; its scripts to out_dir."""
-    from ds_wizard.core.base.fsio import atomic_write_text
+    from ds_wizard.core.base.fsio import atomic_write_text, read_text
     from ds_wizard.launch.plan import LaunchRequest, prepare_run, scripts_text
 
     plan = prepare_run(LaunchRequest(preset_ref, sets=sets, config_path=config,
@@ -172,7 +172,7 @@ def _prepare_scripts(preset_ref: str, sets: tuple[str, ...], config: Path, out_d
     scripts = [plan.paths.script] + ([plan.sbatch] if plan.sbatch is not None else [])
     for script in scripts:
         copy = out_dir / script.name
-        atomic_write_text(copy, script.read_text(encoding="utf-8"))
+        atomic_write_text(copy, read_text(script, limit=1 << 20, what="script"))
         copy.chmod(0o755)
     return ["", *scripts_text(plan)[-2:],
             f"📝 copied {', '.join(s.name for s in scripts)} to {out_dir}"]

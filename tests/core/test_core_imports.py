@@ -1,6 +1,7 @@
 """The core, the CLI and the commands must not import the heavy frameworks at import time
-(CONVENTIONS: pure core). Each module is imported in a fresh interpreter; modules are
-discovered with pkgutil so new ones are covered without editing this file."""
+(CONVENTIONS: pure core). One fresh interpreter imports every module and says which one
+brought a heavy framework in; modules are discovered with pkgutil so new ones are covered
+without editing this file."""
 
 from __future__ import annotations
 
@@ -50,9 +51,40 @@ def test_discovery_finds_the_modules():
             "ds_wizard.commands.check"} <= set(names)
 
 
-@pytest.mark.parametrize("module", discover())
-def test_module_import_is_light(module):
-    assert loaded_after(f"import {module}") == []
+BLAME = """
+import importlib, json, sys
+blame = {{}}
+for name in {modules!r}:
+    importlib.import_module(name)
+    for heavy in {forbidden!r}:
+        if heavy in sys.modules and heavy not in blame:
+            blame[heavy] = name
+print("BLAME=" + json.dumps(blame))
+"""
+
+
+def test_every_module_import_is_light():
+    """One interpreter imports every core and command module in turn; a heavy framework in
+    ``sys.modules`` afterwards is blamed on the first module whose import brought it."""
+    code = BLAME.format(modules=discover(), forbidden=FORBIDDEN)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("BLAME=")]
+    assert marker, proc.stdout + proc.stderr
+    assert json.loads(marker[-1][len("BLAME="):]) == {}
+
+
+def test_the_blame_probe_names_a_heavy_import(tmp_path):
+    """The probe above can fail: a module that imports a forbidden package is named."""
+    (tmp_path / "heavy_mod.py").write_text("import textual\n")
+    code = BLAME.format(modules=["ds_wizard.core", "heavy_mod"], forbidden=FORBIDDEN)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("BLAME=")]
+    assert json.loads(marker[-1][len("BLAME="):]) == {"textual": "heavy_mod"}
 
 
 @pytest.mark.parametrize(

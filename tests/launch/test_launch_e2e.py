@@ -1,7 +1,8 @@
 """Real training runs: `ds-wizard launch` → the deepspeed launcher → 2 CPU ranks (gloo).
 
-No mocks. One 30-step run is shared by the training and resume tests; the stop tests
-each start their own run and end it early. Every test leaves no process behind.
+No mocks. One 30-step run (the session's ``trained`` fixture, tests/launch/conftest.py) is
+read by the training tests; the resume test works on a copy, and the stop tests each start
+their own run and end it early. Every test leaves no process behind.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fakes import alive, kill_leftovers, process_tree
+from fakes import TRAINED_STEPS, alive, copy_run, kill_leftovers, process_tree
 
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.metrics import read_metrics
@@ -25,7 +26,7 @@ from ds_wizard.launch.supervisor import is_rank_cmdline
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "ds_wizard.cli"]
-STEPS = 30
+STEPS = TRAINED_STEPS
 START_TIMEOUT = 600  # CPU ranks compile nothing now, but a busy 2-core machine is slow
 
 
@@ -64,17 +65,6 @@ def _first_run(runs_dir: Path):
     return get
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, int]:
-    runs_dir = tmp_path_factory.mktemp("runs")
-    proc = _launch("--preset", "tiny_mamba", "--steps", str(STEPS), runs_dir=runs_dir)
-    try:
-        out, _ = proc.communicate(timeout=START_TIMEOUT + 600)
-    finally:
-        kill_leftovers(proc, set())
-    return _only_run(runs_dir), out, proc.returncode
-
-
 def test_two_cpu_ranks_train_and_the_loss_falls(trained: tuple[Path, str, int]) -> None:
     run_dir, out, code = trained
     assert code == 0, out
@@ -103,10 +93,11 @@ def test_final_weights_load_with_from_pretrained(trained: tuple[Path, str, int])
 
 
 def test_resume_continues_at_the_next_step_with_the_trained_state(
-    trained: tuple[Path, str, int],
+    trained: tuple[Path, str, int], tmp_path: Path,
 ) -> None:
-    run_dir, out, code = trained
+    shared_dir, out, code = trained
     assert code == 0, out
+    run_dir = copy_run(shared_dir, tmp_path / "runs")  # the shared run stays as trained
     before = read_metrics(run_dir / rundir.METRICS)
     proc = _launch("--resume", str(run_dir), "--steps", str(STEPS + 2),
                    runs_dir=run_dir.parent)

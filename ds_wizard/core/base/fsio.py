@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ds_wizard.core.base.errors import DsWizardError, WriteError
+from ds_wizard.core.base.system import pid_alive
 
 BACKUP_SUFFIX = ".bak"
 TEMP_MARK = ".ds-wizard-"
@@ -685,16 +686,6 @@ def _sync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def stale_temp_files(directory: Path) -> list[Path]:
     """ds-wizard temp files in ``directory`` left by a process that is gone and older than
     this one: no write in progress can own them."""
@@ -713,7 +704,7 @@ def stale_temp_files(directory: Path) -> list[Path]:
             continue
         pid = int(m.group(1))
         if (stat.S_ISREG(st.st_mode) and st.st_mtime < _STARTED and pid != os.getpid()
-                and not _pid_alive(pid)):
+                and not pid_alive(pid)):
             stale.append(Path(entry.path))
     return stale
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from ds_wizard import __version__
 from ds_wizard.core.base.errors import DsWizardError, WriteError
-from ds_wizard.core.base.fsio import read_json
+from ds_wizard.core.base.fsio import read_input, read_json
 from ds_wizard.core.presets.schema import PresetSpec
 
 ENV_CACHE_DIR = "DS_WIZARD_CACHE_DIR"
@@ -61,8 +61,9 @@ def fingerprint() -> str:
     here = Path(__file__).resolve().parents[1]
     try:
         for name in _CODE:
-            h.update(name.encode() + b"\0" + (here / name).read_bytes())
-    except OSError:
+            h.update(name.encode() + b"\0" + read_input(here / name, limit=16 << 20,
+                                                         what="source file"))
+    except DsWizardError:
         # sources not shipped (a frozen app): no way to tell versions apart, so no cache
         return ""
     return h.hexdigest()

@@ -119,8 +119,8 @@ def embedded_corpus(max_bytes: int = DEFAULT_CORPUS_BYTES) -> bytes:
     total = 0
     for path in stdlib_files():
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = read_input(path, limit=max_bytes, what="Python source file")
+        except DsWizardError:
             continue  # an unreadable stdlib file only shortens the corpus
         parts.append(data)
         total += len(data) + len(DOC_SEPARATOR)

@@ -7,7 +7,7 @@ of silence before the first step. The CPU path needs none of them:
 - ``deepspeed_shm_comm`` (``deepspeed/comm/torch.py``: ``TorchBackend.__init__`` calls
   ``build_shm_op`` whenever ``deepspeed.ops.__compatible_ops__`` says it can build it). Gloo
   does the same collectives without it; the rank marks the op unavailable before
-  ``init_distributed`` (``ds_wizard.train.cpu_ops``).
+  ``init_distributed`` (``ds_wizard.train.ds_setup.avoid_cpu_jit_ops``).
 - ``fused_adam`` (CPU build, ``op_builder/cpu/fused_adam.py``) or ``cpu_adam`` (ZeRO
   offload), chosen in ``engine.get_optimizer_configuration``. The optimizer parameter
   ``torch_adam: true`` makes DeepSpeed use ``torch.optim.AdamW`` instead, the same update.
@@ -108,9 +108,12 @@ def prebuilt_ops() -> dict[str, bool]:
     if spec is None or not spec.submodule_search_locations:
         return {}
     path = Path(next(iter(spec.submodule_search_locations))) / "git_version_info_installed.py"
+    from ds_wizard.core.base.errors import DsWizardError
+    from ds_wizard.core.base.fsio import read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_text(path, limit=1 << 20, what="DeepSpeed build record")
+    except DsWizardError:
         return {}
     for line in text.splitlines():
         if line.startswith("installed_ops"):

@@ -27,10 +27,10 @@ from typing import Any
 
 from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.core.base.fsio import read_from
+from ds_wizard.core.runs.runspec import parse_metrics
 
 #: bytes of metrics.jsonl read in one poll; the rest waits for the next poll
 MAX_METRICS_CHUNK = 16 << 20
-from ds_wizard.core.runs.runspec import parse_metrics
 
 
 class MetricsWriteError(DsWizardError):

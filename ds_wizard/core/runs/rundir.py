@@ -31,9 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ds_wizard.core.runs import integrity
 from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.core.base.fsio import atomic_write_text, read_json
+from ds_wizard.core.runs import integrity
 
 #: bytes of run.json or a checkpoint marker (kilobytes in practice)
 MAX_RUN_FILE_BYTES = 4 << 20

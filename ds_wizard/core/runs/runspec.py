@@ -11,9 +11,7 @@ Rank 0 writes one :class:`MetricsRecord` per logged step with :func:`metrics_lin
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
