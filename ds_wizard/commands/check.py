@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -19,7 +18,6 @@ from ds_wizard.commands.check_options import (
 from ds_wizard.commands.worldsize import WorldSize, resolve_world_size, world_size_options
 from ds_wizard.core.base.errors import ConfigFileError, ExitCode
 from ds_wizard.core.check.checker import (
-    DEEPSPEED_VERDICT,
     CheckReport,
     check_config,
     load_config_file,
@@ -91,10 +89,14 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
     memory = _memory_check(report, checked, ws.data_parallel, preset_ref, gpu_memory)
     deep_verdict = None
     if deep:
-        from ds_wizard.deepcheck import deep_check
+        from ds_wizard.deepcheck import deep_check, defer_to_deepspeed
 
         deep_verdict = deep_check(checked, base_world)
-        _defer_to_deepspeed(report, deep_verdict, hf_error=bool(filled and filled.error))
+        defer_to_deepspeed(report, deep_verdict, hf_error=bool(filled and filled.error))
+    elif report.unmirrored:
+        from ds_wizard.deepcheck import settle
+
+        deep_verdict = settle(report, checked, base_world)
     report.valid = report.valid and not (strict and report.warnings)
     if as_json:
         data = report.to_dict()
@@ -115,22 +117,6 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
         if deep_verdict:
             click.echo(f"  deep check: {deep_verdict.line()}")
     click.get_current_context().exit(ExitCode.OK if report.valid else ExitCode.PROBLEM)
-
-
-def _defer_to_deepspeed(report: CheckReport, deep: Any, hf_error: bool) -> None:
-    """Where the schema and DeepSpeed's own parser disagree, DeepSpeed's word is final;
-    ds-wizard's own rules (--sp vs the config, the HF Trainer's mismatch) still stand."""
-    if not deep.accepted and report.valid:
-        report.errors.append(f"{DEEPSPEED_VERDICT} {deep.error_type}: {deep.message}")
-        report.deepspeed_error = f"{deep.error_type}: {deep.message}"
-        report.valid = False
-    elif deep.accepted and not report.valid and not hf_error:
-        schema_only = [e for e in report.errors if e not in report.own_errors]
-        report.warnings += [f"ds-wizard's schema refused this but DeepSpeed accepts it: {e}"
-                            for e in schema_only]
-        report.errors = list(report.own_errors)
-        report.deepspeed_error = None
-        report.valid = not report.errors
 
 
 def render_check(report: CheckReport, config: Path, ws: WorldSize,

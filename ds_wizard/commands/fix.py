@@ -139,6 +139,8 @@ def _fix(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, keep: st
         say(f"  note: {note}")
     written = None
     if new_values and not dry_run:
+        # never write a file that fix (or check) would then refuse to read
+        parse_config_bytes(new_text.encode("utf-8"), str(target))
         backup = atomic_write_text(target, new_text, backup=True)
         written = str(target)
         out["backup"] = str(backup) if backup else None

@@ -46,6 +46,7 @@ from ds_wizard.launch.command import (
     command_text,
     run_env,
     sbatch_for,
+    sbatch_value,
     script_text,
     selection_note,
     visible_tokens,
@@ -283,6 +284,10 @@ def resolve_config(
         # torch's AdamW: the same update as DeepSpeed's CPU Adam, with nothing to compile
         cfg, _ = with_torch_adam(cfg)
     report_ = check_config(cfg, world_size)
+    if report_.unmirrored:
+        from ds_wizard.deepcheck import settle
+
+        settle(report_, cfg, world_size)
     if not report_.valid:
         what = source or f"the config built from preset {preset.name}"
         first = (f"DeepSpeed would stop with {report_.deepspeed_error}"
@@ -332,6 +337,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     anything is written or started.
     """
     r = request
+    if not r.dry_run:
+        _check_scriptable(r, None, None)  # the cheap refusals first, before any import
     if r.backend not in BACKENDS:
         raise DsWizardError(f"unknown backend {r.backend!r}",
                             f"choose {', '.join(BACKENDS)}")
@@ -429,15 +436,18 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
     return plan
 
 
-def _check_scriptable(r: LaunchRequest, run: RunSpec, hostfile: str | None) -> None:
+def _check_scriptable(r: LaunchRequest, run: RunSpec | None, hostfile: str | None) -> None:
     """Every path and argument the run's scripts will hold, checked before anything is
     written: a control character or line break in one is refused (launch.command)."""
     import sys
 
+    if r.slurm:  # the run directory goes into #SBATCH --output=…
+        sbatch_value(os.path.abspath(r.runs_dir), "--runs-dir")
     check_scriptable({"--runs-dir": os.path.abspath(r.runs_dir),
                       "the working directory": os.getcwd(),
                       "the Python executable": sys.executable,
-                      "--data": run.data, "--tokenizer": run.tokenizer, "--hostfile": hostfile,
+                      "--data": run and run.data, "--tokenizer": run and run.tokenizer,
+                      "--hostfile": hostfile,
                       **{f"argument {i + 1} after --": a for i, a in enumerate(r.extra)}})
 
 

@@ -120,7 +120,9 @@ def _node(config: dict[str, Any], long_key: str) -> tuple[Any, str]:
         config = config.get(name) if isinstance(config, dict) else None
         if config is None:
             return None, key
-    return config, key
+    # a block that is not an object (``"fp16": 3``): the Trainer's fill does not reach it,
+    # and the verdict reports the block itself
+    return (config if isinstance(config, dict) else None), key
 
 
 def fill_like_trainer(cfg: dict[str, Any], args: HfArgs) -> HfFill:

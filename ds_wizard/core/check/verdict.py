@@ -211,3 +211,75 @@ def error_check(cfg: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> list[
                         "bf16.bf16_optimizer_states needs bf16.bf16_master_weights_and_grads",
                         "AssertionError"))
     return out
+
+
+# Top-level keys DeepSpeed reads with ``get_scalar_param`` and then uses in plain Python
+# (``wall_clock_breakdown | flops_profiler.enabled``, comparisons, ``.lower()``), with the
+# type of DeepSpeed 0.19's default. A value of another type is not mirrored: what DeepSpeed
+# does with ``"yes"`` there depends on code the fast verdict does not copy.
+PLAIN_SCALARS: dict[str, tuple[type, ...]] = {
+    "dataloader_drop_last": (bool,), "disable_allgather": (bool,),
+    "disable_python_gc": (bool,), "dump_state": (bool,), "managed_gradient_accumulation": (bool,),
+    "memory_breakdown": (bool,), "prescale_gradients": (bool,),
+    "use_data_before_expert_parallelism": (bool,), "wall_clock_breakdown": (bool,),
+    "zero_allow_untested_optimizer": (bool,), "zero_force_ds_cpu_optimizer": (bool,),
+    "gradient_clipping": (int, float), "gradient_predivide_factor": (int, float),
+    "steps_per_print": (int,), "log_level": (str,),
+}
+#: nesting the fast verdict walks itself; deeper, DeepSpeed's own recursion decides
+MAX_MIRRORED_DEPTH = 32
+#: integers past this are not mirrored (pydantic and DeepSpeed's arithmetic differ on them)
+MAX_MIRRORED_INT = 1 << 53
+
+
+def unmirrored(cfg: dict[str, Any]) -> list[str]:
+    """Where ``cfg`` holds a value the fast verdict does not mirror: a plain-code scalar of
+    an unexpected type, an optimizer or scheduler ``type`` that is not a string or
+    ``params`` that are not an object, an integer past 2**53, nesting deeper than
+    :data:`MAX_MIRRORED_DEPTH`. For such a config only DeepSpeed's own verdict is
+    trusted (``ds_wizard.deepcheck.verdict_for``)."""
+    out: list[str] = []
+    for key, types in PLAIN_SCALARS.items():
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            out.append(f"{key} = {_short(value)}")
+    for block in ("optimizer", "scheduler"):
+        section = cfg.get(block)
+        if isinstance(section, dict):
+            kind = section.get("type")
+            if kind is not None and not isinstance(kind, str):
+                out.append(f"{block}.type = {_short(kind)}")
+            params = section.get("params")
+            if "params" in section and params is not None and not isinstance(params, dict):
+                out.append(f"{block}.params = {_short(params)}")
+    out += _odd_values(cfg)
+    return out
+
+
+def _odd_values(cfg: Any) -> list[str]:
+    """Deep nesting and huge integers anywhere, found without recursion."""
+    found: list[str] = []
+    stack: list[tuple[Any, str, int]] = [(cfg, "", 0)]
+    while stack and len(found) < 3:
+        value, path, depth = stack.pop()
+        if depth > MAX_MIRRORED_DEPTH:
+            found.append(f"{path or 'the config'} nests more than {MAX_MIRRORED_DEPTH} levels")
+            continue
+        if isinstance(value, dict):
+            stack += [(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, int) and not isinstance(value, bool) \
+                and abs(value) > MAX_MIRRORED_INT:
+            found.append(f"{path} = {_short(value)}")
+    return found
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -20,6 +20,7 @@ from typing import Any
 
 from ds_wizard.core.base.errors import PresetError
 from ds_wizard.core.base.fsio import read_text
+from ds_wizard.core.base.limits import LimitError, check_number_spellings
 from ds_wizard.core.presets import spec_cache
 from ds_wizard.core.presets.migrations import migrate
 from ds_wizard.core.presets.schema import PresetSpec
@@ -166,6 +167,18 @@ class Parsed:
     notices: tuple[str, ...]
 
 
+def _check_value_numbers(text: str, origin: str) -> None:
+    """The number rules of ``--set`` (core/base/limits.py) for every ``key = value`` line
+    of a preset: no 0x/0o/0b/_ spellings, no digit runs past the limit."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        key, eq, value = line.partition("=")
+        if eq and not key.lstrip().startswith(("#", "[")):
+            try:
+                check_number_spellings(value.split(" #")[0], f"{origin} line {lineno}")
+            except LimitError as exc:
+                raise PresetError(exc.message, exc.hint) from None
+
+
 def parse_preset(text: str, origin: str) -> Parsed:
     """TOML text → migrated, validated spec plus notices.
 
@@ -176,6 +189,7 @@ def parse_preset(text: str, origin: str) -> Parsed:
     cached = spec_cache.get(text, origin)
     if cached is not None:
         return Parsed(*cached)
+    _check_value_numbers(text, origin)
     try:
         data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
