@@ -125,6 +125,12 @@ def start_supervisor(plan: PreparedRun, *, grace_s: float = GRACE_S, detach: boo
         threading.Thread(target=_pump, args=(proc.stderr, client, on_stderr), daemon=True,
                          name="supervisor-stderr").start()
     _wait_started(client, detach)
+    if plan.resume:
+        # a resume records its command only once it runs: a refused one (the run locked,
+        # the supervisor gone at start) leaves the run's command.txt as it was
+        from ds_wizard.core.base.fsio import atomic_write_text
+
+        atomic_write_text(plan.paths.command, plan.command_text + "\n")
     return client
 
 
@@ -133,7 +139,9 @@ def _pump(stream: object, client: SupervisorClient,
     for raw in stream:  # type: ignore[attr-defined]
         line = raw.decode("utf-8", errors="replace").rstrip("\n")
         client.stderr_lines.append(line)
-        if on_stderr is not None:
+        # the supervisor's own "error: …" is the command's one error line, said once at
+        # the end (run_end / _said); echoing it here too printed every refusal twice
+        if on_stderr is not None and not line.startswith("error: "):
             with contextlib.suppress(OSError, ValueError):
                 on_stderr(line)
 

@@ -426,7 +426,8 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
         plan = replace(plan, sbatch=plan.run_dir / SBATCH_NAME)
         sbatch = sbatch_for(plan.run_dir, plan.command, plan.env, topo,
                             gpus=plan.accelerator.kind == "cuda")
-    atomic_write_text(paths.command, command_line)
+    if not plan.resume:  # a resume's is written once it starts (launch.client)
+        atomic_write_text(paths.command, command_line)
     if not paths.script.exists():
         atomic_write_text(paths.script, script)
         paths.script.chmod(0o755)
