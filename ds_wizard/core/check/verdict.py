@@ -157,14 +157,13 @@ def batch_outcome(train: Any, micro: Any, gas: Any, world: Any
             micro //= gas
             derived = ("train_micro_batch_size_per_gpu",)
         elif micro is not None and gas is not None:
-            train = micro * gas
-            train *= world
+            train = _times(_times(micro, gas), world)
             derived = ("train_batch_size",)
         elif train is not None:
             gas, micro = 1, train // world
             derived = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
         elif micro is not None:
-            train, gas = micro * world, 1
+            train, gas = _times(micro, world), 1
             derived = ("train_batch_size", "gradient_accumulation_steps")
         else:
             return (train, micro, gas), "AssertionError", MISSING_BOTH, derived
@@ -177,7 +176,7 @@ def batch_outcome(train: Any, micro: Any, gas: Any, world: Any
         if not gas > 0:
             return (train, micro, gas), "AssertionError", \
                 f"Gradient accumulation steps: {gas} has to be greater than 0", derived
-        if train != micro * gas * world:
+        if train != _times(_times(micro, gas), world):
             return (train, micro, gas), "AssertionError", (
                 "Check batch related parameters. train_batch_size is not equal to "
                 "micro_batch_per_gpu * gradient_acc_step * world_size "
@@ -185,6 +184,17 @@ def batch_outcome(train: Any, micro: Any, gas: Any, world: Any
     except (TypeError, ZeroDivisionError) as exc:
         return (train, micro, gas), type(exc).__name__, str(exc), derived
     return (train, micro, gas), None, None, derived
+
+
+def _times(a: Any, b: Any) -> Any:
+    """``a * b`` as DeepSpeed computes it, except a string or list repeated a huge number
+    of times: Python would build it (gigabytes) before DeepSpeed's next comparison with 0
+    fails with the TypeError raised here."""
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, list)) and isinstance(n, int) and abs(n) > 4096:
+            raise TypeError(f"'>' not supported between instances of '{type(seq).__name__}' "
+                            "and 'int'")
+    return a * b
 
 
 def error_check(cfg: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> list[Finding]:
@@ -226,6 +236,16 @@ PLAIN_SCALARS: dict[str, tuple[type, ...]] = {
     "gradient_clipping": (int, float), "gradient_predivide_factor": (int, float),
     "steps_per_print": (int,), "log_level": (str,),
 }
+# Blocks DeepSpeed reads with plain dict code (``.get``, ``[key]``, arithmetic on what it
+# finds) that the fast verdict does not model field by field: any content beyond
+# ``{"enabled": false}`` sends the config to DeepSpeed's own verdict.
+PLAIN_CODE_BLOCKS = ("data_efficiency", "curriculum_learning", "pipeline", "sparse_attention",
+                     "elasticity", "compression_training", "eigenvalue",
+                     "progressive_layer_drop", "quantize_training", "nebula", "amp",
+                     "datastates", "expert_parallel", "sequence_parallel", "zenflow")
+# the blocks of dsschema's ``plain_blocks``: fields read by get_scalar_param; a value that
+# is not a JSON scalar there, or an ``enabled`` that is not a bool, is not mirrored
+SCALAR_BLOCKS = ("activation_checkpointing", "flops_profiler", "autotuning", "aio")
 #: nesting the fast verdict walks itself; deeper, DeepSpeed's own recursion decides
 MAX_MIRRORED_DEPTH = 32
 #: integers past this are not mirrored (pydantic and DeepSpeed's arithmetic differ on them)
@@ -254,6 +274,19 @@ def unmirrored(cfg: dict[str, Any]) -> list[str]:
             params = section.get("params")
             if "params" in section and params is not None and not isinstance(params, dict):
                 out.append(f"{block}.params = {_short(params)}")
+    for block in PLAIN_CODE_BLOCKS:
+        if block in cfg and cfg[block] not in ({}, {"enabled": False}, None):
+            out.append(f"the {block} block")
+    if "timers" in cfg and not isinstance(cfg["timers"], dict):
+        out.append(f"timers = {_short(cfg['timers'])}")  # DeepSpeed tests `in` on it
+    for block in SCALAR_BLOCKS:
+        section = cfg.get(block)
+        if isinstance(section, dict):
+            for key, value in section.items():
+                odd = isinstance(value, (dict, list)) or (
+                    key == "enabled" and not isinstance(value, bool))
+                if odd:
+                    out.append(f"{block}.{key} = {_short(value)}")
     out += _odd_values(cfg)
     return out
 
