@@ -123,7 +123,7 @@ def run_isolated(args: list[str], *, timeout: float = 20.0, stdin: str | None = 
             view = memoryview(data)
             while view:
                 view = view[os.write(write_end, view):]
-        except BaseException:  # noqa: BLE001 - the child must always exit here
+        except BaseException:
             code = 3
         finally:
             os._exit(code)

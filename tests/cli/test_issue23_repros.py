@@ -272,7 +272,7 @@ def test_negative_sequence_parallel_size_is_no_traceback(tmp_path: Path) -> None
     cfg = cfg_file(tmp_path, {"train_batch_size": 8, "sequence_parallel_size": -1})
     for cmd in ("check", "fix"):
         result = CliRunner().invoke(main, [cmd, str(cfg), "--num-gpus", "2"])
-        assert result.exit_code == 1 and result.exception is None or \
+        assert (result.exit_code == 1 and result.exception is None) or \
             isinstance(result.exception, SystemExit), result.output
 
 

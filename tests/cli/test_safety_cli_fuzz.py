@@ -88,7 +88,7 @@ def commands(kind: str, path: Path, cfg: Path, out: Path) -> list[list[str]]:
     return [["explain", p], ["explain", p, "--json"]]
 
 
-def problem(result, args: list[str]) -> str | None:  # noqa: ANN001 - click's Result
+def problem(result, args: list[str]) -> str | None:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         return f"raised {type(result.exception).__name__}: {result.exception}"
     shown = result.stdout + result.stderr
@@ -158,5 +158,5 @@ def test_cli_fuzz_2000_cases_no_traceback_no_escape(tmp_path: Path,
 
 @pytest.mark.slow
 def test_cli_fuzz_20000_cases(tmp_path: Path) -> None:
-    failures, ran = fuzz(20_000, seed=2023, tmp=tmp_path)
+    failures, _ran = fuzz(20_000, seed=2023, tmp=tmp_path)
     assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures[:15])
