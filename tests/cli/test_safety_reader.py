@@ -210,3 +210,54 @@ def test_runner_sees_a_plain_success() -> None:
     outcome = run_isolated(["presets", "list"], timeout=60)
     assert outcome.finished and outcome.exit_code == 0 and outcome.error is None
     assert "tiny_mamba" in CliRunner().invoke(main, ["presets", "list"]).stdout
+
+
+# ------------------------------------------------------------- no read outside the reader
+
+ROOT = Path(__file__).resolve().parents[2]
+READER = "ds_wizard/core/base/fsio.py"
+
+
+def raw_reads(source: str) -> list[int]:
+    """Lines of ``source`` that read a file without the one reader: ``open()`` or
+    ``Path.open()`` in a read mode, ``Path.read_text()`` / ``Path.read_bytes()``."""
+    import ast
+
+    def mode_of(node: ast.Call, position: int) -> str:
+        args = node.args[position:position + 1] + [k.value for k in node.keywords
+                                                   if k.arg == "mode"]
+        if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
+            return args[0].value
+        return "r"
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id == "open":
+            if not set(mode_of(node, 1)) & set("wax"):
+                found.append(node.lineno)
+        elif isinstance(func, ast.Attribute):
+            receiver_is_os = isinstance(func.value, ast.Name) and func.value.id == "os"
+            opens = func.attr == "open" and not receiver_is_os \
+                and not set(mode_of(node, 0)) & set("wax")
+            if opens or func.attr in ("read_text", "read_bytes"):
+                found.append(node.lineno)
+    return sorted(found)
+
+
+def test_no_module_reads_a_file_outside_the_reader() -> None:
+    offenders = []
+    for path in sorted((ROOT / "ds_wizard").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == READER:
+            continue
+        offenders += [f"{rel}:{n}" for n in raw_reads(path.read_text(encoding="utf-8"))]
+    assert not offenders, "read these through ds_wizard/core/base/fsio.py: " + ", ".join(
+        offenders)
+
+
+def test_the_scan_sees_a_raw_read() -> None:
+    assert raw_reads("open(p).read()\nPath(p).read_text()\nq.open('rb')\n") == [1, 2, 3]
+    assert raw_reads("open(p, 'w')\nq.open('a')\nos.open(p, 0)\n") == []
