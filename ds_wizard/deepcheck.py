@@ -103,34 +103,9 @@ def deep_check(config: dict[str, Any] | str | os.PathLike[str], world_size: int)
 
 
 
-from ds_wizard.core.check.checker import DEEPSPEED_VERDICT  # noqa: E402  (after deep_check)
-
-
-def defer_to_deepspeed(report: Any, deep: DeepVerdict, hf_error: bool = False) -> None:
-    """Where the fast verdict and DeepSpeed's own parser disagree, DeepSpeed's word is
-    final; ds-wizard's own rules (--sp vs the config, the HF Trainer's mismatch) stand."""
-    if not deep.accepted and report.valid:
-        report.errors.append(f"{DEEPSPEED_VERDICT} {deep.error_type}: {deep.message}")
-        report.deepspeed_error = f"{deep.error_type}: {deep.message}"
-        report.valid = False
-    elif deep.accepted and not report.valid and not hf_error:
-        schema_only = [e for e in report.errors if e not in report.own_errors]
-        report.warnings += [f"ds-wizard's schema refused this but DeepSpeed accepts it: {e}"
-                            for e in schema_only]
-        report.errors = list(report.own_errors)
-        report.deepspeed_error = None
-        report.valid = not report.errors
-
-
 def settle(report: Any, cfg: dict[str, Any], world_size: int) -> DeepVerdict | None:
-    """The fast verdict ``report`` made final: when ``cfg`` holds values the fast verdict
-    does not mirror (``report.unmirrored``), DeepSpeed's own ``DeepSpeedConfig`` decides,
-    and the report says so in a warning. None when the fast verdict stands alone."""
-    if not report.unmirrored or not report.valid:
-        return None
-    deep = deep_check(cfg, world_size)
-    shown = "; ".join(report.unmirrored[:3])
-    report.warnings.append(f"checked by DeepSpeed {deep.deepspeed_version} itself: the fast "
-                           f"check does not mirror {shown}")
-    defer_to_deepspeed(report, deep)
-    return deep
+    """``core.config.filecheck.settle_unmirrored`` with DeepSpeed's own parser: for a
+    config holding values the fast verdict does not mirror, DeepSpeed decides."""
+    from ds_wizard.core.config.filecheck import settle_unmirrored
+
+    return settle_unmirrored(report, cfg, world_size, deep_check)  # type: ignore[no-any-return]

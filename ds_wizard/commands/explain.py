@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 import click
 
-from ds_wizard.commands.check_options import dumps_json
+from ds_wizard.commands.render import echo_json
 from ds_wizard.core.base.errors import ExitCode
 from ds_wizard.core.base.fsio import InputError, iter_input
 from ds_wizard.core.base.text import sanitize
@@ -47,7 +47,7 @@ def explain(source: str, config: str | None, num_gpus: int | None, as_json: bool
     text = _read(source)
     result = diagnose(text, config=config, num_gpus=num_gpus)
     if as_json:
-        click.echo(dumps_json(result.to_dict()))
+        echo_json(result.to_dict())
     elif not result.found:
         if result.note:
             click.echo(f"not DeepSpeed's error: {sanitize(result.message)}")

@@ -60,6 +60,13 @@ LAUNCH_OPTIONS: tuple[Decorator, ...] = (
     click.option("--dry-run", is_flag=True, help="Validate and print the summary; start nothing."),
     node_options(slurm="Write an sbatch script for --num-nodes N (it builds the hostfile from "
                       "SLURM_JOB_NODELIST); start nothing here."),
+    click.option("--doctor/--no-doctor", default=True,
+                 help="Run the doctor's fast checks (kernels, ops, host RAM, disk), which "
+                      "refuse a launch before any rank starts (see `ds-wizard doctor`); "
+                      "--no-doctor skips them."),
+    click.option("--master-addr", default=None, metavar="ADDR",
+                 help="Multi-node: the address every node reaches rank 0 at (default: the "
+                      "hostfile's first host)."),
     click.option("--detach", is_flag=True,
                  help="Start the run and return at once, printing its name (follow it with "
                       "`ds-wizard attach NAME`)."),
@@ -94,7 +101,7 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
       ds-wizard launch --preset tiny_mamba --steps 40        # CPU demo, 2 ranks
       ds-wizard launch --preset 7b_mamba --num-gpus 8 --dry-run
       ds-wizard launch --preset mamba_130m --set train.lr=3e-4 --data corpus.jsonl
-      ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba
+      ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba --num-gpus 4
       ds-wizard launch --resume latest
       ds-wizard launch --preset mamba_1.4b --hostfile hosts          # every node in hosts
       ds-wizard launch --preset mamba_1.4b --num-nodes 4 --gpus-per-node 8 --slurm

@@ -235,7 +235,7 @@ def test_deep_verdict_is_final_where_the_schema_disagrees():
     from types import SimpleNamespace
 
     from ds_wizard.core.check.checker import check_config
-    from ds_wizard.deepcheck import defer_to_deepspeed as _defer_to_deepspeed
+    from ds_wizard.core.config.filecheck import _defer_to_deepspeed
 
     cfg = {**SEED_CONFIG, "train_batch_size": 128, "zero_optimization": {"stage": 9}}
     report = check_config(cfg, 4)

@@ -277,6 +277,35 @@ def check_output(path: str | os.PathLike[str]) -> Path:
     return _target(Path(path)).real
 
 
+def ensure_dir(path: str | os.PathLike[str]) -> bool:
+    """An output directory, created with its parents where missing (``--out-dir configs/``
+    names where the files go; it need not exist yet). True when it was created.
+
+    ``mkdir`` is atomic: two writers creating the same directory both succeed. A path that
+    is something else (a file, a device) is refused with one line, never replaced.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return False
+    try:
+        p.mkdir(parents=True)
+    except FileExistsError:
+        if p.is_dir():  # created meanwhile by another writer
+            return False
+        st = os.stat(p) if p.exists() else None
+        what = ("a dangling symbolic link" if st is None
+                else "a file" if stat.S_ISREG(st.st_mode) else kind_of(st.st_mode))
+        raise WriteError(f"cannot create directory {p}: it is {what}",
+                         "give a directory path, or move that away first") from None
+    except NotADirectoryError:
+        raise WriteError(f"cannot create directory {p}: a part of its path is not a directory",
+                         "check the path") from None
+    except OSError as exc:
+        raise WriteError(f"cannot create directory {p}: {exc.strerror or exc}",
+                         "check the path and its permissions") from exc
+    return True
+
+
 def _target(shown: Path, follow_symlinks: bool = True) -> _Target:
     if not follow_symlinks and shown.is_symlink():
         # the link itself is replaced (a directory ds-wizard owns must not be made to
