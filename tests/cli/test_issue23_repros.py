@@ -363,3 +363,35 @@ def test_library_warnings_never_precede_the_error(tmp_path: Path) -> None:
         assert "[WARNING]" not in proc.stderr, args
         assert proc.stderr.count("error:") <= 1, proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_refused_resume_prints_once_and_keeps_command_txt(prepared_run: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The run's supervisor refuses (another one holds the run's lock): one error line,
+    and the run's command.txt is the one of the launch that ran, unchanged."""
+    import ds_wizard.launch.client
+    from ds_wizard.launch.supervisor import acquire_run_lock
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    run = runs / prepared_run.name
+    subprocess.run(["cp", "-a", str(prepared_run), str(run)], check=True)
+    tag = run / rundir.CHECKPOINTS / "global_step2"
+    tag.mkdir()
+    (tag / "mp_rank_00_model_states.pt").write_bytes(b"weights")
+    rundir.write_marker(run / rundir.CHECKPOINTS, "global_step2", 2, {})
+    (run / rundir.CHECKPOINTS / "latest").write_text("global_step2")
+    before = (run / rundir.COMMAND_TXT).read_bytes()
+    # the client's own check passes (a race: the other holder came after it looked)
+    monkeypatch.setattr(ds_wizard.launch.client, "refuse_if_running", lambda run_dir: None)
+    fd = acquire_run_lock(run, "a test holding the lock")
+    try:
+        result = CliRunner().invoke(main, ["launch", "--resume", run.name, "--runs-dir",
+                                           str(runs), "--steps", "5"])
+    finally:
+        os.close(fd)
+    assert result.exit_code != 0, result.output
+    assert len([ln for ln in result.stderr.splitlines() if "error:" in ln]) == 1, \
+        result.stderr
+    assert (run / rundir.COMMAND_TXT).read_bytes() == before
