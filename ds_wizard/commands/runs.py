@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ds_wizard.core.base.defaults import GRACE_S, KILL_AFTER_S, RUNS_DIR
+from ds_wizard.core.base.text import json_text
 
 
 def _runs_dir_option(f: Callable[..., None]) -> Callable[..., None]:
@@ -39,7 +39,7 @@ def runs_cmd(runs_dir: str, as_json: bool) -> None:
 
     summaries = list_run_summaries(runs_dir)
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
+        click.echo(json_text([s.to_dict() for s in summaries]))
         return
     if not summaries:
         click.echo(f"no runs under {runs_dir}")

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 from ds_wizard import __version__
 from ds_wizard.core.base import system
 from ds_wizard.core.base.defaults import HEADROOM, RUNS_DIR
-from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import atomic_write_text, read_json, read_text
 from ds_wizard.core.plan.backends import BackendDecision, resolve_backend
 from ds_wizard.core.runs import doctor as verdict
 from ds_wizard.core.runs.doctor import (
@@ -121,10 +122,10 @@ def cached(kind: str, key: str, compute: Callable[[], dict[str, Any]]) -> dict[s
     """``compute()``'s result for ``key``, from the cache file when it holds it."""
     path = cache_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, limit=4 << 20, what="doctor cache")
         if not isinstance(data, dict):
             data = {}
-    except (OSError, ValueError):
+    except DsWizardError:  # absent, not a regular file, too big or not JSON: no cache
         data = {}
     entry = data.get(f"{kind}:{key}")
     if isinstance(entry, dict):
@@ -155,8 +156,8 @@ def torch_build() -> dict[str, str | None]:
         return out
     path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_text(path, limit=1 << 20, what="torch version file")
+    except DsWizardError:
         return out
     for line in text.splitlines():
         m = re.match(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+)$", line.strip())

@@ -42,13 +42,15 @@ from ds_wizard.launch.command import (
     HOSTFILE_NAME,
     SBATCH_NAME,
     build_command,
+    check_scriptable,
     command_text,
     run_env,
+    sbatch_for,
+    sbatch_value,
+    script_text,
     selection_note,
     visible_tokens,
     write_hostfile,
-    write_sbatch,
-    write_script,
 )
 
 if TYPE_CHECKING:
@@ -294,6 +296,10 @@ def resolve_config(
         # torch's AdamW: the same update as DeepSpeed's CPU Adam, with nothing to compile
         cfg, _ = with_torch_adam(cfg)
     report_ = check_config(cfg, world_size)
+    if report_.unmirrored:
+        from ds_wizard.deepcheck import settle
+
+        settle(report_, cfg, world_size)
     if not report_.valid:
         what = source or f"the config built from preset {preset.name}"
         first = (f"DeepSpeed would stop with {report_.deepspeed_error}"
@@ -343,6 +349,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     anything is written or started.
     """
     r = request
+    if not r.dry_run:
+        _check_scriptable(r, None, None)  # the cheap refusals first, before any import
     if r.backend not in BACKENDS:
         raise DsWizardError(f"unknown backend {r.backend!r}",
                             f"choose {', '.join(BACKENDS)}")
@@ -419,6 +427,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
 
         check_cpu_ranks(cfg, loaded.spec, ws, loaded.name)
     _deep_check(cfg, ws, source or f"the config built from preset {loaded.name}")
+    _check_scriptable(r, run, topo.hostfile)  # refused before the run directory exists
     run_dir = rundir.create_run_dir(r.runs_dir, loaded.name)
     if topo.multi_node or r.slurm:
         hostfile = run_dir.resolve() / HOSTFILE_NAME
@@ -445,21 +454,46 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
                                   master_addr=r.master_addr or (hosts[0] if hosts else None)))
     plan = replace(plan, command=command)
     paths = plan.paths
-    atomic_write_text(paths.command, plan.command_text + "\n")
-    if not paths.script.exists():
-        write_script(paths.script, plan.command, plan.env)
+    # every text first (a value that cannot be quoted is refused here), then the writes
+    command_line = plan.command_text + "\n"
+    script = script_text(plan.command, plan.env)
+    sbatch = None
     if r.slurm:
         topo = plan.topology or resolve_topology(
             num_nodes=plan.run.nodes, gpus_per_node=plan.run.world_size // plan.run.nodes)
         plan = replace(plan, sbatch=plan.run_dir / SBATCH_NAME)
-        assert plan.sbatch is not None
-        write_sbatch(plan.sbatch, plan.run_dir, plan.command, plan.env, topo,
-                     gpus=plan.accelerator.kind == "cuda")
+        sbatch = sbatch_for(plan.run_dir, plan.command, plan.env, topo,
+                            gpus=plan.accelerator.kind == "cuda")
+    if not plan.resume:  # a resume's is written once it starts (launch.client)
+        atomic_write_text(paths.command, command_line)
+    if not paths.script.exists():
+        atomic_write_text(paths.script, script)
+        paths.script.chmod(0o755)
+    if sbatch is not None and plan.sbatch is not None:
+        atomic_write_text(plan.sbatch, sbatch)
+        plan.sbatch.chmod(0o755)
     return plan
 
 
+def _check_scriptable(r: LaunchRequest, run: RunSpec | None, hostfile: str | None) -> None:
+    """Every path and argument the run's scripts will hold, checked before anything is
+    written: a control character or line break in one is refused (launch.command)."""
+    import sys
+
+    if r.slurm:  # the run directory goes into #SBATCH --output=…
+        sbatch_value(os.path.abspath(r.runs_dir), "--runs-dir")
+    check_scriptable({"--runs-dir": os.path.abspath(r.runs_dir),
+                      "the working directory": os.getcwd(),
+                      "the Python executable": sys.executable,
+                      "--data": run and run.data, "--tokenizer": run and run.tokenizer,
+                      "--hostfile": hostfile,
+                      **{f"argument {i + 1} after --": a for i, a in enumerate(r.extra)}})
+
+
 def _abs(p: str | Path | None) -> str | None:
-    return None if p is None else str(Path(p).expanduser().resolve())
+    # os.path.realpath, not Path.resolve: a symlink loop is left for the data check to
+    # report as one line (Path.resolve raises RuntimeError on one before Python 3.13)
+    return None if p is None else os.path.realpath(os.path.expanduser(p))
 
 
 def data_note(run: RunSpec, spec: PresetSpec) -> str:

@@ -13,7 +13,9 @@ and each rank reads its shard with it. Import it lazily (numpy is not on the fas
 
 from __future__ import annotations
 
-import json
+import errno
+import os
+import stat
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import kind_of, parse_json_text, read_input, read_text
+
+#: bytes of one text data file (tokenized in memory) and of a tokenizer.json
+MAX_TEXT_DATA_BYTES = 2 << 30
+MAX_TOKENIZER_BYTES = 256 << 20
 
 BYTE_VOCAB = 256
 DEFAULT_CORPUS_BYTES = 8 << 20  # plenty for demos; keeps start-up under a second
@@ -59,11 +66,11 @@ class HFTokenizer:
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise DataError("the tokenizers package is not installed",
                             "pip install tokenizers") from exc
-        if not path.is_file():
-            raise DataError(f"tokenizer file {path} does not exist",
-                            "give the path of a local tokenizer.json")
+        _data_path_kind(path, "tokenizer file")
+        text = read_text(path, limit=MAX_TOKENIZER_BYTES, what="tokenizer.json",
+                         error=DataError)
         try:
-            self._tok = _Tok.from_file(str(path))
+            self._tok = _Tok.from_str(text)
         except Exception as exc:  # tokenizers raises its own untyped errors
             raise DataError(f"{path}: not a tokenizer.json ({exc})") from exc
         self.name = str(path)
@@ -72,6 +79,28 @@ class HFTokenizer:
     def encode(self, text: bytes) -> np.ndarray:
         ids = self._tok.encode(text.decode("utf-8", errors="replace")).ids
         return np.asarray(ids, dtype=np.uint32 if self.vocab_size > 65536 else np.uint16)
+
+
+def _data_path_kind(path: Path, what: str) -> str:
+    """``"file"`` or ``"dir"`` for a data path or tokenizer, else one-line DataError: missing,
+    a symlink loop, a FIFO or device (never opened: reading one would hang or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist",
+                        "give a .txt, .jsonl or .bin file, or a directory of text files"
+                        if what == "data" else "give the path of a local tokenizer.json"
+                        ) from None
+    except (OSError, ValueError) as exc:
+        reason = "a loop of symbolic links" if getattr(exc, "errno", None) == errno.ELOOP \
+            else (getattr(exc, "strerror", None) or str(exc))
+        raise DataError(f"{what} {path} cannot be read: {reason}", "check the path") from None
+    if stat.S_ISDIR(mode) and what == "data":
+        return "dir"
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{what} {path} is {kind_of(mode)}, not a regular file",
+                        "ds-wizard reads only regular files")
+    return "file"
 
 
 def load_tokenizer(path: str | Path | None) -> Tokenizer:
@@ -90,8 +119,8 @@ def embedded_corpus(max_bytes: int = DEFAULT_CORPUS_BYTES) -> bytes:
     total = 0
     for path in stdlib_files():
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = read_input(path, limit=max_bytes, what="Python source file")
+        except DsWizardError:
             continue  # an unreadable stdlib file only shortens the corpus
         parts.append(data)
         total += len(data) + len(DOC_SEPARATOR)
@@ -121,19 +150,16 @@ def _text_files(path: Path) -> list[Path]:
 
 def _read_jsonl(path: Path) -> list[bytes]:
     docs = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError as exc:
-                raise DataError(f"{path}:{lineno}: not JSON ({exc})") from exc
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: no string field \"text\"",
-                                'each line must look like {"text": "..."}')
-            docs.append(text.encode("utf-8"))
+    raw_file = read_input(path, limit=MAX_TEXT_DATA_BYTES, what="data file", error=DataError)
+    for lineno, raw in enumerate(raw_file.splitlines(), 1):
+        if not raw.strip():
+            continue
+        record = parse_json_text(raw, f"{path}:{lineno}", error=DataError)
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{lineno}: no string field \"text\"",
+                            'each line must look like {"text": "..."}')
+        docs.append(text.encode("utf-8"))
     return docs
 
 
@@ -167,9 +193,7 @@ def load_tokens(
         return TokenSource(tokens, f"embedded corpus (Python {sysconfig.get_python_version()} "
                            "standard library source)", tokenizer.name)
     path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"data {path} does not exist",
-                        "give a .txt, .jsonl or .bin file, or a directory of text files")
+    _data_path_kind(path, "data")
     if path.suffix == ".bin":
         return _load_bin(path, model_vocab, dtype)
     docs: list[bytes] = []
@@ -177,7 +201,8 @@ def load_tokens(
         if f.suffix == ".jsonl":
             docs += _read_jsonl(f)
         elif f.suffix == ".txt" or path.is_file():
-            docs.append(f.read_bytes())
+            docs.append(read_input(f, limit=MAX_TEXT_DATA_BYTES, what="data file",
+                                   error=DataError))
     if not docs:
         raise DataError(f"{path} contains no text")
     tokens = tokenizer.encode(DOC_SEPARATOR.join(docs))
@@ -186,6 +211,8 @@ def load_tokens(
 
 def _load_bin(path: Path, model_vocab: int, flag: str | None) -> TokenSource:
     dt = bin_dtype(flag, model_vocab)
+    if _data_path_kind(path, "data") != "file":
+        raise DataError(f"{path} is a directory", "a .bin data path is one file of token ids")
     size = path.stat().st_size
     if size == 0 or size % dt.itemsize:
         raise DataError(f"{path}: {size} bytes is not a whole number of {dt.name} tokens",

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base import system
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_json, read_tail
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runspec import parse_metrics
 
@@ -119,10 +121,14 @@ def write_run_state(run_dir: str | Path, state: RunState) -> None:
 def read_run_state(run_dir: str | Path) -> RunState | None:
     """``state.json``, or None when it is missing or unreadable (an older run)."""
     try:
-        data = json.loads(state_path(run_dir).read_text(encoding="utf-8"))
+        data = read_json(state_path(run_dir), limit=MAX_STATE_BYTES, what="state.json")
         return RunState.from_dict(data) if isinstance(data, dict) else None
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    except (DsWizardError, TypeError, KeyError, ValueError):
+        return None  # missing, a FIFO, too big, too deep, not JSON: an unreadable state
+
+
+#: bytes of state.json: a few hundred in practice
+MAX_STATE_BYTES = 1 << 20
 
 
 # -- the process table ------------------------------------------------------------------------
@@ -238,13 +244,9 @@ def run_status(run_dir: str | Path, state: RunState | None,
 def last_metrics(path: str | Path, window: int = 65536) -> dict[str, Any] | None:
     """The last complete record of ``metrics.jsonl``, reading only the file's tail."""
     try:
-        with Path(path).open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - window))
-            chunk = fh.read(window)
-    except OSError:
-        return None
+        chunk, _ = read_tail(path, limit=window, what="metrics.jsonl")
+    except DsWizardError:
+        return None  # missing, or not a regular file (a FIFO is never opened blocking)
     for raw in reversed(chunk[: chunk.rfind(b"\n") + 1].splitlines()):
         record = parse_metrics(raw)
         if record is not None and isinstance(record.get("step"), int):
