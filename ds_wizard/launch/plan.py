@@ -107,6 +107,7 @@ class LaunchRequest:
     # the run's own cannot be split over the new ranks; where conversion progress goes
     global_batch: int | None = None
     progress: Callable[[str], None] | None = None
+    measure: bool = False  # a `ds-wizard tune` candidate (RunSpec.measure)
     # the doctor's fast checks (kernels, ops, host RAM, disk) refuse a launch that cannot
     # run, before any rank starts (--no-doctor skips them)
     doctor: bool = True
@@ -281,6 +282,7 @@ def resolve_config(
     else:
         from ds_wizard.core.config.auto import auto_configure
         from ds_wizard.core.plan.fit import gpu_memory_from
+        from ds_wizard.core.plan.measured import here_entry
 
         report = gpu_report if accel.kind == "cuda" else None
         cfg = auto_configure(
@@ -288,6 +290,9 @@ def resolve_config(
             gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom,
             backend=kernel_backend(backend, accel, preset.spec.model.arch, report),
             device=accel.kind,
+            # planning for this machine: what `ds-wizard tune` measured here decides
+            measured=here_entry(preset.spec, world_size, report) if gpu_memory is None
+            else None,
         ).config
         source = None
     if accel.kind == "cpu":
@@ -309,6 +314,17 @@ def resolve_config(
         message = f"{what} refused before launch: {first}" + "".join(f"; {m}" for m in more)
         raise LaunchRefused(message, _fix_hint(report_, source, world_size))
     return cfg, source
+
+
+def measured_notes(spec: PresetSpec, ws: int, report: GpuInventory | None, accel: Accelerator,
+                   gpu_memory: str | None, source: str | None) -> list[str]:
+    """"measured here" for the summary, when `ds-wizard tune` measured this machine."""
+    if gpu_memory is not None or source is not None:
+        return []
+    from ds_wizard.core.plan.measured import here_entry
+
+    entry = here_entry(spec, ws, report if accel.kind == "cuda" else None)
+    return [f"{entry.line()}; its choice is used"] if entry is not None else []
 
 
 def _deep_check(cfg: dict[str, Any], world_size: int, what: str) -> None:
@@ -398,6 +414,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                                  backend=decision.name if kernels is not None else r.backend)
     cfg, completed = complete_config(cfg, loaded, ws, source)
     notes += completed
+    notes += measured_notes(loaded.spec, ws, report, accel, r.gpu_memory, source)
     optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None,
                                         here=kernels is not None)
     notes.append(f"optimizer: {optimizer.check.detail}")
@@ -414,7 +431,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes,
         backend_resolved=decision.name,
         kernels=dict(kernels.versions) if kernels is not None else doctor.package_versions(),
-        optimizer=optimizer.name)
+        optimizer=optimizer.name, measure=r.measure)
     if r.check_data:
         notes.append(data_note(run, loaded.spec))
     env = run_env(accel, max(topo.ranks_per_node), r.gpus)

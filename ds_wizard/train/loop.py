@@ -352,7 +352,11 @@ class Trainer:
                         if self.cuda else None,
                         mfu=round(fpt * tps / self.world / peak, 4)
                         if self.cuda and peak else None,
+<<<<<<< HEAD
                         **reshape.segment_fields(self.segment, prog.step),
+=======
+                        **self._peak_fields(torch, device),
+>>>>>>> tune
                     )
                     t_mark, step_mark = now, prog.step
                     if metrics is not None:
@@ -369,7 +373,7 @@ class Trainer:
                     get_accelerator().reset_peak_memory_stats()
                 if stopped:
                     break
-                if prog.step % save_every == 0:
+                if prog.step % save_every == 0 and not self.run_spec.measure:
                     t_save = time.perf_counter()
                     self._save(engine, samples, paths, prog, t_start, tdist)
                     # throughput windows measure training: the save does not count
@@ -379,9 +383,31 @@ class Trainer:
                 metrics.close()
         return stopped
 
+    def _peak_fields(self, torch: Any, device: Any) -> dict[str, Any]:
+        """Peak-memory fields of a metrics record (ds_wizard.train.peaks); every rank's
+        only in a `tune` run, where gathering them is a collective on each logged step."""
+        from deepspeed.accelerator import get_accelerator
+
+        from ds_wizard.train.peaks import gather_peaks, own_peaks
+
+        mine = own_peaks(get_accelerator(), self.cuda)
+        out: dict[str, Any] = {"peak_rss_gib": round(mine[2] / 2**30, 4)}
+        if self.cuda:
+            out["max_mem_reserved_gib"] = round(mine[1] / 2**30, 4)
+        if self.run_spec.measure:
+            ranks = gather_peaks(self.tdist, torch, device, mine, self.world)
+            out["rank_peak_gib"] = [round((r[1] if self.cuda else r[2]) / 2**30, 4)
+                                    for r in ranks]
+        return out
+
     def _finish(self, prog: Progress, start_step: int, stopped: bool) -> None:
         """The last checkpoint, then the exported weights unless stopped early."""
         engine, paths, tdist = self.engine, self.paths, self.tdist
+        if self.run_spec.measure:
+            # a tune candidate: nothing of it is kept but its metrics
+            self.log(f"measured: {prog.step} steps (tune run: no checkpoint, no weights)")
+            tdist.destroy_process_group()
+            return
         t_start = getattr(self, "t_start", time.perf_counter())
         if prog.step > prog.last_saved and prog.step > start_step:
             self._save(engine, self.samples, paths, prog, t_start, tdist)

@@ -140,3 +140,34 @@ def test_quit_question(snap_compare, work, fake_runs, size) -> None:
 
     assert snap_compare(wizard(runs_api=fake_runs, cwd=work),
                         terminal_size=size, run_before=run_before)
+
+
+def test_batch_measured(snap_compare, work) -> None:
+    """After Measure (a stand-in for the short runs): the fields hold the choice, the
+    splits that ran are marked with their tokens/s or their verdict."""
+    from test_tui_tune import StandIn
+
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("ctrl+t")  # the CPU demo
+        await _forward(pilot, 2)
+        pilot.app.screen.measure_runner = StandIn()
+        await pilot.press("ctrl+t")
+        await _settle(pilot)
+        await pilot.pause()
+
+    assert snap_compare(_app(probe=no_gpus), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_batch_other_machine_gpu_picked(snap_compare, work) -> None:
+    """Planning 4 GPUs elsewhere with an H100 80GB picked: the memory is a fit verdict."""
+
+    async def run_before(pilot) -> None:
+        await _settle(pilot)
+        await pilot.press("end", "ctrl+u", "4")
+        await pilot.pause()
+        pilot.app.screen.query_one("#other-gpu").value = "NVIDIA H100 80GB HBM3"
+        await _forward(pilot, 2)
+        await _settle(pilot)
+
+    assert snap_compare(_app(probe=no_gpus), terminal_size=(80, 24), run_before=run_before)
