@@ -152,12 +152,8 @@ def run_auto(
         data["output"] = None if dry_run else str(output)
         data["backup"] = str(backup) if backup else None
         data["backend_reason"] = decision.reason
-<<<<<<< HEAD
-        click.echo(json_text(data))
-=======
         data["measured_here"] = measured.line() if measured is not None else None
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
->>>>>>> tune
+        click.echo(json_text(data))
         return
     click.echo(f"Preset: {preset.name} ({preset.source}); GPUs: {source}")
     click.echo("")

@@ -8,12 +8,8 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-<<<<<<< HEAD
-from textual.widgets import DataTable, Input, Label, Static
-=======
 from textual.markup import escape
 from textual.widgets import DataTable, Input, Label, Select, Static
->>>>>>> tune
 
 from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.core.batch.topology import TopologyError

@@ -352,11 +352,8 @@ class Trainer:
                         if self.cuda else None,
                         mfu=round(fpt * tps / self.world / peak, 4)
                         if self.cuda and peak else None,
-<<<<<<< HEAD
                         **reshape.segment_fields(self.segment, prog.step),
-=======
                         **self._peak_fields(torch, device),
->>>>>>> tune
                     )
                     t_mark, step_mark = now, prog.step
                     if metrics is not None:

@@ -148,26 +148,26 @@ def test_batch_measured(snap_compare, work) -> None:
     from test_tui_tune import StandIn
 
     async def run_before(pilot) -> None:
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("ctrl+t")  # the CPU demo
-        await _forward(pilot, 2)
+        await forward(pilot, 2)
         pilot.app.screen.measure_runner = StandIn()
         await pilot.press("ctrl+t")
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.pause()
 
-    assert snap_compare(_app(probe=no_gpus), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(wizard(no_gpus), terminal_size=(80, 24), run_before=run_before)
 
 
 def test_batch_other_machine_gpu_picked(snap_compare, work) -> None:
     """Planning 4 GPUs elsewhere with an H100 80GB picked: the memory is a fit verdict."""
 
     async def run_before(pilot) -> None:
-        await _settle(pilot)
+        await settle(pilot)
         await pilot.press("end", "ctrl+u", "4")
         await pilot.pause()
         pilot.app.screen.query_one("#other-gpu").value = "NVIDIA H100 80GB HBM3"
-        await _forward(pilot, 2)
-        await _settle(pilot)
+        await forward(pilot, 2)
+        await settle(pilot)
 
-    assert snap_compare(_app(probe=no_gpus), terminal_size=(80, 24), run_before=run_before)
+    assert snap_compare(wizard(no_gpus), terminal_size=(80, 24), run_before=run_before)

@@ -176,27 +176,20 @@ class MetricsRecord:
     epoch: int
     max_mem_alloc_gib: float | None = None  # CUDA only
     mfu: float | None = None  # CUDA GPUs with a known peak only
-<<<<<<< HEAD
     # a run resumed on another layout (core.runs.reshape): the segment from the second on,
     # and True on the first step of each such segment (the boundary)
     segment: int | None = None
     segment_start: bool | None = None
-=======
     max_mem_reserved_gib: float | None = None  # CUDA only (rank 0's allocator peak)
     peak_rss_gib: float | None = None  # rank 0's peak resident set
     # each rank's peak, in rank order (a `tune` run only): max reserved on GPUs, RSS on CPU
     rank_peak_gib: list[float] | None = None
->>>>>>> tune
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         # absent, not null: a CPU run's records never had these keys
-<<<<<<< HEAD
-        for key in ("max_mem_alloc_gib", "mfu", "segment", "segment_start"):
-=======
-        for key in ("max_mem_alloc_gib", "mfu", "max_mem_reserved_gib", "peak_rss_gib",
-                    "rank_peak_gib"):
->>>>>>> tune
+        for key in ("max_mem_alloc_gib", "mfu", "segment", "segment_start",
+                    "max_mem_reserved_gib", "peak_rss_gib", "rank_peak_gib"):
             if out[key] is None:
                 del out[key]
         return out
