@@ -7,7 +7,6 @@ and :func:`run_auto` is what the group callback calls.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -24,6 +23,7 @@ from ds_wizard.core.base.limits import (
     MAX_MICRO_BATCH,
     MAX_WORLD_SIZE,
 )
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND, resolve_backend
 from ds_wizard.core.presets.lookup import DEFAULT_PRESET
 from ds_wizard.core.presets.schema import Precision
@@ -153,7 +153,7 @@ def run_auto(
         data["backup"] = str(backup) if backup else None
         data["backend_reason"] = decision.reason
         data["measured_here"] = measured.line() if measured is not None else None
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json_text(data))
         return
     click.echo(f"Preset: {preset.name} ({preset.source}); GPUs: {source}")
     click.echo("")

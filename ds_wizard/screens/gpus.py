@@ -18,7 +18,7 @@ from ds_wizard.messages import GpusDetected
 from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.doctor_panel import DoctorPanel
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
-from ds_wizard.screens.widgets import OrderedInput
+from ds_wizard.screens.widgets import OrderedInput, safe_markup
 
 
 class GpuScreen(WizardScreen):
@@ -133,7 +133,7 @@ class GpuScreen(WizardScreen):
             if (self.focused is None or self.focused is table) and not per_node.disabled:
                 per_node.focus()
             no_gpu.update(
-                f"[b]No GPU found[/b] ({escape(report.reason or '')}).\n"
+                f"[b]No GPU found[/b] ({safe_markup(report.reason or '')}).\n"
                 "Type a GPU count below to write a config for another machine, or press "
                 f"[b]^t[/b] for a CPU demo run ({CPU_DEMO_PRESET}, {CPU_DEMO_RANKS} CPU ranks)."
             )
@@ -242,7 +242,7 @@ class GpuScreen(WizardScreen):
         problem = self._problem()
         state = self.state
         if problem:
-            summary.update(f"[$error]✘ {escape(problem)}[/]")
+            summary.update(f"[$error]✘ {safe_markup(problem)}[/]")
             summary.set_class(True, "error")
             return
         summary.set_class(False, "error")
@@ -263,7 +263,7 @@ class GpuScreen(WizardScreen):
             topo = state.topology()
             summary.update(
                 f"Data-parallel world size: [b]{state.world_size}[/b] "
-                + (f"({escape(topo.layout())}, {escape(topo.source)})" if topo.multi_node
+                + (f"({safe_markup(topo.layout())}, {safe_markup(topo.source)})" if topo.multi_node
                    else f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s))")
                 + elsewhere
             )

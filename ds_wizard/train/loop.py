@@ -254,6 +254,14 @@ class Trainer:
                  "per epoch")
 
         ds_cfg, lr_scheduler = ds_setup.client_scheduler(self.config)
+        # issue 21: after a change of world size, the segment's universal checkpoint
+        from ds_wizard.train import reshape
+
+        self.segment = reshape.current_segment(self.paths)
+        self.pending = reshape.pending_universal(self.paths, self.world) \
+            if args.resume else None
+        if self.pending is not None:
+            ds_cfg = reshape.with_load_universal(ds_cfg)
         from ds_wizard.train.optim import client_optimizer
 
         ds_cfg, optimizer = client_optimizer(self.run_spec.optimizer, ds_cfg, groups)
@@ -280,6 +288,7 @@ class Trainer:
         from deepspeed.accelerator import get_accelerator
 
         from ds_wizard.core.plan.params import flops_per_token
+        from ds_wizard.train import reshape
         from ds_wizard.train.model import logits_of
 
         engine, samples, tdist, paths = self.engine, self.samples, self.tdist, self.paths
@@ -343,6 +352,7 @@ class Trainer:
                         if self.cuda else None,
                         mfu=round(fpt * tps / self.world / peak, 4)
                         if self.cuda and peak else None,
+                        **reshape.segment_fields(self.segment, prog.step),
                         **self._peak_fields(torch, device),
                     )
                     t_mark, step_mark = now, prog.step
@@ -470,7 +480,13 @@ class Trainer:
         return None
 
     def _resume(self, engine: Any, samples: Any, paths: rundir.RunPaths, tdist: Any) -> Progress:
-        tag = self._choose_checkpoint(paths, tdist)
+        if self.pending is not None:
+            from ds_wizard.train.reshape import verify_universal
+
+            tag: str | None = verify_universal(self.pending, paths, self.rank, self.world,
+                                               tdist)
+        else:
+            tag = self._choose_checkpoint(paths, tdist)
         if tag is None:
             raise rundir.RunError(f"no intact checkpoint in {paths.checkpoints}",
                                 "start a new run instead of --resume")

@@ -176,6 +176,10 @@ class MetricsRecord:
     epoch: int
     max_mem_alloc_gib: float | None = None  # CUDA only
     mfu: float | None = None  # CUDA GPUs with a known peak only
+    # a run resumed on another layout (core.runs.reshape): the segment from the second on,
+    # and True on the first step of each such segment (the boundary)
+    segment: int | None = None
+    segment_start: bool | None = None
     max_mem_reserved_gib: float | None = None  # CUDA only (rank 0's allocator peak)
     peak_rss_gib: float | None = None  # rank 0's peak resident set
     # each rank's peak, in rank order (a `tune` run only): max reserved on GPUs, RSS on CPU
@@ -184,8 +188,8 @@ class MetricsRecord:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         # absent, not null: a CPU run's records never had these keys
-        for key in ("max_mem_alloc_gib", "mfu", "max_mem_reserved_gib", "peak_rss_gib",
-                    "rank_peak_gib"):
+        for key in ("max_mem_alloc_gib", "mfu", "segment", "segment_start",
+                    "max_mem_reserved_gib", "peak_rss_gib", "rank_peak_gib"):
             if out[key] is None:
                 del out[key]
         return out
