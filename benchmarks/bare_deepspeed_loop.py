@@ -2,7 +2,9 @@
 
 Same model (built by ds_wizard.train.model), same DeepSpeed JSON, same tokens; no metrics
 file, no per-step all-reduce, no stop handling, no checkpoints. Started by the deepspeed
-launcher; rank 0 prints one JSON line with its tokens/s.
+launcher (``train_throughput.py`` starts it with A's own launcher and rank flags, which
+add ``--local_rank``); rank 0 prints one JSON line with its tokens/s. It has no quick mode
+of its own: ``train_throughput.py --quick`` runs it.
 """
 
 from __future__ import annotations

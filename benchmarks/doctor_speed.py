@@ -1,12 +1,14 @@
 """Wall-clock time of ``ds-wizard doctor`` (and ``--json``) as whole processes.
 
-    .venv/bin/python benchmarks/doctor_speed.py [--runs 5] [--collectives]
+    .venv/bin/python benchmarks/doctor_speed.py [--runs 5] [--collectives] [--quick]
 
 Target (issue 19): under 5 s median on the development machine without the collective
 test; with ``--collectives`` (2 gloo ranks) under 30 s. The doctor's kernel-probe cache
 starts empty in a private directory; the first run is reported on its own line (on a GPU
 machine it pays for the kernel import in a fresh interpreter), the timed runs after it
-read the cache, as every launch after the first does.
+read the cache, as every launch after the first does. ``--quick`` times one run of each
+command and judges no target: it shows the benchmark still runs (the slow test lane), and
+accepts the doctor's own verdict either way (exit 0 or 1), only not a crash.
 """
 
 from __future__ import annotations
@@ -45,7 +47,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--collectives", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="one run of doctor and doctor --json, no target verdict (a smoke run)")
     args = p.parse_args()
+    if args.quick:
+        args.runs, args.collectives = 1, False
+    # --quick: this machine may fail a check (exit 1, ExitCode.PROBLEM); a crash is not that
+    fine = (0, 1) if args.quick else (0,)
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "DS_WIZARD_CACHE_DIR": cache,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
@@ -53,7 +61,7 @@ def main() -> int:
         first, first_cpu, rc = timed([], env)
         print(f"first run (empty cache): {first:.2f} s wall, {first_cpu:.2f} s CPU, exit {rc}"
               f"; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        ok = rc == 0
+        ok = rc in fine
         rows = [("doctor", []), ("doctor --json", ["--json"])]
         if args.collectives:
             rows.append(("doctor --collectives", ["--collectives"]))
@@ -66,10 +74,10 @@ def main() -> int:
                 t, c, rc = timed(extra, env)
                 times.append(t)
                 cpus.append(c)
-                ok = ok and rc == 0
+                ok = ok and rc in fine
             target = COLLECTIVES_TARGET_S if "--collectives" in extra else TARGET_S
             med = statistics.median(times)
-            ok = ok and med < target
+            ok = ok and (med < target or args.quick)
             print(f"| `ds-wizard {name}` | {med:.2f} | {min(times):.2f}–{max(times):.2f} | "
                   f"{statistics.median(cpus):.2f} | < {target:.0f} s |")
     return 0 if ok else 1

@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from ds_wizard.core.base.text import sanitize
 from ds_wizard.core.plan.gpus import GpuProbe, detect_gpus
 from ds_wizard.messages import FollowRun, NextStep, PrevStep, WorkerFailed
 from ds_wizard.screens.base import WizardScreen
@@ -52,6 +53,11 @@ class WizardApp(App[None]):
         Binding("ctrl+e", "open_runs", "Runs", id="runs", priority=True,
                 tooltip="The runs on this machine: attach, stop, resume, compare losses"),
     ]
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
+        """Every notification of every screen passes here: its text (often an error that
+        quotes a file name, a key or a log line) is sanitized before it is shown."""
+        super().notify(sanitize(message), *args, **kwargs)
 
     def __init__(self, ctx: WizardContext, *, attach: Path | None = None) -> None:
         super().__init__()

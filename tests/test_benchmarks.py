@@ -67,6 +67,17 @@ def test_checkpoint_hash_quick() -> None:
         rf"{NUMBER} MB/s per process \(target ≥ 500 MB/s: not judged, --quick\)", text), text
 
 
+def test_doctor_speed_quick() -> None:
+    text = quick("doctor_speed.py")
+    assert re.match(rf"first run \(empty cache\): {NUMBER} s wall, {NUMBER} s CPU, exit [01]; "
+                    rf"load average {NUMBER} on \d+ cores\n", text), text
+    rows = table_rows(text)
+    assert rows[0] == ["command", "median wall s", "min–max s", "median CPU s", "target"]
+    assert [r[0] for r in rows[2:]] == ["`ds-wizard doctor`", "`ds-wizard doctor --json`"]
+    for row in rows[2:]:
+        assert re.fullmatch(NUMBER, row[1]) and re.fullmatch(r"< \d+ s", row[4]), row
+
+
 def test_gpu_memory_check_quick() -> None:
     lines = quick("gpu_memory_check.py").splitlines()
     if lines[0].startswith("gpu_memory_check: not run: "):  # no GPU or no mamba-ssm here

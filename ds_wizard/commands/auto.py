@@ -7,7 +7,6 @@ and :func:`run_auto` is what the group callback calls.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
@@ -24,6 +23,7 @@ from ds_wizard.core.base.limits import (
     MAX_MICRO_BATCH,
     MAX_WORLD_SIZE,
 )
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND, resolve_backend
 from ds_wizard.core.presets.lookup import DEFAULT_PRESET
 from ds_wizard.core.presets.schema import Precision
@@ -131,10 +131,15 @@ def run_auto(
         backend, cuda=True, arch=preset.spec.model.arch, here=here,
         compute_capability=min(g.compute_capability for g in report.gpus) if here else None)
     backend = decision.name
+    from ds_wizard.core.plan.measured import here_entry
+
+    # planning for this machine (no --gpu-memory): what `tune` measured here applies
+    measured = here_entry(preset.spec, num_gpus, report) if gpu_memory is None else None
     result = auto_configure(
         preset, num_gpus, gpu_report=report, precision=precision, micro_batch=micro_batch,
         grad_accum=grad_accum, global_batch=global_batch, zero_stage=zero_stage,
         gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom, backend=backend,
+        measured=measured,
     )
     written, backup = False, None
     if not dry_run:
@@ -147,7 +152,8 @@ def run_auto(
         data["output"] = None if dry_run else str(output)
         data["backup"] = str(backup) if backup else None
         data["backend_reason"] = decision.reason
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        data["measured_here"] = measured.line() if measured is not None else None
+        click.echo(json_text(data))
         return
     click.echo(f"Preset: {preset.name} ({preset.source}); GPUs: {source}")
     click.echo("")
@@ -158,7 +164,9 @@ def run_auto(
     for reason in result.reasons:
         click.echo(f"  - {reason}")
     click.echo(f"  - memory planned for backend {backend}: {decision.reason}")
-    if result.memory is None:
+    if measured is not None and not any("measured here" in r for r in result.reasons):
+        click.echo(f"  - {measured.line()} (not used: the batch values given win)")
+    if result.memory is None and measured is None:
         click.echo("  - GPU memory unknown (no GPU detected, no --gpu-memory): the batch was "
                    "not checked against memory")
     if dry_run:

@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds_wizard import __version__
+from ds_wizard.core.base import system
 from ds_wizard.core.base.defaults import HEADROOM, RUNS_DIR
-from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import atomic_write_text, read_json, read_text
 from ds_wizard.core.plan.backends import BackendDecision, resolve_backend
 from ds_wizard.core.runs import doctor as verdict
 from ds_wizard.core.runs.doctor import (
@@ -120,10 +122,10 @@ def cached(kind: str, key: str, compute: Callable[[], dict[str, Any]]) -> dict[s
     """``compute()``'s result for ``key``, from the cache file when it holds it."""
     path = cache_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, limit=4 << 20, what="doctor cache")
         if not isinstance(data, dict):
             data = {}
-    except (OSError, ValueError):
+    except DsWizardError:  # absent, not a regular file, too big or not JSON: no cache
         data = {}
     entry = data.get(f"{kind}:{key}")
     if isinstance(entry, dict):
@@ -154,8 +156,8 @@ def torch_build() -> dict[str, str | None]:
         return out
     path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_text(path, limit=1 << 20, what="torch version file")
+    except DsWizardError:
         return out
     for line in text.splitlines():
         m = re.match(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+)$", line.strip())
@@ -317,13 +319,6 @@ def decide_optimizer(cfg: Mapping[str, Any], accel: Accelerator, *, user_config:
 
 # -- host ------------------------------------------------------------------------------------
 
-def _existing(path: Path) -> Path:
-    path = path.expanduser().absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _limit(which: int) -> int | None:
     try:
         soft, _ = resource.getrlimit(which)
@@ -333,18 +328,16 @@ def _limit(which: int) -> int | None:
 
 
 def host_facts(runs_dir: str | Path = RUNS_DIR) -> HostFacts:
-    import psutil
-
-    mem = psutil.virtual_memory()
+    mem = system.memory()  # unreadable RAM is a one-line SystemFactError
     shm = None
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(system.SystemFactError):
         if os.path.ismount("/dev/shm"):
-            shm = shutil.disk_usage("/dev/shm").total
+            shm = system.disk_of("/dev/shm").total
     disk = None
-    with contextlib.suppress(OSError):
-        disk = shutil.disk_usage(_existing(Path(runs_dir))).free
+    with contextlib.suppress(system.SystemFactError):
+        disk = system.disk_of(Path(runs_dir).expanduser()).free
     nproc = _limit(resource.RLIMIT_NPROC) if hasattr(resource, "RLIMIT_NPROC") else None
-    return HostFacts(ram_available=int(mem.available), ram_total=int(mem.total),
+    return HostFacts(ram_available=mem.available, ram_total=mem.total,
                      shm_bytes=shm, disk_free=disk, nofile=_limit(resource.RLIMIT_NOFILE),
                      nproc=nproc)
 

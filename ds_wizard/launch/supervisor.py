@@ -296,13 +296,12 @@ class Supervisor:
 
 
 def _last_lines(path: Path, n: int) -> list[str]:
+    from ds_wizard.core.base.fsio import read_tail
+
     try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 32768))
-            chunk = fh.read(32768)  # bounded: a device (/dev/full) reads forever
-    except OSError:
-        return []
+        chunk, _ = read_tail(path, limit=32768, what="train.log")
+    except DsWizardError:
+        return []  # missing or not a regular file (a FIFO is never waited on)
     return chunk.decode("utf-8", errors="replace").splitlines()[-n:]
 
 
@@ -329,11 +328,13 @@ class RunLocked(DsWizardError):
 
 def lock_holder(run_dir: Path) -> str:
     """What the lock file says about its holder (written by the holder), one line."""
+    from ds_wizard.core.base.fsio import read_text
     from ds_wizard.core.runs.runstate import lock_path
 
     try:
-        text = lock_path(run_dir).read_text(encoding="utf-8").strip()
-    except OSError:
+        text = read_text(lock_path(run_dir), limit=4096, what="lock file",
+                         errors="replace").strip()
+    except DsWizardError:
         text = ""
     return text.splitlines()[0] if text else "another process"
 

@@ -44,7 +44,9 @@ JobFactory = Callable[["WizardState"], Job]
 
 
 class RunsApi(Protocol):
-    """The runs on this machine (``screens.jobs.LauncherRuns`` is the real one)."""
+    """The runs on this machine (``screens.jobs.LauncherRuns`` is the real one). A door
+    may also offer ``resume_offer(run_dir)`` and ``resume(run_dir, num_gpus=N)``: the Runs
+    screen then offers a resume on this machine's number of ranks (issue 21)."""
 
     def summaries(self, runs_dir: Path) -> list[RunSummary]: ...
 

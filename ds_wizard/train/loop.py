@@ -254,6 +254,14 @@ class Trainer:
                  "per epoch")
 
         ds_cfg, lr_scheduler = ds_setup.client_scheduler(self.config)
+        # issue 21: after a change of world size, the segment's universal checkpoint
+        from ds_wizard.train import reshape
+
+        self.segment = reshape.current_segment(self.paths)
+        self.pending = reshape.pending_universal(self.paths, self.world) \
+            if args.resume else None
+        if self.pending is not None:
+            ds_cfg = reshape.with_load_universal(ds_cfg)
         from ds_wizard.train.optim import client_optimizer
 
         ds_cfg, optimizer = client_optimizer(self.run_spec.optimizer, ds_cfg, groups)
@@ -280,6 +288,7 @@ class Trainer:
         from deepspeed.accelerator import get_accelerator
 
         from ds_wizard.core.plan.params import flops_per_token
+        from ds_wizard.train import reshape
         from ds_wizard.train.model import logits_of
 
         engine, samples, tdist, paths = self.engine, self.samples, self.tdist, self.paths
@@ -343,6 +352,8 @@ class Trainer:
                         if self.cuda else None,
                         mfu=round(fpt * tps / self.world / peak, 4)
                         if self.cuda and peak else None,
+                        **reshape.segment_fields(self.segment, prog.step),
+                        **self._peak_fields(torch, device),
                     )
                     t_mark, step_mark = now, prog.step
                     if metrics is not None:
@@ -359,7 +370,7 @@ class Trainer:
                     get_accelerator().reset_peak_memory_stats()
                 if stopped:
                     break
-                if prog.step % save_every == 0:
+                if prog.step % save_every == 0 and not self.run_spec.measure:
                     t_save = time.perf_counter()
                     self._save(engine, samples, paths, prog, t_start, tdist)
                     # throughput windows measure training: the save does not count
@@ -369,9 +380,31 @@ class Trainer:
                 metrics.close()
         return stopped
 
+    def _peak_fields(self, torch: Any, device: Any) -> dict[str, Any]:
+        """Peak-memory fields of a metrics record (ds_wizard.train.peaks); every rank's
+        only in a `tune` run, where gathering them is a collective on each logged step."""
+        from deepspeed.accelerator import get_accelerator
+
+        from ds_wizard.train.peaks import gather_peaks, own_peaks
+
+        mine = own_peaks(get_accelerator(), self.cuda)
+        out: dict[str, Any] = {"peak_rss_gib": round(mine[2] / 2**30, 4)}
+        if self.cuda:
+            out["max_mem_reserved_gib"] = round(mine[1] / 2**30, 4)
+        if self.run_spec.measure:
+            ranks = gather_peaks(self.tdist, torch, device, mine, self.world)
+            out["rank_peak_gib"] = [round((r[1] if self.cuda else r[2]) / 2**30, 4)
+                                    for r in ranks]
+        return out
+
     def _finish(self, prog: Progress, start_step: int, stopped: bool) -> None:
         """The last checkpoint, then the exported weights unless stopped early."""
         engine, paths, tdist = self.engine, self.paths, self.tdist
+        if self.run_spec.measure:
+            # a tune candidate: nothing of it is kept but its metrics
+            self.log(f"measured: {prog.step} steps (tune run: no checkpoint, no weights)")
+            tdist.destroy_process_group()
+            return
         t_start = getattr(self, "t_start", time.perf_counter())
         if prog.step > prog.last_saved and prog.step > start_step:
             self._save(engine, self.samples, paths, prog, t_start, tdist)
@@ -447,7 +480,13 @@ class Trainer:
         return None
 
     def _resume(self, engine: Any, samples: Any, paths: rundir.RunPaths, tdist: Any) -> Progress:
-        tag = self._choose_checkpoint(paths, tdist)
+        if self.pending is not None:
+            from ds_wizard.train.reshape import verify_universal
+
+            tag: str | None = verify_universal(self.pending, paths, self.rank, self.world,
+                                               tdist)
+        else:
+            tag = self._choose_checkpoint(paths, tdist)
         if tag is None:
             raise rundir.RunError(f"no intact checkpoint in {paths.checkpoints}",
                                 "start a new run instead of --resume")

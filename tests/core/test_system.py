@@ -18,6 +18,7 @@ from ds_wizard.core.base.system import SystemFactError, pid_alive
 from ds_wizard.core.presets.lookup import load_preset
 from ds_wizard.core.runs.runspec import Accelerator
 from ds_wizard.core.runs.runstate import describe_disk, disk_nearly_full
+from ds_wizard.launch.doctor import host_facts
 from ds_wizard.launch.host_fit import check_cpu_ranks
 from ds_wizard.launch.plan import resolve_config
 
@@ -73,7 +74,8 @@ def test_a_process_we_may_not_inspect_is_alive(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_memory_and_disk_come_from_psutil(tmp_path: Path) -> None:
-    assert 0 < system.available_memory() <= psutil.virtual_memory().total
+    ram = system.memory()
+    assert 0 < system.available_memory() <= ram.total == psutil.virtual_memory().total
     disk = system.disk_of(tmp_path / "not" / "made" / "yet")  # judged by tmp_path
     usage = psutil.disk_usage(str(tmp_path))
     assert disk.total == usage.total and 0 <= disk.free <= disk.total
@@ -112,3 +114,6 @@ def test_callers_decide_what_an_unknown_fact_means(monkeypatch: pytest.MonkeyPat
     check_cpu_ranks(cfg, preset.spec, 2, "7b_mamba")
     with pytest.raises(DsWizardError):
         check_cpu_ranks(cfg, preset.spec, 2, "7b_mamba", available=1 << 30)
+    # the doctor reports this machine's RAM, so it cannot go on without it: one line
+    with pytest.raises(SystemFactError, match=r"^cannot read this machine's available memory"):
+        host_facts(tmp_path)

@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from click.testing import CliRunner
+from fakes import start_cli
 
 from ds_wizard.cli import main
 from ds_wizard.core.batch.topology import parse_hostfile
@@ -27,7 +28,6 @@ from ds_wizard.core.runs.runspec import Accelerator, read_run_info
 from ds_wizard.launch.command import DEEPSPEED_ENV, HOSTFILE_NAME, SBATCH_NAME
 from ds_wizard.launch.plan import LaunchRefused, LaunchRequest, prepare_run
 
-CLI = [sys.executable, "-m", "ds_wizard.cli"]
 GPU_NODES = Accelerator("cuda", 8, "test: 8 GPUs per node")
 
 
@@ -177,13 +177,11 @@ def test_two_nodes_on_one_machine_train_with_world_size_two(tmp_path: Path,
     hosts = tmp_path / "hosts"
     hosts.write_text("node-a slots=1\nnode-b slots=1\n")
     pdsh_log = tmp_path / "pdsh.log"
-    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "DS_ACCELERATOR": "cpu",
-           "CUDA_VISIBLE_DEVICES": "", "FAKE_PDSH_LOG": str(pdsh_log)}
-    proc = subprocess.Popen(
-        [*CLI, "launch", "--preset", "tiny_mamba", "--hostfile", str(hosts), "--steps", "3",
-         "--runs-dir", str(tmp_path / "runs"), "--master-addr", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        start_new_session=True, cwd=tmp_path)
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "DS_ACCELERATOR": "cpu",
+           "FAKE_PDSH_LOG": str(pdsh_log)}
+    proc = start_cli("launch", "--preset", "tiny_mamba", "--hostfile", str(hosts), "--steps",
+                     "3", "--runs-dir", str(tmp_path / "runs"), "--master-addr", "127.0.0.1",
+                     env=env, cwd=tmp_path)
     try:
         out, _ = proc.communicate(timeout=1200)
     finally:

@@ -48,14 +48,28 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def available_memory() -> int:
-    """Bytes that can be allocated without swapping (the kernel's MemAvailable)."""
+@dataclass(frozen=True)
+class Memory:
+    """This machine's RAM in bytes: what can be allocated without swapping (the kernel's
+    MemAvailable), and all of it."""
+
+    available: int
+    total: int
+
+
+def memory() -> Memory:
     import psutil
 
     try:
-        return int(psutil.virtual_memory().available)
+        vm = psutil.virtual_memory()
     except (psutil.Error, OSError, RuntimeError) as err:
         raise _failed("this machine's available memory", err) from err
+    return Memory(int(vm.available), int(vm.total))
+
+
+def available_memory() -> int:
+    """Bytes that can be allocated without swapping (the kernel's MemAvailable)."""
+    return memory().available
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base import system
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_json, read_tail
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runspec import parse_metrics
 
@@ -119,10 +121,14 @@ def write_run_state(run_dir: str | Path, state: RunState) -> None:
 def read_run_state(run_dir: str | Path) -> RunState | None:
     """``state.json``, or None when it is missing or unreadable (an older run)."""
     try:
-        data = json.loads(state_path(run_dir).read_text(encoding="utf-8"))
+        data = read_json(state_path(run_dir), limit=MAX_STATE_BYTES, what="state.json")
         return RunState.from_dict(data) if isinstance(data, dict) else None
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    except (DsWizardError, TypeError, KeyError, ValueError):
+        return None  # missing, a FIFO, too big, too deep, not JSON: an unreadable state
+
+
+#: bytes of state.json: a few hundred in practice
+MAX_STATE_BYTES = 1 << 20
 
 
 # -- the process table ------------------------------------------------------------------------
@@ -238,13 +244,9 @@ def run_status(run_dir: str | Path, state: RunState | None,
 def last_metrics(path: str | Path, window: int = 65536) -> dict[str, Any] | None:
     """The last complete record of ``metrics.jsonl``, reading only the file's tail."""
     try:
-        with Path(path).open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - window))
-            chunk = fh.read(window)
-    except OSError:
-        return None
+        chunk, _ = read_tail(path, limit=window, what="metrics.jsonl")
+    except DsWizardError:
+        return None  # missing, or not a regular file (a FIFO is never opened blocking)
     for raw in reversed(chunk[: chunk.rfind(b"\n") + 1].splitlines()):
         record = parse_metrics(raw)
         if record is not None and isinstance(record.get("step"), int):
@@ -274,6 +276,9 @@ class RunSummary:
     pgid: int | None
     pids: tuple[int, ...]  # the job's live processes
     checkpoint_step: int | None  # the newest complete checkpoint
+    # the run's lineage (core.runs.reshape): one entry per layout it trained on, with the
+    # steps, world size, nodes and batch triple of each
+    segments: tuple[dict[str, Any], ...] = ()
 
     @property
     def alive(self) -> bool:
@@ -290,6 +295,7 @@ class RunSummary:
         out["run_dir"] = str(self.run_dir)
         out["status"] = self.status.value
         out["pids"] = list(self.pids)
+        out["segments"] = list(self.segments)
         out["alive"], out["resumable"] = self.alive, self.resumable
         return out
 
@@ -331,7 +337,16 @@ def summarize_run(run_dir: str | Path, table: ProcessTable | None = None) -> Run
         supervisor_pid=state.supervisor_pid if state is not None else None,
         supervisor_alive=sup_alive, pgid=state.pgid if state is not None else None,
         pids=tuple(p.pid for p in live), checkpoint_step=ckpt.step if ckpt else None,
+        segments=_lineage(info, step if isinstance(step, int) else None),
     )
+
+
+def _lineage(info: dict[str, Any], last_step: int | None) -> tuple[dict[str, Any], ...]:
+    from ds_wizard.core.runs.reshape import segment_spans, segments_of
+
+    if not info:
+        return ()
+    return tuple(span.to_dict() for span in segment_spans(segments_of(info), last_step))
 
 
 def list_run_summaries(runs_dir: str | Path,
