@@ -31,7 +31,7 @@ from ds_wizard.cli import main
 FILE_LIKE = re.compile(r"file|path|config|hostfile|hf_args|log|data|tokenizer|preset|source|"
                        r"output|dir|resume|^name$|^names$|^run$|^runs$|^ref$", re.I)
 # of those, the ones ds-wizard writes to or creates (an existing big file there is no error)
-OUTPUT_LIKE = re.compile(r"output|out_dir|runs_dir", re.I)
+OUTPUT_LIKE = re.compile(r"output|out_dir|runs_dir|report|^to$|save|dest", re.I)
 #: extra address space a child may take (what any command needs is far below this)
 CHILD_MEMORY = 1536 << 20
 

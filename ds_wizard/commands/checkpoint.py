@@ -3,12 +3,11 @@ own tools (ds_wizard.launch.checkpoints)."""
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from ds_wizard.core.base.defaults import RUNS_DIR
 from ds_wizard.core.base.errors import ExitCode
+from ds_wizard.core.base.text import json_text
 
 _runs_dir = click.option("--runs-dir", default=RUNS_DIR, show_default=True, metavar="DIR",
                          help="Where the runs live.")
@@ -51,7 +50,7 @@ def convert(run: str, tag: str | None, runs_dir: str, as_json: bool) -> None:
 
     result = convert_run(run, runs_dir, tag, (lambda _s: None) if as_json else click.echo)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json_text(result.to_dict()))
         return
     how = ("converted earlier; verified and reused" if result.seconds is None
            else f"converted in {result.seconds:.1f} s")
@@ -77,7 +76,7 @@ def export(run: str, tag: str | None, to: str, runs_dir: str, as_json: bool) -> 
     from ds_wizard.launch.checkpoints import export_run
 
     result = export_run(run, runs_dir, tag, to)
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json
+    click.echo(json_text(result.to_dict()) if as_json
                else f"✅ {result.line} in {result.seconds:.1f} s")
 
 
@@ -99,7 +98,7 @@ def verify(ctx: click.Context, run: str, runs_dir: str, as_json: bool) -> None:
 
     result = verify_run(run, runs_dir)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json_text(result.to_dict()))
     else:
         for t in result.tags:
             mark = {"intact": "✅", "damaged": "❌", "incomplete": "⏳"}.get(t.status, "⚠️ ")

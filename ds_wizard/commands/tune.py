@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +13,7 @@ from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.base.defaults import HEADROOM, RUNS_DIR
 from ds_wizard.core.base.errors import ExitCode
 from ds_wizard.core.base.limits import MAX_GLOBAL_BATCH, MAX_STEPS, MAX_WORLD_SIZE
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND
 from ds_wizard.core.plan.tune import DEFAULT_MAX_CANDIDATES, TuneError, TuneResult, table_rows
 
@@ -123,7 +123,7 @@ def tune(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], config_path
     if as_json:
         data = result.to_dict()
         data["preset_saved"] = str(saved) if saved else None
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json_text(data))
     else:
         _print(result, saved)
     if result.interrupted:

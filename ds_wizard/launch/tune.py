@@ -26,6 +26,7 @@ from typing import Any
 
 from ds_wizard.core.base.defaults import HEADROOM, RUNS_DIR
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_from, read_input
 from ds_wizard.core.plan import tune as core
 from ds_wizard.core.plan.backends import DEFAULT_BACKEND
 from ds_wizard.core.plan.memory import GiB, Strategy
@@ -355,19 +356,17 @@ class _Runner:
 
 def _read_from(path: Path, offset: int) -> bytes:
     try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            return fh.read(1 << 20)
-    except OSError:
-        return b""
+        return read_from(path, offset, limit=1 << 20, what="train.log")
+    except DsWizardError:
+        return b""  # missing, not a regular file or unreadable now
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
     from ds_wizard.core.runs.runspec import parse_metrics
 
     try:
-        raw = path.read_bytes()
-    except OSError:
+        raw = read_input(path, limit=256 << 20, what="metrics.jsonl")
+    except DsWizardError:
         return []
     return [r for r in (parse_metrics(line) for line in raw.splitlines()) if r is not None]
 

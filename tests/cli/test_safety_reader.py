@@ -148,6 +148,8 @@ def test_every_file_option_survives_hostile_files(kind: str, hostile: dict[str, 
         target = hostile["oversized_out" if kind == "oversized" and output
                          else kind + (".toml" if preset else "")]
         args = _case_argv(path, cmd, param, target, hostile)
+        for name in ("oversized", "oversized.toml"):  # as big again, whatever ran before
+            os.truncate(hostile[name], 8 << 30)
         outcome = run_isolated(args, timeout=30)
         # an output or a runs directory is not read: with --dry-run (or nothing there to
         # list) the command may succeed; it must still end, and never trace back
@@ -180,6 +182,7 @@ def _raw_reader(notes_file: str | None) -> None:
 def test_an_option_that_bypasses_the_reader_fails_the_check(hostile: dict[str, Path]) -> None:
     from _cli_tree import names_a_file
 
+    os.truncate(hostile["oversized"], 8 << 30)
     group = _group_with(_raw_reader)
     param = next(p for p in _raw_reader.params if p.name == "notes_file")
     assert names_a_file(param)  # the walk finds it, by its type and by its name

@@ -10,19 +10,14 @@ from types import SimpleNamespace
 
 import pytest
 import textual.app
-from fakes import isolate
-from test_tui_runs import app_with_runs, open_runs, rows_of
+from test_tui_runs import rows_of
+from tui_pilot import FakeRuns, open_runs, wizard
 
 from ds_wizard.app import WizardApp
 from ds_wizard.screens.widgets import FollowLog, safe_markup
 
 ESC = "\x1b]52;c;cHduZWQ=\x07\x1b[2J\x9b31m\u202e"
 BAD = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
 
 
 def test_every_notification_is_sanitized(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,8 +42,9 @@ def test_markup_from_files_is_sanitized_and_escaped() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_run_named_with_an_escape_shows_none(work: Path) -> None:
-    app, fake = app_with_runs(work)
+async def test_a_run_named_with_an_escape_shows_none(work: Path, fake_runs: FakeRuns) -> None:
+    fake = fake_runs
+    app = wizard(runs_api=fake, cwd=work)
     fake.rows = [replace(fake.rows[0], name=f"evil{ESC}", preset=f"p{ESC}"), *fake.rows[1:]]
     async with app.run_test(size=(140, 40)) as pilot:  # type: ignore[attr-defined]
         screen = await open_runs(pilot)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_text
 from ds_wizard.core.plan.memory import GiB
 from ds_wizard.core.presets.schema import PresetSpec
 
@@ -64,12 +65,12 @@ class Machine:
 
 def _cpu_name() -> str:
     try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+        for line in read_text("/proc/cpuinfo", limit=16 << 20, what="cpuinfo",
+                              errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except DsWizardError:
+        pass  # no /proc (not Linux): the platform module's answer below
     import platform
 
     return platform.processor() or platform.machine() or "unknown CPU"
@@ -141,13 +142,12 @@ class Entry:
 
 def _read() -> list[dict[str, Any]]:
     path = record_path()
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return []
-    except OSError as exc:
-        raise DsWizardError(f"cannot read {path}: {exc.strerror or exc}",
-                            "fix its permissions, or delete it (it only holds measurements)"
+    try:
+        raw = read_text(path, limit=64 << 20, what="measurements file")
+    except DsWizardError as exc:
+        raise DsWizardError(exc.message, "fix it, or delete it (it only holds measurements)"
                             ) from exc
     try:
         data = json.loads(raw)
