@@ -8,7 +8,12 @@ from typing import get_args
 
 import click
 
-from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.common import (
+    monitor_option,
+    preset_options,
+    resolve_preset,
+    with_monitor,
+)
 from ds_wizard.commands.numbers import Count, parse_gpu_counts
 from ds_wizard.core.base.defaults import RUNS_DIR
 from ds_wizard.core.base.errors import WriteError
@@ -50,6 +55,7 @@ def render_table(rows: list[tuple[int, int, int, int, str]]) -> list[str]:
 @click.option("--zero-stage", type=Count(3, low=0), default=None,
               help="Override the preset's ZeRO stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@monitor_option
 @click.option("--num-nodes", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
               help="Nodes the GPUs are spread over: each --gpus count is the total and must "
                    "split evenly (with --hostfile: its first N hosts).")
@@ -68,7 +74,7 @@ def render_table(rows: list[tuple[int, int, int, int, str]]) -> list[str]:
 def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int],
              out_dir: Path, precision: str, zero_stage: int | None, as_json: bool,
              num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None,
-             slurm: bool, runs_dir: str) -> None:
+             slurm: bool, runs_dir: str, monitor: str | None) -> None:
     """Write deepspeed_{N}gpu.json for each GPU count and print the table.
 
     Files are written for the given counts, not for this machine: no GPU
@@ -89,6 +95,7 @@ def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_cou
     from ds_wizard.core.config.auto import auto_configure
     from ds_wizard.core.config.dsconfig import dumps
 
+    sets = with_monitor(sets, monitor)
     preset = resolve_preset(preset_ref, sets)
     if not out_dir.is_dir():
         raise WriteError(f"output directory {out_dir} does not exist",

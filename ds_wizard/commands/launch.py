@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.common import monitor_option, preset_options, resolve_preset, with_monitor
 from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.commands.worldsize import node_options
 from ds_wizard.core.base.defaults import GRACE_S, HEADROOM, RUNS_DIR
@@ -69,6 +69,14 @@ if TYPE_CHECKING:
               help="Write an sbatch script for --num-nodes N (it builds the hostfile from "
                    "SLURM_JOB_NODELIST); start nothing here.")
 @node_options_exposed
+@monitor_option
+@click.option("--stall-after", default=None, metavar="RULE",
+              help="Call the run stalled when no rank progressed for max(K × median step "
+                   "time, FLOOR): 10x, 90s, 10x,5m, or off. Default 10x,60s on CPU ranks, "
+                   "10x,300s on GPUs.")
+@click.option("--on-stall", type=click.Choice(["wait", "stop"]), default="wait",
+              show_default=True,
+              help="On a stall, after the stacks are saved: keep waiting, or end the run.")
 @click.option("--detach", is_flag=True,
               help="Start the run and return at once, printing its name (follow it with "
                    "`ds-wizard attach NAME`).")
@@ -78,7 +86,8 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
            data_dtype: str | None, tokenizer: str | None, steps: int | None,
            resume: str | None, gpu_memory: str | None, headroom: float, runs_dir: str,
            backend: str, grace: float, dry_run: bool, detach: bool, slurm: bool,
-           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None) -> None:
+           num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None,
+           monitor: str | None, stall_after: str | None, on_stall: str) -> None:
     """Train a preset under DeepSpeed, in runs/<preset>-<time>/.
 
     The run lives under its own supervisor process, not under this terminal. This
@@ -110,7 +119,10 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
     if detach and dry_run:
         raise click.UsageError("--detach starts a run; --dry-run starts nothing")
     if resume is None:
-        preset, sets = resolve_preset(preset_ref, sets), ()  # the overrides are applied
+        # the overrides are applied
+        preset, sets = resolve_preset(preset_ref, with_monitor(sets, monitor)), ()
+    elif monitor is not None:
+        raise click.UsageError("--resume keeps the run's trackers; drop --monitor")
     else:
         preset = preset_ref  # prepare_run refuses --preset/--set on a resume
     if resume is not None and not dry_run:
@@ -124,7 +136,7 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         data_dtype=data_dtype, tokenizer=tokenizer, steps=steps, resume=resume,
         runs_dir=runs_dir, backend=backend, gpu_memory=gpu_memory, headroom=headroom,
         dry_run=dry_run, num_nodes=num_nodes, gpus_per_node=gpus_per_node, hostfile=hostfile,
-        slurm=slurm, gpus=gpus,
+        slurm=slurm, gpus=gpus, stall_after=stall_after, on_stall=on_stall,
     ))
     if dry_run:
         click.echo(planning.dry_run_text(plan))
@@ -138,6 +150,13 @@ def launch(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
     for note in plan.notes:
         click.echo(f"ℹ️  {note}")
     click.echo(f"📁 run directory: {plan.run_dir}")
+    from ds_wizard.core.config.monitor import view_commands
+
+    for view in view_commands(plan.config):
+        click.echo(f"📈 curves: {view}")
+    if plan.stall is not None:
+        click.echo(f"⏱  stall watch: stalled when no rank moves for "
+                   f"{plan.stall.policy.describe()}; then {plan.stall.on_stall}")
     click.echo(f"🚀 {plan.command_text}", err=False)
     watch = first_run_watch(plan, _echo)
 

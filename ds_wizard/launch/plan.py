@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ds_wizard.core.plan.gpus import GpuInventory
     from ds_wizard.core.presets.lookup import Preset
     from ds_wizard.core.presets.schema import PresetSpec
+    from ds_wizard.launch.stall_monitor import StallOptions
 
 
 class LaunchRefused(DsWizardError):
@@ -101,6 +102,9 @@ class LaunchRequest:
     hostfile: str | Path | None = None
     slurm: bool = False  # write an sbatch script; the job starts when Slurm runs it
     gpus: str | None = None  # the devices, as CUDA_VISIBLE_DEVICES lists them; None: its value
+    # issue 22: the stall rule (--stall-after; None: the accelerator's default) and action
+    stall_after: str | None = None
+    on_stall: str = "wait"
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class PreparedRun:
     topology: Topology | None = None
     sbatch: Path | None = None  # the sbatch script, for a --slurm run (not started here)
     visible: str | None = None  # --gpus: the device list given on the command line
+    stall: StallOptions | None = None  # what the supervisor watches for (issue 22)
 
     @property
     def multi_node(self) -> bool:
@@ -388,7 +393,15 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
 
         check_cpu_ranks(cfg, loaded.spec, ws, loaded.name)
     _deep_check(cfg, ws, source or f"the config built from preset {loaded.name}")
+    from ds_wizard.launch.observe import require_tracker_packages, stall_options
+
+    require_tracker_packages(cfg)
+    stall_options(r.stall_after, r.on_stall, accel.kind, ws)  # refused before the run dir
     run_dir = rundir.create_run_dir(r.runs_dir, loaded.name)
+    from ds_wizard.core.config.monitor import place_trackers
+
+    cfg, placed = place_trackers(cfg, run_dir.resolve())
+    notes += placed
     if topo.multi_node or r.slurm:
         hostfile = run_dir.resolve() / HOSTFILE_NAME
         run = replace(run, hostfile=str(hostfile))
@@ -405,7 +418,13 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
     command = tuple(build_command(plan.run, plan.run_dir, resume=plan.resume,
                                   visible=plan.visible,
                                   master_port=r.master_port, extra=r.extra))
-    plan = replace(plan, command=command)
+    from ds_wizard.launch.observe import observe_env, stall_options
+
+    env, seen = observe_env(plan.config, plan.run_dir.resolve(), plan.accelerator.kind)
+    plan = replace(plan, command=command, env={**plan.env, **env},
+                   notes=(*plan.notes, *seen),
+                   stall=stall_options(r.stall_after, r.on_stall, plan.accelerator.kind,
+                                       plan.world_size))
     paths = plan.paths
     atomic_write_text(paths.command, plan.command_text + "\n")
     if not paths.script.exists():

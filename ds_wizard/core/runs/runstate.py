@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
@@ -28,6 +29,7 @@ from typing import Any
 
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runspec import parse_metrics
+from ds_wizard.core.runs.stall import Stall
 
 STATE_JSON = "state.json"
 LOCK_FILE = "supervisor.lock"
@@ -35,8 +37,11 @@ SUPERVISOR_MODULE = "ds_wizard.launch.supervisor"
 
 # what a supervisor records (RunState.status)
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
+# no rank's heartbeat moved for the stall window (core.runs.stall); the job still runs
+STALLED = "stalled"
 FINISHED, FAILED, STOPPED = "finished", "failed", "stopped"
-ACTIVE_STATES = (STARTING, RUNNING, STOPPING)
+ACTIVE_STATES = (STARTING, RUNNING, STOPPING, STALLED)
+MAX_EPISODES = 20  # stall episodes kept in state.json
 LOST_RECORD = ("the supervisor ended without recording the end (killed, or its disk "
                "failed) and no process of the job is left")
 ENDED_STATES = (FINISHED, FAILED, STOPPED)
@@ -46,6 +51,8 @@ class RunStatus(str, Enum):
     """A run's status as ``ds-wizard runs`` shows it, always checked against processes."""
 
     RUNNING = "running"
+    #: the supervisor sees no rank progress (``stall`` says where); the job is alive
+    STALLED = "stalled"
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -71,6 +78,11 @@ class RunState:
     resume_step: int | None = None  # the checkpoint this launch resumed from
     command: str = ""
     host: str = ""
+    # issue 22: the stall in progress (core.runs.stall.Stall.to_dict()), the episodes so
+    # far (each with its end), and the trackers' output directories
+    stall: dict[str, Any] | None = None
+    stalls: list[dict[str, Any]] = field(default_factory=list)
+    trackers: dict[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -221,7 +233,8 @@ def run_status(run_dir: str | Path, state: RunState | None,
         return (RunStatus.FINISHED if final.is_dir() else RunStatus.UNKNOWN), live, False
     if state.active:
         if supervisor:
-            return RunStatus.RUNNING, live, True
+            status = RunStatus.STALLED if state.status == STALLED else RunStatus.RUNNING
+            return status, live, True
         if live:
             return RunStatus.LOST, live, False
         # the supervisor died without recording the end (kill -9, a full disk)
@@ -273,11 +286,17 @@ class RunSummary:
     pgid: int | None
     pids: tuple[int, ...]  # the job's live processes
     checkpoint_step: int | None  # the newest complete checkpoint
+    # "stalled for 4m: rank 3 (node b) last in backward at step 812"; None when not stalled
+    stall: str | None = None
+    stall_detail: dict[str, Any] | None = None  # state.json's stall (autopsy dir, odd one)
+    stall_episodes: tuple[dict[str, Any], ...] = ()  # the stalls that ended
+    trackers: dict[str, str] = field(default_factory=dict)  # tracker → output directory
 
     @property
     def alive(self) -> bool:
         """Anything of the run still runs (so it can be attached to or stopped)."""
-        return self.status in (RunStatus.RUNNING, RunStatus.LOST) or bool(self.pids)
+        return self.status in (RunStatus.RUNNING, RunStatus.STALLED, RunStatus.LOST) \
+            or bool(self.pids)
 
     @property
     def resumable(self) -> bool:
@@ -289,6 +308,7 @@ class RunSummary:
         out["run_dir"] = str(self.run_dir)
         out["status"] = self.status.value
         out["pids"] = list(self.pids)
+        out["stall_episodes"] = list(self.stall_episodes)
         out["alive"], out["resumable"] = self.alive, self.resumable
         return out
 
@@ -330,7 +350,19 @@ def summarize_run(run_dir: str | Path, table: ProcessTable | None = None) -> Run
         supervisor_pid=state.supervisor_pid if state is not None else None,
         supervisor_alive=sup_alive, pgid=state.pgid if state is not None else None,
         pids=tuple(p.pid for p in live), checkpoint_step=ckpt.step if ckpt else None,
+        **_stall_fields(state, status),
     )
+
+
+def _stall_fields(state: RunState | None, status: RunStatus) -> dict[str, Any]:
+    """The summary's stall and tracker fields, from state.json (one truth)."""
+    if state is None:
+        return {}
+    stall = Stall.from_dict(state.stall) if status is RunStatus.STALLED else None
+    return {"stall": stall.line(time.time()) if stall is not None else None,
+            "stall_detail": state.stall if stall is not None else None,
+            "stall_episodes": tuple(e for e in state.stalls if isinstance(e, dict)),
+            "trackers": dict(state.trackers) if isinstance(state.trackers, dict) else {}}
 
 
 def list_run_summaries(runs_dir: str | Path,
