@@ -54,6 +54,7 @@ class WizardState:
     runs_dir: Path = Path("runs")
     train_steps: int | None = None  # None: the preset's total_steps
     hostfile: str = ""  # a DeepSpeed hostfile: its hosts and slots decide the nodes
+    trackers: tuple[str, ...] | None = None  # the review step's choice; None: the preset's
 
     @property
     def steps(self) -> int | None:
@@ -290,6 +291,8 @@ def headless_command(state: WizardState, micro: int, gas: int) -> str:
     # always explicit: on a machine with GPUs, --auto alone would fit the micro-batch to
     # their memory and could pick another one
     args += ["--micro-batch", str(micro), "--grad-accum", str(gas), "--output", state.output]
+    if state.trackers is not None:
+        args += ["--monitor", ",".join(state.trackers) or "none"]
     return shlex.join(args)
 
 
@@ -330,7 +333,15 @@ def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
 
     assert state.preset is not None
     gpu_memory = gpu_memory_from(None, state.report)
-    result = auto_configure(state.preset, state.world_size, gpu_report=state.report,
+    preset = state.preset
+    if state.trackers is not None:
+        from dataclasses import replace
+
+        # the same door as `--auto --monitor`: the preset's [monitor] trackers
+        spec = preset.spec
+        preset = replace(preset, spec=replace(spec, monitor=replace(
+            spec.monitor, trackers=list(state.trackers))))
+    result = auto_configure(preset, state.world_size, gpu_report=state.report,
                             micro_batch=micro, grad_accum=gas, gpu_memory=gpu_memory)
     return ConfigResult(result, dumps(result.config), gpu_memory)
 

@@ -397,8 +397,11 @@ def summarize_autopsy(reports: list[RankReport], lag: Beat | None,
                            "the others wait in"
     else:
         read = [r for r in reports if r.stack is not None]
-        singles = [ranks[0] for _, ranks in ordered if len(ranks) == 1]
-        if len(read) >= 3 and len(singles) == 1 and len(ordered) > 1:
+        where_read: dict[str, list[int]] = {}
+        for r in read:
+            where_read.setdefault(wait_point(r), []).append(r.rank)
+        singles = [ranks[0] for ranks in where_read.values() if len(ranks) == 1]
+        if len(read) >= 3 and len(singles) == 1 and len(where_read) > 1:
             odd = singles[0]
             why = f"it waits elsewhere than the other {len(read) - 1}"
         elif lag is not None:
