@@ -8,8 +8,9 @@ summed. Parameters are left out (they are model states, not activations).
 
     .venv/bin/python benchmarks/activation_table.py            # prints the markdown table
     .venv/bin/python benchmarks/activation_table.py --out FILE # also writes it
+    .venv/bin/python benchmarks/activation_table.py --quick    # QUICK_GRID only (seconds)
 
-``tests/test_memory_activations.py`` runs the same grid and asserts ±15% at every point.
+``tests/core/test_memory_activations.py`` runs the same grid and asserts ±15% at every point.
 """
 
 from __future__ import annotations
@@ -74,6 +75,16 @@ GRID: tuple[Point, ...] = (
     *(Point("mamba1", d, layers, micro, seq, "fp32", mambapy=True)
       for d, layers, micro, seq in ((64, 1, 1, 32), (64, 2, 2, 32), (128, 2, 1, 48),
                                     (96, 3, 3, 24))),
+)
+
+
+# one point per kind of row (each arch and dtype, mambapy, checkpointing): what the slow
+# test lane runs to show the benchmark still works, not a table to commit
+QUICK_GRID: tuple[Point, ...] = (
+    Point("mamba1", 64, 1, 1, 16, "fp32"),
+    Point("mamba2", 64, 1, 1, 16, "bf16"),
+    Point("mamba1", 64, 1, 1, 16, "fp32", mambapy=True),
+    Point("mamba2", 64, 2, 1, 16, "fp32", checkpointing=True),
 )
 
 
@@ -178,8 +189,10 @@ def markdown(table: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, help="also write the markdown table here")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"the {len(QUICK_GRID)}-point smoke grid instead of the full one")
     args = ap.parse_args(argv)
-    text = markdown(rows())
+    text = markdown(rows(QUICK_GRID if args.quick else GRID))
     print(text, end="")
     if args.out:
         from ds_wizard.core.base.fsio import atomic_write_text

@@ -8,20 +8,27 @@ compiles no CUDA code: Mamba-2 runs on mamba-ssm's Triton kernels, causal-conv1d
 ds-wizard's PyTorch stand-in (``ds_wizard/train/causal_conv1d_fallback.py``), and
 DeepSpeed's optimizer is torch's AdamW (``torch_adam``) rather than its JIT-built FusedAdam.
 
-Phases, each written to ``OUT/gpu_check.json`` and ``OUT/gpu_check.md`` as it finishes:
+Phases, each written to ``OUT/gpu_check.json`` and ``OUT/gpu_check.md`` as it finishes,
+in this order (phase 3 warms Triton's autotuning cache before any launch is timed):
 
+0. ``ds-wizard doctor --json``: the machine's own verdict, first.
 1. NVML detection against torch, and ranks-to-devices through DeepSpeed's per-node launcher
    with the GPU named by UUID.
 2. A real ZeRO-2 ``mamba2_130m`` run through ``ds-wizard launch`` (CUDA_VISIBLE_DEVICES set
    to the UUID), then ``MambaLMHeadModel.from_pretrained`` of ``final/``.
 3. Saved-activation bytes (``saved_tensors_hooks``) and ``max_memory_allocated`` after a
    warm-up step, against the memory model, at micro-batch 1, 2, 4 and 8.
-4. ZeRO-3, activation checkpointing on, and autocast: one short launch each.
-5. Throughput and MFU of ``mamba2_1.3b`` against a measured bf16 matmul ceiling.
+4. ZeRO-3, activation checkpointing on, ZeRO-3 with checkpointing together, and autocast:
+   one short launch each, the rank's own ``backend:`` line read, and the measured peak
+   (``max_mem_alloc_gib``, reset after step 1) within ±15 % of the plan's allocated bytes.
+5. Throughput and MFU of ``mamba2_1.3b`` at micro-batch 4 (its plan fits an 80 GB H100 with
+   the checker's own CUDA context beside it) against a measured bf16 matmul ceiling.
 
-``--self-test`` runs what a CPU can: phase 1 against a fake NVML (a refused device, MIG
-instances, reordered ids), the conv stand-in against an explicit causal sum in float64, and
-the result files.
+The pass/fail rules are the functions in :data:`CHECKS`. ``--self-test`` runs what a CPU
+can: phase 1 against a fake NVML (a refused device, MIG instances, reordered ids), the conv
+stand-in against an explicit causal sum in float64, every rule in :data:`CHECKS` against a
+fake that must pass and one that must fail (``GPU_CHECK_BREAK=NAME`` replaces a rule with
+one that accepts anything, which the self-test must catch), and the result files.
 
     python3 benchmarks/gpu_check.py --out "$OUT"          # on the GPU machine
     python3 benchmarks/gpu_check.py --self-test --out /tmp/gc
@@ -343,12 +350,151 @@ def launch_run(rec: Recorder, env: dict[str, str], work: Path, preset: str, *,
     out = done.stdout + done.stderr
     return {"rc": done.returncode, "seconds": round(time.monotonic() - started, 1),
             "run_dir": str(run_dirs[-1]) if run_dirs else None, "metrics": metrics,
-            "backend_line": next((ln for ln in out.splitlines() if "backend" in ln), ""),
+            "backend": rank_backend(out),
+            "backend_lines": [ln for ln in out.splitlines() if "backend" in ln][:8],
             "output": tail(out), "config": config}
 
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# -- the rules every GPU phase is judged by (each proven able to fail by --self-test) -------
+
+GiB = 2**30
+PEAK_TOLERANCE = 0.15
+H100_BYTES = 80 * 10**9  # "80 GB": 74.5 GiB as torch reports it
+CHECKER_CONTEXT_BYTES = 1 * GiB  # this script's own CUDA context beside the run
+BIG_MICRO = 4
+BIG_PRESET = "mamba2_1.3b"
+VARIANTS: dict[str, list[str]] = {
+    "zero3": ["deepspeed.zero_stage=3"],
+    "checkpointing": ["train.activation_checkpointing=true"],
+    "zero3+checkpointing": ["deepspeed.zero_stage=3", "train.activation_checkpointing=true"],
+    "autocast": ["train.precision=autocast"],
+}
+# the order the GPU phases run in: Triton is warmed (phase 3) before any launch
+PHASE_ORDER = (0, 1, 3, 2, 4, 5)
+
+
+def rank_backend(output: str) -> str | None:
+    """The backend the rank itself reports (``backend: NAME (why)``, rank 0's log line),
+    never the launch side's plan note (``ℹ️  backend NAME: …``)."""
+    import re
+
+    for line in output.splitlines():
+        m = re.search(r"(?:^|\]\s*|:\s)backend: (\w+) \(", line)
+        if m and "ℹ" not in line:
+            return m.group(1)
+    return None
+
+
+def check_rank_backend(output: str, want: str = "mamba_ssm") -> bool:
+    return rank_backend(output) == want
+
+
+def check_doctor(report: dict[str, Any]) -> bool:
+    """The doctor says the job can run and that a rank will run mamba-ssm's kernels."""
+    return bool(report.get("can_run")) and report.get("backend") == "mamba_ssm"
+
+
+def allocated_plan(est: Any) -> int:
+    """What ``max_memory_allocated`` can see of an estimate: no CUDA context, no
+    allocator fragmentation."""
+    return est.total - est.detail.get("cuda_context", 0) - est.detail.get("fragmentation", 0)
+
+
+def check_peak(measured_gib: float | None, planned_bytes: int) -> bool:
+    """Measured peak within ±15 % of the plan's allocated bytes."""
+    if not _finite(measured_gib) or planned_bytes <= 0:
+        return False
+    return abs(measured_gib * GiB / planned_bytes - 1) <= PEAK_TOLERANCE
+
+
+def check_fits_h100(planned_total: int) -> bool:
+    """The big phase's plan, plus this checker's own context, inside 90 % of 80 GB."""
+    return planned_total + CHECKER_CONTEXT_BYTES <= 0.9 * H100_BYTES
+
+
+def check_zero3_with_checkpointing(variants: dict[str, list[str]]) -> bool:
+    return any("deepspeed.zero_stage=3" in v and "train.activation_checkpointing=true" in v
+               for v in variants.values())
+
+
+def check_triton_warm_first(order: tuple[int, ...]) -> bool:
+    """Phase 3 (warm-up) runs before every launch phase (2, 4, 5)."""
+    return all(order.index(3) < order.index(p) for p in (2, 4, 5) if p in order) \
+        and order[0] == 0
+
+
+def big_phase_plan() -> Any:
+    from ds_wizard.core.plan.memory import estimate
+    from ds_wizard.core.presets.overrides import load_with_overrides
+
+    spec = load_with_overrides(BIG_PRESET, []).spec
+    return estimate(spec, world_size=1, micro_batch=BIG_MICRO, backend="mamba_ssm",
+                    bf16_supported=True)
+
+
+CHECKS: dict[str, Callable[..., bool]] = {
+    "doctor": check_doctor,
+    "rank_backend": check_rank_backend,
+    "peak_vs_plan": check_peak,
+    "fits_h100": check_fits_h100,
+    "zero3_with_checkpointing": check_zero3_with_checkpointing,
+    "triton_warm_first": check_triton_warm_first,
+}
+if os.environ.get("GPU_CHECK_BREAK"):  # the self-test's proof that it catches a broken rule
+    CHECKS[os.environ["GPU_CHECK_BREAK"]] = lambda *a, **k: True
+
+
+def rule(name: str, *args: Any) -> bool:
+    return bool(CHECKS[name](*args))
+
+
+PLAN_NOTE = "ℹ️  backend mamba_ssm: mamba-ssm's kernels with causal-conv1d"
+FAKES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
+    # (arguments that must pass, arguments that must fail)
+    "doctor": (({"can_run": True, "backend": "mamba_ssm"},),
+               ({"can_run": True, "backend": "transformers"},)),
+    "rank_backend": ((f"{PLAN_NOTE}\nbackend: mamba_ssm (mamba-ssm's kernels)",),
+                     (f"{PLAN_NOTE}\nbackend: transformers (selective_scan_cuda does not "
+                      "import)",)),
+    "peak_vs_plan": ((10.5, 10 * GiB), (13.0, 10 * GiB)),
+    "fits_h100": ((60 * GiB,), (71 * GiB,)),
+    "zero3_with_checkpointing": ((VARIANTS,), ({k: v for k, v in VARIANTS.items()
+                                               if "+" not in k},)),
+    "triton_warm_first": ((PHASE_ORDER,), ((0, 1, 2, 3, 4, 5),)),
+}
+
+
+def phase_rules(rec: Recorder) -> dict[str, Any]:
+    """Every rule passes its good fake and fails its bad one; the shipped big phase fits."""
+    checks: dict[str, bool] = {}
+    for name, (good, bad) in FAKES.items():
+        checks[f"{name} accepts the good fake"] = rule(name, *good)
+        checks[f"{name} rejects the bad fake"] = not rule(name, *bad)
+    plan = big_phase_plan()
+    checks[f"{BIG_PRESET} at micro-batch {BIG_MICRO} fits an 80 GB H100"] = rule(
+        "fits_h100", plan.total)
+    checks["ZeRO-3 runs with checkpointing"] = rule("zero3_with_checkpointing", VARIANTS)
+    checks["Triton is warmed before the launches"] = rule("triton_warm_first", PHASE_ORDER)
+    return {"checks": checks, "summary": f"{sum(checks.values())}/{len(checks)} rules; "
+            f"{BIG_PRESET} mb {BIG_MICRO} plans {plan.total / GiB:.1f} GiB"}
+
+
+def phase_doctor(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, Any]:
+    done = cli(["doctor", "--preset", "mamba2_130m", "--num-gpus", "1", "--json"], env, work,
+               min(90, rec.left()))
+    try:
+        report = json.loads(done.stdout[done.stdout.index("{"):])
+    except ValueError:
+        report = {}
+    return {"checks": {"doctor --json parses": bool(report),
+                       "doctor: the job can run on mamba-ssm's kernels": rule("doctor", report)},
+            "doctor": report, "rc": done.returncode,
+            "summary": f"rc {done.returncode}, backend {report.get('backend')}, "
+                       f"optimizer {report.get('optimizer')}"}
 
 
 def phase_launch(rec: Recorder, env: dict[str, str], work: Path,
@@ -360,7 +506,7 @@ def phase_launch(rec: Recorder, env: dict[str, str], work: Path,
                      micro=8, global_batch=32, steps=20, cap_s=260)
     losses = [m["loss"] for m in run.get("metrics", [])]
     checks = {"launch exits 0": run["rc"] == 0,
-              "mamba_ssm backend": "mamba_ssm" in run.get("backend_line", ""),
+              "the rank runs mamba_ssm": rule("rank_backend", out_of(run)),
               "losses finite": bool(losses) and all(_finite(v) for v in losses),
               "loss falls": len(losses) >= 2 and losses[-1] < losses[0]}
     loaded = {}
@@ -389,14 +535,17 @@ def phase_launch(rec: Recorder, env: dict[str, str], work: Path,
                        f"rc {run['rc']}"}
 
 
+def out_of(run: dict[str, Any]) -> str:
+    """The lines of a launch's output that name a backend: the plan note and the rank's."""
+    return "\n".join(run.get("backend_lines", []))
+
+
 def phase_variants(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, Any]:
-    """ZeRO-3, checkpointing, autocast against the ZeRO-2 bf16 run's peak and the plan."""
+    """ZeRO-3, checkpointing, both, autocast: each run's peak against its plan."""
     from ds_wizard.core.plan.memory import estimate
     from ds_wizard.core.presets.overrides import load_with_overrides
 
-    variants = {"zero3": ["deepspeed.zero_stage=3"],
-                "checkpointing": ["train.activation_checkpointing=true"],
-                "autocast": ["train.precision=autocast"]}
+    variants = VARIANTS
     rows, checks, details = [], {}, {}
     table = ["| variant | rc | loss first → last | max_mem_alloc GiB | plan total GiB | "
              "tok/s |", "| --- | --- | --- | --- | --- | --- |"]
@@ -411,13 +560,16 @@ def phase_variants(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, 
         mem = metrics[-1].get("max_mem_alloc_gib") if metrics else None
         losses = [m["loss"] for m in metrics]
         checks[f"{name} runs"] = run["rc"] == 0 and bool(losses) and all(map(_finite, losses))
+        checks[f"{name}: the rank runs mamba_ssm"] = rule("rank_backend", out_of(run))
+        checks[f"{name}: peak within 15 % of the plan"] = rule("peak_vs_plan", mem,
+                                                               allocated_plan(plan))
         loss_text = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "-"
         tps = f"{metrics[-1].get('tokens_per_s', 0):,.0f}" if metrics else "-"
         table.append(f"| {name} | {run['rc']} | {loss_text} | {mem} | "
                      f"{plan.total / 2**30:.2f} | {tps} |")
         rows.append({"variant": name, "rc": run["rc"], "max_mem_alloc_gib": mem,
                      "plan_total_gib": plan.total / 2**30})
-        details[name] = {"backend_line": run.get("backend_line"),
+        details[name] = {"backend": run.get("backend"),
                          "output": run["output"] if run["rc"] else ""}
         if rec.left() < 60:
             break
@@ -448,14 +600,16 @@ def phase_mfu(rec: Recorder, env: dict[str, str], work: Path) -> dict[str, Any]:
 
     ceiling = matmul_ceiling(torch)
     torch.cuda.empty_cache()
-    run = launch_run(rec, env, work / "mfu", "mamba2_1.3b", sets=["train.log_every=4"],
-                     micro=8, global_batch=32, steps=16, cap_s=240)
+    run = launch_run(rec, env, work / "mfu", BIG_PRESET, sets=["train.log_every=4"],
+                     micro=BIG_MICRO, global_batch=16, steps=16, cap_s=240)
     metrics = run.get("metrics", [])
     fpt = flops_per_token(load_with_overrides("mamba2_1.3b", []).spec.model)
     steady = metrics[1:] or metrics  # the first window holds Triton autotuning
     tps = sum(m["tokens_per_s"] for m in steady) / len(steady) if steady else 0.0
     mfu = tps * fpt / ceiling if ceiling else 0.0
-    checks = {"launch exits 0": run["rc"] == 0, "throughput measured": tps > 0}
+    checks = {"launch exits 0": run["rc"] == 0, "throughput measured": tps > 0,
+              "the plan fits an 80 GB H100": rule("fits_h100", big_phase_plan().total),
+              "the rank runs mamba_ssm": rule("rank_backend", out_of(run))}
     return {"checks": checks, "matmul_tflops": ceiling / 1e12, "tokens_per_s": tps,
             "flops_per_token": fpt, "mfu_vs_measured_ceiling": mfu,
             "mfu_reported_by_run": steady[-1].get("mfu") if steady else None,
@@ -560,12 +714,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
     p.add_argument("--self-test", action="store_true", help="the CPU-possible phases only")
     p.add_argument("--budget-s", type=float, default=BUDGET_S)
-    p.add_argument("--phases", default="1,2,3,4,5", help="which GPU phases to run")
+    p.add_argument("--phases", default="0,1,2,3,4,5", help="which GPU phases to run")
     args = p.parse_args(argv)
     rec = Recorder(args.out, time.monotonic() + args.budget_s)
     if args.self_test:
         rec.run(1, "NVML detection and --include (fake NVML)", phase_detect_fake)
         rec.run(0, "causal-conv1d stand-in", phase_conv_fallback)
+        rec.run(9, "pass/fail rules against fakes", phase_rules)
         return 0 if all(ph["status"] == "ok" for ph in rec.phases) else 1
 
     import torch
@@ -580,18 +735,22 @@ def main(argv: list[str] | None = None) -> int:
     from ds_wizard.core.plan.gpus import detect_gpus
 
     uuid = next((g.uuid for g in detect_gpus().gpus), "")
-    if 1 in wanted:
-        rec.run(1, "NVML detection and --include", lambda r: phase_detect(r, env), 20)
-    if 2 in wanted:
-        rec.run(2, "ZeRO-2 mamba2_130m launch + from_pretrained",
-                lambda r: phase_launch(r, env, work, uuid), 90)
-    if 3 in wanted:
-        rec.run(3, "activations vs the memory model", phase_activations, 40)
-    if 4 in wanted:
-        rec.run(4, "ZeRO-3, checkpointing, autocast", lambda r: phase_variants(r, env, work),
-                90)
-    if 5 in wanted:
-        rec.run(5, "mamba2_1.3b throughput and MFU", lambda r: phase_mfu(r, env, work), 90)
+    phases: dict[int, tuple[str, Callable[[Recorder], dict[str, Any]], float]] = {
+        0: ("ds-wizard doctor --json", lambda r: phase_doctor(r, env, work), 10),
+        1: ("NVML detection and --include", lambda r: phase_detect(r, env), 20),
+        2: ("ZeRO-2 mamba2_130m launch + from_pretrained",
+            lambda r: phase_launch(r, env, work, uuid), 90),
+        # in-process, with TRITON_CACHE_AUTOTUNING=1: its warm-up steps fill Triton's
+        # autotuning cache on disk for the launches after it
+        3: ("activations vs the memory model (warms Triton)", phase_activations, 40),
+        4: ("ZeRO-3, checkpointing, both, autocast", lambda r: phase_variants(r, env, work),
+            90),
+        5: (f"{BIG_PRESET} throughput and MFU", lambda r: phase_mfu(r, env, work), 90),
+    }
+    for number in PHASE_ORDER:
+        if number in wanted:
+            name, fn, needs = phases[number]
+            rec.run(number, name, fn, needs)
     print((args.out / "gpu_check.md").read_text(), flush=True)
     return 0 if all(ph["status"] == "ok" for ph in rec.phases) else 1
 

@@ -4,9 +4,12 @@ at several micro-batch sizes, ``torch.cuda.max_memory_allocated`` against the es
     .venv/bin/python benchmarks/gpu_memory_check.py                       # default presets
     .venv/bin/python benchmarks/gpu_memory_check.py --preset mamba_790m --micro 1 2 4 \\
         --out benchmarks/results/gpu_memory_check.md
+    .venv/bin/python benchmarks/gpu_memory_check.py --quick               # one point, 1 step
 
 Needs a CUDA GPU, ``mamba-ssm`` and ``causal-conv1d`` (``pip install -e .[gpu]``). Without
-them it says what is missing and exits 0, so CI can run it anywhere.
+them it says what is missing and exits 0, so CI can run it anywhere; with ``--quick`` it
+then still prints the estimate side of its quick point, so the slow test lane sees the
+benchmark's use of the memory model break on any machine.
 
 What runs: mamba-ssm's own ``MambaLMHeadModel`` (fused add+RMSNorm, ``MambaInnerFn`` /
 ``mamba_split_conv1d_scan_combined``: the ``mamba_ssm`` backend of the estimate) in bf16,
@@ -40,6 +43,7 @@ from ds_wizard.core.presets.schema import PresetSpec  # noqa: E402
 
 DEFAULT_PRESETS = ("mamba_370m", "mamba2_130m")
 DEFAULT_MICRO = (1, 2, 4, 8)
+QUICK = ("mamba2_130m", 1, 1)  # --quick: preset, micro-batch, steps
 TARGET = 0.10  # the goal: within ±10%
 
 
@@ -172,12 +176,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--micro", type=int, nargs="+", default=list(DEFAULT_MICRO))
     ap.add_argument("--steps", type=int, default=3, help="training steps per point")
     ap.add_argument("--out", type=Path, help="also write the markdown table here")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK[0]} at micro-batch {QUICK[1]}, {QUICK[2]} step (a smoke run)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.presets, args.micro, args.steps = [QUICK[0]], [QUICK[1]], QUICK[2]
+    presets = args.presets or list(DEFAULT_PRESETS)
     why = missing_requirements()
     if why:
         print(f"gpu_memory_check: not run: {why}")
+        if args.quick:  # what can be checked without a GPU: the estimate of each point
+            for name in presets:
+                spec = load_preset(name).spec
+                for micro in args.micro:
+                    print(f"{name} micro {micro}: estimate {compared(spec, micro) / GiB:.2f} "
+                          "GiB (not measured)")
         return 0
-    rows = run(args.presets or list(DEFAULT_PRESETS), args.micro, args.steps)
+    rows = run(presets, args.micro, args.steps)
     text = markdown(rows)
     print(text, end="")
     if args.out:

@@ -1,7 +1,10 @@
 """The wizard app: GPUs → preset → batch → review and save → launch.
 
 ``make_app`` is the one way to build it, shared by ``ds-wizard`` and the tests, so a test
-injects fake GPUs or a fake job through the same door the CLI uses.
+injects fake GPUs or a fake job through the same door the CLI uses. It puts everything the
+screens may use in one ``WizardContext`` (``screens/context.py``) that each screen gets in
+its constructor; the screens report back with the messages of ``ds_wizard.messages``,
+handled here. This module imports the screens; they never import it.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.plan.gpus import GpuProbe, detect_gpus
+from ds_wizard.messages import FollowRun, NextStep, PrevStep, WorkerFailed
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.batch import BatchScreen
+from ds_wizard.screens.context import Job, JobFactory, RunsApi, Step, WizardContext
 from ds_wizard.screens.dialogs import QuitScreen
 from ds_wizard.screens.gpus import GpuScreen
 from ds_wizard.screens.jobs import LauncherRuns, launcher_job
-from ds_wizard.screens.launch import Job, JobFactory, LaunchScreen
+from ds_wizard.screens.launch import LaunchScreen
 from ds_wizard.screens.preset import PresetScreen
 from ds_wizard.screens.review import ReviewScreen
-from ds_wizard.screens.runs import RunsApi, RunsScreen
+from ds_wizard.screens.runs import RunsScreen
 from ds_wizard.screens.state import WizardState
 
-STEPS: tuple[tuple[str, str, Callable[[], Screen]], ...] = (
+STEPS: tuple[tuple[str, str, Callable[[WizardContext], WizardScreen]], ...] = (
     ("gpus", "GPUs", GpuScreen),
     ("preset", "Preset", PresetScreen),
     ("batch", "Batch", BatchScreen),
@@ -48,33 +53,17 @@ class WizardApp(App[None]):
                 tooltip="The runs on this machine: attach, stop, resume, compare losses"),
     ]
 
-    def __init__(
-        self,
-        *,
-        gpu_probe: GpuProbe,
-        job_factory: JobFactory,
-        state: WizardState,
-        cwd: Path,
-        cursor_blink: bool = True,
-        attach: Path | None = None,
-        runs_api: RunsApi | None = None,
-    ) -> None:
+    def __init__(self, ctx: WizardContext, *, attach: Path | None = None) -> None:
         super().__init__()
+        self.ctx = ctx
+        self.state = ctx.state
         self.attach_to = attach
-        self.runs_api: RunsApi = runs_api if runs_api is not None else LauncherRuns()
-        self.gpu_probe = gpu_probe
-        self.job_factory = job_factory
-        self.state = state
-        self.cwd = cwd
-        self.cursor_blink = cursor_blink
-        self.step_names = [name for name, _, _ in STEPS]
-        self.step_titles = {name: title for name, title, _ in STEPS}
 
     def on_mount(self) -> None:
         for name, _, factory in STEPS:
-            self.install_screen(factory(), name)
+            self.install_screen(factory(self.ctx), name)
         if self.attach_to is None:
-            self.push_screen(self.step_names[0])
+            self.push_screen(self.ctx.step_names[0])
             return
         from ds_wizard.screens.jobs import RunClientJob
 
@@ -84,6 +73,19 @@ class WizardApp(App[None]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
             self.worker_failed(event.worker)
+
+    # -- what the screens ask for (ds_wizard.messages) ----------------------------------
+    def on_next_step(self, message: NextStep) -> None:
+        self.action_next_step()
+
+    def on_prev_step(self, message: PrevStep) -> None:
+        self.action_prev_step()
+
+    def on_follow_run(self, message: FollowRun) -> None:
+        self.follow(message.job)
+
+    def on_worker_failed(self, message: WorkerFailed) -> None:
+        self.worker_failed(message.worker)
 
     def worker_failed(self, worker: Worker) -> None:
         """The one handler for an unexpected error in a worker: show it, keep running.
@@ -117,9 +119,9 @@ class WizardApp(App[None]):
         if problem:
             current.show_problem(problem)
             return
-        idx = self.step_names.index(current.step)
-        if idx + 1 < len(self.step_names):
-            self.goto(self.step_names[idx + 1])
+        idx = self.ctx.step_names.index(current.step)
+        if idx + 1 < len(self.ctx.step_names):
+            self.goto(self.ctx.step_names[idx + 1])
 
     def action_prev_step(self) -> None:
         current = self.screen
@@ -128,19 +130,19 @@ class WizardApp(App[None]):
         if self.job_running and current.step == "launch":
             self.notify("Stop the job first (^t), or quit.", severity="warning")
             return
-        idx = self.step_names.index(current.step)
+        idx = self.ctx.step_names.index(current.step)
         if idx > 0:
-            self.goto(self.step_names[idx - 1])
+            self.goto(self.ctx.step_names[idx - 1])
 
     def action_goto(self, step: str) -> None:
         """Jump straight to a step, checking each step before it the way Next does."""
-        target = self.step_names.index(step)
+        target = self.ctx.step_names.index(step)
         current = self.screen
         if isinstance(current, WizardScreen):
-            here = self.step_names.index(current.step)
+            here = self.ctx.step_names.index(current.step)
             if target > here:
                 current.store()
-                for name in self.step_names[here:target]:
+                for name in self.ctx.step_names[here:target]:
                     screen = self.get_screen(name, WizardScreen)
                     if not screen.is_mounted:
                         # never visited: its defaults have not been shown yet
@@ -148,7 +150,7 @@ class WizardApp(App[None]):
                         return
                     problem = screen.ready()
                     if problem:
-                        self.notify(problem, title=f"{self.step_titles[name]} first",
+                        self.notify(problem, title=f"{self.ctx.title(name)} first",
                                     severity="error", markup=False)
                         self.goto(name)
                         return
@@ -177,7 +179,7 @@ class WizardApp(App[None]):
 
     def action_open_runs(self) -> None:
         if not isinstance(self.screen, RunsScreen):
-            self.push_screen(RunsScreen())
+            self.push_screen(RunsScreen(self.ctx))
 
     def follow(self, job: Job) -> None:
         """Show ``job`` (attached to or resumed from the Runs screen) on the launch step."""
@@ -193,7 +195,7 @@ class WizardApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for name, title, _ in STEPS:
-            yield SystemCommand(f"Go to {title}", f"Step {self.step_names.index(name) + 1}",
+            yield SystemCommand(f"Go to {title}", f"Step {self.ctx.step_names.index(name) + 1}",
                                 lambda n=name: self.action_goto(n))
         yield SystemCommand("Next step", "Check this step and move on", self.action_next_step)
         yield SystemCommand("Back", "Previous step; your answers are kept", self.action_prev_step)
@@ -240,15 +242,16 @@ def make_app(
     """Build the wizard. Tests pass fake GPUs, a fake job and ``cursor_blink=False``."""
     base = Path(cwd) if cwd is not None else Path.cwd()
     state = WizardState(output=str(output), runs_dir=base / "runs", train_steps=steps)
-    return WizardApp(
+    ctx = WizardContext(
+        state=state,
+        steps=tuple(Step(name, title) for name, title, _ in STEPS),
         gpu_probe=gpu_probe or detect_gpus,
         job_factory=job_factory or launcher_job,
-        state=state,
+        runs=runs_api if runs_api is not None else LauncherRuns(),
         cwd=base,
         cursor_blink=cursor_blink,
-        attach=attach,
-        runs_api=runs_api,
     )
+    return WizardApp(ctx, attach=attach)
 
 
 def exit_on_signals(app: App[None]) -> dict[int, Any]:

@@ -30,6 +30,23 @@ def _private_validation_cache(tmp_path_factory: pytest.TempPathFactory) -> Itera
             os.environ[k] = v
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _same_terminal_everywhere() -> Iterator[None]:
+    """The tester's terminal must not matter: rich and click read the width from COLUMNS
+    (subprocesses too), and a forced colour would put escapes into compared output."""
+    keys = ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(COLUMNS="80", LINES="24")
+    for k in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+        os.environ.pop(k, None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh working directory (cwd) and user config dir, with no team preset path."""

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from ds_wizard.core.base.system import pid_alive
 from ds_wizard.core.plan.gpus import GpuInfo, GpuInventory
 
 SEED_CONFIG = {
@@ -163,19 +164,6 @@ async def wait_for(pilot, condition, timeout: float = 30.0) -> None:
         await pilot.pause(0.1)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def process_tree(proc: subprocess.Popen[str]) -> set[int]:
     """``proc`` and every process below it, while they exist."""
     import psutil
@@ -188,16 +176,7 @@ def process_tree(proc: subprocess.Popen[str]) -> set[int]:
 
 def alive(pids: set[int]) -> list[int]:
     """The pids that still run (a zombie is dead for our purposes)."""
-    import psutil
-
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            continue
-    return out
+    return [pid for pid in pids if pid_alive(pid)]
 
 
 def kill_leftovers(proc: subprocess.Popen[str], pids: set[int]) -> None:

@@ -52,18 +52,38 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def node_options(fn: Callable[..., Any], *, expose: bool = False) -> Callable[..., Any]:
-    """``--num-nodes``, ``--gpus-per-node`` and ``--hostfile``."""
+NODE_HELP = {
+    "num_nodes": "Nodes the job spans (with --hostfile: its first N hosts).",
+    "gpus_per_node": "GPUs (ranks) on each node.",
+    "hostfile": "DeepSpeed hostfile (`host slots=N` per line): the nodes and their GPUs.",
+}
+
+
+def node_options(*, expose: bool = True, slurm: str | None = None, nodes_alias: bool = False,
+                 **help_texts: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The one declaration of the node flags: ``--num-nodes``, ``--gpus-per-node``,
+    ``--hostfile``, and ``--slurm`` when its help text is given.
+
+    ``help_texts`` (``num_nodes=…``, ``gpus_per_node=…``, ``hostfile=…``) say what a flag
+    means for one command; ``nodes_alias`` also accepts ``--nodes`` for ``--num-nodes``.
+    ``expose=False``: the values go to ``ctx.meta`` for :func:`resolve_world_size` instead
+    of the command's parameters.
+    """
     extra: dict[str, Any] = {} if expose else {"expose_value": False, "callback": _remember}
-    fn = click.option("--hostfile", type=click.Path(path_type=Path, dir_okay=False),
-                      default=None, metavar="FILE",
-                      help="DeepSpeed hostfile (`host slots=N` per line): the nodes and "
-                           "their GPUs.", **extra)(fn)
-    fn = click.option("--gpus-per-node", type=Count(MAX_WORLD_SIZE), default=None,
-                      metavar="G", help="GPUs (ranks) on each node.", **extra)(fn)
-    return click.option("--num-nodes", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
-                        help="Nodes the job spans (with --hostfile: its first N hosts).",
-                        **extra)(fn)
+    helps = {**NODE_HELP, **help_texts}
+    names = ("--num-nodes", "--nodes") if nodes_alias else ("--num-nodes",)
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if slurm is not None:
+            fn = click.option("--slurm", is_flag=True, help=slurm)(fn)
+        fn = click.option("--hostfile", type=click.Path(path_type=Path, dir_okay=False),
+                          default=None, metavar="FILE", help=helps["hostfile"], **extra)(fn)
+        fn = click.option("--gpus-per-node", type=Count(MAX_WORLD_SIZE), default=None,
+                          metavar="G", help=helps["gpus_per_node"], **extra)(fn)
+        return click.option(*names, "num_nodes", type=Count(MAX_WORLD_SIZE), default=None,
+                            metavar="N", help=helps["num_nodes"], **extra)(fn)
+
+    return decorate
 
 
 def world_size_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -75,7 +95,7 @@ def world_size_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ):
         fn = click.option(name, type=Count(MAX_WORLD_SIZE), default=1, show_default=True,
                           help=help_text)(fn)
-    fn = node_options(fn)
+    fn = node_options(expose=False)(fn)
     return click.option(
         "--num-gpus", type=Count(MAX_WORLD_SIZE), default=None, metavar="N",
         help="Total GPUs (ranks) over all nodes. Default: the GPUs detected here.",

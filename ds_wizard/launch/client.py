@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ds_wizard.core.base.defaults import GRACE_S, KILL_AFTER_S
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.system import pid_alive
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runstate import (
     STOPPED,
@@ -81,22 +82,10 @@ class SupervisorClient:
     def running(self) -> bool:
         if self.proc is not None:
             return self.proc.poll() is None
-        return _pid_alive(self.pid)
+        return pid_alive(self.pid)
 
     def returncode(self) -> int | None:
         return self.proc.poll() if self.proc is not None else None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-        return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    return True
 
 
 def start_supervisor(plan: PreparedRun, *, grace_s: float = GRACE_S, detach: bool = False,
@@ -244,7 +233,7 @@ def tail_offset(run_dir: Path, lines: int = 20) -> int:
 def run_alive(run_dir: Path) -> bool:
     """Anything of the run lives (its supervisor, or processes of its job)."""
     state = read_run_state(run_dir)
-    if state is not None and state.active and _pid_alive(state.supervisor_pid):
+    if state is not None and state.active and pid_alive(state.supervisor_pid):
         return True
     return summarize_run(run_dir).alive
 
@@ -276,7 +265,7 @@ def stop_run(run_dir: Path, *, now: bool = False, grace_s: float = GRACE_S,
             return StopResult(RunStatus.RUNNING, "stop requested")
         limit = (0 if now else grace_s) + kill_after_s + 60
         deadline = time.monotonic() + limit
-        while _pid_alive(summary.supervisor_pid) and time.monotonic() < deadline:
+        while pid_alive(summary.supervisor_pid) and time.monotonic() < deadline:
             time.sleep(POLL_S)
         after = summarize_run(run_dir)
         if after.alive:

@@ -143,6 +143,10 @@ def build_command(spec: RunSpec, run_dir: Path, *, resume: bool = False,
 def run_env(accel: Accelerator, world_size: int,
             visible: str | None = None) -> dict[str, str]:
     env = {"PYTHONUNBUFFERED": "1"}
+    if accel.kind == "cuda":
+        # `ds-wizard gpus` and --gpus number devices as NVML (nvidia-smi) does; CUDA's
+        # default FASTEST_FIRST would give a mixed box's ranks other devices
+        env["CUDA_DEVICE_ORDER"] = os.environ.get("CUDA_DEVICE_ORDER") or "PCI_BUS_ID"
     if visible is not None and accel.kind == "cuda":
         # --gpus: the launcher and a hand-run launch_deepspeed.sh see the same devices
         env["CUDA_VISIBLE_DEVICES"] = visible

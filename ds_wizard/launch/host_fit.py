@@ -8,11 +8,10 @@ killer taking a rank minutes later, or the whole machine swapping.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.system import SystemFactError, available_memory
 from ds_wizard.core.plan.memory import DEFAULT_HEADROOM
 from ds_wizard.core.presets.schema import PresetSpec
 
@@ -23,20 +22,6 @@ PROCESS_BYTES = GiB // 2 + GiB // 8
 
 class HostMemoryRefused(DsWizardError):
     """CPU ranks would not fit in the host's available memory; nothing was started."""
-
-
-def available_ram(meminfo: Path = Path("/proc/meminfo")) -> int | None:
-    """Bytes the kernel says can be allocated without swapping (MemAvailable)."""
-    try:
-        for line in meminfo.read_text(encoding="ascii").splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def cpu_ranks_need(cfg: dict[str, Any], spec: PresetSpec, world_size: int) -> int:
@@ -61,10 +46,15 @@ def check_cpu_ranks(cfg: dict[str, Any], spec: PresetSpec, world_size: int, pres
                     *, available: int | None = None,
                     headroom: float = DEFAULT_HEADROOM) -> None:
     """Raise HostMemoryRefused when the ranks need more than ``headroom`` of the available
-    RAM (read from the host when not given). Unknown RAM is not a reason to refuse."""
-    free = available_ram() if available is None else available
+    RAM (read from the host when not given). Unknown RAM is not a reason to refuse: this is
+    a guard against the OOM killer, and a host whose memory psutil cannot read may still
+    train."""
+    free = available
     if free is None:
-        return
+        try:
+            free = available_memory()
+        except SystemFactError:
+            return
     need = cpu_ranks_need(cfg, spec, world_size)
     if need <= free * headroom:
         return

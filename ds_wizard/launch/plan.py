@@ -102,6 +102,11 @@ class LaunchRequest:
     hostfile: str | Path | None = None
     slurm: bool = False  # write an sbatch script; the job starts when Slurm runs it
     gpus: str | None = None  # the devices, as CUDA_VISIBLE_DEVICES lists them; None: its value
+    # the doctor's fast checks (kernels, ops, host RAM, disk) refuse a launch that cannot
+    # run, before any rank starts (--no-doctor skips them)
+    doctor: bool = True
+    master_addr: str | None = None  # multi-node: default the hostfile's first host
+    check_data: bool = True  # read the data (the doctor skips it: seconds of file walking)
     # issue 22: the stall rule (--stall-after; None: the accelerator's default) and action
     stall_after: str | None = None
     on_stall: str = "wait"
@@ -124,6 +129,9 @@ class PreparedRun:
     topology: Topology | None = None
     sbatch: Path | None = None  # the sbatch script, for a --slurm run (not started here)
     visible: str | None = None  # --gpus: the device list given on the command line
+    kernels: Any = None  # core.runs.doctor.KernelProbe: the rank's imports, run here
+    optimizer: Any = None  # core.runs.doctor.OptimizerDecision
+    doctor: Any = None  # core.runs.doctor.DoctorReport of the fast checks, when run
     stall: StallOptions | None = None  # what the supervisor watches for (issue 22)
 
     @property
@@ -343,6 +351,9 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     if report is None and r.accelerator is None:
         from ds_wizard.core.plan.gpus import detect_gpus
 
+        # the ranks get CUDA_DEVICE_ORDER=PCI_BUS_ID (launch.command.run_env): number the
+        # GPUs the same way here, unless the user chose an order
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         report = detect_gpus() if r.gpus is None else detect_gpus(visible=r.gpus)
     accel = r.accelerator or accelerator_from(report)
     if r.dry_run and accel.kind == "cpu" and r.num_gpus is not None and r.resume is None:
@@ -369,25 +380,39 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                                 "write an sbatch script")
     ws = topo.total_ranks
     notes += device_notes(report, accel, ws, r.gpus)
-    decision = backend_decision(r.backend, accel, loaded.spec.model.arch, report)
+    from ds_wizard.launch import doctor
+
+    # decided once, here, by the rank's own imports: the plan is sized for what will run
+    decision, kernels = doctor.rank_backend(r.backend, accel, loaded.spec.model.arch, report)
     notes.append(f"backend {decision.name}: {decision.reason}")
     cfg, source = resolve_config(loaded, ws, accel, r.config_path, gpu_report=report,
                                  gpu_memory=r.gpu_memory, headroom=r.headroom,
-                                 backend=r.backend)
+                                 backend=decision.name if kernels is not None else r.backend)
     cfg, completed = complete_config(cfg, loaded, ws, source)
     notes += completed
+    optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None)
+    notes.append(f"optimizer: {doctor.verdict.OPTIMIZER_TEXT[optimizer.name]}")
+    if topo.hosts:
+        addr = doctor.master_address([h.name for h in topo.hosts], r.master_addr)
+        notes.append(f"master address: --master_addr={addr} (the hostfile's first host; "
+                     "--master-addr to change it)")
     total = r.steps if r.steps is not None else loaded.spec.train.total_steps
     if total < 1:
         raise DsWizardError(f"--steps must be at least 1, got {total}")
     run = spec_from_config(
         cfg, preset=loaded.name, world_size=ws, accelerator=accel.kind, backend=r.backend,
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
-        tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes)
-    notes.append(data_note(run, loaded.spec))
+        tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes,
+        backend_resolved=decision.name,
+        kernels=dict(kernels.versions) if kernels is not None else None,
+        optimizer=optimizer.name)
+    if r.check_data:
+        notes.append(data_note(run, loaded.spec))
     env = run_env(accel, max(topo.ranks_per_node), r.gpus)
     if r.dry_run:
         return PreparedRun(run, loaded.spec, cfg, accel, env=env, notes=tuple(notes),
-                           topology=topo, visible=r.gpus)
+                           topology=topo, visible=r.gpus, kernels=kernels,
+                           optimizer=optimizer)
     if accel.kind == "cpu":
         from ds_wizard.launch.host_fit import check_cpu_ranks
 
@@ -408,23 +433,30 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         if topo.hosts:
             write_hostfile(hostfile, topo)
     _write_run_files(run_dir, run, loaded.spec, cfg)
-    return _finish(PreparedRun(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
-                               notes=tuple(notes), topology=topo, visible=r.gpus), r)
+    plan = PreparedRun(run, loaded.spec, cfg, accel, run_dir=run_dir, env=env,
+                       notes=tuple(notes), topology=topo, visible=r.gpus, kernels=kernels,
+                       optimizer=optimizer)
+    if r.doctor:
+        # run.json already records the backend that would have run; nothing has started
+        plan = replace(plan, doctor=doctor.gate(plan, r.runs_dir))
+    return _finish(plan, r)
 
 
 def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
     """Add the command (it names the run directory) and write command.txt and the script."""
     assert plan.run_dir is not None
+    hosts = [h.name for h in plan.topology.hosts] if plan.topology else []
     command = tuple(build_command(plan.run, plan.run_dir, resume=plan.resume,
                                   visible=plan.visible,
-                                  master_port=r.master_port, extra=r.extra))
+                                  master_port=r.master_port, extra=r.extra,
+                                  master_addr=r.master_addr or (hosts[0] if hosts else None)))
     from ds_wizard.launch.observe import observe_env, stall_options
 
     env, seen = observe_env(plan.config, plan.run_dir.resolve(), plan.accelerator.kind)
     plan = replace(plan, command=command, env={**plan.env, **env},
                    notes=(*plan.notes, *seen),
                    stall=stall_options(r.stall_after, r.on_stall, plan.accelerator.kind,
-                                       plan.world_size))
+                                       _local_ranks(plan)))
     paths = plan.paths
     atomic_write_text(paths.command, plan.command_text + "\n")
     if not paths.script.exists():
@@ -437,6 +469,15 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
         write_sbatch(plan.sbatch, plan.run_dir, plan.command, plan.env, topo,
                      gpus=plan.accelerator.kind == "cuda")
     return plan
+
+
+def _local_ranks(plan: PreparedRun) -> int:
+    """The heartbeats the supervisor can count on: the other nodes' reach it only when the
+    run directory is on a shared file system (core.runs.stall)."""
+    topo = plan.topology
+    if plan.multi_node and topo is not None and topo.ranks_per_node:
+        return int(topo.ranks_per_node[0])
+    return plan.world_size
 
 
 def _abs(p: str | Path | None) -> str | None:

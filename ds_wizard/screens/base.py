@@ -1,4 +1,9 @@
-"""What every wizard step shares: the step bar, Back/Next keys and the footer."""
+"""What every wizard step shares: the step bar, Back/Next keys and the footer.
+
+A step gets what it needs from the app through the :class:`WizardContext` passed to its
+constructor, and asks the app for a step change with a message (``NextStep``,
+``PrevStep``); see ``screens/context.py``.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +17,27 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, OptionList, RadioSet, Static
 from textual.worker import Worker, WorkerState
 
+from ds_wizard.messages import NextStep, PrevStep, WorkerFailed
+
 if TYPE_CHECKING:
-    from ds_wizard.app import WizardApp
+    from ds_wizard.screens.context import WizardContext
     from ds_wizard.screens.state import WizardState
 
 
 class StepBar(Static):
     """``1 GPUs › 2 Preset › …`` with the current step highlighted."""
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: str, ctx: WizardContext) -> None:
         super().__init__(id="step-bar")
         self.step = step
+        self.ctx = ctx
 
     def on_mount(self) -> None:
         self.show()
 
     def show(self) -> None:
         """Redraw, with the planning mode when the GPUs are not this machine's."""
-        app: WizardApp = self.app  # type: ignore[assignment]
-        state = app.state
+        state = self.ctx.state
         if state.planning_elsewhere:
             # in place of the app's name, so that the whole bar still fits 80 columns
             gpus = (f"{state.nodes}×{state.ranks_per_node}" if state.nodes > 1
@@ -40,11 +47,11 @@ class StepBar(Static):
             text.append("  ")
         else:
             text = Text(" ds-wizard  ", style="bold")
-        for i, name in enumerate(app.step_names, 1):
+        for i, step in enumerate(self.ctx.steps, 1):
             if i > 1:
                 text.append(" › ", style="dim")
-            label = f"{i} {app.step_titles[name]}"
-            text.append(label, style="reverse bold" if name == self.step else "")
+            label = f"{i} {step.title}"
+            text.append(label, style="reverse bold" if step.name == self.step else "")
         self.update(text)
 
 
@@ -62,8 +69,12 @@ class WizardScreen(Screen):
                 tooltip="Check this step and go to the next one"),
     ]
 
+    def __init__(self, ctx: WizardContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
     def compose(self) -> ComposeResult:
-        yield StepBar(self.step)
+        yield StepBar(self.step, self.ctx)
         yield from self.compose_body()
         yield Static("", id="not-yet")
         yield Footer()
@@ -88,17 +99,13 @@ class WizardScreen(Screen):
         yield from ()
 
     @property
-    def wizard(self) -> WizardApp:
-        return self.app  # type: ignore[return-value]
-
-    @property
     def state(self) -> WizardState:
-        return self.wizard.state
+        return self.ctx.state
 
     def on_mount(self) -> None:
         # Textual runs every class's on_mount, the subclass's first: subclasses set up their
         # widgets in their own on_mount and never call this one
-        if not self.wizard.cursor_blink:
+        if not self.ctx.cursor_blink:
             for field in self.query(Input):
                 field.cursor_blink = False
         self._just_mounted = True
@@ -115,9 +122,9 @@ class WizardScreen(Screen):
             self.refresh_from_state()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        # worker messages do not bubble: each screen hands failures to the app's handler
+        # worker messages do not bubble: each screen hands failures on to the app
         if event.state == WorkerState.ERROR:
-            self.wizard.worker_failed(event.worker)
+            self.post_message(WorkerFailed(event.worker))
 
     def refresh_from_state(self) -> None:
         """Show what the shared state holds."""
@@ -130,13 +137,13 @@ class WizardScreen(Screen):
         return None
 
     def action_next_step(self) -> None:
-        self.wizard.action_next_step()
+        self.post_message(NextStep())
 
     def action_prev_step(self) -> None:
-        self.wizard.action_prev_step()
+        self.post_message(PrevStep())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        names = self.wizard.step_names
+        names = self.ctx.step_names
         if action == "prev_step":
             return self.step != names[0]
         if action == "next_step":

@@ -6,7 +6,7 @@ and ``core.batch.solve`` for the valid (micro, gas) pairs.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
 from textual import events, on, work
@@ -31,6 +31,9 @@ from ds_wizard.screens.state import (
 )
 from ds_wizard.screens.widgets import MarkedRadioButton, OrderedInput
 
+if TYPE_CHECKING:
+    from ds_wizard.screens.context import WizardContext
+
 FIELDS = {"micro": "#micro", "gas": "#gas", "global": "#global"}
 MAX_PAIRS = 12
 
@@ -44,8 +47,8 @@ class BatchScreen(WizardScreen):
                 tooltip="Back to the preset's own batch for this world size"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ctx: WizardContext) -> None:
+        super().__init__(ctx)
         self.view: BatchView | None = None
         self._last_field: Input | None = None
         self.recomputes = 0  # how often the view was worked out (a test counts them)

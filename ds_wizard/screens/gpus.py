@@ -52,7 +52,7 @@ class GpuScreen(WizardScreen):
 
     def action_redetect(self) -> None:
         self.query_one("#gpu-status", Static).update("Detecting GPUs…")
-        probe = self.wizard.gpu_probe
+        probe = self.ctx.gpu_probe
 
         def work() -> None:
             # NVML can take a while on a busy machine: keep it off the UI thread

@@ -19,7 +19,7 @@ from ds_wizard.core.base.errors import DsWizardError
 if TYPE_CHECKING:
     from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.launch.plan import PreparedRun
-    from ds_wizard.screens.launch import Job
+    from ds_wizard.screens.context import Job
     from ds_wizard.screens.state import WizardState
 
 

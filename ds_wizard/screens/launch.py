@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import monotonic  # a module attribute: the snapshot tests stop the clock
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -31,29 +30,12 @@ from ds_wizard.screens.state import where_script
 from ds_wizard.screens.widgets import FollowLog
 
 if TYPE_CHECKING:
+    from ds_wizard.screens.context import Job, JobFactory, WizardContext
     from ds_wizard.screens.state import WizardState
 
 LOG_MAX_LINES = 5000
 TAIL_LINES = 8
 DRAIN_INTERVAL = 0.1
-
-
-class Job(Protocol):
-    """A started job: its output, and a graceful stop of its whole process group."""
-
-    pid: int
-    command: str
-    run_dir: Path | None
-
-    def lines(self) -> Iterator[str]: ...
-
-    def stop(self) -> int | None: ...
-
-    def wait(self) -> int: ...
-
-
-# the real one is ds_wizard.screens.jobs.launcher_job; tests pass a scripted job
-JobFactory = Callable[["WizardState"], Job]
 
 
 class LaunchScreen(WizardScreen):
@@ -65,8 +47,8 @@ class LaunchScreen(WizardScreen):
                 tooltip="Stop the job gracefully (checkpoint first)"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ctx: WizardContext) -> None:
+        super().__init__(ctx)
         self.job: Job | None = None
         self.running = False
         self.stopping = False
@@ -138,7 +120,7 @@ class LaunchScreen(WizardScreen):
                         severity="error", markup=False)
             return
         self._reset_view()
-        self._begin(self.wizard.job_factory)
+        self._begin(self.ctx.job_factory)
 
     def _elsewhere(self) -> bool:
         """Another single machine's plan: nothing starts here, not even as CPU ranks (a

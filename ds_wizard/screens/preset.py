@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -29,6 +29,9 @@ from ds_wizard.screens.dialogs import AskTextScreen
 from ds_wizard.screens.state import save_current_as_preset
 from ds_wizard.screens.widgets import OrderedInput
 
+if TYPE_CHECKING:
+    from ds_wizard.screens.context import WizardContext
+
 
 class PresetScreen(WizardScreen):
     step = "preset"
@@ -39,8 +42,8 @@ class PresetScreen(WizardScreen):
                 tooltip="Save the chosen preset, with this batch, as a user preset"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ctx: WizardContext) -> None:
+        super().__init__(ctx)
         self.listed: dict[str, PresetSummary] = {}  # what `ds-wizard presets` lists
         self.presets: dict[str, Preset] = {}  # loaded once highlighted, or from a path
         self.rows: list[str] = []
@@ -61,7 +64,7 @@ class PresetScreen(WizardScreen):
         table.add_columns("Preset", "Type", "Parameters", "From", "Description")
         # the CLI's listing: a broken file in a shared directory shows as such, not hiding
         # the others
-        for summary in summarize_all(self.wizard.cwd):
+        for summary in summarize_all(self.ctx.cwd):
             self.listed[summary.name] = summary
             if summary.error is not None:
                 self._add_row(summary.name, "?", "invalid", summary.source, summary.error)
@@ -161,7 +164,7 @@ class PresetScreen(WizardScreen):
         if not ref:
             return False
         try:
-            preset = load_preset(ref, self.wizard.cwd)
+            preset = load_preset(ref, self.ctx.cwd)
         except DsWizardError as exc:
             self.notify(sanitize(exc.one_line()), title="Cannot load preset", severity="error",
                         markup=False)
@@ -188,7 +191,7 @@ class PresetScreen(WizardScreen):
 
         self.app.push_screen(
             AskTextScreen("Save the current choices as a new user preset", "name, e.g. my_7b",
-                          cursor_blink=self.wizard.cursor_blink),
+                          cursor_blink=self.ctx.cursor_blink),
             done,
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.syntax import Syntax
 from rich.text import Text
@@ -18,6 +18,7 @@ from textual.widgets import Input, Label, Select, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.messages import NextStep
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.dialogs import ConfirmScreen
 from ds_wizard.screens.state import (
@@ -29,6 +30,9 @@ from ds_wizard.screens.state import (
     script_path,
 )
 from ds_wizard.screens.widgets import OrderedInput
+
+if TYPE_CHECKING:
+    from ds_wizard.screens.context import WizardContext
 
 # the trackers DeepSpeed's monitor feeds (issue 22); a launch puts their files in the run dir
 TRACKER_CHOICES = [("trackers: preset's", "preset"), ("no tracker", "none"),
@@ -45,8 +49,8 @@ class ReviewScreen(WizardScreen):
                 tooltip="Show the JSON, or its diff against the file on disk"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, ctx: WizardContext) -> None:
+        super().__init__(ctx)
         self.result: ConfigResult | None = None
         self._saved_text: str | None = None
 
@@ -67,7 +71,7 @@ class ReviewScreen(WizardScreen):
     @property
     def target(self) -> Path:
         path = Path(self.state.output).expanduser()
-        return path if path.is_absolute() else self.wizard.cwd / path
+        return path if path.is_absolute() else self.ctx.cwd / path
 
     def refresh_from_state(self) -> None:
         state = self.state
@@ -202,12 +206,12 @@ class ReviewScreen(WizardScreen):
 
     def action_next_step(self) -> None:
         if self._result_now() is None or self.saved:
-            self.wizard.action_next_step()
+            self.post_message(NextStep())
             return
 
         def answer(save: bool | None) -> None:
             if save and self.action_save():
-                self.wizard.action_next_step()
+                self.post_message(NextStep())
 
         self.app.push_screen(
             ConfirmScreen("The config is not saved yet.",

@@ -1,55 +1,58 @@
 """The Runs screen: every run with its live status; attach, stop, resume; loss curves.
 
 Reachable from any step (``^e``, or "Runs" in the command palette). The list is read
-through the app's runs door (``screens.jobs.LauncherRuns``: ``core.runstate`` checks
-each status against the live processes) in a thread, once a second. Space marks runs
-whose loss curves the chart overlays; with none marked it shows the run under the cursor.
+through the context's runs door (``ctx.runs``; the real one is
+``screens.jobs.LauncherRuns``: ``core.runs.runstate`` checks each status against the live
+processes) in a thread, once a second. Every call to the door runs off the UI thread
+through ``_in_thread``, which shows a ``DsWizardError`` as its one line; a run to follow
+goes to the app as a ``FollowRun`` message. Space marks runs whose loss curves the chart
+overlays; with none marked it shows the run under the cursor.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.messages import FollowRun, WorkerFailed
 from ds_wizard.screens.chart import LossChart, points_of
 from ds_wizard.screens.dialogs import ConfirmScreen
 
 if TYPE_CHECKING:
-    from ds_wizard.app import WizardApp
     from ds_wizard.core.runs.runstate import RunSummary
-    from ds_wizard.screens.launch import Job
+    from ds_wizard.screens.context import WizardContext
 
 REFRESH_S = 1.0
 COLUMNS = ("", "run", "preset", "status", "step", "loss", "tok/s", "started")
+T = TypeVar("T")
 STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
                 "stopped": "yellow", "supervisor lost": "bold magenta",
                 "stalled": "bold yellow"}
-
-
-class RunsApi(Protocol):
-    """What the screen needs from the runs (``screens.jobs.LauncherRuns`` is the real one)."""
-
-    def summaries(self, runs_dir: Path) -> list[RunSummary]: ...
-
-    def attach(self, run_dir: Path) -> Job: ...
-
-    def stop(self, run_dir: Path) -> str: ...
-
-    def resume(self, run_dir: Path) -> Job: ...
 
 
 @dataclass
 class _Curve:
     offset: int = 0
     points: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Read:
+    """One refresh's reading: the runs, and each followed curve's new points and offset."""
+
+    summaries: list[RunSummary]
+    new: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
 
 
 def _short(path: Path) -> str:
@@ -66,22 +69,24 @@ def _fmt(value: float | None, spec: str) -> str:
 
 class RunsScreen(Screen):
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Back"),
-        Binding("space", "mark", "Chart on/off"),
-        Binding("a", "attach", "Attach"),
-        Binding("s", "stop", "Stop"),
-        Binding("r", "resume", "Resume"),
+        Binding("escape", "close", "Back", id="runs.back",
+                tooltip="Back to the step you came from"),
+        Binding("space", "mark", "Chart on/off", id="runs.mark",
+                tooltip="Mark this run: the chart overlays the marked runs' losses"),
+        Binding("a", "attach", "Attach", id="runs.attach",
+                tooltip="Follow this running run on the launch step"),
+        Binding("s", "stop", "Stop", id="runs.stop",
+                tooltip="Stop this run gracefully (checkpoint first; asks first)"),
+        Binding("r", "resume", "Resume", id="runs.resume",
+                tooltip="Resume this stopped run from its last checkpoint and follow it"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, ctx: WizardContext) -> None:
         super().__init__()
+        self.ctx = ctx
         self.summaries: list[RunSummary] = []
         self.marked: set[str] = set()
         self._curves: dict[str, _Curve] = {}
-
-    @property
-    def wizard(self) -> WizardApp:
-        return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
         yield Static("", id="runs-title")
@@ -95,7 +100,7 @@ class RunsScreen(Screen):
         table.add_columns(*COLUMNS)
         table.focus()
         self.query_one("#runs-title", Static).update(
-            Text.assemble(("Runs", "bold"), f" in {_short(Path(self.wizard.state.runs_dir))} · ",
+            Text.assemble(("Runs", "bold"), f" in {_short(Path(self.ctx.state.runs_dir))} · ",
                           ("a", "bold"), " attach · ", ("s", "bold"), " stop · ",
                           ("r", "bold"), " resume · ", ("space", "bold"),
                           " chart · ", ("esc", "bold"), " back"))
@@ -103,35 +108,53 @@ class RunsScreen(Screen):
         self.set_interval(REFRESH_S, self.refresh_runs)
 
     # -- reading ----------------------------------------------------------------------
+    def _in_thread(self, call: Callable[[], T], then: Callable[[T], object], *,
+                   group: str, exclusive: bool = False) -> None:
+        """Run ``call`` (a runs-door call, which may wait on processes and files) in a
+        thread worker, then ``then(result)`` on the UI thread; a ``DsWizardError`` is shown
+        as its one line instead. Anything else is a bug: the app's handler shows it."""
+
+        def work() -> None:
+            try:
+                result = call()
+            except DsWizardError as exc:
+                self.app.call_from_thread(self.notify, exc.one_line(), severity="error",
+                                          markup=False)
+                return
+            self.app.call_from_thread(then, result)
+
+        self.run_worker(work, thread=True, exclusive=exclusive, group=group, name=group,
+                        exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # worker messages do not bubble: hand failures on to the app
+        if event.state == WorkerState.ERROR:
+            self.post_message(WorkerFailed(event.worker))
+
     def refresh_runs(self) -> None:
-        runs_dir = Path(self.wizard.state.runs_dir)
-        api = self.wizard.runs_api
+        runs_dir = Path(self.ctx.state.runs_dir)
+        api = self.ctx.runs
         curves = self._curves
         wanted = set(self.marked) | ({self.current.name} if self.current else set())
 
-        def work() -> None:
+        def read() -> _Read:
             from ds_wizard.core.runs.metrics import read_new_metrics
             from ds_wizard.core.runs.rundir import METRICS
 
-            try:
-                summaries = api.summaries(runs_dir)
-            except DsWizardError as exc:
-                self.app.call_from_thread(self.notify, exc.one_line(), severity="error")
-                return
-            new: dict[str, list[tuple[int, float]]] = {}
-            offsets: dict[str, int] = {}
-            for s in summaries:
+            got = _Read(api.summaries(runs_dir))
+            for s in got.summaries:
                 if s.name not in wanted and s.name not in curves:
                     continue
                 curve = curves.get(s.name, _Curve())
-                records, offsets[s.name] = read_new_metrics(s.run_dir / METRICS, curve.offset)
-                new[s.name] = points_of(records)
-            self.app.call_from_thread(self._show, summaries, new, offsets)
+                records, got.offsets[s.name] = read_new_metrics(s.run_dir / METRICS,
+                                                                curve.offset)
+                got.new[s.name] = points_of(records)
+            return got
 
-        self.run_worker(work, thread=True, exclusive=True, group="runs-refresh")
+        self._in_thread(read, self._show, group="runs-refresh", exclusive=True)
 
-    def _show(self, summaries: list[RunSummary], new: dict[str, list[tuple[int, float]]],
-              offsets: dict[str, int]) -> None:
+    def _show(self, got: _Read) -> None:
+        summaries, new, offsets = got.summaries, got.new, got.offsets
         for name, pts in new.items():
             curve = self._curves.setdefault(name, _Curve())
             curve.points += pts
@@ -223,11 +246,11 @@ class RunsScreen(Screen):
                         severity="warning", markup=False)
             return
         try:
-            job = self.wizard.runs_api.attach(s.run_dir)
+            job = self.ctx.runs.attach(s.run_dir)
         except DsWizardError as exc:
             self.notify(exc.one_line(), severity="error", markup=False)
             return
-        self.wizard.follow(job)
+        self.post_message(FollowRun(job))
 
     def action_stop(self) -> None:
         s = self.current
@@ -237,22 +260,16 @@ class RunsScreen(Screen):
             self.notify(f"{s.name} is not running ({s.status.value})", severity="warning",
                         markup=False)
             return
-        api, run_dir, name = self.wizard.runs_api, s.run_dir, s.name
+        api, run_dir, name = self.ctx.runs, s.run_dir, s.name
 
-        def stop() -> None:
-            try:
-                message = api.stop(run_dir)
-            except DsWizardError as exc:
-                self.app.call_from_thread(self.notify, exc.one_line(), severity="error",
-                                          markup=False)
-                return
-            self.app.call_from_thread(self.notify, f"{name}: {message}", markup=False)
-            self.app.call_from_thread(self.refresh_runs)
+        def stopped(message: str) -> None:
+            self.notify(f"{name}: {message}", markup=False)
+            self.refresh_runs()
 
         def answer(yes: bool | None) -> None:
             if yes:
                 self.notify(f"stopping {name} (checkpoint first)…", markup=False)
-                self.run_worker(stop, thread=True, group="runs-stop")
+                self._in_thread(lambda: api.stop(run_dir), stopped, group="runs-stop")
 
         self.app.push_screen(ConfirmScreen(
             f"Stop {name}?", "The ranks save a checkpoint, then the run ends. "
@@ -268,16 +285,7 @@ class RunsScreen(Screen):
             self.notify(f"{s.name} cannot be resumed: {why}", severity="warning",
                         markup=False)
             return
-        api, run_dir = self.wizard.runs_api, s.run_dir
-
-        def resume() -> None:
-            try:
-                job = api.resume(run_dir)
-            except DsWizardError as exc:
-                self.app.call_from_thread(self.notify, exc.one_line(), severity="error",
-                                          markup=False)
-                return
-            self.app.call_from_thread(self.wizard.follow, job)
-
+        api, run_dir = self.ctx.runs, s.run_dir
         self.notify(f"resuming {s.name}…", markup=False)
-        self.run_worker(resume, thread=True, group="runs-resume")
+        self._in_thread(lambda: api.resume(run_dir), lambda job: self.post_message(FollowRun(job)),
+                        group="runs-resume")

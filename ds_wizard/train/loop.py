@@ -219,7 +219,13 @@ class Trainer:
         # even on a machine with GPUs
         self.cuda = cuda = get_accelerator().device_name() == "cuda"
         torch.manual_seed(self.run_spec.seed)
-        self.backend = models.choose_backend(args.backend, cuda=cuda, arch=spec.model.arch)
+        from ds_wizard.train import kernels
+
+        # the backend the launch side decided (run.json); a rank that cannot import it
+        # stops here with the reason, it never falls back to another path
+        wanted = kernels.planned_backend(self.run_spec.backend_resolved, args.backend, cuda)
+        self.backend = models.choose_backend(wanted, cuda=cuda, arch=spec.model.arch)
+        kernels.verify(self.backend.name, spec.model.arch)
         self.log(f"backend: {self.backend.name} ({self.backend.reason})"
                  + ("; mambapy parallel scan" if self.backend.name == "transformers"
                     and spec.model.arch == "mamba1" and models.mambapy_available() else ""))
@@ -252,8 +258,15 @@ class Trainer:
                  "per epoch")
 
         ds_cfg, lr_scheduler = ds_setup.client_scheduler(self.config)
+        from ds_wizard.train.optim import client_optimizer
+
+        ds_cfg, optimizer = client_optimizer(self.run_spec.optimizer, ds_cfg, groups)
+        if optimizer is not None:
+            self.log("optimizer: torch.optim.AdamW(fused=True) as DeepSpeed's client "
+                     "optimizer (no CUDA toolkit to build DeepSpeed's FusedAdam here)")
         self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=groups, config=ds_cfg, lr_scheduler=lr_scheduler,
+            model=model, model_parameters=None if optimizer is not None else groups,
+            optimizer=optimizer, config=ds_cfg, lr_scheduler=lr_scheduler,
         )
         engine = self.engine
         # the reported peak is the training peak, not the start-up transient

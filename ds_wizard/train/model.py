@@ -293,15 +293,29 @@ def export_pretrained(module: torch.nn.Module, backend: str, out_dir: Path,
     ``config.json`` + ``pytorch_model.bin`` (``MambaLMHeadModel.save_pretrained``'s format).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    # CPU tensors at every ZeRO stage: a file of CUDA tensors does not load on a machine
+    # without a GPU (torch.load would need map_location)
+    state = cpu_state_dict(module.state_dict() if state_dict is None else state_dict)
     if backend == "mamba_ssm":
-        if state_dict is None:
-            module.save_pretrained(str(out_dir))  # mamba_ssm: config.json + pytorch_model.bin
-            return
-        _save_mamba_ssm(module, state_dict, out_dir)
-    elif state_dict is None:
-        module.save_pretrained(str(out_dir), safe_serialization=True)
+        _save_mamba_ssm(module, state, out_dir)  # mamba_ssm: config.json + pytorch_model.bin
     else:
-        module.save_pretrained(str(out_dir), state_dict=state_dict, safe_serialization=True)
+        module.save_pretrained(str(out_dir), state_dict=state, safe_serialization=True)
+
+
+def cpu_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with every tensor on the CPU, detached. Tensors that share storage (tied
+    embeddings) stay one tensor, so the writer still sees them as tied."""
+    copies: dict[tuple[Any, ...], Any] = {}
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            out[key] = value
+            continue
+        ident = (value.device, value.data_ptr(), value.shape, value.dtype)
+        if ident not in copies:
+            copies[ident] = value.detach().cpu()
+        out[key] = copies[ident]
+    return out
 
 
 def _save_mamba_ssm(module: torch.nn.Module, state_dict: dict[str, torch.Tensor],

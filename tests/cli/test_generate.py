@@ -53,10 +53,17 @@ def test_generate_json_and_bad_counts(runner, tmp_path):
     assert [r["gpus"] for r in rows] == [2, 8]
     assert runner.invoke(main, ["generate", "--gpus", "2,x"]).exit_code == 2
     assert runner.invoke(main, ["generate", "--gpus", "0"]).exit_code == 2
-    missing = runner.invoke(main, ["generate", "--out-dir", str(tmp_path / "nope")])
-    assert missing.exit_code == 1
-    assert missing.stderr.startswith("error: output directory")
-    assert "does not exist" in missing.stderr
+    # an output directory that does not exist yet is created, as users expect
+    missing = runner.invoke(main, ["generate", "--gpus", "2", "--out-dir",
+                                   str(tmp_path / "new" / "configs")])
+    assert missing.exit_code == 0, missing.output
+    assert (tmp_path / "new" / "configs" / "deepspeed_2gpu.json").is_file()
+    assert f"created   {tmp_path / 'new' / 'configs'}/ (it did not exist)" in missing.output
+    # a path that is a file is no directory: refused, nothing replaced
+    (tmp_path / "file").write_text("keep")
+    taken = runner.invoke(main, ["generate", "--gpus", "2", "--out-dir", str(tmp_path / "file")])
+    assert taken.exit_code in (1, 2) and taken.stderr.startswith("error: ")
+    assert (tmp_path / "file").read_text() == "keep"
 
 
 @pytest.mark.parametrize("name", PRESETS)

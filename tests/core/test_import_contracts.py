@@ -47,6 +47,7 @@ def test_contracts_hold_on_the_real_tree(tree: Path) -> None:
     ("core/config/auto.py", "from ds_wizard.screens import base", "core is pure"),
     ("screens/review.py", "from ds_wizard.commands import check", "screens and commands"),
     ("launch/plan.py", "import textual", "the launch package"),
+    ("screens/runs.py", "from ds_wizard.app import WizardApp", "screens never import the app"),
 ])
 def test_a_forbidden_import_breaks_its_contract(tree: Path, module: str, statement: str,
                                                 contract: str) -> None:
@@ -57,3 +58,14 @@ def test_a_forbidden_import_breaks_its_contract(tree: Path, module: str, stateme
     assert proc.returncode != 0
     broken = [line for line in proc.stdout.splitlines() if " BROKEN" in line]
     assert any(line.startswith(contract) for line in broken), proc.stdout
+
+
+def test_a_type_only_import_of_the_app_breaks_the_screens_contract(tree: Path) -> None:
+    """The circle that used to be allowed (a screen casting ``self.app`` to ``WizardApp``
+    under ``TYPE_CHECKING``) is refused too: the screens get a context, not the app."""
+    path = tree / "ds_wizard" / "screens" / "base.py"
+    path.write_text(path.read_text() + "\n\nif TYPE_CHECKING:\n"
+                    "    from ds_wizard.app import WizardApp\n")
+    proc = lint(tree)
+    assert proc.returncode != 0
+    assert "screens never import the app BROKEN" in proc.stdout, proc.stdout

@@ -11,7 +11,6 @@ from ds_wizard.core.runs.runspec import Accelerator
 from ds_wizard.launch.host_fit import (
     GiB,
     HostMemoryRefused,
-    available_ram,
     check_cpu_ranks,
     cpu_ranks_need,
 )
@@ -38,12 +37,6 @@ def test_more_ranks_need_more() -> None:
     cfg2, spec = _cpu_config("tiny_mamba", 2)
     cfg4, _ = _cpu_config("tiny_mamba", 4)
     assert cpu_ranks_need(cfg4, spec, 4) > cpu_ranks_need(cfg2, spec, 2)
-
-
-def test_meminfo_is_read(tmp_path: Path) -> None:
-    info = tmp_path / "meminfo"
-    info.write_text("MemTotal:       32000000 kB\nMemAvailable:   1048576 kB\n")
-    assert available_ram(info) == GiB
 
 
 def test_launch_refuses_7b_on_cpu_ranks_before_starting(tmp_path: Path) -> None:

@@ -181,7 +181,7 @@ def test_two_nodes_on_one_machine_train_with_world_size_two(tmp_path: Path,
            "CUDA_VISIBLE_DEVICES": "", "FAKE_PDSH_LOG": str(pdsh_log)}
     proc = subprocess.Popen(
         [*CLI, "launch", "--preset", "tiny_mamba", "--hostfile", str(hosts), "--steps", "3",
-         "--runs-dir", str(tmp_path / "runs")],
+         "--runs-dir", str(tmp_path / "runs"), "--master-addr", "127.0.0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         start_new_session=True, cwd=tmp_path)
     try:

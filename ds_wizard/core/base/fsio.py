@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ds_wizard.core.base.errors import DsWizardError, WriteError
+from ds_wizard.core.base.system import pid_alive
 
 BACKUP_SUFFIX = ".bak"
 TEMP_MARK = ".ds-wizard-"
@@ -168,6 +169,35 @@ def check_output(path: str | os.PathLike[str]) -> Path:
     """Refuse an output path that is not a regular file (or absent) or whose directory is
     missing; return the path with symlinks followed. Nothing is opened or read."""
     return _target(Path(path)).real
+
+
+def ensure_dir(path: str | os.PathLike[str]) -> bool:
+    """An output directory, created with its parents where missing (``--out-dir configs/``
+    names where the files go; it need not exist yet). True when it was created.
+
+    ``mkdir`` is atomic: two writers creating the same directory both succeed. A path that
+    is something else (a file, a device) is refused with one line, never replaced.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return False
+    try:
+        p.mkdir(parents=True)
+    except FileExistsError:
+        if p.is_dir():  # created meanwhile by another writer
+            return False
+        st = os.stat(p) if p.exists() else None
+        what = ("a dangling symbolic link" if st is None
+                else "a file" if stat.S_ISREG(st.st_mode) else kind_of(st.st_mode))
+        raise WriteError(f"cannot create directory {p}: it is {what}",
+                         "give a directory path, or move that away first") from None
+    except NotADirectoryError:
+        raise WriteError(f"cannot create directory {p}: a part of its path is not a directory",
+                         "check the path") from None
+    except OSError as exc:
+        raise WriteError(f"cannot create directory {p}: {exc.strerror or exc}",
+                         "check the path and its permissions") from exc
+    return True
 
 
 def _target(shown: Path, follow_symlinks: bool = True) -> _Target:
@@ -579,16 +609,6 @@ def _sync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def stale_temp_files(directory: Path) -> list[Path]:
     """ds-wizard temp files in ``directory`` left by a process that is gone and older than
     this one: no write in progress can own them."""
@@ -607,7 +627,7 @@ def stale_temp_files(directory: Path) -> list[Path]:
             continue
         pid = int(m.group(1))
         if (stat.S_ISREG(st.st_mode) and st.st_mtime < _STARTED and pid != os.getpid()
-                and not _pid_alive(pid)):
+                and not pid_alive(pid)):
             stale.append(Path(entry.path))
     return stale
 

@@ -31,9 +31,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ds_wizard.core.runs import integrity
 from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.runs import integrity
 
 RUN_JSON = "run.json"
 CONFIG_JSON = "ds_config.json"

@@ -11,9 +11,7 @@ Rank 0 writes one :class:`MetricsRecord` per logged step with :func:`metrics_lin
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -74,6 +72,11 @@ class RunSpec:
     # the run's own hostfile (RUN_DIR/hostfile) for a multi-node job: a snapshot of the
     # hosts chosen, or written by the sbatch script when Slurm has allocated the nodes
     hostfile: str | None = None
+    # decided once on the launch side (ds-wizard doctor's kernel import): the backend the
+    # ranks must run (no fallback), the kernel packages' versions, the optimizer they use
+    backend_resolved: str | None = None
+    kernels: dict[str, str | None] | None = None
+    optimizer: str | None = None
 
 
 def spec_from_config(cfg: dict[str, Any], **decided: Any) -> RunSpec:

@@ -27,6 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from ds_wizard.core.base import system
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runspec import parse_metrics
 from ds_wizard.core.runs.stall import Stall
@@ -387,47 +388,22 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def mount_of(path: str | Path) -> tuple[str, str]:
-    """The mount point holding ``path`` and its filesystem type ("?" when unknown)."""
-    p = Path(os.path.abspath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    p = p.resolve()
-    while not os.path.ismount(p) and p != p.parent:
-        p = p.parent
-    fstype = "?"
-    try:
-        with open("/proc/self/mounts", encoding="utf-8") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) > 2 and parts[1].replace("\\040", " ") == str(p):
-                    fstype = parts[2]  # the last mount on a point is the visible one
-    except OSError:
-        pass  # not Linux: the type stays unknown
-    return str(p), fstype
-
-
-def free_bytes(path: str | Path) -> tuple[int, int] | None:
-    """(free, total) bytes of the filesystem holding ``path``, None when unknown."""
-    p = Path(os.path.abspath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        st = os.statvfs(p)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-
-
 def describe_disk(path: str | Path) -> str:
     """One phrase naming the disk of ``path``: ``the disk at /mnt/x (tmpfs, 0 B free of
-    20.0 MiB)``."""
-    mount, fstype = mount_of(path)
-    space = free_bytes(path)
-    free = f", {_size(space[0])} free of {_size(space[1])}" if space else ""
-    return f"the disk at {mount} ({fstype}{free})"
+    20.0 MiB)``. It goes inside another error's line, so a disk psutil cannot read is named
+    by its path and that reason rather than raising over the error it describes."""
+    try:
+        disk = system.disk_of(path)
+    except system.SystemFactError as err:
+        return f"the disk holding {path} ({err.message})"
+    return (f"the disk at {disk.mount} ({disk.fstype}, {_size(disk.free)} free of "
+            f"{_size(disk.total)})")
 
 
 def disk_nearly_full(path: str | Path, below: int = 1 << 20) -> bool:
-    space = free_bytes(path)
-    return space is not None and space[0] < below
+    """Whether the disk of ``path`` has less than ``below`` bytes free; a disk whose space
+    cannot be read is not called full (the write's own error is the report)."""
+    try:
+        return system.disk_of(path).free < below
+    except system.SystemFactError:
+        return False
