@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -75,14 +76,27 @@ def run_bare(plan: planning.PreparedRun, steps: int, warmup: int) -> tuple[float
            str(HERE / "bare_deepspeed_loop.py"),
            "--preset", str(paths.preset), "--deepspeed_config", str(paths.config),
            "--steps", str(steps), "--warmup", str(warmup)]
-    out = subprocess.run(cmd, capture_output=True, text=True,
-                         env={**os.environ, **plan.env}, check=False)
-    for line in out.stdout.splitlines():
+    # its own session, as A's supervisor has: Ctrl-C here ends the whole launcher tree
+    # below, ranks included, rather than only the launcher subprocess.run would kill
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **plan.env}, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)  # DeepSpeed's launcher ends its ranks on it
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
+        proc.communicate()
+        raise
+    for line in stdout.splitlines():
         if line.startswith("BARE "):
             result = json.loads(line[5:])
             return float(result["tokens_per_s"]), float(result["median_step_tokens_per_s"])
-    raise SystemExit(f"bare loop failed ({out.returncode}):\n{out.stdout[-3000:]}"
-                     f"{out.stderr[-3000:]}")
+    raise SystemExit(f"bare loop failed ({proc.returncode}):\n{stdout[-3000:]}"
+                     f"{stderr[-3000:]}")
 
 
 def main() -> None:
@@ -130,4 +144,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # both sides' processes are ended by then
+        print("train_throughput: interrupted; no run is left behind", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)

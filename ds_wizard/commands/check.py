@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ds_wizard.commands.check_options import (
-    dumps_json,
-    hf_fill,
     hf_options,
+    refuse_as_json,
     sequence_parallel_flag,
     strict_option,
 )
-from ds_wizard.commands.worldsize import WorldSize, resolve_world_size, world_size_options
+from ds_wizard.commands.common import resolve_preset
+from ds_wizard.commands.render import echo_json, echo_lines
+from ds_wizard.commands.worldsize import resolve_world_size, world_size_options
 from ds_wizard.core.base.errors import ConfigFileError, ExitCode
-from ds_wizard.core.check.checker import (
-    DEEPSPEED_VERDICT,
-    CheckReport,
-    check_config,
-    load_config_file,
-)
-from ds_wizard.core.check.hfmode import HfFill
+from ds_wizard.core.config.filecheck import check_file
+
+if TYPE_CHECKING:
+    from ds_wizard.core.config.filecheck import DeepCheck
 
 
 @click.command("check")
@@ -67,159 +63,26 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
       ds-wizard check ds_zero3_auto.json --num-gpus 4 --hf per_device_train_batch_size=4
       ds-wizard check ds.json --json | jq .errors
     """
+    if preset_ref is None and gpu_memory is not None:
+        raise click.UsageError("--gpu-memory needs --preset (the model to estimate)")
+    world = resolve_world_size(num_gpus, tp, pp, sp)
     try:
-        cfg = load_config_file(config)
+        done = check_file(config, world, sp=sp, sp_flag=sequence_parallel_flag(sp),
+                          strict=strict, hf=hf, hf_args=hf_args, gpu_memory=gpu_memory,
+                          spec=resolve_preset(preset_ref).spec if preset_ref else None,
+                          deep=_deep_check() if deep else None)
     except ConfigFileError as exc:
-        if not as_json:
-            raise
         # scripts reading --json still get an object saying why
-        click.echo(f"error: {exc.one_line()}", err=True)
-        click.echo(dumps_json({"valid": False, "config": str(config),
-                               "errors": [exc.one_line()], "warnings": []}))
-        click.get_current_context().exit(ExitCode.PROBLEM)
-    ws = resolve_world_size(num_gpus, tp, pp, sp)
-    sp_flag = sequence_parallel_flag(sp)
-    base_world = ws.data_parallel * sp  # DeepSpeed divides by sequence parallelism itself
-    filled = hf_fill(cfg, hf, hf_args, ws.data_parallel)
-    checked = filled.config if filled else cfg
-    report = check_config(checked, base_world, strict=strict, sequence_parallel=sp_flag)
-    if filled and filled.error:
-        # the Trainer stops before DeepSpeed ever sees the config
-        report.errors.insert(0, filled.error.replace("\n", " "))
-        report.valid = False
-        report.deepspeed_error = None
-    memory = _memory_check(report, checked, ws.data_parallel, preset_ref, gpu_memory)
-    deep_verdict = None
-    if deep:
-        from ds_wizard.deepcheck import deep_check
-
-        deep_verdict = deep_check(checked, base_world)
-        _defer_to_deepspeed(report, deep_verdict, hf_error=bool(filled and filled.error))
-    report.valid = report.valid and not (strict and report.warnings)
+        refuse_as_json(exc, as_json, {"valid": False, "config": str(config),
+                                      "errors": [exc.one_line()], "warnings": []})
     if as_json:
-        data = report.to_dict()
-        data["memory"] = memory
-        data["config"] = str(config)
-        data["total_ranks"] = ws.total_ranks
-        data["world_size_source"] = ws.source
-        data["deep"] = deep_verdict.to_dict() if deep_verdict else None
-        data["fix_commands"] = [f"ds-wizard fix {shlex.quote(str(config))} {ws.flags} {s}"
-                                for s in report.suggestions]
-        if filled:
-            data["hf"] = {"filled": filled.filled, "mismatches": filled.mismatches,
-                          "left_auto": filled.left_auto, "error": filled.error}
-        click.echo(dumps_json(data))
+        echo_json(done.as_dict())
     else:
-        for line in render_check(report, config, ws, filled):
-            click.echo(line)
-        if deep_verdict:
-            click.echo(f"  deep check: {deep_verdict.line()}")
-    click.get_current_context().exit(ExitCode.OK if report.valid else ExitCode.PROBLEM)
+        echo_lines(done.lines())
+    click.get_current_context().exit(ExitCode.OK if done.valid else ExitCode.PROBLEM)
 
 
-def _defer_to_deepspeed(report: CheckReport, deep: Any, hf_error: bool) -> None:
-    """Where the schema and DeepSpeed's own parser disagree, DeepSpeed's word is final;
-    ds-wizard's own rules (--sp vs the config, the HF Trainer's mismatch) still stand."""
-    if not deep.accepted and report.valid:
-        report.errors.append(f"{DEEPSPEED_VERDICT} {deep.error_type}: {deep.message}")
-        report.deepspeed_error = f"{deep.error_type}: {deep.message}"
-        report.valid = False
-    elif deep.accepted and not report.valid and not hf_error:
-        schema_only = [e for e in report.errors if e not in report.own_errors]
-        report.warnings += [f"ds-wizard's schema refused this but DeepSpeed accepts it: {e}"
-                            for e in schema_only]
-        report.errors = list(report.own_errors)
-        report.deepspeed_error = None
-        report.valid = not report.errors
+def _deep_check() -> DeepCheck:
+    from ds_wizard.deepcheck import deep_check
 
-
-def render_check(report: CheckReport, config: Path, ws: WorldSize,
-                 filled: HfFill | None = None) -> list[str]:
-    """The text report; the first line is the verdict on its own."""
-    if report.valid and report.strict is False and report.warnings:
-        lines = [f"✅ VALID (with warnings): {config} for {ws.describe()}: {report.formula}"]
-    elif report.valid:
-        lines = [f"✅ VALID: {config} for {ws.describe()}: {report.formula}"]
-    else:
-        lines = [f"❌ INVALID: {config} for {ws.describe()}: {report.headline}"]
-    triplet = (
-        ("train_batch_size", report.train_batch_size),
-        ("train_micro_batch_size_per_gpu", report.train_micro_batch_size_per_gpu),
-        ("gradient_accumulation_steps", report.gradient_accumulation_steps),
-    )
-    for key, value in triplet:
-        raw = report.written.get(key)
-        if (raw is not None and raw != value) or isinstance(raw, (bool, float, str)):
-            note = f"  (written as {json.dumps(raw)})"
-        elif key in report.derived:
-            note = "  (derived by DeepSpeed)"
-        else:
-            note = ""
-        lines.append(f"  {key:<31} {'-' if value is None else value}{note}")
-    if report.formula:
-        needed = ""
-        m, g = report.train_micro_batch_size_per_gpu, report.gradient_accumulation_steps
-        if "!=" in report.formula and m and g and m > 0 and g > 0:
-            needed = f"  (micro × accumulation × world size = {m * g * report.world_size})"
-        label = "formula"
-        if (report.deepspeed_error or "").startswith("TypeError"):
-            label = "formula, once they are numbers"
-        lines.append(f"  {label:<31} {report.formula}{needed}")
-    if report.deepspeed_error:
-        lines.append(f"  DeepSpeed {report.deepspeed_version} stops with: "
-                     f"{report.deepspeed_error}")
-    else:
-        lines.append(f"  DeepSpeed {report.deepspeed_version}: accepts this config")
-    # the batch verdict is already shown above; list the other problems
-    shown = report.deepspeed_error or ""
-    others = [e for e in report.errors
-              if not (shown and (e == shown.partition(": ")[2] or e.endswith(shown)))]
-    if others:
-        lines.append("errors:")
-        lines += [f"  ✗ {e}" for e in others]
-    if report.warnings:
-        lines.append("warnings:")
-        lines += [f"  ⚠ {w}" for w in report.warnings]
-    if filled is not None:
-        if filled.filled:
-            lines.append("HF Trainer fills: " + ", ".join(
-                f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in filled.filled.items()))
-        if filled.left_auto:
-            lines.append("HF Trainer fills later (from the model and the step count): "
-                         + ", ".join(filled.left_auto))
-    if report.suggestions:
-        lines.append("to repair the batch triplet, run one of:")
-        lines += [f"  ds-wizard fix {shlex.quote(str(config))} {ws.flags} {s}"
-                  for s in report.suggestions]
-    return lines
-
-
-def _memory_check(report: CheckReport, cfg: dict, world_size: int, preset_ref: str | None,
-                  gpu_memory: str | None) -> dict | None:
-    """With --preset: add a warning to ``report`` when the config's estimate exceeds the GPU."""
-    if preset_ref is None:
-        if gpu_memory is not None:
-            raise click.UsageError("--gpu-memory needs --preset (the model to estimate)")
-        return None
-    from ds_wizard.commands.common import resolve_preset
-    from ds_wizard.core.plan.fit import config_estimate, gpu_memory_from, memory_warning
-
-    spec = resolve_preset(preset_ref).spec
-    report_gpus = None
-    if gpu_memory is None:
-        from ds_wizard.core.plan.gpus import detect_gpus
-
-        report_gpus = detect_gpus()
-    gpu = gpu_memory_from(gpu_memory, report_gpus)
-    micro = report.train_micro_batch_size_per_gpu
-    if gpu is None or not micro or micro < 1:
-        why = "GPU memory unknown (pass --gpu-memory)" if gpu is None else "no usable micro-batch"
-        report.warnings.append(f"memory not checked: {why}")
-        return None
-    est = config_estimate(cfg, spec, world_size, micro)
-    warning = memory_warning(est, spec, gpu)
-    if warning:
-        report.warnings.append(warning)
-    data = est.to_dict()
-    data.update(gpu_memory=gpu.bytes, gpu_memory_source=gpu.source, fits=warning is None)
-    return data
+    return deep_check

@@ -1,15 +1,16 @@
-"""Options and helpers shared by ``check`` and ``fix``: --strict, --hf/--hf-args, --sp."""
+"""Options and helpers shared by ``check`` and ``fix``: --strict, --hf/--hf-args, --sp, and
+the JSON object that says why a --json run was refused."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from ds_wizard.core.check.hfmode import HfFill, fill_like_trainer, parse_hf_args
+from ds_wizard.commands.render import echo_json
+from ds_wizard.core.base.errors import DsWizardError
 
 
 def strict_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -37,14 +38,11 @@ def sequence_parallel_flag(sp: int) -> int | None:
     return sp if source == click.core.ParameterSource.COMMANDLINE else None
 
 
-def hf_fill(cfg: dict[str, Any], hf: str | None, hf_args: Path | None,
-            world_size: int) -> HfFill | None:
-    """The config as the HF Trainer fills it, when --hf or --hf-args is given."""
-    if hf is None and hf_args is None:
-        return None
-    return fill_like_trainer(cfg, parse_hf_args(hf, hf_args, world_size))
-
-
-def dumps_json(data: Any) -> str:
-    """JSON for scripts: UTF-8 as written (×, not \\u00d7)."""
-    return json.dumps(data, indent=2, ensure_ascii=False)
+def refuse_as_json(exc: DsWizardError, as_json: bool, payload: dict[str, Any]) -> NoReturn:
+    """Re-raise ``exc`` (one ``error:`` line); with --json, also print ``payload``, an
+    object saying why, so that scripts reading the JSON get one."""
+    if not as_json:
+        raise exc
+    click.echo(f"error: {exc.one_line()}", err=True)
+    echo_json(payload)
+    click.get_current_context().exit(exc.exit_code)

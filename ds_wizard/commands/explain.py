@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ds_wizard.commands.check_options import dumps_json
+from ds_wizard.commands.render import echo_json
 from ds_wizard.core.base.errors import DsWizardError, ExitCode
 from ds_wizard.core.check.explain import explain as diagnose
 
@@ -38,7 +38,7 @@ def explain(source: str, config: str | None, num_gpus: int | None, as_json: bool
     text = _read(source)
     result = diagnose(text, config=config, num_gpus=num_gpus)
     if as_json:
-        click.echo(dumps_json(result.to_dict()))
+        echo_json(result.to_dict())
     elif not result.found:
         click.echo("no DeepSpeed batch-size error found (looked for DeepSpeed's "
                    "\"train_batch_size is not equal to ...\", \"... has to be greater than 0\" "

@@ -115,7 +115,7 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
       ds-wizard launch --preset tiny_mamba --steps 40        # CPU demo, 2 ranks
       ds-wizard launch --preset 7b_mamba --num-gpus 8 --dry-run
       ds-wizard launch --preset mamba_130m --set train.lr=3e-4 --data corpus.jsonl
-      ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba
+      ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba --num-gpus 4
       ds-wizard launch --resume latest
       ds-wizard launch --preset mamba_1.4b --hostfile hosts          # every node in hosts
       ds-wizard launch --preset mamba_1.4b --num-nodes 4 --gpus-per-node 8 --slurm

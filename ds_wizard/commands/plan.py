@@ -63,8 +63,8 @@ def plan(preset_ref: str | None, sets: tuple[str, ...], num_gpus: int | None,
 
     \b
     Examples:
-      ds-wizard plan --preset 7b_mamba --num-gpus 8 --gpu-memory 80GiB
-      ds-wizard plan --preset mamba_1.4b --num-gpus 1 --gpu-memory 24G --micro-batch 4 --json
+      ds-wizard plan --preset 7b_mamba --num-gpus 8 --gpu-memory 80GiB --micro-batch 2
+      ds-wizard plan --preset mamba_1.4b --num-gpus 1 --gpu-memory 80GiB --micro-batch 4 --json
     """
     if preset_ref is None:
         raise click.UsageError("--preset is required (see `ds-wizard presets`)")

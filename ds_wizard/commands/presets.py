@@ -10,7 +10,8 @@ import click
 
 from ds_wizard.commands.common import resolve_preset, set_option
 from ds_wizard.commands.numbers import parse_gpu_counts
-from ds_wizard.core.base.errors import DsWizardError, ExitCode, PresetError, WriteError
+from ds_wizard.commands.render import echo_json, echo_lines
+from ds_wizard.core.base.errors import ExitCode, WriteError
 from ds_wizard.core.base.fsio import atomic_write_text, check_output
 from ds_wizard.core.base.text import sanitize
 from ds_wizard.core.config.views import (
@@ -19,13 +20,12 @@ from ds_wizard.core.config.views import (
     batch_plans,
     diff_specs,
     summarize_all,
+    validate_preset_file,
 )
 from ds_wizard.core.plan.params import breakdown, human_count
 from ds_wizard.core.presets.lookup import (
     Preset,
-    PresetValidationError,
     check_name,
-    read_preset_file,
     search_dirs,
 )
 from ds_wizard.core.presets.store import (
@@ -354,46 +354,19 @@ def validate_cmd(files: tuple[Path, ...], strict: bool, as_json: bool = False) -
       ds-wizard presets validate --strict team-presets/*.toml
       ds-wizard presets validate --json presets/*.toml | jq '.files[] | select(.valid|not)'
     """
-    failed = 0
-    results = []
-    for path in files:
-        problems: list[str] = []
-        notices: tuple[str, ...] = ()
-        summary = ""
-        try:
-            check_name(path.stem if path.suffix == ".toml" else path.name)
-            if path.suffix != ".toml":
-                raise PresetError(f"{path}: a preset file name must end in .toml")
-            preset = read_preset_file(path)
-            notices = preset.notices
-            plans = batch_plans(preset.spec)
-            params = human_count(breakdown(preset.spec.model).total)
-            summary = (f"{preset.spec.model.arch}, {params} params, "
-                       f"batch {' / '.join(c.formula for c in plans)}")
-        except PresetValidationError as exc:
-            problems = [f"{path}: {p}" for p in exc.problems]
-        except DsWizardError as exc:
-            line = exc.one_line()
-            problems = [line if line.startswith(str(path)) else f"{path}: {line}"]
-        if strict and notices and not problems:
-            problems = [f"--strict: {n}" for n in notices]
-        results.append({"path": str(path), "valid": not problems, "problems": problems,
-                        "notes": list(notices), "summary": summary})
-        failed += bool(problems)
-        if as_json:
-            continue
-        if problems:
-            click.echo(f"FAIL  {sanitize(path)}")
-            for p in problems:
-                click.echo(f"      {sanitize(p)}")
-        else:
-            click.echo(f"ok    {sanitize(path)}  ({summary})")
-            for n in notices:
-                click.echo(f"      note: {sanitize(n)}")
+    results = [validate_preset_file(path, strict=strict) for path in files]
+    failed = sum(not r.valid for r in results)
     if as_json:
-        click.echo(json.dumps({"files": results, "valid": len(files) - failed,
-                               "invalid": failed}, indent=2, ensure_ascii=False))
+        echo_json({"files": [r.as_dict() for r in results], "valid": len(files) - failed,
+                   "invalid": failed})
     else:
+        for r in results:
+            if r.problems:
+                echo_lines([f"FAIL  {sanitize(r.path)}", *(f"      {sanitize(p)}"
+                                                         for p in r.problems)])
+            else:
+                echo_lines([f"ok    {sanitize(r.path)}  ({r.summary})",
+                            *(f"      note: {sanitize(n)}" for n in r.notes)])
         click.echo(f"{len(files) - failed} valid, {failed} invalid")
     if failed:
         click.get_current_context().exit(ExitCode.PROBLEM)

@@ -10,7 +10,6 @@ as parameters, so a command adds them with one decorator and reads them back wit
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +19,12 @@ from ds_wizard.commands.numbers import Count
 from ds_wizard.core.base.limits import MAX_WORLD_SIZE
 from ds_wizard.core.batch.topology import (
     HostfileError,
-    Topology,
     TopologyError,
     resolve_topology,
 )
+from ds_wizard.core.batch.world import WorldSize
 
 META_KEY = "ds_wizard.topology_flags"
-
-
-@dataclass(frozen=True)
-class WorldSize:
-    """The data-parallel size the batch formula uses, and where it came from."""
-
-    data_parallel: int
-    total_ranks: int
-    source: str  # one line for the user: "--num-gpus 4", "4 GPUs detected", "assumed …"
-    flags: str  # the flags that reproduce it, for suggested commands
-    topology: Topology | None = None
-
-    def describe(self) -> str:
-        where = (f"{self.topology.layout()}, " if self.topology is not None
-                 and self.topology.multi_node else "")
-        if self.data_parallel == self.total_ranks:
-            return f"world size {self.data_parallel} ({where}{self.source})"
-        return (f"data-parallel size {self.data_parallel} = {self.total_ranks} ranks / "
-                f"model-parallel degrees ({where}{self.source})")
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

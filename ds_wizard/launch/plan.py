@@ -356,7 +356,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         report = detect_gpus() if r.gpus is None else detect_gpus(visible=r.gpus)
     accel = r.accelerator or accelerator_from(report)
-    if r.dry_run and accel.kind == "cpu" and r.num_gpus is not None and r.resume is None:
+    if r.dry_run and r.accelerator is None and accel.kind == "cpu" and r.num_gpus is not None \
+            and r.resume is None:
         # `--num-gpus 4 --dry-run` on a laptop checks a plan for a GPU machine
         accel = Accelerator("cuda", r.num_gpus, "none visible here: planning for a GPU machine")
     if r.resume is not None:

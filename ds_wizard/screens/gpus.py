@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Input, Label, Static
 from ds_wizard.core.batch.topology import TopologyError
 from ds_wizard.messages import GpusDetected
 from ds_wizard.screens.base import StepBar, WizardScreen
+from ds_wizard.screens.doctor_panel import DoctorPanel
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
 from ds_wizard.screens.widgets import OrderedInput
 
@@ -25,6 +26,10 @@ class GpuScreen(WizardScreen):
                 tooltip="Ask NVML again which GPUs this machine has"),
         Binding("ctrl+t", "cpu_demo", "CPU demo", id="gpus.cpu_demo",
                 tooltip="Toggle a CPU demo run here: tiny_mamba on 2 CPU ranks"),
+        # not in the footer (its snapshot is shared with the screens being refactored);
+        # docs/tui.md lists the key
+        Binding("ctrl+d", "doctor", "Doctor", id="gpus.doctor", show=False,
+                tooltip="Can this machine (and every host) run the job? (ds-wizard doctor)"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -43,6 +48,7 @@ class GpuScreen(WizardScreen):
                     yield Label("Hostfile (multi-node)")
                     yield OrderedInput(id="hostfile", type="text", placeholder="none")
             yield Static("", id="gpu-summary")
+            yield DoctorPanel(id="doctor")
 
     def on_mount(self) -> None:
         table = self.query_one("#gpu-table", DataTable)
@@ -60,6 +66,19 @@ class GpuScreen(WizardScreen):
 
         self.run_worker(work, thread=True, exclusive=True, group="gpu-probe", name="GPU probe",
                         exit_on_error=False)
+
+    def action_doctor(self) -> None:
+        from ds_wizard.core.presets.lookup import DEFAULT_PRESET
+        from ds_wizard.launch.doctor import DoctorRequest, run_doctor
+        from ds_wizard.launch.plan import LaunchRequest
+
+        state = self.state
+        preset = state.preset_ref or (CPU_DEMO_PRESET if state.uses_cpu else DEFAULT_PRESET)
+        request = DoctorRequest(LaunchRequest(
+            preset, None if state.hostfile else state.world_size,
+            hostfile=state.hostfile or None, gpu_report=state.report,
+            runs_dir=state.runs_dir))
+        self.query_one(DoctorPanel).check(lambda: run_doctor(request))
 
     def on_gpus_detected(self, message: GpusDetected) -> None:
         self.state.report = message.report

@@ -234,8 +234,8 @@ def test_warnings_do_not_change_the_exit_code_unless_strict(runner, tmp_path):
 def test_deep_verdict_is_final_where_the_schema_disagrees():
     from types import SimpleNamespace
 
-    from ds_wizard.commands.check import _defer_to_deepspeed
     from ds_wizard.core.check.checker import check_config
+    from ds_wizard.core.config.filecheck import _defer_to_deepspeed
 
     cfg = {**SEED_CONFIG, "train_batch_size": 128, "zero_optimization": {"stage": 9}}
     report = check_config(cfg, 4)

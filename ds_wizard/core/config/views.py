@@ -110,3 +110,48 @@ def diff_specs(a: PresetSpec, b: PresetSpec) -> list[FieldDiff]:
         for k in keys
         if k != "schema_version" and fa.get(k, MISSING) != fb.get(k, MISSING)
     ]
+
+
+@dataclass(frozen=True)
+class FileValidation:
+    """``presets validate`` on one file: its problems (none: valid), its migration notes
+    and a one-line summary of what it trains."""
+
+    path: Path
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    summary: str = ""
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "valid": self.valid, "problems": list(self.problems),
+                "notes": list(self.notes), "summary": self.summary}
+
+
+def validate_preset_file(path: Path, *, strict: bool = False) -> FileValidation:
+    """Load ``path`` as a preset exactly as ds-wizard would; ``strict`` also fails a file
+    that needs migrating or lacks ``schema_version``."""
+    from ds_wizard.core.plan.params import breakdown, human_count
+    from ds_wizard.core.presets.lookup import PresetValidationError
+
+    notes: tuple[str, ...] = ()
+    try:
+        check_name(path.stem if path.suffix == ".toml" else path.name)
+        if path.suffix != ".toml":
+            raise DsWizardError(f"{path}: a preset file name must end in .toml")
+        preset = read_preset_file(path)
+        notes = preset.notices
+        plans = batch_plans(preset.spec)
+        summary = (f"{preset.spec.model.arch}, {human_count(breakdown(preset.spec.model).total)}"
+                   f" params, batch {' / '.join(c.formula for c in plans)}")
+    except PresetValidationError as exc:
+        return FileValidation(path, tuple(f"{path}: {p}" for p in exc.problems), notes)
+    except DsWizardError as exc:
+        line = exc.one_line()
+        return FileValidation(path, (line if line.startswith(str(path)) else f"{path}: {line}",),
+                              notes)
+    problems = tuple(f"--strict: {n}" for n in notes) if strict else ()
+    return FileValidation(path, problems, notes, summary)
