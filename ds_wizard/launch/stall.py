@@ -191,7 +191,8 @@ def collect_autopsy(run_dir: Path, beats: dict[int, Beat], stall: Stall,
                 f"{datetime.fromtimestamp(b.time).isoformat(timespec='seconds')}\n\n"
                 + (stack if stack is not None else f"no stack: {error}\n"))
         atomic_write_text(out / f"rank-{rank}.txt", text)
-    summary = summarize_autopsy(reports, laggard(beats), flight_recorder_report(run_dir))
+    summary = summarize_autopsy(reports, laggard(beats), flight_recorder_report(run_dir),
+                                world_size=_world_size(run_dir))
     now = time.time()
     atomic_write_text(out / "summary.txt", summary.text(stall.line(now)))
     data = {"stall": stall.to_dict(), "line": stall.line(now), **summary.to_dict(),
@@ -199,6 +200,17 @@ def collect_autopsy(run_dir: Path, beats: dict[int, Beat], stall: Stall,
                        "stack": r.stack is not None, "error": r.error} for r in reports]}
     atomic_write_text(out / "summary.json", json.dumps(data, indent=2) + "\n")
     return out, summary
+
+
+def _world_size(run_dir: Path) -> int | None:
+    """The run's ranks, from run.json (None when it cannot be read)."""
+    from ds_wizard.core.runs.rundir import RunError, load_run_json
+
+    try:
+        ws = load_run_json(run_dir).get("world_size")
+    except RunError:
+        return None
+    return ws if isinstance(ws, int) and ws > 0 else None
 
 
 def with_autopsy(stall: Stall, where: Path, summary: AutopsySummary) -> Stall:

@@ -149,8 +149,9 @@ def test_the_one_rank_waiting_elsewhere_is_named_and_other_nodes_are_listed() ->
     reports = [RankReport(r, "a", 1000 + r, "sleeping", DUMP) for r in (0, 1, 3)]
     reports += [RankReport(2, "a", 1002, "running", elsewhere),
                 RankReport(4, "b", 2000, None, error="on node b")]
-    s = summarize_autopsy(reports, beat(0, 9, "backward", 0.0))
+    s = summarize_autopsy(reports, beat(0, 9, "backward", 0.0), world_size=8)
     assert s.odd_rank == 2 and "elsewhere" in (s.odd_reason or "")
     assert s.groups[0][1] == [0, 1, 3]
-    assert s.not_examined == ["b"]
-    assert "not examined (py-spy reads only this node's processes): b" in s.text("x")
+    assert s.not_examined == ["node b", "rank(s) 5, 6, 7 (no heartbeat visible on this node)"]
+    assert ("not examined (py-spy reads only this node's processes): node b; rank(s) 5, 6, 7"
+            in s.text("x"))

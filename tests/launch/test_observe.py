@@ -148,10 +148,10 @@ def test_autopsy_reads_live_stacks_and_records_a_stopped_process(tmp_path: Path)
     rank1 = (where / "rank-1.txt").read_text()
     assert "process state stopped" in rank1 and "py-spy cannot read a stopped process" in rank1
     assert not (where / "rank-2.txt").exists()
-    assert summary.odd_rank == 1 and summary.not_examined == ["node-b"]
+    assert summary.odd_rank == 1 and summary.not_examined == ["node node-b"]
     text = (where / "summary.txt").read_text()
     assert "odd one out: rank 1 (its process is stopped" in text
-    assert "not examined (py-spy reads only this node's processes): node-b" in text
+    assert "not examined (py-spy reads only this node's processes): node node-b" in text
     data = json.loads((where / "summary.json").read_text())
     assert data["odd_rank"] == 1 and {r["rank"]: r["state"] for r in data["ranks"]} == {
         0: "sleeping", 1: "stopped", 2: None}

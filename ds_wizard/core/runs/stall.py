@@ -365,7 +365,7 @@ class AutopsySummary:
         lines.append(self.odd_line() or "no odd one out: every rank waits in the same place")
         if self.not_examined:
             lines.append("not examined (py-spy reads only this node's processes): "
-                         + ", ".join(self.not_examined))
+                         + "; ".join(self.not_examined))
         if self.flight_recorder:
             lines += ["", "NCCL flight recorder:", self.flight_recorder]
         return "\n".join(lines) + "\n"
@@ -377,7 +377,8 @@ class AutopsySummary:
 
 
 def summarize_autopsy(reports: list[RankReport], lag: Beat | None,
-                      flight_recorder: str | None = None) -> AutopsySummary:
+                      flight_recorder: str | None = None,
+                      world_size: int | None = None) -> AutopsySummary:
     """Group the ranks by where they wait and name the odd one out.
 
     The odd one out, by the strongest evidence first: a rank whose process cannot run
@@ -388,7 +389,14 @@ def summarize_autopsy(reports: list[RankReport], lag: Beat | None,
     for r in sorted(reports, key=lambda r: r.rank):
         groups.setdefault(wait_point(r), []).append(r.rank)
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
-    not_examined = sorted({r.host for r in reports if r.state is None})
+    not_examined = [f"node {h}" for h in sorted({r.host for r in reports if r.state is None})]
+    if world_size is not None:
+        # ranks whose heartbeat never reached this node (another node's disk, or a rank
+        # that never started): nothing is known about them here
+        unseen = sorted(set(range(world_size)) - {r.rank for r in reports})
+        if unseen:
+            not_examined.append(f"rank(s) {', '.join(map(str, unseen))} (no heartbeat "
+                                "visible on this node)")
     odd, why = None, None
     abnormal = [r for r in reports if r.state in ABNORMAL_STATES]
     if len(abnormal) == 1 or (abnormal and len(abnormal) < len(reports)):
