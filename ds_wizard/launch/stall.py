@@ -76,6 +76,9 @@ class StallWatch:
         self.every_s = every_s
         self.beats: dict[int, Beat] = {}
         self._last = 0.0
+        # a resumed run's directory holds the last launch's beats: they say nothing about
+        # this one, whose ranks are still starting
+        self.since = time.time()
 
     @property
     def stalled(self) -> Stall | None:
@@ -86,7 +89,7 @@ class StallWatch:
         if mono - self._last < self.every_s:
             return None
         self._last = mono
-        self.beats = read_beats(self.run_dir)
+        self.beats = {r: b for r, b in read_beats(self.run_dir).items() if b.time >= self.since}
         return self.tracker.feed(self.beats, time.time() if now is None else now)
 
 

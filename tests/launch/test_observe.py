@@ -155,3 +155,21 @@ def test_autopsy_reads_live_stacks_and_records_a_stopped_process(tmp_path: Path)
     data = json.loads((where / "summary.json").read_text())
     assert data["odd_rank"] == 1 and {r["rank"]: r["state"] for r in data["ranks"]} == {
         0: "sleeping", 1: "stopped", 2: None}
+
+
+def test_the_watch_ignores_the_beats_of_an_earlier_launch(tmp_path: Path) -> None:
+    """A resumed run starts with the last launch's heartbeats on disk: they must not arm
+    the watch while this launch's ranks are still starting."""
+    from ds_wizard.launch.stall import StallWatch
+
+    heartbeat_path(tmp_path, 0).parent.mkdir()
+    for r in (0, 1):
+        heartbeat_path(tmp_path, r).write_bytes(
+            beat_bytes(40, "checkpoint", time.time() - 3600, 1, r, "a"))
+    watch = StallWatch(tmp_path, StallPolicy(1, 1), expected_ranks=2, every_s=0)
+    assert watch.poll(now=time.time() + 10) is None and watch.beats == {}
+    assert watch.tracker.last_progress is None
+    for r in (0, 1):
+        heartbeat_path(tmp_path, r).write_bytes(beat_bytes(41, "data", time.time(), 1, r, "a"))
+    assert watch.poll() is None and set(watch.beats) == {0, 1}
+    assert watch.poll(now=time.time() + 5) == "stalled"
