@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 import click
 
-from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.common import preset_options, resolve_preset, with_monitor
 from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.base.defaults import HEADROOM
 from ds_wizard.core.base.errors import DsWizardError
@@ -33,7 +33,7 @@ DEFAULT_OUTPUT = "deepspeed_config.json"
 AUTO_ONLY = ("num_gpus", "num_nodes", "gpus_per_node", "hostfile", "preset_ref", "sets",
              "output", "dry_run", "as_json", "precision",
              "micro_batch", "grad_accum", "global_batch", "zero_stage", "gpu_memory", "headroom",
-             "backend")
+             "backend", "monitor")
 
 
 def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +74,9 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--headroom", type=FiniteFloat(0, 1, low_open=True), default=HEADROOM,
                      show_default=True,
                      help="[--auto] Plan to this fraction of GPU memory."),
+        click.option("--monitor", default=None, metavar="LIST",
+                     help="[--auto] Trackers fed by DeepSpeed's monitor: tensorboard, csv, "
+                          "wandb (comma-separated), or none. Default: the preset's."),
         click.option("--backend", type=click.Choice(BACKENDS),
                      default=DEFAULT_BACKEND, show_default=True,
                      help="[--auto] Kernels the memory estimate assumes. auto: what a "
@@ -107,7 +110,8 @@ def run_auto(
     grad_accum: int | None, global_batch: int | None, zero_stage: int | None,
     gpu_memory: str | None = None, headroom: float = HEADROOM,
     backend: str = DEFAULT_BACKEND, num_nodes: int | None = None,
-    gpus_per_node: int | None = None, hostfile: Path | None = None, **_: Any,
+    gpus_per_node: int | None = None, hostfile: Path | None = None,
+    monitor: str | None = None, **_: Any,
 ) -> None:
     from ds_wizard.core.batch.topology import resolve_topology
     from ds_wizard.core.config.auto import auto_configure
@@ -125,7 +129,7 @@ def run_auto(
                             detected=report.count)
     num_gpus = topo.data_parallel
     source = topo.describe() if topo.multi_node else topo.source
-    preset = resolve_preset(preset_ref, sets)
+    preset = resolve_preset(preset_ref, with_monitor(sets, monitor))
     here = report.count > 0
     decision = resolve_backend(
         backend, cuda=True, arch=preset.spec.model.arch, here=here,

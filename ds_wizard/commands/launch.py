@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ds_wizard.commands.common import Decorator, preset_options, resolve_preset
+from ds_wizard.commands.common import (
+    Decorator,
+    monitor_option,
+    preset_options,
+    resolve_preset,
+    with_monitor,
+)
 from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.commands.worldsize import node_options
 from ds_wizard.core.base.defaults import GRACE_S, HEADROOM, RUNS_DIR
@@ -71,6 +77,14 @@ LAUNCH_OPTIONS: tuple[Decorator, ...] = (
     click.option("--master-addr", default=None, metavar="ADDR",
                  help="Multi-node: the address every node reaches rank 0 at (default: the "
                       "hostfile's first host)."),
+    monitor_option,
+    click.option("--stall-after", default=None, metavar="RULE",
+                 help="Call the run stalled when no rank progressed for max(K × median step "
+                      "time, FLOOR): 10x, 90s, 10x,5m, or off. Default 10x,60s on CPU ranks, "
+                      "10x,300s on GPUs."),
+    click.option("--on-stall", type=click.Choice(["wait", "stop"]), default="wait",
+                 show_default=True,
+                 help="On a stall, once the stacks are saved: keep waiting, or end the run."),
     click.option("--detach", is_flag=True,
                  help="Start the run and return at once, printing its name (follow it with "
                       "`ds-wizard attach NAME`)."),
@@ -125,6 +139,8 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
         return
     for line in session.start_lines(plan):
         click.echo(line)
+    for line in watch_lines(plan):
+        click.echo(line)
     watch = session.first_run_watch(plan, _echo)
     if detach:
         watch.stop()
@@ -138,11 +154,26 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
     ctx.exit(end.exit_code)
 
 
+def watch_lines(plan: Any) -> list[str]:
+    """How to see the curves, and what the stall watch waits for (issue 22)."""
+    from ds_wizard.core.config.monitor import view_commands
+
+    lines = [f"📈 curves: {view}" for view in view_commands(plan.config)]
+    if plan.stall is not None:
+        lines.append(f"⏱  stall watch: stalled when no rank moves for "
+                     f"{plan.stall.policy.describe()}; then {plan.stall.on_stall}")
+    return lines
+
+
 def launch_request(*, detach: bool, preset_ref: str | None, sets: tuple[str, ...],
-                   **fields: Any) -> LaunchRequest:
+                   monitor: str | None = None, **fields: Any) -> LaunchRequest:
     """The flags as a :class:`LaunchRequest`; usage errors before anything is read."""
     from ds_wizard.launch.plan import LaunchRequest
 
+    if monitor is not None:
+        if fields["resume"] is not None:
+            raise click.UsageError("--resume keeps the run's trackers; drop --monitor")
+        sets = with_monitor(sets, monitor)  # the preset's [monitor] trackers: one door
     if preset_ref is None and fields["resume"] is None:
         raise click.UsageError("give --preset NAME, or --resume RUN")
     if detach and fields["dry_run"]:

@@ -26,9 +26,10 @@ def _fmt(value: float | None, spec: str) -> str:
 def runs_cmd(runs_dir: str, as_json: bool) -> None:
     """List the runs: status (checked against the live processes), progress, loss.
 
-    Status is one of running, finished, failed, stopped, supervisor lost (the
-    supervisor is gone but processes of the job live: `ds-wizard stop` ends them), or
-    unknown (a run from an older ds-wizard).
+    Status is one of running, stalled (no rank progressed for the stall window; the line
+    under the table says which rank and where, and RUN_DIR/stalls/ holds the stacks),
+    finished, failed, stopped, supervisor lost (the supervisor is gone but processes of the
+    job live: `ds-wizard stop` ends them), or unknown (a run from an older ds-wizard).
 
     \b
     Examples:
@@ -60,6 +61,11 @@ def runs_cmd(runs_dir: str, as_json: bool) -> None:
             # a run resumed on another layout: its lineage, one segment a line
             for seg in summaries[i - 1].segments:
                 click.echo(f"    └ segment {seg['index']}: {_segment_text(seg)}")
+    for s in summaries:
+        if s.stall is not None:
+            autopsy = (s.stall_detail or {}).get("autopsy")
+            click.echo(f"⚠  {_clean(s.name)}: {_clean(s.stall)}"
+                       + (f" (stacks in {_clean(autopsy)})" if autopsy else ""))
 
 
 def _segment_text(seg: dict) -> str:
@@ -109,6 +115,8 @@ def _attach_plain(run_dir: Path, lines: int) -> None:
     summary = summarize_run(run_dir)
     click.echo(f"📎 {run_dir.name}: {summary.status.value}"
                + ("" if not summary.alive else " · Ctrl-C leaves (the run goes on)"))
+    if summary.stall is not None:
+        click.echo(f"⚠  {summary.stall}")
     leaving: list[int] = []
 
     def leave(signum: int, frame: object) -> None:

@@ -104,7 +104,7 @@ def start_supervisor(plan: PreparedRun, *, grace_s: float = GRACE_S, detach: boo
     except FileNotFoundError:
         offset = 0
     argv = supervisor_argv(run_dir, plan.command, grace_s, steps=plan.steps,
-                           resume_step=plan.resume_step)
+                           resume_step=plan.resume_step, stall=plan.stall)
     errlog = None
     if detach:
         errlog = (run_dir / "supervisor.log").open("ab")

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from ds_wizard.core.plan.gpus import GpuInventory
     from ds_wizard.core.presets.lookup import Preset
     from ds_wizard.core.presets.schema import PresetSpec
+    from ds_wizard.launch.stall_monitor import StallOptions
 
 
 class LaunchRefused(DsWizardError):
@@ -113,6 +114,9 @@ class LaunchRequest:
     doctor: bool = True
     master_addr: str | None = None  # multi-node: default the hostfile's first host
     check_data: bool = True  # read the data (the doctor skips it: seconds of file walking)
+    # issue 22: the stall rule (--stall-after; None: the accelerator's default) and action
+    stall_after: str | None = None
+    on_stall: str = "wait"
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,7 @@ class PreparedRun:
     kernels: Any = None  # core.runs.doctor.KernelProbe: the rank's imports, run here
     optimizer: Any = None  # core.runs.doctor.OptimizerDecision
     doctor: Any = None  # core.runs.doctor.DoctorReport of the fast checks, when run
+    stall: StallOptions | None = None  # what the supervisor watches for (issue 22)
 
     @property
     def multi_node(self) -> bool:
@@ -445,7 +450,15 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         check_cpu_ranks(cfg, loaded.spec, ws, loaded.name)
     _deep_check(cfg, ws, source or f"the config built from preset {loaded.name}")
     _check_scriptable(r, run, topo.hostfile)  # refused before the run directory exists
+    from ds_wizard.launch.observe import require_tracker_packages, stall_options
+
+    require_tracker_packages(cfg)
+    stall_options(r.stall_after, r.on_stall, accel.kind, ws)  # refused before the run dir
     run_dir = rundir.create_run_dir(r.runs_dir, loaded.name)
+    from ds_wizard.core.config.monitor import place_trackers
+
+    cfg, placed = place_trackers(cfg, run_dir.resolve())
+    notes += placed
     if topo.multi_node or r.slurm:
         hostfile = run_dir.resolve() / HOSTFILE_NAME
         run = replace(run, hostfile=str(hostfile))
@@ -469,7 +482,13 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
                                   visible=plan.visible,
                                   master_port=r.master_port, extra=r.extra,
                                   master_addr=r.master_addr or (hosts[0] if hosts else None)))
-    plan = replace(plan, command=command)
+    from ds_wizard.launch.observe import observe_env, stall_options
+
+    env, seen = observe_env(plan.config, plan.run_dir.resolve(), plan.accelerator.kind)
+    plan = replace(plan, command=command, env={**plan.env, **env},
+                   notes=(*plan.notes, *seen),
+                   stall=stall_options(r.stall_after, r.on_stall, plan.accelerator.kind,
+                                       _local_ranks(plan)))
     paths = plan.paths
     # every text first (a value that cannot be quoted is refused here), then the writes
     command_line = plan.command_text + "\n"
@@ -505,6 +524,15 @@ def _check_scriptable(r: LaunchRequest, run: RunSpec | None, hostfile: str | Non
                       "--data": run and run.data, "--tokenizer": run and run.tokenizer,
                       "--hostfile": hostfile,
                       **{f"argument {i + 1} after --": a for i, a in enumerate(r.extra)}})
+
+
+def _local_ranks(plan: PreparedRun) -> int:
+    """The heartbeats the supervisor can count on: the other nodes' reach it only when the
+    run directory is on a shared file system (core.runs.stall)."""
+    topo = plan.topology
+    if plan.multi_node and topo is not None and topo.ranks_per_node:
+        return int(topo.ranks_per_node[0])
+    return plan.world_size
 
 
 def _abs(p: str | Path | None) -> str | None:

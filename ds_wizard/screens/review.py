@@ -13,7 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Input, Label, Select, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ds_wizard.core.base.errors import DsWizardError
@@ -32,6 +32,11 @@ from ds_wizard.screens.widgets import OrderedInput, safe_markup
 
 if TYPE_CHECKING:
     from ds_wizard.screens.context import WizardContext
+
+# the trackers DeepSpeed's monitor feeds (issue 22); a launch puts their files in the run dir
+TRACKER_CHOICES = [("trackers: preset's", "preset"), ("no tracker", "none"),
+                   ("TensorBoard", "tensorboard"), ("TensorBoard + CSV", "tensorboard,csv"),
+                   ("CSV files", "csv"), ("W&B (offline)", "wandb")]
 
 
 class ReviewScreen(WizardScreen):
@@ -58,6 +63,7 @@ class ReviewScreen(WizardScreen):
         with Horizontal(id="save-row"):
             yield Label("Save to", id="path-label")
             yield OrderedInput(id="output", placeholder="ds_config.json")
+            yield Select(TRACKER_CHOICES, value="preset", allow_blank=False, id="trackers")
         yield Static("", id="verdict")
         yield Static("", id="command")
 
@@ -117,6 +123,16 @@ class ReviewScreen(WizardScreen):
             except DsWizardError as exc:
                 self._show_result(chosen, None, exc.one_line())
         return self.result
+
+    @on(Select.Changed, "#trackers")
+    def _trackers_changed(self, event: Select.Changed) -> None:
+        from ds_wizard.core.config.monitor import parse_trackers
+
+        value = str(event.value)
+        chosen = None if value == "preset" else parse_trackers(value)
+        if chosen != self.state.trackers:
+            self.state.trackers = chosen
+            self.refresh_from_state()
 
     @on(Input.Changed, "#output")
     def _path_changed(self, event: Input.Changed) -> None:

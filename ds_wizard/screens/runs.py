@@ -37,7 +37,8 @@ REFRESH_S = 1.0
 COLUMNS = ("", "run", "preset", "status", "step", "loss", "tok/s", "started")
 T = TypeVar("T")
 STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
-                "stopped": "yellow", "supervisor lost": "bold magenta"}
+                "stopped": "yellow", "supervisor lost": "bold magenta",
+                "stalled": "bold yellow"}
 
 
 @dataclass
@@ -204,6 +205,11 @@ class RunsScreen(Screen):
         text = "No runs yet: start one on the launch step." if s is None else (
             _short(s.run_dir) + (f" · {s.stop_reason}" if s.stop_reason else "")
             + (f" · checkpoint step {s.checkpoint_step}" if s.checkpoint_step else ""))
+        if s is not None and s.stall is not None:
+            # the supervisor's verdict (state.json): where it hangs, and the autopsy's files
+            autopsy = (s.stall_detail or {}).get("autopsy")
+            text += f"\n⚠ {s.stall}" + (f"\n  stacks: {_short(Path(autopsy))}"
+                                         if autopsy else "")
         self.query_one("#runs-detail", Static).update(Text(sanitize(text)))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

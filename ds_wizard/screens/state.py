@@ -72,6 +72,7 @@ class WizardState:
         if gpu is not None:
             return GpuMemory(gpu.memory_bytes, f"picked: {gpu.name}")
         return GpuMemory(parse_size(text), f"typed: {text}")
+    trackers: tuple[str, ...] | None = None  # the review step's choice; None: the preset's
 
     @property
     def steps(self) -> int | None:
@@ -308,6 +309,8 @@ def headless_command(state: WizardState, micro: int, gas: int) -> str:
     # always explicit: on a machine with GPUs, --auto alone would fit the micro-batch to
     # their memory and could pick another one
     args += ["--micro-batch", str(micro), "--grad-accum", str(gas), "--output", state.output]
+    if state.trackers is not None:
+        args += ["--monitor", ",".join(state.trackers) or "none"]
     return shlex.join(args)
 
 
@@ -352,7 +355,15 @@ def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
     gpu_memory = gpu_memory_from(None, state.report)
     if state.planning_elsewhere and state.other_gpu.strip():
         gpu_memory = state.other_gpu_memory()  # the other machine's GPU, not this one's
-    result = auto_configure(state.preset, state.world_size, gpu_report=state.report,
+    preset = state.preset
+    if state.trackers is not None:
+        from dataclasses import replace
+
+        # the same door as `--auto --monitor`: the preset's [monitor] trackers
+        spec = preset.spec
+        preset = replace(preset, spec=replace(spec, monitor=replace(
+            spec.monitor, trackers=list(state.trackers))))
+    result = auto_configure(preset, state.world_size, gpu_report=state.report,
                             micro_batch=micro, grad_accum=gas, gpu_memory=gpu_memory)
     return ConfigResult(result, dumps(result.config), gpu_memory, measured_here(state, result))
 

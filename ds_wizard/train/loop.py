@@ -142,8 +142,12 @@ class Trainer:
         prog = self._resume(self.engine, self.samples, self.paths, self.tdist) \
             if self.args.resume else Progress()
         start_step = prog.step
-        stopped = self._train_steps(prog)
-        self._finish(prog, start_step, stopped)
+        try:
+            stopped = self._train_steps(prog)
+            self._finish(prog, start_step, stopped)
+        finally:
+            self.heartbeat.close()
+            self.tracking.close()
         return 0
 
     # -- phases ---------------------------------------------------------------------------
@@ -281,6 +285,20 @@ class Trainer:
         self.log(f"batch: {self.global_batch} = {self.micro} × {self.gas} × {self.world}, "
                  f"seq_len {self.samples.seq_len}, "
                  f"ZeRO stage {engine.zero_optimization_stage()}")
+        self._observers()
+
+    def _observers(self) -> None:
+        """The heartbeat the supervisor watches for stalls, and the trackers' events
+        (issue 22: ``train/heartbeat.py``, ``train/tracking.py``)."""
+        from ds_wizard.train.heartbeat import Heartbeat
+        from ds_wizard.train.tracking import Tracking
+
+        self.heartbeat = Heartbeat(self.paths.root, self.rank,
+                                   int(os.environ.get("LOCAL_RANK", "0")))
+        self.tracking = Tracking(self.engine, self.rank)
+        self.tracking.start(world=self.world, micro=self.micro, gas=self.gas,
+                            global_batch=self.global_batch, seq_len=self.samples.seq_len,
+                            zero=dict(self.config.get("zero_optimization") or {}))
 
     def _train_steps(self, prog: Progress) -> bool:
         """Train to ``self.total``; True when stopped by a signal."""
@@ -293,6 +311,7 @@ class Trainer:
 
         engine, samples, tdist, paths = self.engine, self.samples, self.tdist, self.paths
         spec, total, gas, micro = self.spec, self.total, self.gas, self.micro
+        beat = self.heartbeat.beat
         tokens_per_step = self.global_batch * samples.seq_len
         fpt = flops_per_token(spec.model)
         peak = _peak_flops(torch, self.config) if self.cuda else None
@@ -316,13 +335,17 @@ class Trainer:
                 lr = float(engine.optimizer.param_groups[0]["lr"])
                 loss_sum = torch.zeros((), device=device, dtype=torch.float32)
                 for _ in range(gas):
+                    beat(prog.step + 1, "data")
                     ids = torch.from_numpy(samples.next_batch(micro)).to(device)
+                    beat(prog.step + 1, "forward")
                     logits = logits_of(engine, ids)
                     loss = torch.nn.functional.cross_entropy(
                         logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                         ids[:, 1:].reshape(-1),
                     )
+                    beat(prog.step + 1, "backward")
                     engine.backward(loss)
+                    beat(prog.step + 1, "step")
                     engine.step()
                     loss_sum += loss.detach().float()
                 prog.step += 1
@@ -358,6 +381,7 @@ class Trainer:
                     t_mark, step_mark = now, prog.step
                     if metrics is not None:
                         metrics.write(metrics_line(record))
+                    self.tracking.record(record)
                     gn = record.grad_norm
                     self.log(f"step {prog.step:>6}/{total}  loss {loss_mean:.4f}  "
                              f"lr {lr:.2e}  grad_norm "
@@ -424,6 +448,7 @@ class Trainer:
             "step": prog.step, "tokens": prog.tokens, "data": samples.state_dict(),
             "elapsed_s": prog.elapsed_s + time.perf_counter() - t_start,
         }}
+        self.heartbeat.beat(prog.step, "checkpoint")
         if self.rank == 0:
             # a tag written again (after a fallback) is not vouched for until it is done
             rundir.clear_marker(paths.checkpoints, tag)
@@ -505,6 +530,7 @@ class Trainer:
         from ds_wizard.train.model import export_pretrained, gather_zero3_state_dict
 
         module = engine.module
+        self.heartbeat.beat(self.total, "checkpoint")  # exporting: busy, not stalled
         if engine.zero_optimization_stage() == 3:
             # every rank takes part; DeepSpeed gathers one module at a time onto rank 0
             # and copies it to the CPU, so no rank ever holds the whole model on device

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, no_gpus, run_cli
+from fakes import gpu_probe, no_gpus, run_cli, wait_for
 from textual.widgets import DataTable, Input, OptionList, Static
 from tui_pilot import (
     clear_and_type,
@@ -411,3 +412,29 @@ async def test_jump_after_a_gpu_change_stops_at_the_batch_step() -> None:
         await settle(pilot)
         assert app.screen.step == "batch"
         assert "128 = 4 × 4 × 8" in text_of(app, "#formula")  # the preset's choice for 8
+
+
+async def test_review_tracker_choice_writes_deepspeeds_monitor_keys(work: Path) -> None:
+    """Issue 22: the review step's tracker choice is `--auto --monitor` (the same door)."""
+    from textual.widgets import Select
+
+    app = wizard(gpu_probe(4))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await to_batch(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#trackers", Select).value = "tensorboard,csv"
+        await wait_for(pilot, lambda: '"csv_monitor"' in str(
+            app.screen.query_one("#json", Static).content.code))  # type: ignore[union-attr]
+        assert "--monitor tensorboard,csv" in text_of(app, "#command")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    saved = json.loads((work / "ds_config.json").read_text())
+    assert saved["tensorboard"] == {"enabled": True, "output_path": "", "job_name": "ds-wizard"}
+    assert saved["csv_monitor"]["enabled"] is True and "wandb" not in saved
+    cli = auto_cli(work / "cli.json", "--num-gpus", "4", "--preset", "7b_mamba",
+                   "--micro-batch", str(saved["train_micro_batch_size_per_gpu"]),
+                   "--grad-accum", str(saved["gradient_accumulation_steps"]),
+                   "--monitor", "tensorboard,csv")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((work / "cli.json").read_text()) == saved

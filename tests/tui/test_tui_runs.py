@@ -7,6 +7,7 @@ The runs come from a fake runs door passed to ``make_app`` (the same door the re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,28 @@ def test_the_real_runs_door_lists_and_refuses_plainly(work: Path) -> None:
         door.stop(plan.paths.root)
     with pytest.raises(DsWizardError, match="no complete checkpoint"):
         door.resume(plan.paths.root)
+
+
+async def test_a_stalled_run_shows_where_it_hangs_and_its_autopsy(
+        work: Path, app: WizardApp, fake_runs: FakeRuns) -> None:
+    """Issue 22: the supervisor's stall verdict (state.json, through the runs door) is in
+    the table's status and, with the autopsy's summary, under it."""
+    fake = fake_runs
+    autopsy = work / "runs" / "tiny_mamba-c" / "stalls" / "20261208-011854"
+    line = ("stalled for 4m: rank 1 last in backward at step 8; odd one out: rank 1 "
+            "(its process is stopped: it cannot reach the collective the others wait in)")
+    fake.rows = [replace(r, status=RunStatus.STALLED, stall=line,
+                         stall_detail={"autopsy": str(autopsy), "rank": 1})
+                 if r.name == "tiny_mamba-c" else r for r in fake.rows]
+    async with app.run_test(size=(120, 34)) as pilot:
+        screen = await open_runs(pilot)
+        assert rows_of(screen)["tiny_mamba-c"][3] == "stalled"
+        await cursor_to(pilot, screen, "tiny_mamba-c")
+        detail = str(screen.query_one("#runs-detail").render())
+        assert line in detail.replace("\n", " ") or line in detail
+        assert "stalls/20261208-011854" in detail
+        fake.set_status("tiny_mamba-c", RunStatus.RUNNING)  # the rank came back
+        fake.rows = [replace(r, stall=None) for r in fake.rows]
+        await wait_for(pilot, lambda: rows_of(screen)["tiny_mamba-c"][3] == "running")
+        await wait_for(pilot, lambda: "stalled for" not in
+                       str(screen.query_one("#runs-detail").render()))

@@ -21,6 +21,7 @@ from ds_wizard.core.base.fsio import read_input
 from ds_wizard.core.base.limits import MAX_GLOBAL_BATCH
 from ds_wizard.core.batch import batchmath
 from ds_wizard.core.check import dsschema, verdict
+from ds_wizard.core.check.trackers import tracker_findings
 
 TRAIN = "train_batch_size"
 MICRO = "train_micro_batch_size_per_gpu"
@@ -356,6 +357,7 @@ def check_config(cfg: dict[str, Any], world_size: int, *, strict: bool = False,
         findings += verdict.error_check(cfg, blocks)
     findings += _top_level_warnings(cfg)
     findings += _auto_values(cfg)
+    findings += tracker_findings(cfg)
     scheduler_errors, scheduler_warnings = _scheduler_problems(cfg)
     findings += [dsschema.Finding("warning", "scheduler", m)
                  for m in scheduler_errors + scheduler_warnings]

@@ -30,7 +30,7 @@ from ds_wizard.core.presets.lookup import (
 from ds_wizard.core.presets.schema import SCHEMA_VERSION, PresetSpec
 
 _TOP_ORDER = ("schema_version", "description", "based_on")
-_TABLES = ("model", "train", "batch", "deepspeed")
+_TABLES = ("model", "train", "batch", "deepspeed", "monitor")
 
 
 def spec_to_data(spec: PresetSpec) -> dict[str, Any]:

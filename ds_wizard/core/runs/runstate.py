@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
@@ -31,6 +32,7 @@ from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.core.base.fsio import read_json, read_tail
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runspec import parse_metrics
+from ds_wizard.core.runs.stall import Stall
 
 STATE_JSON = "state.json"
 LOCK_FILE = "supervisor.lock"
@@ -38,8 +40,11 @@ SUPERVISOR_MODULE = "ds_wizard.launch.supervisor"
 
 # what a supervisor records (RunState.status)
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
+# no rank's heartbeat moved for the stall window (core.runs.stall); the job still runs
+STALLED = "stalled"
 FINISHED, FAILED, STOPPED = "finished", "failed", "stopped"
-ACTIVE_STATES = (STARTING, RUNNING, STOPPING)
+ACTIVE_STATES = (STARTING, RUNNING, STOPPING, STALLED)
+MAX_EPISODES = 20  # stall episodes kept in state.json
 LOST_RECORD = ("the supervisor ended without recording the end (killed, or its disk "
                "failed) and no process of the job is left")
 ENDED_STATES = (FINISHED, FAILED, STOPPED)
@@ -49,6 +54,8 @@ class RunStatus(str, Enum):
     """A run's status as ``ds-wizard runs`` shows it, always checked against processes."""
 
     RUNNING = "running"
+    #: the supervisor sees no rank progress (``stall`` says where); the job is alive
+    STALLED = "stalled"
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -74,6 +81,11 @@ class RunState:
     resume_step: int | None = None  # the checkpoint this launch resumed from
     command: str = ""
     host: str = ""
+    # issue 22: the stall in progress (core.runs.stall.Stall.to_dict()), the episodes so
+    # far (each with its end), and the trackers' output directories
+    stall: dict[str, Any] | None = None
+    stalls: list[dict[str, Any]] = field(default_factory=list)
+    trackers: dict[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -228,7 +240,8 @@ def run_status(run_dir: str | Path, state: RunState | None,
         return (RunStatus.FINISHED if final.is_dir() else RunStatus.UNKNOWN), live, False
     if state.active:
         if supervisor:
-            return RunStatus.RUNNING, live, True
+            status = RunStatus.STALLED if state.status == STALLED else RunStatus.RUNNING
+            return status, live, True
         if live:
             return RunStatus.LOST, live, False
         # the supervisor died without recording the end (kill -9, a full disk)
@@ -279,11 +292,17 @@ class RunSummary:
     # the run's lineage (core.runs.reshape): one entry per layout it trained on, with the
     # steps, world size, nodes and batch triple of each
     segments: tuple[dict[str, Any], ...] = ()
+    # "stalled for 4m: rank 3 (node b) last in backward at step 812"; None when not stalled
+    stall: str | None = None
+    stall_detail: dict[str, Any] | None = None  # state.json's stall (autopsy dir, odd one)
+    stall_episodes: tuple[dict[str, Any], ...] = ()  # the stalls that ended
+    trackers: dict[str, str] = field(default_factory=dict)  # tracker → output directory
 
     @property
     def alive(self) -> bool:
         """Anything of the run still runs (so it can be attached to or stopped)."""
-        return self.status in (RunStatus.RUNNING, RunStatus.LOST) or bool(self.pids)
+        return self.status in (RunStatus.RUNNING, RunStatus.STALLED, RunStatus.LOST) \
+            or bool(self.pids)
 
     @property
     def resumable(self) -> bool:
@@ -296,6 +315,7 @@ class RunSummary:
         out["status"] = self.status.value
         out["pids"] = list(self.pids)
         out["segments"] = list(self.segments)
+        out["stall_episodes"] = list(self.stall_episodes)
         out["alive"], out["resumable"] = self.alive, self.resumable
         return out
 
@@ -338,6 +358,7 @@ def summarize_run(run_dir: str | Path, table: ProcessTable | None = None) -> Run
         supervisor_alive=sup_alive, pgid=state.pgid if state is not None else None,
         pids=tuple(p.pid for p in live), checkpoint_step=ckpt.step if ckpt else None,
         segments=_lineage(info, step if isinstance(step, int) else None),
+        **_stall_fields(state, status),
     )
 
 
@@ -347,6 +368,17 @@ def _lineage(info: dict[str, Any], last_step: int | None) -> tuple[dict[str, Any
     if not info:
         return ()
     return tuple(span.to_dict() for span in segment_spans(segments_of(info), last_step))
+
+
+def _stall_fields(state: RunState | None, status: RunStatus) -> dict[str, Any]:
+    """The summary's stall and tracker fields, from state.json (one truth)."""
+    if state is None:
+        return {}
+    stall = Stall.from_dict(state.stall) if status is RunStatus.STALLED else None
+    return {"stall": stall.line(time.time()) if stall is not None else None,
+            "stall_detail": state.stall if stall is not None else None,
+            "stall_episodes": tuple(e for e in state.stalls if isinstance(e, dict)),
+            "trackers": dict(state.trackers) if isinstance(state.trackers, dict) else {}}
 
 
 def list_run_summaries(runs_dir: str | Path,
