@@ -406,12 +406,18 @@ def fast_checks(plan: PreparedRun, kernels: KernelProbe | None,
                             "CPU ranks: transformers' PyTorch Mamba path (no kernels)"))
     if optimizer is not None:
         checks.append(optimizer.check)
-    checks.append(host_ram_check(plan, facts))
-    checks.append(verdict.judge_shm(facts, cuda=cuda, ranks_per_node=per_node))
+    if run.nodes == 1:
+        checks.append(host_ram_check(plan, facts))
+        checks.append(verdict.judge_shm(facts, cuda=cuda, ranks_per_node=per_node))
+    else:
+        # the ranks run on the hostfile's nodes, which need not include this machine
+        checks.append(Check("host_ram", "host RAM", INFO, f"{run.nodes} nodes: each node's "
+                            "memory is its own (`ds-wizard doctor --hostfile` reaches them)"))
     param_bytes = 2 if run.precision in ("bf16", "fp16") else 4
     checks.append(verdict.judge_disk(facts, verdict.checkpoint_bytes(
         count_params(plan.spec.model), param_bytes), _shown(runs_dir)))
-    checks.append(verdict.judge_limits(facts, per_node))
+    if run.nodes == 1:
+        checks.append(verdict.judge_limits(facts, per_node))
     return DoctorReport(tuple(checks), dict(versions or local_versions()), plan_facts(plan),
                         backend=run.backend_resolved, optimizer=run.optimizer)
 
@@ -419,15 +425,24 @@ def fast_checks(plan: PreparedRun, kernels: KernelProbe | None,
 DOCTOR_MD = "doctor.md"
 
 
-def gate(plan: PreparedRun, runs_dir: str | Path) -> DoctorReport:
-    """``launch``'s fast checks, before any rank starts. A failure writes RUN_DIR/doctor.md,
-    records the run as failed (so ``runs`` says why) and refuses with the fix."""
+def gate(plan: PreparedRun, runs_dir: str | Path) -> PreparedRun:
+    """``launch``'s fast checks, before any rank starts: the plan with their report.
+
+    On one node a failure writes RUN_DIR/doctor.md, records the run as failed (so ``runs``
+    says why) and refuses with the fix. A multi-node job's ranks start on the hostfile's
+    nodes (or where Slurm puts them), not necessarily here: what this machine lacks goes
+    into the plan's notes, and ``doctor --hostfile`` checks the nodes themselves.
+    """
     from ds_wizard.core.runs.runstate import FAILED, RunState, now_iso, write_run_state
     from ds_wizard.launch.plan import LaunchRefused
 
     report = fast_checks(plan, plan.kernels, plan.optimizer, runs_dir)
     if report.can_run:
-        return report
+        return replace(plan, doctor=report)
+    if plan.run.nodes > 1:
+        notes = tuple(f"doctor: ✘ {c.title}: {c.detail} (fix: {c.fix}); check the nodes "
+                      "with `ds-wizard doctor --hostfile`" for c in report.failures)
+        return replace(plan, doctor=report, notes=plan.notes + notes)
     message, fix = report.refusal()
     if plan.run_dir is not None:
         atomic_write_text(plan.run_dir / DOCTOR_MD, report.markdown(home=str(Path.home())))

@@ -457,7 +457,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                        optimizer=optimizer)
     if r.doctor:
         # run.json already records the backend that would have run; nothing has started
-        plan = replace(plan, doctor=doctor.gate(plan, r.runs_dir))
+        plan = doctor.gate(plan, r.runs_dir)
     return _finish(plan, r)
 
 

@@ -152,3 +152,43 @@ def test_bad_input_is_one_line(work: Path, data_dir: Path, runner) -> None:
                                                           "be split over 3")
     res = runner.invoke(main, ["tune", "--stages", "5"])
     assert res.exit_code == 2 and "stages are 0, 1, 2 or 3" in res.output
+
+
+def test_ctrl_c_keeps_what_was_measured(work: Path, data_dir: Path, runner,
+                                        monkeypatch) -> None:
+    """The stop (what Ctrl-C sets) ends the search after the current candidate, whose
+    partial figures are kept; the exit status says it was stopped."""
+
+    def stopped_second(self: tune_run._Runner, cand: core.Candidate) -> core.Measurement:
+        if self.count == 1:
+            self.stop.set()  # Ctrl-C during the second candidate
+            self.count += 1
+            return core.Measurement(cand, core.STOPPED, GiB, int(0.9 * GiB), (), 350.0, 1,
+                                    note="stopped by Ctrl-C")
+        return stand_in(self, cand)
+
+    monkeypatch.setattr(runner_module(), "__call__", stopped_second)
+    res = runner.invoke(main, ["tune", "--preset", "tiny_mamba", "--num-gpus", "2",
+                               "--json"])
+    assert res.exit_code == 130, res.output
+    data = json.loads(res.stdout)
+    assert data["interrupted"] and [c["status"] for c in data["candidates"]] == \
+        ["fits", "stopped"]
+    assert data["candidates"][1]["tokens_per_s"] == 350.0  # kept, not thrown away
+    assert data["chosen"]["micro_batch"] == 4  # only a finished candidate is chosen
+    assert not record_path().exists()  # an interrupted tune is not remembered
+
+
+def test_config_gives_the_stage_and_global_batch(work: Path, data_dir: Path, runner,
+                                                 monkeypatch) -> None:
+    monkeypatch.setattr(runner_module(), "__call__", stand_in)
+    res = runner.invoke(main, ["--auto", "--num-gpus", "2", "--preset", "tiny_mamba",
+                               "--global-batch", "8", "--zero-stage", "1", "-o", "mine.json"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["tune", "--config", "mine.json", "--num-gpus", "2",
+                               "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["global_batch"] == 8
+    assert {c["zero_stage"] for c in data["candidates"]} == {1}
+    assert {c["global_batch"] for c in data["candidates"]} == {8}

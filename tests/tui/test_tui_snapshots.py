@@ -151,8 +151,16 @@ def test_batch_measured(snap_compare, work) -> None:
         await settle(pilot)
         await pilot.press("ctrl+t")  # the CPU demo
         await forward(pilot, 2)
-        pilot.app.screen.measure_runner = StandIn()
+        screen = pilot.app.screen
+        screen.measure_runner = StandIn()
         await pilot.press("ctrl+t")
+
+        def shown(selector: str) -> str:
+            return str(screen.query_one(selector).render())
+        # the Measure worker, then the memory fit it starts, each on its own thread
+        await wait_for(pilot, lambda: "fastest that fits" in shown("#measure"))
+        await wait_for(pilot, lambda: "rank:" in shown("#memory")
+                       and "—" not in shown("#memory"))
         await settle(pilot)
         await pilot.pause()
 
@@ -169,5 +177,8 @@ def test_batch_other_machine_gpu_picked(snap_compare, work) -> None:
         pilot.app.screen.query_one("#other-gpu").value = "NVIDIA H100 80GB HBM3"
         await forward(pilot, 2)
         await settle(pilot)
+        memory = pilot.app.screen.query_one("#memory")
+        await wait_for(pilot, lambda: "GiB" in str(memory.render()))
+        await pilot.pause()
 
     assert snap_compare(wizard(no_gpus), terminal_size=(80, 24), run_before=run_before)
