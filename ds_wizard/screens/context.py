@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ds_wizard.core.plan.gpus import GpuProbe
+    from ds_wizard.core.runs.doctor import DoctorReport
     from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.screens.state import WizardState
 
@@ -41,6 +42,11 @@ class Job(Protocol):
 
 # the real one is ds_wizard.screens.jobs.launcher_job; tests pass a scripted job
 JobFactory = Callable[["WizardState"], Job]
+
+
+# ds-wizard doctor for the state's machine and preset (the real one is
+# ds_wizard.screens.jobs.launcher_doctor)
+DoctorProbe = Callable[["WizardState"], "DoctorReport"]
 
 
 class RunsApi(Protocol):
@@ -74,6 +80,7 @@ class WizardContext:
     gpu_probe: GpuProbe
     job_factory: JobFactory
     runs: RunsApi
+    doctor: DoctorProbe
     cwd: Path  # where relative paths (output, presets) are read from
     cursor_blink: bool = True  # False in tests and snapshots
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 from textual import on
@@ -79,17 +80,9 @@ class GpuScreen(WizardScreen):
                         exit_on_error=False)
 
     def action_doctor(self) -> None:
-        from ds_wizard.core.presets.lookup import DEFAULT_PRESET
-        from ds_wizard.launch.doctor import DoctorRequest, run_doctor
-        from ds_wizard.launch.plan import LaunchRequest
-
-        state = self.state
-        preset = state.preset_ref or (CPU_DEMO_PRESET if state.uses_cpu else DEFAULT_PRESET)
-        request = DoctorRequest(LaunchRequest(
-            preset, None if state.hostfile else state.world_size,
-            hostfile=state.hostfile or None, gpu_report=state.report,
-            runs_dir=state.runs_dir))
-        self.query_one(DoctorPanel).check(lambda: run_doctor(request))
+        # the answers as they are now: the worker must not read them while they change
+        doctor, state = self.ctx.doctor, copy.copy(self.state)
+        self.query_one(DoctorPanel).check(lambda: doctor(state))
 
     def on_gpus_detected(self, message: GpusDetected) -> None:
         self.state.report = message.report

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.screens.state import CPU_DEMO_PRESET
 
 if TYPE_CHECKING:
+    from ds_wizard.core.runs.doctor import DoctorReport
     from ds_wizard.core.runs.reshape import ResumeOffer
     from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.launch.plan import PreparedRun
@@ -160,6 +162,20 @@ def launcher_job(state: WizardState) -> Job:
     job = RunClientJob(plan.paths.root, started.pid, plan.command_text, started.log_offset)
     job.first_run_notice = notice  # shown before the ranks' own output
     return job
+
+
+def launcher_doctor(state: WizardState) -> DoctorReport:
+    """``ds-wizard doctor`` for what the GPU step shows (the GPU step's ^d; slow: the
+    kernel import is a subprocess, ssh to every host longer, so it runs in a worker)."""
+    from ds_wizard.core.presets.lookup import DEFAULT_PRESET
+    from ds_wizard.launch.doctor import DoctorRequest, run_doctor
+    from ds_wizard.launch.plan import LaunchRequest
+
+    preset = state.preset_ref or (CPU_DEMO_PRESET if state.uses_cpu else DEFAULT_PRESET)
+    return run_doctor(DoctorRequest(LaunchRequest(
+        preset, None if state.hostfile else state.world_size,
+        hostfile=state.hostfile or None, gpu_report=state.report,
+        runs_dir=state.runs_dir)))
 
 
 class LauncherRuns:
