@@ -120,8 +120,11 @@ def _problem(outcome: Outcome, may_succeed: bool) -> str | None:
         return None
     if outcome.exit_code == 0:
         return "exit 0: the hostile file was accepted"
-    if len(lines) > 1 or (lines and not lines[0].startswith("error: ")):
-        return f"exit {outcome.exit_code}, stderr is not one error line: {lines[:4]}"
+    errors = [line for line in lines if line.startswith("error:")]
+    if len(errors) > 1 or (lines and not errors):
+        return f"exit {outcome.exit_code}, stderr has not one error line: {lines[-4:]}"
+    if any("[WARNING]" in line or "Traceback" in line for line in lines):
+        return f"a library warning or traceback on stderr: {lines[:3]}"
     if not lines and not outcome.stdout.strip():
         return f"exit {outcome.exit_code} without saying why"
     if "\x1b" in outcome.stdout + outcome.stderr:
@@ -144,6 +147,11 @@ def test_every_file_option_survives_hostile_files(kind: str, hostile: dict[str, 
     failures = []
     for path, cmd, param in PARAMS:
         output = bool(OUTPUT_LIKE.search(param.name or ""))
+        if output and not any(p.name == "dry_run" for p in cmd.params):
+            # an output is written, not read (tests/core/test_fsio.py holds its refusals);
+            # without a dry run, a valid command would do its real work here (tune runs
+            # training), so only the commands that can stop short are fed one
+            continue
         preset = "preset" in (param.name or "") or path[:1] == ("presets",)
         target = hostile["oversized_out" if kind == "oversized" and output
                          else kind + (".toml" if preset else "")]

@@ -260,9 +260,9 @@ def unmirrored(cfg: dict[str, Any]) -> list[str]:
     trusted (``ds_wizard.deepcheck.verdict_for``)."""
     out: list[str] = []
     for key, types in PLAIN_SCALARS.items():
-        value = cfg.get(key)
-        if value is None:
+        if key not in cfg:
             continue
+        value = cfg[key]  # null too: DeepSpeed takes the null, not its default
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
             out.append(f"{key} = {_short(value)}")
     for block in ("optimizer", "scheduler"):
@@ -281,6 +281,8 @@ def unmirrored(cfg: dict[str, Any]) -> list[str]:
         out.append(f"timers = {_short(cfg['timers'])}")  # DeepSpeed tests `in` on it
     for block in SCALAR_BLOCKS:
         section = cfg.get(block)
+        if block in cfg and not isinstance(section, dict):
+            out.append(f"{block} = {_short(section)}")
         if isinstance(section, dict):
             for key, value in section.items():
                 odd = isinstance(value, (dict, list)) or (
