@@ -44,7 +44,7 @@ def convert(run: str, tag: str | None, runs_dir: str, as_json: bool) -> None:
     \b
     Examples:
       ds-wizard checkpoint convert latest
-      ds-wizard checkpoint convert tiny_mamba-20261208 --tag global_step20
+      ds-wizard checkpoint convert tiny_mamba-20261129 --tag global_step20
     """
     from ds_wizard.launch.checkpoints import convert_run
 
@@ -71,7 +71,7 @@ def export(run: str, tag: str | None, to: str, runs_dir: str, as_json: bool) -> 
     \b
     Examples:
       ds-wizard checkpoint export latest --to weights/
-      ds-wizard checkpoint export tiny_mamba-20261208 --tag global_step20 --to step20/
+      ds-wizard checkpoint export tiny_mamba-20261129 --tag global_step20 --to step20/
     """
     from ds_wizard.launch.checkpoints import export_run
 
@@ -92,7 +92,7 @@ def verify(ctx: click.Context, run: str, runs_dir: str, as_json: bool) -> None:
     \b
     Examples:
       ds-wizard checkpoint verify latest
-      ds-wizard checkpoint verify tiny_mamba-20261208 --json
+      ds-wizard checkpoint verify tiny_mamba-20261129 --json
     """
     from ds_wizard.launch.checkpoints import verify_run
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +17,9 @@ from ds_wizard.core.base.limits import MAX_GLOBAL_BATCH, MAX_STEPS, MAX_WORLD_SI
 from ds_wizard.core.base.text import json_text
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND
 from ds_wizard.core.plan.tune import DEFAULT_MAX_CANDIDATES, TuneError, TuneResult, table_rows
+
+if TYPE_CHECKING:
+    from ds_wizard.launch.tune import TuneEvent
 
 
 def _stages(ctx: click.Context, param: click.Parameter,
@@ -67,13 +71,13 @@ def _stages(ctx: click.Context, param: click.Parameter,
 @click.option("--timeout", "candidate_timeout", type=FiniteFloat(1, 86400), default=600.0,
               show_default=True, metavar="SECONDS",
               help="A candidate still running after this long is killed (recorded as failed).")
+@click.option("--dry-run", is_flag=True,
+              help="List the candidates with their predicted peaks and the time bound; run "
+                   "and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def tune(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], config_path: Path | None,
-         num_gpus: int | None, hostfile: Path | None, global_batch: int | None,
-         headroom: float, stages: tuple[int, ...] | None, steps: int, max_candidates: int,
-         output: Path, save_preset: str | None, runs_dir: str, keep_runs: bool, backend: str,
-         candidate_timeout: float, as_json: bool) -> None:
+def tune(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], as_json: bool,
+         candidate_timeout: float, **fields: Any) -> None:
     """Measure micro-batches on this machine as short real runs; write the fastest that fits.
 
     Each candidate (a micro-batch dividing the global batch over the ranks, with the
@@ -91,51 +95,40 @@ def tune(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], config_path
     \b
     Examples:
       ds-wizard tune --preset tiny_mamba --num-gpus 2
-      ds-wizard tune --preset mamba_1.4b --global-batch 256 --stages 2,3 --json
-      ds-wizard tune --preset mamba_1.4b --save-preset mamba_1.4b_h100
+      ds-wizard tune --preset mamba_1.4b --global-batch 256 --stages 2,3 --dry-run
+      ds-wizard tune --preset mamba_1.4b --save-preset mamba_1.4b_h100 --json
     """
-    from ds_wizard.launch.tune import TuneEvent, TuneRequest, install_ctrl_c, run_tune
-
-    def show(event: TuneEvent) -> None:
-        bound = f"≤ {event.bound_s / 60:.1f} min in all" if event.bound_s else ""
-        stamp = f"[{event.elapsed_s:5.0f} s, {bound}]"
-        if event.kind == "done":
-            return
-        line = f"{stamp} {event.text}"
-        # --json keeps stdout for the result; progress always goes to stderr
-        click.echo(line, err=True)
+    from ds_wizard.launch.tune import TuneRequest, install_ctrl_c, run_tune
 
     stop = threading.Event()
     restore = install_ctrl_c(stop)
     try:
-        result = run_tune(TuneRequest(
-            preset_ref, sets, config_path=config_path, num_gpus=num_gpus, hostfile=hostfile,
-            global_batch=global_batch, headroom=headroom, stages=stages, steps=steps,
-            max_candidates=max_candidates, runs_dir=runs_dir, output=output, backend=backend,
-            candidate_timeout_s=candidate_timeout, keep_runs=keep_runs), show, stop)
+        result = run_tune(TuneRequest(preset_ref, sets, candidate_timeout_s=candidate_timeout,
+                                      **fields), _progress, stop)
     finally:
         restore()
-    saved = None
-    if save_preset is not None and result.chosen is not None:
-        from ds_wizard.core.presets.tuned import save_tuned_preset
-
-        saved = save_tuned_preset(save_preset, preset_ref, sets, result)
     if as_json:
-        data = result.to_dict()
-        data["preset_saved"] = str(saved) if saved else None
-        click.echo(json_text(data))
+        click.echo(json_text(result.to_dict()))
     else:
-        _print(result, saved)
+        _print(result)
     if result.interrupted:
         ctx.exit(ExitCode.SIGNAL_BASE + 2)
-    if result.chosen is None:
+    if result.chosen is None and not result.dry_run:
         raise TuneError(f"no candidate fitted at global batch {result.global_batch} on "
                         f"{result.world_size} rank(s)",
                         "see the table; try --stages 2,3, a smaller --global-batch, or more "
                         "ranks")
 
 
-def _print(result: TuneResult, saved: Path | None) -> None:
+def _progress(event: TuneEvent) -> None:
+    """Progress on stderr (--json keeps stdout for the result), with the time bound."""
+    if event.kind == "done":
+        return
+    bound = f"≤ {event.bound_s / 60:.1f} min in all" if event.bound_s else ""
+    click.echo(f"[{event.elapsed_s:5.0f} s, {bound}] {event.text}", err=True)
+
+
+def _print(result: TuneResult) -> None:
     rows = table_rows(result)
     if rows:
         heads = list(rows[0])
@@ -150,9 +143,10 @@ def _print(result: TuneResult, saved: Path | None) -> None:
         c = result.chosen.candidate
         click.echo(f"✅ chosen: {c.label}: {result.chosen.tokens_per_s:,.0f} tokens/s; "
                    f"wrote {result.config_path}")
-    if saved is not None:
-        click.echo(f"📝 preset saved: {saved}")
-    click.echo(f"⏱  {result.wall_s:.0f} s for {len(result.measurements)} candidate(s)")
+    if result.preset_saved is not None:
+        click.echo(f"📝 preset saved: {result.preset_saved}")
+    if not result.dry_run:
+        click.echo(f"⏱  {result.wall_s:.0f} s for {len(result.measurements)} candidate(s)")
     sys.stdout.flush()
 
 

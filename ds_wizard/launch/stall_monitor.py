@@ -64,14 +64,14 @@ def add_stall_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_trackers(run_dir: Path) -> dict[str, str]:
     """The run's trackers and where their files go, from its ds_config.json."""
-    import json
-
+    from ds_wizard.core.base.errors import DsWizardError
+    from ds_wizard.core.base.fsio import read_json
     from ds_wizard.core.config.monitor import tracker_dirs
     from ds_wizard.core.runs.rundir import RunPaths
 
     try:
-        cfg = json.loads(RunPaths(run_dir).config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        cfg = read_json(RunPaths(run_dir).config, limit=16 << 20, what="ds_config.json")
+    except DsWizardError:
         return {}
     return tracker_dirs(cfg, run_dir) if isinstance(cfg, dict) else {}
 

@@ -59,6 +59,8 @@ class TuneRequest:
     candidate_timeout_s: float = DEFAULT_CANDIDATE_TIMEOUT_S
     keep_runs: bool = False
     record: bool = True  # add the result to the machine's measured record
+    save_preset: str | None = None  # also write the choice into this user preset
+    dry_run: bool = False  # the candidates and their predictions; nothing runs or is written
 
 
 @dataclass(frozen=True)
@@ -416,7 +418,10 @@ def run_tune(req: TuneRequest, on_event: Callable[[TuneEvent], None] | None = No
     stop = stop or threading.Event()
     t0 = time.monotonic()
     setup = _setup(req)
+    check_outputs(req)  # a refusal leaves no trace: before any candidate runs
     cands = core.candidates(setup.global_batch, setup.ws, setup.strategies)
+    if req.dry_run:
+        return dry_run_result(req, setup, cands)
     notes = [f"limit per rank: {setup.limit_source}"]
     scratch = Path(tempfile.mkdtemp(prefix="ds-wizard-tune-"))
     runner = _Runner(req, setup, emit, stop, scratch, t0)
@@ -453,6 +458,11 @@ def run_tune(req: TuneRequest, on_event: Callable[[TuneEvent], None] | None = No
         setup.machine.label, setup.limit, setup.limit_source, req.headroom,
         setup.start_micro, tuple(found), chosen, config_path,
         time.monotonic() - t0, interrupted, tuple(notes))
+    if req.save_preset is not None and chosen is not None and not interrupted:
+        from ds_wizard.core.presets.tuned import save_tuned_preset
+
+        saved = save_tuned_preset(req.save_preset, req.preset, req.sets, result)
+        result = replace(result, preset_saved=str(saved))
     if req.record and found and not interrupted:
         from ds_wizard.core.plan.measured import add
 
@@ -463,6 +473,50 @@ def run_tune(req: TuneRequest, on_event: Callable[[TuneEvent], None] | None = No
     emit(TuneEvent("done", "done", runner.count, req.max_candidates, 0, req.steps,
                    result.wall_s, result.wall_s))
     return result
+
+
+def check_outputs(req: TuneRequest) -> None:
+    """Everything tune will write, refused now (one line) rather than after minutes of
+    candidate runs: the config file, the user preset's name and file, the runs directory."""
+    from ds_wizard.core.base.fsio import check_output
+    from ds_wizard.core.presets.lookup import check_name
+    from ds_wizard.core.presets.store import user_preset_path
+
+    if req.output is not None:
+        check_output(req.output)
+    if req.save_preset is not None:
+        dest = user_preset_path(check_name(req.save_preset))
+        if os.path.lexists(dest):  # the user preset directory is created on first write
+            check_output(dest)
+    runs = Path(req.runs_dir)
+    if os.path.lexists(runs) and not runs.is_dir():
+        raise DsWizardError(f"--runs-dir {runs} is not a directory",
+                            "give a directory (it is created when missing)")
+
+
+def dry_run_result(req: TuneRequest, setup: _Setup,
+                   cands: Sequence[core.Candidate]) -> core.TuneResult:
+    """What a tune would measure: every candidate with the model's predicted peak, the
+    search's first one and the bound on the time; nothing runs, nothing is written."""
+    starts = [c for c in cands if c.micro_batch == setup.start_micro] or list(cands[:1])
+    first = starts[0] if starts else None
+    lines = []
+    for c in cands:
+        peak = setup.predict(candidate_config(setup, c))
+        over = setup.limit is not None and peak > setup.limit
+        lines.append(f"{c.label}: predicted peak {peak / GiB:.2f} GiB per rank"
+                     + (" (over the limit: expected not to fit)" if over else "")
+                     + (" (the search starts here)" if c is first else ""))
+    runs = min(req.max_candidates, len(cands))
+    bound = runs * req.candidate_timeout_s
+    notes = (f"dry run: {len(cands)} candidate(s) at global batch {setup.global_batch}; "
+             f"at most {runs} would run, {req.steps} steps each (each bounded by "
+             f"--timeout {req.candidate_timeout_s:.0f} s, so at most {bound / 60:.0f} min)",
+             *lines, f"limit per rank: {setup.limit_source}")
+    return core.TuneResult(
+        setup.preset.name, setup.ws, setup.global_batch, setup.accel.kind,
+        setup.machine.label, setup.limit, setup.limit_source, req.headroom,
+        setup.start_micro, (), None, None, 0.0, False, notes, dry_run=True)
 
 
 def write_choice(setup: _Setup, cand: core.Candidate, output: Path) -> str:

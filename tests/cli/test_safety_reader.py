@@ -47,6 +47,7 @@ EXTRA: dict[tuple[str, ...], list[str]] = {
     ("generate",): ["--gpus", "2"],
     ("plan",): ["--num-gpus", "2"],
     ("launch",): ["--num-gpus", "2", "--dry-run"],
+    ("tune",): ["--num-gpus", "2", "--dry-run"],  # the plan only: no candidate runs
 }
 # options whose value is a name or a choice as well as a path: a hostile path there is
 # refused as a bad name, which is one error line too

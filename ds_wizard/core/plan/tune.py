@@ -272,6 +272,8 @@ class TuneResult:
     wall_s: float = 0.0
     interrupted: bool = False
     notes: tuple[str, ...] = field(default=())
+    dry_run: bool = False  # the plan of a tune: no measurement, nothing written
+    preset_saved: str | None = None  # the user preset --save-preset wrote
 
     @property
     def peak_kind(self) -> str:
@@ -287,7 +289,8 @@ class TuneResult:
                 "candidates": [m.to_dict() for m in self.measurements],
                 "chosen": self.chosen.to_dict() if self.chosen else None,
                 "config": self.config_path, "wall_s": round(self.wall_s, 1),
-                "interrupted": self.interrupted, "notes": list(self.notes)}
+                "interrupted": self.interrupted, "notes": list(self.notes),
+                "dry_run": self.dry_run, "preset_saved": self.preset_saved}
 
 
 def table_rows(result: TuneResult) -> list[dict[str, str]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_input
 
 HEARTBEAT_DIR = "heartbeat"
 STALLS_DIR = "stalls"
@@ -92,9 +93,9 @@ def read_beats(run_dir: str | Path) -> dict[int, Beat]:
         if m is None:
             continue
         try:
-            raw = p.read_bytes()[:BEAT_WIDTH]
-        except OSError:
-            continue
+            raw = read_input(p, limit=4 * BEAT_WIDTH, what="heartbeat")[:BEAT_WIDTH]
+        except DsWizardError:
+            continue  # being replaced, or not a regular file: no beat from it this turn
         beat = parse_beat(int(m.group(1)), raw)
         if beat is not None:
             out[beat.rank] = beat
