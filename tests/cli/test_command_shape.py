@@ -183,19 +183,6 @@ def as_run(line: str, cwd: Path) -> tuple[list[str], dict[str, str], str | None]
 #: in text or JSON, is an answer
 VERDICT_OF_THE_MACHINE = {"doctor": ("✘ the job cannot run here", '"status": "fail"')}
 
-#: examples that fail on some machines today, with the words of their failure: each is a
-#: bug to fix (then its entry goes); any other failure of the line still fails the test
-KNOWN_FAILURES = {
-    # the doctor's checks (host RAM, DeepSpeed ops) run on this machine for a job that only
-    # writes scripts for other nodes (--slurm, --hostfile), so a small head machine, or one
-    # without CUDA, refuses them
-    "ds-wizard generate --preset mamba_1.4b --hostfile hosts": "refused before launch: ",
-    "ds-wizard launch --preset mamba_1.4b --num-nodes 4 --gpus-per-node 8 --slurm":
-        "refused before launch: ",
-    "ds-wizard generate --preset mamba_1.4b --num-nodes 2 --gpus-per-node 8 --slurm":
-        "refused before launch: ",
-}
-
 #: examples that need a real DeepSpeed checkpoint (a real training run): the fast lane's
 #: project has a stand-in one, so they run in the slow lane against the session's trained run
 #: (test_checkpoint_examples_on_a_real_run)
@@ -262,9 +249,6 @@ def test_every_example_in_help_runs(path: str, project: Path, tmp_path: Path,
                 continue
             args, env, stdin = as_run(line, scratch)
             result = runner.invoke(main, args, env=env, input=stdin)
-            known = KNOWN_FAILURES.get(line.partition("#")[0].strip())
-            if known is not None and result.exit_code == 1 and known in result.output:
-                continue
             verdict = VERDICT_OF_THE_MACHINE.get(args[0])
             if verdict is not None and result.exit_code == 1 and any(
                     v in result.output for v in verdict):
