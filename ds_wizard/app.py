@@ -18,14 +18,22 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from ds_wizard.core.base.text import sanitize
 from ds_wizard.core.plan.gpus import GpuProbe, detect_gpus
 from ds_wizard.messages import FollowRun, NextStep, PrevStep, WorkerFailed
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.batch import BatchScreen
-from ds_wizard.screens.context import Job, JobFactory, RunsApi, Step, WizardContext
+from ds_wizard.screens.context import (
+    DoctorProbe,
+    Job,
+    JobFactory,
+    RunsApi,
+    Step,
+    WizardContext,
+)
 from ds_wizard.screens.dialogs import QuitScreen
 from ds_wizard.screens.gpus import GpuScreen
-from ds_wizard.screens.jobs import LauncherRuns, launcher_job
+from ds_wizard.screens.jobs import LauncherRuns, launcher_doctor, launcher_job
 from ds_wizard.screens.launch import LaunchScreen
 from ds_wizard.screens.preset import PresetScreen
 from ds_wizard.screens.review import ReviewScreen
@@ -52,6 +60,11 @@ class WizardApp(App[None]):
         Binding("ctrl+e", "open_runs", "Runs", id="runs", priority=True,
                 tooltip="The runs on this machine: attach, stop, resume, compare losses"),
     ]
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
+        """Every notification of every screen passes here: its text (often an error that
+        quotes a file name, a key or a log line) is sanitized before it is shown."""
+        super().notify(sanitize(message), *args, **kwargs)
 
     def __init__(self, ctx: WizardContext, *, attach: Path | None = None) -> None:
         super().__init__()
@@ -238,8 +251,10 @@ def make_app(
     steps: int | None = None,
     attach: Path | None = None,
     runs_api: RunsApi | None = None,
+    doctor: DoctorProbe | None = None,
 ) -> WizardApp:
-    """Build the wizard. Tests pass fake GPUs, a fake job and ``cursor_blink=False``."""
+    """Build the wizard. Tests pass fake GPUs, a fake job, fake runs and
+    ``cursor_blink=False``; each service left out is the real one."""
     base = Path(cwd) if cwd is not None else Path.cwd()
     state = WizardState(output=str(output), runs_dir=base / "runs", train_steps=steps)
     ctx = WizardContext(
@@ -248,6 +263,7 @@ def make_app(
         gpu_probe=gpu_probe or detect_gpus,
         job_factory=job_factory or launcher_job,
         runs=runs_api if runs_api is not None else LauncherRuns(),
+        doctor=doctor or launcher_doctor,
         cwd=base,
         cursor_blink=cursor_blink,
     )

@@ -138,6 +138,8 @@ for _name, _target in {
     "runs": "ds_wizard.commands.runs:runs_cmd",
     "attach": "ds_wizard.commands.runs:attach",
     "stop": "ds_wizard.commands.runs:stop",
+    "checkpoint": "ds_wizard.commands.checkpoint:checkpoint",
+    "tune": "ds_wizard.commands.tune:tune",
     "doctor": "ds_wizard.commands.doctor:doctor",
 }.items():
     main.add_lazy_command(_name, _target)

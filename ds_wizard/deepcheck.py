@@ -18,7 +18,6 @@ import logging
 import os
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -59,15 +58,30 @@ def deep_check(config: dict[str, Any] | str | os.PathLike[str], world_size: int)
     For ``launch``: call ``deep_check(config_path, data_parallel_ranks)`` before starting
     any process and refuse to launch unless ``.accepted``.
     """
-    # DeepSpeed logs to stdout; keep stdout for ds-wizard's own report (and --json)
-    with contextlib.redirect_stdout(sys.stderr):
-        import deepspeed
-        import deepspeed.comm as dist
-        from deepspeed.runtime.config import DeepSpeedConfig
+    # DeepSpeed logs to stdout; keep stdout for ds-wizard's own report (and --json). Its
+    # import also warns "Setting accelerator to CPU" where no GPU is found: that is not
+    # ds-wizard's to say (and must never come before a one-line refusal), so log records
+    # below ERROR are dropped while it is imported.
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed
+            import deepspeed.comm as dist
+            from deepspeed.accelerator import get_accelerator
+            from deepspeed.runtime.config import DeepSpeedConfig
+
+            get_accelerator()  # chooses (and announces) the accelerator now, silenced
+    finally:
+        logging.disable(previous)
 
     arg: Any = str(config) if isinstance(config, (str, os.PathLike)) else copy.deepcopy(config)
-    if isinstance(arg, str) and not Path(arg).exists():
-        raise FileNotFoundError(arg)
+    if isinstance(arg, str):
+        from ds_wizard.core.base.fsio import read_input
+        from ds_wizard.core.check.checker import MAX_CONFIG_BYTES
+
+        # DeepSpeed opens the file itself: it must be a regular file of sane size first
+        read_input(arg, limit=MAX_CONFIG_BYTES, what=".json config file")
     ds_logger = logging.getLogger("DeepSpeed")
     level = ds_logger.level
     ds_logger.setLevel(logging.ERROR)  # deprecation chatter is check's job, not this one's
@@ -87,3 +101,11 @@ def deep_check(config: dict[str, Any] | str | os.PathLike[str], world_size: int)
                        parsed.train_micro_batch_size_per_gpu, parsed.gradient_accumulation_steps,
                        deepspeed.__version__, parsed.world_size)
 
+
+
+def settle(report: Any, cfg: dict[str, Any], world_size: int) -> DeepVerdict | None:
+    """``core.config.filecheck.settle_unmirrored`` with DeepSpeed's own parser: for a
+    config holding values the fast verdict does not mirror, DeepSpeed decides."""
+    from ds_wizard.core.config.filecheck import settle_unmirrored
+
+    return settle_unmirrored(report, cfg, world_size, deep_check)  # type: ignore[no-any-return]

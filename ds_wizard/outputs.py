@@ -1,5 +1,7 @@
 """The CLI's standard output and error: a full or closed stream is one error line, not a
-traceback, and the one ``error:`` line every failure ends in.
+traceback, and the one ``error:`` line every failure ends in. Every write to either passes
+:func:`ds_wizard.core.base.text.terminal_safe`, so no escape sequence that came from a file,
+a name or a log reaches the terminal, whichever command printed it.
 
 ``ds-wizard presets list > /dev/full`` (ENOSPC) or ``| head -1`` (EPIPE once head has
 exited) makes the next write fail. :class:`StreamGuard` turns that into
@@ -18,7 +20,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from ds_wizard.core.base.errors import DsWizardError
-from ds_wizard.core.base.text import sanitize
+from ds_wizard.core.base.text import sanitize, terminal_safe
 
 
 class OutputClosed(DsWizardError):
@@ -44,15 +46,22 @@ class _Guarded:
         self._stream = stream
         self._label = label
         self._error: OutputClosed | None = None
+        try:
+            self._tty = bool(stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            self._tty = False
 
     @property
     def broken(self) -> bool:
         return self._error is not None
 
     def write(self, text: str) -> int:
+        """Write ``text`` with what a terminal would act on removed (the one printer's last
+        step: :func:`terminal_safe`); returns ``len(text)`` as callers expect."""
         self._check()
         try:
-            return self._stream.write(text)
+            self._stream.write(terminal_safe(text, tty=self._tty))
+            return len(text)
         except OSError as exc:
             raise self._fail(exc) from exc
 

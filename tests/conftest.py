@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fakes import NO_GPU, TRAINED_STEPS, isolate, patch_gpus, train_tiny_mamba
 
+from ds_wizard.core.plan.measured import ENV_DATA_DIR
 from ds_wizard.core.presets.lookup import ENV_CONFIG_DIR, ENV_PRESET_PATH
 from ds_wizard.core.presets.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
 
@@ -19,8 +20,10 @@ from ds_wizard.core.presets.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
 def _private_validation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # os.environ, not monkeypatch: subprocesses (the CLI, deepspeed ranks) inherit it, and
     # the user's real ~/.cache stays untouched by the suite.
-    saved = {k: os.environ.get(k) for k in (ENV_CACHE_DIR, ENV_NO_CACHE)}
+    saved = {k: os.environ.get(k) for k in (ENV_CACHE_DIR, ENV_NO_CACHE, ENV_DATA_DIR)}
     os.environ[ENV_CACHE_DIR] = str(tmp_path_factory.mktemp("cache"))
+    # `tune`'s measured record: never the user's, so no plan in a test changes with it
+    os.environ[ENV_DATA_DIR] = str(tmp_path_factory.mktemp("data"))
     os.environ.pop(ENV_NO_CACHE, None)
     yield
     for k, v in saved.items():

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,13 +64,31 @@ def patch_gpus(monkeypatch: pytest.MonkeyPatch, report: GpuInventory,
     monkeypatch.setattr(ds_wizard.commands.gpus, "detect_gpus", lambda *a, **k: report)
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real console entry point in a fresh interpreter (exit codes, no traceback)."""
-    full_env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ds_wizard.cli", *args], cwd=cwd, env=full_env,
-        capture_output=True, text=True, timeout=120,
-    )
+CLI = (sys.executable, "-m", "ds_wizard.cli")
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A CLI subprocess's environment: this one, with CPU ranks even on a GPU machine."""
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120, **kw: Any) -> subprocess.CompletedProcess:
+    """The real console entry point in a fresh interpreter, run to its end (exit codes, no
+    traceback); output captured as text unless ``stdout``/``stderr`` say otherwise."""
+    if "stdout" not in kw and "stderr" not in kw:
+        kw["capture_output"] = True
+    return subprocess.run([*CLI, *args], cwd=cwd, env=cli_env(env), text=True,
+                          timeout=timeout, **kw)
+
+
+def start_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+              **kw: Any) -> subprocess.Popen:
+    """The entry point started in its own session (a failing test can still kill whatever
+    is left), stdout and stderr merged as text unless ``kw`` says otherwise."""
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT,
+                               "text": True, "start_new_session": True, **kw}
+    return subprocess.Popen([*CLI, *args], cwd=cwd, env=cli_env(env), **options)
 
 
 def gpu_probe(count: int = 4, name: str = "NVIDIA H200", memory_mib: int = 143771,
@@ -208,11 +227,8 @@ def train_tiny_mamba(runs_dir: Path, steps: int, timeout: float) -> tuple[Path, 
     (the run directory, the output, the exit code). Nothing is left running."""
     from ds_wizard.core.runs import rundir
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ds_wizard.cli", "launch", "--preset", "tiny_mamba",
-         "--steps", str(steps), "--runs-dir", str(runs_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, start_new_session=True)
+    proc = start_cli("launch", "--preset", "tiny_mamba", "--steps", str(steps),
+                     "--runs-dir", str(runs_dir))
     try:
         out, _ = proc.communicate(timeout=timeout)
     finally:

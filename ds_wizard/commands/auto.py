@@ -7,14 +7,13 @@ and :func:`run_auto` is what the group callback calls.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
 import click
 
-from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.common import preset_options, resolve_preset, with_monitor
 from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.base.defaults import HEADROOM
 from ds_wizard.core.base.errors import DsWizardError
@@ -24,6 +23,7 @@ from ds_wizard.core.base.limits import (
     MAX_MICRO_BATCH,
     MAX_WORLD_SIZE,
 )
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND, resolve_backend
 from ds_wizard.core.presets.lookup import DEFAULT_PRESET
 from ds_wizard.core.presets.schema import Precision
@@ -33,7 +33,7 @@ DEFAULT_OUTPUT = "deepspeed_config.json"
 AUTO_ONLY = ("num_gpus", "num_nodes", "gpus_per_node", "hostfile", "preset_ref", "sets",
              "output", "dry_run", "as_json", "precision",
              "micro_batch", "grad_accum", "global_batch", "zero_stage", "gpu_memory", "headroom",
-             "backend")
+             "backend", "monitor")
 
 
 def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,6 +74,9 @@ def auto_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--headroom", type=FiniteFloat(0, 1, low_open=True), default=HEADROOM,
                      show_default=True,
                      help="[--auto] Plan to this fraction of GPU memory."),
+        click.option("--monitor", default=None, metavar="LIST",
+                     help="[--auto] Trackers fed by DeepSpeed's monitor: tensorboard, csv, "
+                          "wandb (comma-separated), or none. Default: the preset's."),
         click.option("--backend", type=click.Choice(BACKENDS),
                      default=DEFAULT_BACKEND, show_default=True,
                      help="[--auto] Kernels the memory estimate assumes. auto: what a "
@@ -107,7 +110,8 @@ def run_auto(
     grad_accum: int | None, global_batch: int | None, zero_stage: int | None,
     gpu_memory: str | None = None, headroom: float = HEADROOM,
     backend: str = DEFAULT_BACKEND, num_nodes: int | None = None,
-    gpus_per_node: int | None = None, hostfile: Path | None = None, **_: Any,
+    gpus_per_node: int | None = None, hostfile: Path | None = None,
+    monitor: str | None = None, **_: Any,
 ) -> None:
     from ds_wizard.core.batch.topology import resolve_topology
     from ds_wizard.core.config.auto import auto_configure
@@ -125,16 +129,21 @@ def run_auto(
                             detected=report.count)
     num_gpus = topo.data_parallel
     source = topo.describe() if topo.multi_node else topo.source
-    preset = resolve_preset(preset_ref, sets)
+    preset = resolve_preset(preset_ref, with_monitor(sets, monitor))
     here = report.count > 0
     decision = resolve_backend(
         backend, cuda=True, arch=preset.spec.model.arch, here=here,
         compute_capability=min(g.compute_capability for g in report.gpus) if here else None)
     backend = decision.name
+    from ds_wizard.core.plan.measured import here_entry
+
+    # planning for this machine (no --gpu-memory): what `tune` measured here applies
+    measured = here_entry(preset.spec, num_gpus, report) if gpu_memory is None else None
     result = auto_configure(
         preset, num_gpus, gpu_report=report, precision=precision, micro_batch=micro_batch,
         grad_accum=grad_accum, global_batch=global_batch, zero_stage=zero_stage,
         gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom, backend=backend,
+        measured=measured,
     )
     written, backup = False, None
     if not dry_run:
@@ -147,7 +156,8 @@ def run_auto(
         data["output"] = None if dry_run else str(output)
         data["backup"] = str(backup) if backup else None
         data["backend_reason"] = decision.reason
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        data["measured_here"] = measured.line() if measured is not None else None
+        click.echo(json_text(data))
         return
     click.echo(f"Preset: {preset.name} ({preset.source}); GPUs: {source}")
     click.echo("")
@@ -158,7 +168,9 @@ def run_auto(
     for reason in result.reasons:
         click.echo(f"  - {reason}")
     click.echo(f"  - memory planned for backend {backend}: {decision.reason}")
-    if result.memory is None:
+    if measured is not None and not any("measured here" in r for r in result.reasons):
+        click.echo(f"  - {measured.line()} (not used: the batch values given win)")
+    if result.memory is None and measured is None:
         click.echo("  - GPU memory unknown (no GPU detected, no --gpu-memory): the batch was "
                    "not checked against memory")
     if dry_run:

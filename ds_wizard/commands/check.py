@@ -70,7 +70,7 @@ def check(config: Path, num_gpus: int | None, tp: int, pp: int, sp: int, as_json
         done = check_file(config, world, sp=sp, sp_flag=sequence_parallel_flag(sp),
                           strict=strict, hf=hf, hf_args=hf_args, gpu_memory=gpu_memory,
                           spec=resolve_preset(preset_ref).spec if preset_ref else None,
-                          deep=_deep_check() if deep else None)
+                          deep=_deep_check() if deep else None, settle=_deep_check())
     except ConfigFileError as exc:
         # scripts reading --json still get an object saying why
         refuse_as_json(exc, as_json, {"valid": False, "config": str(config),

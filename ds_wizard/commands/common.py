@@ -36,6 +36,23 @@ def preset_options(default: str | None = None) -> Decorator:
     return decorate
 
 
+def monitor_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--monitor tensorboard,csv,wandb``: DeepSpeed's monitor blocks (issue 22)."""
+    return click.option(
+        "--monitor", default=None, metavar="LIST",
+        help="Trackers fed by DeepSpeed's monitor: tensorboard, csv, wandb (comma-separated), "
+             "or none. Default: the preset's [monitor] trackers.")(fn)
+
+
+def with_monitor(sets: tuple[str, ...], monitor: str | None) -> tuple[str, ...]:
+    """``--monitor`` as the preset override it stands for (one door: ``monitor.trackers``)."""
+    if monitor is None:
+        return sets
+    from ds_wizard.core.config.monitor import monitor_set, parse_trackers
+
+    return (*sets, monitor_set(parse_trackers(monitor)))
+
+
 def resolve_preset(ref: str, sets: tuple[str, ...] = ()) -> Preset:
     """Load a preset and apply ``--set`` overrides; errors are DsWizardError one-liners."""
     preset = load_with_overrides(ref, sets)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.core.base.defaults import RUNS_DIR
 from ds_wizard.core.base.errors import ExitCode
 from ds_wizard.core.base.limits import MAX_WORLD_SIZE
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND
 from ds_wizard.core.runs.doctor import FAIL, INFO, OK, WARN, DoctorReport
 
@@ -87,9 +87,9 @@ def doctor(ctx: click.Context, preset_ref: str | None, sets: tuple[str, ...],
         master_addr=master_addr, collectives=collectives,
         collective_timeout=collective_timeout))
     if report_path is not None:
-        atomic_write_text(report_path, report.markdown())
+        atomic_write_text(report_path, report.markdown(home=str(Path.home())))
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json_text(report.to_dict()))
     else:
         render(report)
         if report_path is not None:

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, get_args
 
 import click
 
-from ds_wizard.commands.common import preset_options, resolve_preset
+from ds_wizard.commands.common import (
+    monitor_option,
+    preset_options,
+    resolve_preset,
+    with_monitor,
+)
 from ds_wizard.commands.numbers import Count, parse_gpu_counts
 from ds_wizard.commands.render import echo_json, echo_lines
 from ds_wizard.commands.worldsize import node_options
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
 @click.option("--zero-stage", type=Count(3, low=0), default=None,
               help="Override the preset's ZeRO stage.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@monitor_option
 @node_options(
     num_nodes="Nodes the GPUs are spread over: each --gpus count is the total and must split "
               "evenly (with --hostfile: its first N hosts).",
@@ -46,7 +52,7 @@ if TYPE_CHECKING:
 def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_counts: list[int],
              out_dir: Path, precision: str, zero_stage: int | None, as_json: bool,
              num_nodes: int | None, gpus_per_node: int | None, hostfile: Path | None,
-             slurm: bool, runs_dir: str) -> None:
+             slurm: bool, runs_dir: str, monitor: str | None) -> None:
     """Write deepspeed_{N}gpu.json for each GPU count and print the table.
 
     Files are written for the given counts, not for this machine: no GPU
@@ -67,6 +73,7 @@ def generate(ctx: click.Context, preset_ref: str, sets: tuple[str, ...], gpu_cou
     from ds_wizard.core.config.generate import generate_configs
 
     topologies = _topologies(ctx, gpu_counts, num_nodes, gpus_per_node, hostfile, slurm)
+    sets = with_monitor(sets, monitor)
     done = generate_configs(resolve_preset(preset_ref, sets), topologies, out_dir,
                             precision=precision, zero_stage=zero_stage)
     scripts: list[str] = []

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
+from ds_wizard.core.base.text import json_text
 from ds_wizard.core.plan.gpus import GpuInventory, detect_gpus
 
 
@@ -24,7 +23,7 @@ def gpus(as_json: bool) -> None:
     """
     report = detect_gpus()
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        click.echo(json_text(report.to_dict()))
         return
     for line in render_gpus(report):
         click.echo(line)

@@ -9,11 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ds_wizard.commands.common import Decorator, preset_options, resolve_preset
+from ds_wizard.commands.common import (
+    Decorator,
+    monitor_option,
+    preset_options,
+    resolve_preset,
+    with_monitor,
+)
 from ds_wizard.commands.numbers import Count, FiniteFloat
 from ds_wizard.commands.worldsize import node_options
 from ds_wizard.core.base.defaults import GRACE_S, HEADROOM, RUNS_DIR
-from ds_wizard.core.base.limits import MAX_STEPS, MAX_WORLD_SIZE
+from ds_wizard.core.base.limits import MAX_GLOBAL_BATCH, MAX_STEPS, MAX_WORLD_SIZE
 from ds_wizard.core.plan.backends import BACKENDS, DEFAULT_BACKEND
 
 if TYPE_CHECKING:
@@ -45,6 +51,10 @@ LAUNCH_OPTIONS: tuple[Decorator, ...] = (
     click.option("--resume", default=None, metavar="RUN",
                  help="Continue a run from its latest complete checkpoint: a run's name, a "
                       "unique prefix of one, its directory, or `latest`."),
+    click.option("--global-batch", type=Count(MAX_GLOBAL_BATCH), default=None,
+                 help="With --resume on another number of ranks: train with this global "
+                      "batch when the run's own cannot be split over them (the LR schedule "
+                      "stays as it was)."),
     click.option("--gpu-memory", default=None, metavar="SIZE",
                  help="Memory of one GPU (80GiB, 80GB, 24G) the batch is fitted to, as with "
                       "--auto. Default: the smallest detected GPU; with neither, the preset's "
@@ -67,6 +77,14 @@ LAUNCH_OPTIONS: tuple[Decorator, ...] = (
     click.option("--master-addr", default=None, metavar="ADDR",
                  help="Multi-node: the address every node reaches rank 0 at (default: the "
                       "hostfile's first host)."),
+    monitor_option,
+    click.option("--stall-after", default=None, metavar="RULE",
+                 help="Call the run stalled when no rank progressed for max(K × median step "
+                      "time, FLOOR): 10x, 90s, 10x,5m, or off. Default 10x,60s on CPU ranks, "
+                      "10x,300s on GPUs."),
+    click.option("--on-stall", type=click.Choice(["wait", "stop"]), default="wait",
+                 show_default=True,
+                 help="On a stall, once the stacks are saved: keep waiting, or end the run."),
     click.option("--detach", is_flag=True,
                  help="Start the run and return at once, printing its name (follow it with "
                       "`ds-wizard attach NAME`)."),
@@ -90,7 +108,10 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
     save a checkpoint, then anything still alive after --grace seconds is killed.
     Closing the terminal (SIGHUP) only detaches: the run goes on; come back with
     `ds-wizard attach NAME`, list runs with `ds-wizard runs`, stop with `ds-wizard stop`.
-    Resume with `ds-wizard launch --resume latest`.
+    Resume with `ds-wizard launch --resume latest`; with --num-gpus (or --num-nodes,
+    --hostfile) another number of ranks continues it: the checkpoint is converted with
+    DeepSpeed's ds_to_universal and the same global batch is split anew
+    (docs/checkpoints.md).
 
     Exit status: 0 finished (or detached), 1 refused or failed (a failing disk too),
     2 usage error, 128+N after a stop by signal N (130 for Ctrl-C), the rank's own
@@ -103,6 +124,7 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
       ds-wizard launch --preset mamba_130m --set train.lr=3e-4 --data corpus.jsonl
       ds-wizard launch --config deepspeed_4gpu.json --preset 7b_mamba --num-gpus 4
       ds-wizard launch --resume latest
+      ds-wizard launch --resume latest --num-gpus 1          # on fewer ranks
       ds-wizard launch --preset mamba_1.4b --hostfile hosts          # every node in hosts
       ds-wizard launch --preset mamba_1.4b --num-nodes 4 --gpus-per-node 8 --slurm
     """
@@ -117,6 +139,8 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
         return
     for line in session.start_lines(plan):
         click.echo(line)
+    for line in watch_lines(plan):
+        click.echo(line)
     watch = session.first_run_watch(plan, _echo)
     if detach:
         watch.stop()
@@ -130,17 +154,36 @@ def launch(ctx: click.Context, detach: bool, grace: float, **fields: Any) -> Non
     ctx.exit(end.exit_code)
 
 
+def watch_lines(plan: Any) -> list[str]:
+    """How to see the curves, and what the stall watch waits for (issue 22)."""
+    from ds_wizard.core.config.monitor import view_commands
+
+    lines = [f"📈 curves: {view}" for view in view_commands(plan.config)]
+    if plan.stall is not None:
+        lines.append(f"⏱  stall watch: stalled when no rank moves for "
+                     f"{plan.stall.policy.describe()}; then {plan.stall.on_stall}")
+    return lines
+
+
 def launch_request(*, detach: bool, preset_ref: str | None, sets: tuple[str, ...],
-                   **fields: Any) -> LaunchRequest:
+                   monitor: str | None = None, **fields: Any) -> LaunchRequest:
     """The flags as a :class:`LaunchRequest`; usage errors before anything is read."""
     from ds_wizard.launch.plan import LaunchRequest
 
+    if monitor is not None:
+        if fields["resume"] is not None:
+            raise click.UsageError("--resume keeps the run's trackers; drop --monitor")
+        sets = with_monitor(sets, monitor)  # the preset's [monitor] trackers: one door
     if preset_ref is None and fields["resume"] is None:
         raise click.UsageError("give --preset NAME, or --resume RUN")
     if detach and fields["dry_run"]:
         raise click.UsageError("--detach starts a run; --dry-run starts nothing")
+    if fields.get("global_batch") is not None and fields["resume"] is None:
+        raise click.UsageError("--global-batch is for --resume on another number of ranks; "
+                               "a new run takes --set batch.global_batch=N")
     if fields["resume"] is not None:  # prepare_run refuses --preset/--set on a resume
-        return LaunchRequest(preset_ref, sets=sets, **fields)
+        # a conversion to a universal checkpoint prints its stages as it goes
+        return LaunchRequest(preset_ref, sets=sets, progress=_echo, **fields)
     return LaunchRequest(resolve_preset(preset_ref, sets), **fields)  # --set applied
 
 

@@ -13,7 +13,7 @@ from ds_wizard.commands.numbers import parse_gpu_counts
 from ds_wizard.commands.render import echo_json, echo_lines
 from ds_wizard.core.base.errors import ExitCode, WriteError
 from ds_wizard.core.base.fsio import atomic_write_text, check_output
-from ds_wizard.core.base.text import sanitize
+from ds_wizard.core.base.text import json_text, sanitize
 from ds_wizard.core.config.views import (
     COMMON_GPU_COUNTS,
     MISSING,
@@ -94,13 +94,13 @@ def list_cmd(as_json: bool) -> None:
     rows = summarize_all()
     dirs = search_dirs()
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json_text({
             "presets": [r.as_dict() for r in rows],
             "search_path": [
                 {"source": d.source, "path": str(d.path), "exists": d.path.is_dir()}
                 for d in dirs
             ],
-        }, indent=2, ensure_ascii=False))
+        }))
         return
     if not rows:
         click.echo("no presets found")
@@ -160,7 +160,7 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: list[int], as_json: bool) -
     plans = batch_plans(spec, tuple(gpus))
     bd = breakdown(spec.model)
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json_text({
             "name": preset.name, "source": preset.source,
             "path": str(preset.path) if preset.path else None,
             "params": bd.total, "preset": spec.to_dict(),
@@ -172,7 +172,7 @@ def show_cmd(name: str, sets: tuple[str, ...], gpus: list[int], as_json: bool) -
                 for c in plans
             ],
             "notices": list(preset.notices),
-        }, indent=2, ensure_ascii=False))
+        }))
         return
     click.echo(f"# {sanitize(preset.name)}  ({_where(preset)})")
     if sets:
@@ -306,7 +306,7 @@ def diff_cmd(a: str, b: str, gpus: list[int], as_json: bool) -> None:
     params = [breakdown(p.spec.model).total for p in (pa, pb)]
     plans = [batch_plans(p.spec, counts) for p in (pa, pb)]
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json_text({
             "a": {"name": pa.name, "source": pa.source, "params": params[0]},
             "b": {"name": pb.name, "source": pb.source, "params": params[1]},
             "fields": [
@@ -319,7 +319,7 @@ def diff_cmd(a: str, b: str, gpus: list[int], as_json: bool) -> None:
                  "b": [cb.micro_batch, cb.grad_accum, cb.global_batch]}
                 for ca, cb in zip(plans[0], plans[1], strict=True)
             ],
-        }, indent=2, ensure_ascii=False))
+        }))
         return
     click.echo(f"a: {sanitize(pa.name)}  ({_where(pa)})")
     click.echo(f"b: {sanitize(pb.name)}  ({_where(pb)})")

@@ -9,11 +9,12 @@ such as ``[auto]`` is printed as it is.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import click
+
+from ds_wizard.core.base.text import json_text
 
 Justify = Literal["left", "right", "center"]
 
@@ -27,8 +28,9 @@ def echo_lines(lines: Iterable[str], *, err: bool = False) -> None:
 
 
 def echo_json(data: Any) -> None:
-    """JSON for scripts: UTF-8 as written (×, not \\u00d7)."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """JSON for scripts: UTF-8 as written (×, not \\u00d7), with control, C1 and bidi
+    characters escaped (``json_text``: none reaches a terminal raw)."""
+    click.echo(json_text(data))
 
 
 def table_lines(headers: Sequence[str], rows: Iterable[Sequence[object]], *,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ds_wizard.core.base.defaults import GRACE_S, KILL_AFTER_S, RUNS_DIR
+from ds_wizard.core.base.text import json_text
 
 
 def _runs_dir_option(f: Callable[..., None]) -> Callable[..., None]:
@@ -26,9 +26,10 @@ def _fmt(value: float | None, spec: str) -> str:
 def runs_cmd(runs_dir: str, as_json: bool) -> None:
     """List the runs: status (checked against the live processes), progress, loss.
 
-    Status is one of running, finished, failed, stopped, supervisor lost (the
-    supervisor is gone but processes of the job live: `ds-wizard stop` ends them), or
-    unknown (a run from an older ds-wizard).
+    Status is one of running, stalled (no rank progressed for the stall window; the line
+    under the table says which rank and where, and RUN_DIR/stalls/ holds the stacks),
+    finished, failed, stopped, supervisor lost (the supervisor is gone but processes of the
+    job live: `ds-wizard stop` ends them), or unknown (a run from an older ds-wizard).
 
     \b
     Examples:
@@ -39,7 +40,7 @@ def runs_cmd(runs_dir: str, as_json: bool) -> None:
 
     summaries = list_run_summaries(runs_dir)
     if as_json:
-        click.echo(json.dumps([s.to_dict() for s in summaries], indent=2))
+        click.echo(json_text([s.to_dict() for s in summaries]))
         return
     if not summaries:
         click.echo(f"no runs under {runs_dir}")
@@ -53,9 +54,24 @@ def runs_cmd(runs_dir: str, as_json: bool) -> None:
                      _fmt(s.tokens_per_s, ",.0f"), s.started.replace("T", " "),
                      str(s.run_dir)))
     widths = [max(len(_clean(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
+    for i, r in enumerate(rows):
         cells = [_clean(c).ljust(w) for c, w in zip(r, widths, strict=False)]
         click.echo("  ".join([*cells, _clean(r[-1])]).rstrip())
+        if i and len(summaries[i - 1].segments) > 1:
+            # a run resumed on another layout: its lineage, one segment a line
+            for seg in summaries[i - 1].segments:
+                click.echo(f"    └ segment {seg['index']}: {_segment_text(seg)}")
+    for s in summaries:
+        if s.stall is not None:
+            autopsy = (s.stall_detail or {}).get("autopsy")
+            click.echo(f"⚠  {_clean(s.name)}: {_clean(s.stall)}"
+                       + (f" (stacks in {_clean(autopsy)})" if autopsy else ""))
+
+
+def _segment_text(seg: dict) -> str:
+    from ds_wizard.core.runs.reshape import Segment, SegmentSpan
+
+    return SegmentSpan(Segment.from_dict(seg), seg["first_step"], seg["last_step"]).line()
 
 
 def _clean(text: str) -> str:
@@ -99,6 +115,8 @@ def _attach_plain(run_dir: Path, lines: int) -> None:
     summary = summarize_run(run_dir)
     click.echo(f"📎 {run_dir.name}: {summary.status.value}"
                + ("" if not summary.alive else " · Ctrl-C leaves (the run goes on)"))
+    if summary.stall is not None:
+        click.echo(f"⚠  {summary.stall}")
     leaving: list[int] = []
 
     def leave(signum: int, frame: object) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from ds_wizard.core.base.defaults import GRACE_S, KILL_AFTER_S
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_from, read_tail
 from ds_wizard.core.base.system import pid_alive
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runstate import (
@@ -103,7 +104,7 @@ def start_supervisor(plan: PreparedRun, *, grace_s: float = GRACE_S, detach: boo
     except FileNotFoundError:
         offset = 0
     argv = supervisor_argv(run_dir, plan.command, grace_s, steps=plan.steps,
-                           resume_step=plan.resume_step)
+                           resume_step=plan.resume_step, stall=plan.stall)
     errlog = None
     if detach:
         errlog = (run_dir / "supervisor.log").open("ab")
@@ -124,6 +125,12 @@ def start_supervisor(plan: PreparedRun, *, grace_s: float = GRACE_S, detach: boo
         threading.Thread(target=_pump, args=(proc.stderr, client, on_stderr), daemon=True,
                          name="supervisor-stderr").start()
     _wait_started(client, detach)
+    if plan.resume:
+        # a resume records its command only once it runs: a refused one (the run locked,
+        # the supervisor gone at start) leaves the run's command.txt as it was
+        from ds_wizard.core.base.fsio import atomic_write_text
+
+        atomic_write_text(plan.paths.command, plan.command_text + "\n")
     return client
 
 
@@ -132,7 +139,9 @@ def _pump(stream: object, client: SupervisorClient,
     for raw in stream:  # type: ignore[attr-defined]
         line = raw.decode("utf-8", errors="replace").rstrip("\n")
         client.stderr_lines.append(line)
-        if on_stderr is not None:
+        # the supervisor's own "error: …" is the command's one error line, said once at
+        # the end (run_end / _said); echoing it here too printed every refusal twice
+        if on_stderr is not None and not line.startswith("error: "):
             with contextlib.suppress(OSError, ValueError):
                 on_stderr(line)
 
@@ -162,9 +171,10 @@ def _said(client: SupervisorClient) -> str:
 
 def _tail_file(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
-    except OSError:
-        return []
+        chunk, _ = read_tail(path, limit=65536, what="supervisor.log")
+    except DsWizardError:
+        return []  # missing or not a regular file: nothing it said can be shown
+    return chunk.decode("utf-8", errors="replace").splitlines()[-20:]
 
 
 # -- following ---------------------------------------------------------------------------------
@@ -198,32 +208,19 @@ def follow_log(run_dir: Path, offset: int, alive: Callable[[], bool],
 
 def _read_from(path: Path, offset: int) -> bytes:
     """New bytes of a regular file (a device or FIFO in its place gives nothing)."""
-    import stat
-
     try:
-        # O_NONBLOCK: a FIFO put in its place must not block the open
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return b""
-            fh.seek(offset)
-            return fh.read(READ_CHUNK)
-    except FileNotFoundError:
-        return b""
-    except OSError:
-        return b""  # unreadable now (an I/O error): the end of the run still comes
+        return read_from(path, offset, limit=READ_CHUNK, what="train.log")
+    except DsWizardError:
+        return b""  # missing, not a regular file or unreadable now: the end still comes
 
 
 def tail_offset(run_dir: Path, lines: int = 20) -> int:
     """The offset of the last ``lines`` lines of train.log (where attach starts)."""
     path = rundir.RunPaths(run_dir).log
     try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 65536))
-            chunk = fh.read(65536)
-    except OSError:
+        chunk, _ = read_tail(path, limit=65536, what="train.log")
+        size = os.stat(path).st_size
+    except (DsWizardError, OSError):
         return 0
     cut = chunk.rstrip(b"\n").split(b"\n")
     keep = b"\n".join(cut[-lines:])

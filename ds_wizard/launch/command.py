@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 import socket
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ds_wizard import __version__
+from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.core.base.fsio import atomic_write_text
 from ds_wizard.core.batch.topology import Topology
 from ds_wizard.core.runs import rundir
@@ -22,6 +24,54 @@ HOSTFILE_NAME = "hostfile"  # RUN_DIR/hostfile: the nodes of a multi-node run
 SBATCH_NAME = "launch_slurm.sbatch"
 # the sbatch script runs this instead of the deepspeed found at generation time, when set
 DEEPSPEED_ENV = "DS_WIZARD_DEEPSPEED"
+
+
+class ScriptValueError(DsWizardError):
+    """A value that cannot be written into a generated script or hostfile safely."""
+
+
+# C0/C1 controls, DEL, line and paragraph separators: none can be quoted into a line of a
+# script that a person reads, and a newline in a #SBATCH line starts a new command
+_UNSCRIPTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def refuse_unscriptable(value: str, what: str) -> str:
+    """``value`` when it holds no control character or line break, else ScriptValueError."""
+    if _UNSCRIPTABLE.search(value):
+        raise ScriptValueError(
+            f"{what} {value!r} holds a control character or a line break",
+            "rename it: ds-wizard writes it into a shell script, where it cannot be quoted")
+    return value
+
+
+def shell_word(value: str, what: str = "a value") -> str:
+    """The one way a value enters a generated script: refused if it holds a control
+    character or a line break, else quoted by ``shlex.quote`` (one shell word, nothing
+    in it expanded: ``$()``, backticks, quotes and spaces stay text)."""
+    return shlex.quote(refuse_unscriptable(value, what))
+
+
+def shell_words(values: Sequence[str], what: str = "a command-line argument") -> str:
+    return " ".join(shell_word(v, what) for v in values)
+
+
+def sbatch_value(value: str, what: str) -> str:
+    """A ``#SBATCH --opt=VALUE`` value: no line break or control character (a new line
+    would be a new command), no double quote; quoted with ``"`` when it has spaces or
+    ``#`` (sbatch reads ``"…"`` in these lines as one argument)."""
+    refuse_unscriptable(value, what)
+    if '"' in value:
+        raise ScriptValueError(f"{what} {value!r} holds a double quote",
+                               "sbatch cannot read one in a #SBATCH line; rename it")
+    return f'"{value}"' if re.search(r"[\s#'\\$`]", value) else value
+
+
+def check_scriptable(values: dict[str, str | None]) -> None:
+    """Refuse, before anything is written, each value a run's scripts will hold that
+    cannot be written safely (``what`` → value; None skipped)."""
+    for what, value in values.items():
+        if value is not None:
+            refuse_unscriptable(str(value), what)
 
 
 def free_port() -> int:
@@ -160,35 +210,45 @@ def run_env(accel: Accelerator, world_size: int,
 
 
 def command_text(command: Sequence[str], env: dict[str, str]) -> str:
-    prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
-    return (prefix + " " if prefix else "") + shlex.join(command)
+    prefix = " ".join(f"{k}={shell_word(v, k)}" for k, v in sorted(env.items()))
+    return (prefix + " " if prefix else "") + shell_words(command)
 
 
 def write_script(path: Path, command: Sequence[str], env: dict[str, str]) -> None:
     """``launch_deepspeed.sh``: the launch, re-runnable by hand."""
+    atomic_write_text(path, script_text(command, env))
+    path.chmod(0o755)
+
+
+def script_text(command: Sequence[str], env: dict[str, str]) -> str:
+    """The text of ``launch_deepspeed.sh`` (ScriptValueError for a value it cannot hold)."""
     lines = ["#!/usr/bin/env bash",
              f"# Re-runs this run's launch by hand (ds-wizard {__version__}). Extra arguments",
              "# are passed to the training entry point, e.g. --resume or --steps N.",
              "set -euo pipefail",
-             f"cd {shlex.quote(str(Path.cwd()))}"]
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+             f"cd {shell_word(str(Path.cwd()), 'the working directory')}"]
+    lines += [f"export {_env_name(k)}={shell_word(v, k)}" for k, v in sorted(env.items())]
     # a fixed port in a hand-run script could clash with a concurrent run; pick one now
     at = next((i for i, c in enumerate(command) if c.startswith("--master_port=")), 1)
     cmd = [c for c in command if not c.startswith("--master_port=")]
-    lines.append(f'exec {shlex.join(cmd[:at])} '
-                 f'--master_port="$({shlex.quote(sys.executable)} -c '
+    lines.append(f'exec {shell_words(cmd[:at])} '
+                 f'--master_port="$({shell_word(sys.executable, "the Python executable")} -c '
                  f"'import ds_wizard.launch.command as c; print(c.free_port())')\" "
-                 f'{shlex.join(cmd[at:])} "$@"')
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    path.chmod(0o755)
+                 f'{shell_words(cmd[at:])} "$@"')
+    return "\n".join(lines) + "\n"
 
 
 def write_hostfile(path: Path, topo: Topology) -> None:
     """The hosts a run uses, as DeepSpeed reads them (its --num_nodes/--num_gpus applied)."""
+    atomic_write_text(path, hostfile_text(topo))
+
+
+def hostfile_text(topo: Topology) -> str:
     lines = [f"# the nodes of this run (ds-wizard {__version__}): {topo.layout()}"]
-    lines += [f"{host} slots={n}" for host, n in zip((h.name for h in topo.hosts),
-                                                      topo.ranks_per_node, strict=True)]
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    lines += [f"{_host_name(host)} slots={n}"
+              for host, n in zip((h.name for h in topo.hosts), topo.ranks_per_node,
+                                 strict=True)]
+    return "\n".join(lines) + "\n"
 
 
 def sbatch_text(run_dir: Path, command: Sequence[str], env: dict[str, str],
@@ -205,32 +265,48 @@ def sbatch_text(run_dir: Path, command: Sequence[str], env: dict[str, str],
                                                    "--hostfile="))]
     lines = [
         "#!/usr/bin/env bash",
-        f"#SBATCH --job-name={job_name}",
-        f"#SBATCH --nodes={topo.nodes}",
+        f"#SBATCH --job-name={sbatch_value(job_name, 'the job name')}",
+        f"#SBATCH --nodes={int(topo.nodes)}",
         "#SBATCH --ntasks-per-node=1",
-        *([f"#SBATCH --gpus-per-node={per_node}"] if gpus else []),
-        f"#SBATCH --output={root}/slurm-%j.out",
-        f"# Starts run {root.name} on the nodes Slurm allocates (ds-wizard {__version__}):",
+        *([f"#SBATCH --gpus-per-node={int(per_node)}"] if gpus else []),
+        f"#SBATCH --output={sbatch_value(f'{root}/slurm-%j.out', 'the run directory')}",
+        f"# Starts run {refuse_unscriptable(root.name, 'the run name')} on the nodes Slurm "
+        f"allocates (ds-wizard {__version__}):",
         f"# writes {HOSTFILE_NAME} from SLURM_JOB_NODELIST, then runs DeepSpeed's launcher.",
         "# Extra arguments go to the training entry point, e.g. --resume or --steps N.",
         "set -euo pipefail",
-        f"cd {shlex.quote(str(Path.cwd()))}",
+        f"cd {shell_word(str(Path.cwd()), 'the working directory')}",
         ': "${SLURM_JOB_NODELIST:?run this script with sbatch (SLURM_JOB_NODELIST is unset)}"',
-        f"HOSTFILE={shlex.quote(str(hostfile))}",
+        f"HOSTFILE={shell_word(str(hostfile), 'the run directory')}",
         'HOSTS="$(scontrol show hostnames "$SLURM_JOB_NODELIST")"',
-        f"printf '%s slots={per_node}\\n' $HOSTS > \"$HOSTFILE.tmp\"",
+        f"printf '%s slots={int(per_node)}\\n' $HOSTS > \"$HOSTFILE.tmp\"",
         'mv "$HOSTFILE.tmp" "$HOSTFILE"',
         "MASTER_ADDR=\"$(printf '%s\\n' $HOSTS | head -n 1)\"",
     ]
-    lines += [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
+    lines += [f"export {_env_name(k)}={shell_word(v, k)}" for k, v in sorted(env.items())]
     first = _first_flag(cmd)
     lines += [
         f'if [ -n "${{{DEEPSPEED_ENV}:-}}" ]; then LAUNCHER=("${DEEPSPEED_ENV}"); '
-        f'else LAUNCHER=({shlex.join(cmd[:first])}); fi',
+        f'else LAUNCHER=({shell_words(cmd[:first])}); fi',
         'exec "${LAUNCHER[@]}" --hostfile="$HOSTFILE" --master_addr="$MASTER_ADDR" '
-        f'--master_port="${{MASTER_PORT:-29500}}" {shlex.join(cmd[first:])} "$@"',
+        f'--master_port="${{MASTER_PORT:-29500}}" {shell_words(cmd[first:])} "$@"',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _env_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ScriptValueError(f"environment variable name {name!r} is not a shell name",
+                               "use letters, digits and _ only")
+    return name
+
+
+def _host_name(name: str) -> str:
+    # the hostfile is read by DeepSpeed's runner and its names reach pdsh/ssh command lines
+    if not re.fullmatch(r"[A-Za-z0-9._:@\[\]-]{1,253}", name):
+        raise ScriptValueError(f"host name {name!r} is not a host name",
+                               "a host name is letters, digits and . - _ : @ [ ] only")
+    return name
 
 
 def _first_flag(cmd: Sequence[str]) -> int:
@@ -243,6 +319,11 @@ def _first_flag(cmd: Sequence[str]) -> int:
 
 def write_sbatch(path: Path, run_dir: Path, command: Sequence[str], env: dict[str, str],
                  topo: Topology, *, gpus: bool) -> None:
-    atomic_write_text(path, sbatch_text(run_dir, command, env, topo, gpus=gpus,
-                                        job_name=f"ds-wizard-{run_dir.name}"))
+    atomic_write_text(path, sbatch_for(run_dir, command, env, topo, gpus=gpus))
     path.chmod(0o755)
+
+
+def sbatch_for(run_dir: Path, command: Sequence[str], env: dict[str, str], topo: Topology,
+               *, gpus: bool) -> str:
+    return sbatch_text(run_dir, command, env, topo, gpus=gpus,
+                       job_name=f"ds-wizard-{run_dir.name}")

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Any
 from ds_wizard import __version__
 from ds_wizard.core.base import system
 from ds_wizard.core.base.defaults import HEADROOM, RUNS_DIR
-from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import atomic_write_text, read_json, read_text
 from ds_wizard.core.plan.backends import BackendDecision, resolve_backend
 from ds_wizard.core.runs import doctor as verdict
 from ds_wizard.core.runs.doctor import (
-    FAIL,
     INFO,
     PACKAGES,
     Check,
@@ -122,10 +122,10 @@ def cached(kind: str, key: str, compute: Callable[[], dict[str, Any]]) -> dict[s
     """``compute()``'s result for ``key``, from the cache file when it holds it."""
     path = cache_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, limit=4 << 20, what="doctor cache")
         if not isinstance(data, dict):
             data = {}
-    except (OSError, ValueError):
+    except DsWizardError:  # absent, not a regular file, too big or not JSON: no cache
         data = {}
     entry = data.get(f"{kind}:{key}")
     if isinstance(entry, dict):
@@ -156,8 +156,8 @@ def torch_build() -> dict[str, str | None]:
         return out
     path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_text(path, limit=1 << 20, what="torch version file")
+    except DsWizardError:
         return out
     for line in text.splitlines():
         m = re.match(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+)$", line.strip())
@@ -182,6 +182,13 @@ def local_versions(driver: str | None = None) -> dict[str, str | None]:
     if driver is not None:
         out["NVIDIA driver"] = driver
     return out
+
+
+def package_versions() -> dict[str, str | None]:
+    """The kernel and training packages installed here (run.json's ``kernels`` where no
+    kernel probe ran: CPU ranks, or planning for GPUs elsewhere)."""
+    versions = local_versions()
+    return {k: versions.get(k) for k in PACKAGES}
 
 
 # versions every host must share (the driver and torch's build may legitimately differ)
@@ -270,7 +277,7 @@ def _nvcc_version(nvcc: str) -> str | None:
 
 
 def probe_toolkit(env: Mapping[str, str] | None = None) -> Toolkit:
-    from ds_wizard.core.runs.jit_ops import CPU_ADAM, FUSED_ADAM, is_cached, prebuilt_ops
+    from ds_wizard.core.runs.jit_ops import CPU_ADAM, FUSED_ADAM, extension_dirs, prebuilt_ops
 
     env = os.environ if env is None else env
     home, nvcc = _nvcc_path(env)
@@ -281,9 +288,15 @@ def probe_toolkit(env: Mapping[str, str] | None = None) -> Toolkit:
     cxx = shutil.which("c++", path=env.get("PATH")) or shutil.which("g++", path=env.get("PATH"))
     ninja = bool(shutil.which("ninja", path=env.get("PATH"))) or \
         importlib.util.find_spec("ninja") is not None
-    return Toolkit(torch_cuda=torch_build()["cuda"], nvcc=nvcc, nvcc_version=version,
+    torch_cuda = torch_build()["cuda"]
+    # torch caches builds per flavour (py311_cu124, py311_cpu): only this torch's count
+    flavour = "_cu" + torch_cuda.replace(".", "") if torch_cuda else "_cpu"
+    built = tuple(op for op in (FUSED_ADAM, CPU_ADAM)
+                  if any((d / op / f"{op}.so").is_file() for d in extension_dirs(env)
+                         if d.name.endswith(flavour)))
+    return Toolkit(torch_cuda=torch_cuda, nvcc=nvcc, nvcc_version=version,
                    cuda_home=home, cxx=cxx, ninja=ninja, prebuilt=prebuilt_ops(),
-                   cached=tuple(op for op in (FUSED_ADAM, CPU_ADAM) if is_cached(op, env)))
+                   cached=built)
 
 
 def _origin_stamp_file(path: str) -> str:
@@ -294,11 +307,13 @@ def _origin_stamp_file(path: str) -> str:
         return "-"
 
 
-def decide_optimizer(cfg: Mapping[str, Any], accel: Accelerator, *,
-                     user_config: bool) -> OptimizerDecision:
-    """The optimizer the ranks will run (CPU ranks: torch's AdamW, set by resolve_config)."""
+def decide_optimizer(cfg: Mapping[str, Any], accel: Accelerator, *, user_config: bool,
+                     here: bool = True) -> OptimizerDecision:
+    """The optimizer the ranks will run (CPU ranks: torch's AdamW, set by resolve_config).
+    ``here``: the GPUs are this machine's, so its CUDA toolkit is the one that builds."""
     cuda = accel.kind == "cuda"
-    return verdict.decide_optimizer(cfg, cuda=cuda, toolkit=probe_toolkit() if cuda else None,
+    return verdict.decide_optimizer(cfg, cuda=cuda,
+                                    toolkit=probe_toolkit() if cuda and here else None,
                                     user_config=user_config)
 
 
@@ -391,12 +406,18 @@ def fast_checks(plan: PreparedRun, kernels: KernelProbe | None,
                             "CPU ranks: transformers' PyTorch Mamba path (no kernels)"))
     if optimizer is not None:
         checks.append(optimizer.check)
-    checks.append(host_ram_check(plan, facts))
-    checks.append(verdict.judge_shm(facts, cuda=cuda, ranks_per_node=per_node))
+    if run.nodes == 1:
+        checks.append(host_ram_check(plan, facts))
+        checks.append(verdict.judge_shm(facts, cuda=cuda, ranks_per_node=per_node))
+    else:
+        # the ranks run on the hostfile's nodes, which need not include this machine
+        checks.append(Check("host_ram", "host RAM", INFO, f"{run.nodes} nodes: each node's "
+                            "memory is its own (`ds-wizard doctor --hostfile` reaches them)"))
     param_bytes = 2 if run.precision in ("bf16", "fp16") else 4
     checks.append(verdict.judge_disk(facts, verdict.checkpoint_bytes(
         count_params(plan.spec.model), param_bytes), _shown(runs_dir)))
-    checks.append(verdict.judge_limits(facts, per_node))
+    if run.nodes == 1:
+        checks.append(verdict.judge_limits(facts, per_node))
     return DoctorReport(tuple(checks), dict(versions or local_versions()), plan_facts(plan),
                         backend=run.backend_resolved, optimizer=run.optimizer)
 
@@ -404,18 +425,27 @@ def fast_checks(plan: PreparedRun, kernels: KernelProbe | None,
 DOCTOR_MD = "doctor.md"
 
 
-def gate(plan: PreparedRun, runs_dir: str | Path) -> DoctorReport:
-    """``launch``'s fast checks, before any rank starts. A failure writes RUN_DIR/doctor.md,
-    records the run as failed (so ``runs`` says why) and refuses with the fix."""
+def gate(plan: PreparedRun, runs_dir: str | Path) -> PreparedRun:
+    """``launch``'s fast checks, before any rank starts: the plan with their report.
+
+    On one node a failure writes RUN_DIR/doctor.md, records the run as failed (so ``runs``
+    says why) and refuses with the fix. A multi-node job's ranks start on the hostfile's
+    nodes (or where Slurm puts them), not necessarily here: what this machine lacks goes
+    into the plan's notes, and ``doctor --hostfile`` checks the nodes themselves.
+    """
     from ds_wizard.core.runs.runstate import FAILED, RunState, now_iso, write_run_state
     from ds_wizard.launch.plan import LaunchRefused
 
     report = fast_checks(plan, plan.kernels, plan.optimizer, runs_dir)
     if report.can_run:
-        return report
+        return replace(plan, doctor=report)
+    if plan.run.nodes > 1:
+        notes = tuple(f"doctor: ✘ {c.title}: {c.detail} (fix: {c.fix}); check the nodes "
+                      "with `ds-wizard doctor --hostfile`" for c in report.failures)
+        return replace(plan, doctor=report, notes=plan.notes + notes)
     message, fix = report.refusal()
     if plan.run_dir is not None:
-        atomic_write_text(plan.run_dir / DOCTOR_MD, report.markdown())
+        atomic_write_text(plan.run_dir / DOCTOR_MD, report.markdown(home=str(Path.home())))
         write_run_state(plan.run_dir, RunState(
             status=FAILED, supervisor_pid=os.getpid(), started=now_iso(), ended=now_iso(),
             exit_code=1, stop_reason=f"refused before launch: {message}",
@@ -628,5 +658,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-__all__ = ["FAIL", "DoctorRequest", "fast_checks", "rank_backend", "run_doctor"]

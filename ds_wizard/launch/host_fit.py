@@ -27,6 +27,16 @@ class HostMemoryRefused(DsWizardError):
 def cpu_ranks_need(cfg: dict[str, Any], spec: PresetSpec, world_size: int) -> int:
     """Host bytes for ``world_size`` CPU ranks training ``cfg`` (the memory model per rank,
     without the CUDA context, plus the process itself)."""
+    per_rank, per_node = _cpu_need(cfg, spec, world_size)
+    return per_rank * world_size + per_node
+
+
+def cpu_rank_bytes(cfg: dict[str, Any], spec: PresetSpec, world_size: int) -> int:
+    """One CPU rank's predicted peak resident set (what `tune` compares with ru_maxrss)."""
+    return _cpu_need(cfg, spec, world_size)[0]
+
+
+def _cpu_need(cfg: dict[str, Any], spec: PresetSpec, world_size: int) -> tuple[int, int]:
     from ds_wizard.core.plan.fit import config_estimate
 
     micro = cfg.get("train_micro_batch_size_per_gpu")
@@ -39,7 +49,7 @@ def cpu_ranks_need(cfg: dict[str, Any], spec: PresetSpec, world_size: int) -> in
     touched = min(buckets, 2 * est.params)
     per_rank = (est.total - est.detail.get("cuda_context", 0) - buckets + touched
                 + PROCESS_BYTES)
-    return per_rank * world_size + est.cpu_per_node
+    return per_rank, est.cpu_per_node
 
 
 def check_cpu_ranks(cfg: dict[str, Any], spec: PresetSpec, world_size: int, preset_name: str,

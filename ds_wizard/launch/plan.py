@@ -42,22 +42,25 @@ from ds_wizard.launch.command import (
     HOSTFILE_NAME,
     SBATCH_NAME,
     build_command,
+    check_scriptable,
     command_text,
     run_env,
+    sbatch_for,
+    sbatch_value,
+    script_text,
     selection_note,
     visible_tokens,
     write_hostfile,
-    write_sbatch,
-    write_script,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from ds_wizard.core.check.checker import CheckReport
     from ds_wizard.core.plan.gpus import GpuInventory
     from ds_wizard.core.presets.lookup import Preset
     from ds_wizard.core.presets.schema import PresetSpec
+    from ds_wizard.launch.stall_monitor import StallOptions
 
 
 class LaunchRefused(DsWizardError):
@@ -101,11 +104,19 @@ class LaunchRequest:
     hostfile: str | Path | None = None
     slurm: bool = False  # write an sbatch script; the job starts when Slurm runs it
     gpus: str | None = None  # the devices, as CUDA_VISIBLE_DEVICES lists them; None: its value
+    # a resume on another world size (launch.reshape): the global batch to train with when
+    # the run's own cannot be split over the new ranks; where conversion progress goes
+    global_batch: int | None = None
+    progress: Callable[[str], None] | None = None
+    measure: bool = False  # a `ds-wizard tune` candidate (RunSpec.measure)
     # the doctor's fast checks (kernels, ops, host RAM, disk) refuse a launch that cannot
     # run, before any rank starts (--no-doctor skips them)
     doctor: bool = True
     master_addr: str | None = None  # multi-node: default the hostfile's first host
     check_data: bool = True  # read the data (the doctor skips it: seconds of file walking)
+    # issue 22: the stall rule (--stall-after; None: the accelerator's default) and action
+    stall_after: str | None = None
+    on_stall: str = "wait"
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,7 @@ class PreparedRun:
     kernels: Any = None  # core.runs.doctor.KernelProbe: the rank's imports, run here
     optimizer: Any = None  # core.runs.doctor.OptimizerDecision
     doctor: Any = None  # core.runs.doctor.DoctorReport of the fast checks, when run
+    stall: StallOptions | None = None  # what the supervisor watches for (issue 22)
 
     @property
     def multi_node(self) -> bool:
@@ -275,6 +287,7 @@ def resolve_config(
     else:
         from ds_wizard.core.config.auto import auto_configure
         from ds_wizard.core.plan.fit import gpu_memory_from
+        from ds_wizard.core.plan.measured import here_entry
 
         report = gpu_report if accel.kind == "cuda" else None
         cfg = auto_configure(
@@ -282,6 +295,9 @@ def resolve_config(
             gpu_memory=gpu_memory_from(gpu_memory, report), headroom=headroom,
             backend=kernel_backend(backend, accel, preset.spec.model.arch, report),
             device=accel.kind,
+            # planning for this machine: what `ds-wizard tune` measured here decides
+            measured=here_entry(preset.spec, world_size, report) if gpu_memory is None
+            else None,
         ).config
         source = None
     if accel.kind == "cpu":
@@ -290,6 +306,10 @@ def resolve_config(
         # torch's AdamW: the same update as DeepSpeed's CPU Adam, with nothing to compile
         cfg, _ = with_torch_adam(cfg)
     report_ = check_config(cfg, world_size)
+    if report_.unmirrored:
+        from ds_wizard.deepcheck import settle
+
+        settle(report_, cfg, world_size)
     if not report_.valid:
         what = source or f"the config built from preset {preset.name}"
         first = (f"DeepSpeed would stop with {report_.deepspeed_error}"
@@ -299,6 +319,17 @@ def resolve_config(
         message = f"{what} refused before launch: {first}" + "".join(f"; {m}" for m in more)
         raise LaunchRefused(message, _fix_hint(report_, source, world_size))
     return cfg, source
+
+
+def measured_notes(spec: PresetSpec, ws: int, report: GpuInventory | None, accel: Accelerator,
+                   gpu_memory: str | None, source: str | None) -> list[str]:
+    """"measured here" for the summary, when `ds-wizard tune` measured this machine."""
+    if gpu_memory is not None or source is not None:
+        return []
+    from ds_wizard.core.plan.measured import here_entry
+
+    entry = here_entry(spec, ws, report if accel.kind == "cuda" else None)
+    return [f"{entry.line()}; its choice is used"] if entry is not None else []
 
 
 def _deep_check(cfg: dict[str, Any], world_size: int, what: str) -> None:
@@ -339,6 +370,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
     anything is written or started.
     """
     r = request
+    if not r.dry_run:
+        _check_scriptable(r, None, None)  # the cheap refusals first, before any import
     if r.backend not in BACKENDS:
         raise DsWizardError(f"unknown backend {r.backend!r}",
                             f"choose {', '.join(BACKENDS)}")
@@ -386,8 +419,10 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                                  backend=decision.name if kernels is not None else r.backend)
     cfg, completed = complete_config(cfg, loaded, ws, source)
     notes += completed
-    optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None)
-    notes.append(f"optimizer: {doctor.verdict.OPTIMIZER_TEXT[optimizer.name]}")
+    notes += measured_notes(loaded.spec, ws, report, accel, r.gpu_memory, source)
+    optimizer = doctor.decide_optimizer(cfg, accel, user_config=source is not None,
+                                        here=kernels is not None)
+    notes.append(f"optimizer: {optimizer.check.detail}")
     if topo.hosts:
         addr = doctor.master_address([h.name for h in topo.hosts], r.master_addr)
         notes.append(f"master address: --master_addr={addr} (the hostfile's first host; "
@@ -400,8 +435,8 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
         steps=total, seed=loaded.spec.train.seed, data=_abs(r.data), data_dtype=r.data_dtype,
         tokenizer=_abs(r.tokenizer), config_source=source, nodes=topo.nodes,
         backend_resolved=decision.name,
-        kernels=dict(kernels.versions) if kernels is not None else None,
-        optimizer=optimizer.name)
+        kernels=dict(kernels.versions) if kernels is not None else doctor.package_versions(),
+        optimizer=optimizer.name, measure=r.measure)
     if r.check_data:
         notes.append(data_note(run, loaded.spec))
     env = run_env(accel, max(topo.ranks_per_node), r.gpus)
@@ -414,7 +449,16 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
 
         check_cpu_ranks(cfg, loaded.spec, ws, loaded.name)
     _deep_check(cfg, ws, source or f"the config built from preset {loaded.name}")
+    _check_scriptable(r, run, topo.hostfile)  # refused before the run directory exists
+    from ds_wizard.launch.observe import require_tracker_packages, stall_options
+
+    require_tracker_packages(cfg)
+    stall_options(r.stall_after, r.on_stall, accel.kind, ws)  # refused before the run dir
     run_dir = rundir.create_run_dir(r.runs_dir, loaded.name)
+    from ds_wizard.core.config.monitor import place_trackers
+
+    cfg, placed = place_trackers(cfg, run_dir.resolve())
+    notes += placed
     if topo.multi_node or r.slurm:
         hostfile = run_dir.resolve() / HOSTFILE_NAME
         run = replace(run, hostfile=str(hostfile))
@@ -426,7 +470,7 @@ def prepare_run(request: LaunchRequest) -> PreparedRun:
                        optimizer=optimizer)
     if r.doctor:
         # run.json already records the backend that would have run; nothing has started
-        plan = replace(plan, doctor=doctor.gate(plan, r.runs_dir))
+        plan = doctor.gate(plan, r.runs_dir)
     return _finish(plan, r)
 
 
@@ -438,23 +482,63 @@ def _finish(plan: PreparedRun, r: LaunchRequest) -> PreparedRun:
                                   visible=plan.visible,
                                   master_port=r.master_port, extra=r.extra,
                                   master_addr=r.master_addr or (hosts[0] if hosts else None)))
-    plan = replace(plan, command=command)
+    from ds_wizard.launch.observe import observe_env, stall_options
+
+    env, seen = observe_env(plan.config, plan.run_dir.resolve(), plan.accelerator.kind)
+    plan = replace(plan, command=command, env={**plan.env, **env},
+                   notes=(*plan.notes, *seen),
+                   stall=stall_options(r.stall_after, r.on_stall, plan.accelerator.kind,
+                                       _local_ranks(plan)))
     paths = plan.paths
-    atomic_write_text(paths.command, plan.command_text + "\n")
-    if not paths.script.exists():
-        write_script(paths.script, plan.command, plan.env)
+    # every text first (a value that cannot be quoted is refused here), then the writes
+    command_line = plan.command_text + "\n"
+    script = script_text(plan.command, plan.env)
+    sbatch = None
     if r.slurm:
         topo = plan.topology or resolve_topology(
             num_nodes=plan.run.nodes, gpus_per_node=plan.run.world_size // plan.run.nodes)
         plan = replace(plan, sbatch=plan.run_dir / SBATCH_NAME)
-        assert plan.sbatch is not None
-        write_sbatch(plan.sbatch, plan.run_dir, plan.command, plan.env, topo,
-                     gpus=plan.accelerator.kind == "cuda")
+        sbatch = sbatch_for(plan.run_dir, plan.command, plan.env, topo,
+                            gpus=plan.accelerator.kind == "cuda")
+    if not plan.resume:  # a resume's is written once it starts (launch.client)
+        atomic_write_text(paths.command, command_line)
+    if not paths.script.exists():
+        atomic_write_text(paths.script, script)
+        paths.script.chmod(0o755)
+    if sbatch is not None and plan.sbatch is not None:
+        atomic_write_text(plan.sbatch, sbatch)
+        plan.sbatch.chmod(0o755)
     return plan
 
 
+def _check_scriptable(r: LaunchRequest, run: RunSpec | None, hostfile: str | None) -> None:
+    """Every path and argument the run's scripts will hold, checked before anything is
+    written: a control character or line break in one is refused (launch.command)."""
+    import sys
+
+    if r.slurm:  # the run directory goes into #SBATCH --output=…
+        sbatch_value(os.path.abspath(r.runs_dir), "--runs-dir")
+    check_scriptable({"--runs-dir": os.path.abspath(r.runs_dir),
+                      "the working directory": os.getcwd(),
+                      "the Python executable": sys.executable,
+                      "--data": run and run.data, "--tokenizer": run and run.tokenizer,
+                      "--hostfile": hostfile,
+                      **{f"argument {i + 1} after --": a for i, a in enumerate(r.extra)}})
+
+
+def _local_ranks(plan: PreparedRun) -> int:
+    """The heartbeats the supervisor can count on: the other nodes' reach it only when the
+    run directory is on a shared file system (core.runs.stall)."""
+    topo = plan.topology
+    if plan.multi_node and topo is not None and topo.ranks_per_node:
+        return int(topo.ranks_per_node[0])
+    return plan.world_size
+
+
 def _abs(p: str | Path | None) -> str | None:
-    return None if p is None else str(Path(p).expanduser().resolve())
+    # os.path.realpath, not Path.resolve: a symlink loop is left for the data check to
+    # report as one line (Path.resolve raises RuntimeError on one before Python 3.13)
+    return None if p is None else os.path.realpath(os.path.expanduser(p))
 
 
 def data_note(run: RunSpec, spec: PresetSpec) -> str:
@@ -507,10 +591,6 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
         raise rundir.RunError(f"{run_dir} has no complete checkpoint to resume from{why}",
                             "start a new run instead")
     ws = info.spec.world_size
-    if r.num_gpus is not None and r.num_gpus != ws:
-        raise rundir.RunError(
-            f"{run_dir} was trained on {ws} rank(s); ZeRO checkpoints are split per rank",
-            f"resume with --num-gpus {ws} (or drop --num-gpus)")
     if info.spec.accelerator == "cuda" and accel.kind != "cuda":
         raise rundir.RunError(f"{run_dir} ran on CUDA GPUs but none are visible here")
     total = r.steps if r.steps is not None else info.spec.steps
@@ -525,11 +605,50 @@ def _resume(r: LaunchRequest, accel: Accelerator) -> PreparedRun:
     accel = replace(accel, kind=info.spec.accelerator)
     notes = [*choice.notes, f"resuming {run_dir} from {ckpt.tag}: next step {ckpt.step + 1}, "
              f"training to step {total}", data_note(run, preset.spec)]
+    from ds_wizard.launch import reshape
+
+    layout_flags = (r.hostfile, r.num_nodes, r.gpus_per_node) != (None, None, None)
+    if reshape.wanted(r, info, ckpt) or (layout_flags and _other_layout(r, accel, run)):
+        return _resume_reshaped(r, accel, run_dir, info, ckpt, cfg, preset, run, notes)
     if r.hostfile is not None or r.num_nodes is not None or r.gpus_per_node is not None:
         run = _resume_nodes(r, run, run_dir, notes)
     plan = PreparedRun(run, preset.spec, cfg, accel, resume=True, resume_step=ckpt.step,
                        run_dir=run_dir, env=run_env(accel, ws, r.gpus), notes=tuple(notes),
                        visible=r.gpus)
+    return plan if r.dry_run else _finish(plan, r)
+
+
+def _other_layout(r: LaunchRequest, accel: Accelerator, run: RunSpec) -> bool:
+    """Whether --num-nodes/--gpus-per-node ask for another number of ranks or nodes."""
+    topo, _ = world_size_for(r.num_gpus, accel, num_nodes=r.num_nodes,
+                             gpus_per_node=r.gpus_per_node, hostfile=r.hostfile)
+    return (topo.nodes, topo.total_ranks) != (run.nodes, run.world_size)
+
+
+def _resume_reshaped(r: LaunchRequest, accel: Accelerator, run_dir: Path, info: RunInfo,
+                     ckpt: rundir.CheckpointInfo, cfg: dict[str, Any], preset: Preset,
+                     run: RunSpec, notes: list[str]) -> PreparedRun:
+    """A resume on another world size (launch.reshape): refused, planned, or carried out."""
+    from ds_wizard.launch import reshape
+
+    plan_, topo = reshape.plan_reshape(r, accel, run_dir, info, ckpt, cfg, preset, run)
+    ws = plan_.run.world_size
+    if accel.kind == "cpu":
+        from ds_wizard.launch.host_fit import check_cpu_ranks
+
+        check_cpu_ranks(plan_.config, preset.spec, ws, run.preset)
+    if not r.dry_run:
+        _deep_check(plan_.config, ws, f"{run_dir.name} re-split for {ws} rank(s)")
+        plan_ = reshape.commit_reshape(plan_, run_dir, r.progress or (lambda _line: None))
+    elif plan_.conversion.universal:
+        notes.append(f"would convert {ckpt.tag} with ds_to_universal before starting")
+    notes = [n for n in notes if not n.startswith(f"resuming {run_dir}")]
+    notes.insert(0, f"resuming {run_dir} from {plan_.checkpoint.tag}: next step "
+                    f"{plan_.checkpoint.step + 1}, training to step {run.steps}")
+    plan = PreparedRun(plan_.run, preset.spec, plan_.config, accel, resume=True,
+                       resume_step=plan_.checkpoint.step, run_dir=run_dir,
+                       env=run_env(accel, max(topo.ranks_per_node), r.gpus),
+                       notes=(*notes, *plan_.notes), topology=topo, visible=r.gpus)
     return plan if r.dry_run else _finish(plan, r)
 
 

@@ -85,10 +85,14 @@ def detached_lines(plan: PreparedRun, supervisor_pid: int) -> list[str]:
 
 def first_run_watch(plan: PreparedRun, say: Callable[[str], None]) -> FirstStepWatch:
     """Say what a first run compiles, then report the wait until the first step."""
+    from ds_wizard.core.runs.doctor import OPT_TORCH_FUSED
     from ds_wizard.core.runs.first_step import FirstStepWatch
     from ds_wizard.core.runs.jit_ops import expected_builds, first_run_notice
 
-    builds = expected_builds(plan.accelerator.kind, plan.config, env=plan.env | dict(os.environ))
+    cfg = plan.config
+    if plan.run.optimizer == OPT_TORCH_FUSED:  # the ranks hand DeepSpeed torch's AdamW
+        cfg = {k: v for k, v in cfg.items() if k != "optimizer"}
+    builds = expected_builds(plan.accelerator.kind, cfg, env=plan.env | dict(os.environ))
     notice = first_run_notice(builds)
     if notice:
         say(f"⏳ {notice}")

@@ -33,6 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 from ds_wizard.core.base.errors import DsWizardError, ExitCode
 from ds_wizard.launch.defaults import GRACE_S, KILL_AFTER_S, LINGER_S, TRAIN_MODULE
+from ds_wizard.launch.stall_monitor import (
+    StallMonitor,
+    StallOptions,
+    add_stall_arguments,
+    run_trackers,
+)
 
 if TYPE_CHECKING:
     from ds_wizard.core.runs.runstate import RunState
@@ -296,13 +302,12 @@ class Supervisor:
 
 
 def _last_lines(path: Path, n: int) -> list[str]:
+    from ds_wizard.core.base.fsio import read_tail
+
     try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 32768))
-            chunk = fh.read(32768)  # bounded: a device (/dev/full) reads forever
-    except OSError:
-        return []
+        chunk, _ = read_tail(path, limit=32768, what="train.log")
+    except DsWizardError:
+        return []  # missing or not a regular file (a FIFO is never waited on)
     return chunk.decode("utf-8", errors="replace").splitlines()[-n:]
 
 
@@ -329,11 +334,13 @@ class RunLocked(DsWizardError):
 
 def lock_holder(run_dir: Path) -> str:
     """What the lock file says about its holder (written by the holder), one line."""
+    from ds_wizard.core.base.fsio import read_text
     from ds_wizard.core.runs.runstate import lock_path
 
     try:
-        text = lock_path(run_dir).read_text(encoding="utf-8").strip()
-    except OSError:
+        text = read_text(lock_path(run_dir), limit=4096, what="lock file",
+                         errors="replace").strip()
+    except DsWizardError:
         text = ""
     return text.splitlines()[0] if text else "another process"
 
@@ -367,8 +374,10 @@ class RunDaemon:
     """The body of the supervisor process (see the comment above)."""
 
     def __init__(self, run_dir: Path, command: Sequence[str], grace_s: float,
-                 steps: int | None = None, resume_step: int | None = None) -> None:
+                 steps: int | None = None, resume_step: int | None = None,
+                 stall: StallOptions | None = None) -> None:
         self.run_dir = run_dir
+        self.stall = stall
         self.command = list(command)
         self.grace_s = grace_s
         self.steps = steps
@@ -479,10 +488,13 @@ class RunDaemon:
             self._say(f"error: {exc.one_line()}")
             return int(exc.exit_code)
         self.job = job
-        state = replace(state, status=RUNNING, pgid=job.pgid)
+        state = replace(state, status=RUNNING, pgid=job.pgid, trackers=run_trackers(self.run_dir))
         self._record(state)
         stopper: threading.Thread | None = None
+        watch = StallMonitor(self, job, log) if self.stall is not None else None
         while job._proc is not None and job._proc.poll() is None:
+            if watch is not None and stopper is None and not job.killed:
+                state = watch.turn(state)
             if self.requests and stopper is None:
                 now = "now" in self.requests
                 self.reason = "killed on request" if now else "stopped on request"
@@ -510,8 +522,12 @@ class RunDaemon:
             time.sleep(0.2)
         code = job.wait() if stopper is None else (stopper.join() or job.wait())
         self._log_end(job, log, code)
+        if watch is not None:
+            state = watch.ended(state)
         if job.io_error is not None:
             status, reason, exit_code = FAILED, job.io_error, int(ExitCode.PROBLEM)
+        elif watch is not None and watch.stop_reason is not None:
+            status, reason, exit_code = FAILED, watch.stop_reason, int(ExitCode.PROBLEM)
         elif self.reason is not None:
             status, reason, exit_code = STOPPED, self.reason, 0
         elif code == 0:
@@ -531,10 +547,13 @@ class RunDaemon:
 
 
 def supervisor_argv(run_dir: Path, command: Sequence[str], grace_s: float,
-                    steps: int | None = None, resume_step: int | None = None) -> list[str]:
+                    steps: int | None = None, resume_step: int | None = None,
+                    stall: StallOptions | None = None) -> list[str]:
     """The command line that starts a run's supervisor."""
     argv = [sys.executable, "-m", "ds_wizard.launch.supervisor", str(run_dir.resolve()),
             "--grace", str(grace_s)]
+    if stall is not None:
+        argv += stall.argv()
     if steps is not None:
         argv += ["--steps", str(steps)]
     if resume_step is not None:
@@ -551,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grace", type=float, default=GRACE_S)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--resume-step", type=int, default=None)
+    add_stall_arguments(p)
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
         p.error("no command after --")
@@ -560,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not command:
         p.error("no command after --")
     daemon = RunDaemon(args.run_dir.resolve(), command, args.grace, args.steps,
-                       args.resume_step)
+                       args.resume_step, stall=StallOptions.from_args(args))
     return daemon.run()
 
 

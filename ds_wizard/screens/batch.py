@@ -6,7 +6,9 @@ and ``core.batch.solve`` for the valid (micro, gas) pairs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import events, on, work
@@ -45,13 +47,21 @@ class BatchScreen(WizardScreen):
                 tooltip="Choose which value DeepSpeed derives from the other two"),
         Binding("ctrl+r", "reset", "Preset default", id="batch.reset",
                 tooltip="Back to the preset's own batch for this world size"),
+        Binding("ctrl+t", "measure", "Measure", id="batch.measure",
+                tooltip="Run `ds-wizard tune` here: short real runs of the micro-batches "
+                        "at this global batch; the fastest that fits fills the fields "
+                        "(^t again stops it)"),
     ]
+    # run_tune's signature; None: the real one (tests put a stand-in here)
+    measure_runner: Callable[..., Any] | None = None
 
     def __init__(self, ctx: WizardContext) -> None:
         super().__init__(ctx)
         self.view: BatchView | None = None
         self._last_field: Input | None = None
         self.recomputes = 0  # how often the view was worked out (a test counts them)
+        self._measure_stop: threading.Event | None = None  # set while measuring
+        self._measure_text: str | None = None  # what Measure last said
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="batch-body", classes="body"):
@@ -67,6 +77,7 @@ class BatchScreen(WizardScreen):
             yield Static("", id="formula")
             yield Static("", id="tokens")
             yield Static("", id="memory")
+            yield Static("", id="measure")
             with Horizontal(id="batch-lower"):
                 with RadioSet(id="derive"):
                     for key in DERIVE_CHOICES:
@@ -108,7 +119,18 @@ class BatchScreen(WizardScreen):
             f"({state.world_size} {where}) · sequence length {spec.train.seq_len:,}"
         )
         self._apply_derive_mode()
+        self._show_measure()
         self.recompute()
+
+    def _show_measure(self) -> None:
+        """The Measure line: its hint, its progress, or what it found."""
+        shown = self.query_one("#measure", Static)
+        shown.display = not self.state.planning_elsewhere
+        if self._measure_text is None:
+            shown.update(Text("⏱ ^t Measure: short real runs here; the fastest split that "
+                              "fits fills in", style="dim"))
+        else:
+            shown.update(Text(f"⏱ {self._measure_text}"))
 
     def store(self) -> None:
         for name, selector in FIELDS.items():
@@ -240,7 +262,8 @@ class BatchScreen(WizardScreen):
         options: list[Option] = []
         for micro, gas in sol.pairs[:MAX_PAIRS]:
             mark = "●" if (micro, gas) == current else " "
-            options.append(Option(f"{mark} {micro} × {gas} × {sol.world_size}",
+            tag = measured_tag(self.state.measured.get(micro), sol.target)
+            options.append(Option(f"{mark} {micro} × {gas} × {sol.world_size}{tag}",
                                   id=f"pair:{micro}:{gas}"))
         if not sol.exact:
             pairs.border_title = f"{sol.target} is not reachable on {sol.world_size}"
@@ -270,7 +293,77 @@ class BatchScreen(WizardScreen):
                 state.derive = "gas"
         self.refresh_from_state()
 
+    # -- Measure: `ds-wizard tune` in the background ------------------------------------
+    def action_measure(self) -> None:
+        state = self.state
+        if self._measure_stop is not None:
+            self._measure_stop.set()
+            self._say_measure("stopping after the current step…")
+            return
+        if state.preset is None or state.world_size < 1:
+            return
+        if state.planning_elsewhere:
+            self.notify("Measure runs on this machine; the plan is for another one "
+                        "(run `ds-wizard tune` there)", severity="warning")
+            return
+        res = self.view.resolution if self.view is not None else None
+        target = res.train_batch_size if res is not None and res.valid else None
+        self._measure_stop = threading.Event()
+        self._say_measure("measuring: preparing the candidates…")
+        self._measure(target, self._measure_stop)
+
+    def _say_measure(self, text: str) -> None:
+        self._measure_text = text
+        self._show_measure()
+
+    @work(thread=True, exclusive=True, group="measure", name="measure", exit_on_error=False)
+    def _measure(self, target: int | None, stop: threading.Event) -> None:
+        from ds_wizard.launch.tune import TuneRequest
+
+        runner = self.measure_runner
+        if runner is None:
+            from ds_wizard.launch.tune import run_tune as runner
+        state = self.state
+        request = TuneRequest(state.preset, num_gpus=state.world_size, global_batch=target,
+                              output=None, runs_dir=state.runs_dir)
+
+        def progress(event: Any) -> None:
+            text = (f"candidate {event.index} of ≤{event.max_candidates}: {event.text} · "
+                    f"{event.elapsed_s:.0f} s of ≤{event.bound_s / 60:.1f} min")
+            self.app.call_from_thread(self._say_measure, text)
+        try:
+            result = runner(request, progress, stop)
+        except DsWizardError as exc:
+            self.app.call_from_thread(self._measure_done, None, exc.one_line())
+            return
+        self.app.call_from_thread(self._measure_done, result, None)
+
+    def _measure_done(self, result: Any, error: str | None) -> None:
+        self._measure_stop = None
+        if result is None:
+            self._say_measure(f"✘ {error}")
+            return
+        state = self.state
+        state.measured = {m.candidate.micro_batch: m for m in result.measurements}
+        chosen = result.chosen
+        if chosen is None:
+            self._say_measure(f"nothing fitted at global batch {result.global_batch} "
+                              f"({len(result.measurements)} measured)")
+            self.recompute()
+            return
+        c = chosen.candidate
+        state.micro_text, state.gas_text = str(c.micro_batch), str(c.grad_accum)
+        state.global_text = str(c.global_batch)
+        self._say_measure(f"measured {len(result.measurements)}: {c.micro_batch} × "
+                          f"{c.grad_accum} × {c.world_size} is the fastest that fits "
+                          f"({chosen.tokens_per_s or 0:,.0f} tokens/s, peak "
+                          f"{(chosen.measured_peak or 0) / 2**30:.2f} GiB)"
+                          + (" · stopped" if result.interrupted else ""))
+        self.refresh_from_state()
+
     def ready(self) -> str | None:
+        if self._measure_stop is not None:
+            return "measuring: wait for it, or press ^t to stop it"
         if self.state.batch_for != self.state.batch_key:
             # reached through a jump after the preset or GPU count changed
             return "the preset or GPU count changed: check the batch"
@@ -283,9 +376,27 @@ class BatchScreen(WizardScreen):
         return None
 
 
+def measured_tag(m: Any, target: int) -> str:
+    """`` ⏱ 420 tok/s`` beside a split the Measure key ran at this global batch."""
+    if m is None or m.candidate.global_batch != target:
+        return ""
+    if m.fits and m.tokens_per_s:
+        return f"  ⏱ {m.tokens_per_s:,.0f} tok/s"
+    return f"  ✘ {m.status}"
+
+
 def memory_bar(result: ConfigResult, width: int = 20, per: str = "GPU") -> Text:
     """``Memory/GPU ██████░░░░ 92.6 of 140.4 GiB · ZeRO-2`` — green when it fits."""
     est, gpu = result.auto.memory, result.gpu_memory
+    measured = result.measured
+    if measured is not None:
+        # `ds-wizard tune` ran this split here: its verdict stands in for the estimate
+        fits = bool(measured.get("fits"))
+        text = Text(f"Memory per {per}: measured here ", style="bold")
+        text.append(f"{measured['measured_peak_bytes'] / 2**30:.2f} GiB peak",
+                    style="green" if fits else "red")
+        text.append(f" ({'fits' if fits else measured.get('status')}) · {result.strategy}")
+        return text
     if est is None or gpu is None:
         return Text(f"Memory per {per}: not checked (GPU memory unknown) · {result.strategy}",
                     style="dim")

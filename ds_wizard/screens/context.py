@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from ds_wizard.core.plan.gpus import GpuProbe
+    from ds_wizard.core.runs.doctor import DoctorReport
     from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.screens.state import WizardState
 
@@ -43,8 +44,15 @@ class Job(Protocol):
 JobFactory = Callable[["WizardState"], Job]
 
 
+# ds-wizard doctor for the state's machine and preset (the real one is
+# ds_wizard.screens.jobs.launcher_doctor)
+DoctorProbe = Callable[["WizardState"], "DoctorReport"]
+
+
 class RunsApi(Protocol):
-    """The runs on this machine (``screens.jobs.LauncherRuns`` is the real one)."""
+    """The runs on this machine (``screens.jobs.LauncherRuns`` is the real one). A door
+    may also offer ``resume_offer(run_dir)`` and ``resume(run_dir, num_gpus=N)``: the Runs
+    screen then offers a resume on this machine's number of ranks (issue 21)."""
 
     def summaries(self, runs_dir: Path) -> list[RunSummary]: ...
 
@@ -72,6 +80,7 @@ class WizardContext:
     gpu_probe: GpuProbe
     job_factory: JobFactory
     runs: RunsApi
+    doctor: DoctorProbe
     cwd: Path  # where relative paths (output, presets) are read from
     cursor_blink: bool = True  # False in tests and snapshots
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 from textual import on
@@ -9,14 +10,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.markup import escape
-from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Select, Static
 
+from ds_wizard.core.base.errors import DsWizardError
 from ds_wizard.core.batch.topology import TopologyError
+from ds_wizard.core.plan.flops import GPU_CATALOG, catalog_gpu
 from ds_wizard.messages import GpusDetected
 from ds_wizard.screens.base import StepBar, WizardScreen
 from ds_wizard.screens.doctor_panel import DoctorPanel
 from ds_wizard.screens.state import CPU_DEMO_PRESET, CPU_DEMO_RANKS, parse_field
-from ds_wizard.screens.widgets import OrderedInput
+from ds_wizard.screens.widgets import OrderedInput, safe_markup
 
 
 class GpuScreen(WizardScreen):
@@ -47,6 +50,15 @@ class GpuScreen(WizardScreen):
                 with Vertical(classes="field"):
                     yield Label("Hostfile (multi-node)")
                     yield OrderedInput(id="hostfile", type="text", placeholder="none")
+            # planning for another machine: which GPU it has, so the memory is checked
+            with Horizontal(id="other-gpu-row", classes="fields"):
+                with Vertical(classes="field", id="other-gpu-field"):
+                    yield Label("Its GPU")
+                    yield Select([(g.label, g.name) for g in GPU_CATALOG], id="other-gpu",
+                                 prompt="not known", allow_blank=True)
+                with Vertical(classes="field", id="other-memory-field"):
+                    yield Label("or its memory")
+                    yield OrderedInput(id="other-memory", type="text", placeholder="80GiB")
             yield Static("", id="gpu-summary")
             yield DoctorPanel(id="doctor")
 
@@ -68,17 +80,9 @@ class GpuScreen(WizardScreen):
                         exit_on_error=False)
 
     def action_doctor(self) -> None:
-        from ds_wizard.core.presets.lookup import DEFAULT_PRESET
-        from ds_wizard.launch.doctor import DoctorRequest, run_doctor
-        from ds_wizard.launch.plan import LaunchRequest
-
-        state = self.state
-        preset = state.preset_ref or (CPU_DEMO_PRESET if state.uses_cpu else DEFAULT_PRESET)
-        request = DoctorRequest(LaunchRequest(
-            preset, None if state.hostfile else state.world_size,
-            hostfile=state.hostfile or None, gpu_report=state.report,
-            runs_dir=state.runs_dir))
-        self.query_one(DoctorPanel).check(lambda: run_doctor(request))
+        # the answers as they are now: the worker must not read them while they change
+        doctor, state = self.ctx.doctor, copy.copy(self.state)
+        self.query_one(DoctorPanel).check(lambda: doctor(state))
 
     def on_gpus_detected(self, message: GpusDetected) -> None:
         self.state.report = message.report
@@ -122,7 +126,7 @@ class GpuScreen(WizardScreen):
             if (self.focused is None or self.focused is table) and not per_node.disabled:
                 per_node.focus()
             no_gpu.update(
-                f"[b]No GPU found[/b] ({escape(report.reason or '')}).\n"
+                f"[b]No GPU found[/b] ({safe_markup(report.reason or '')}).\n"
                 "Type a GPU count below to write a config for another machine, or press "
                 f"[b]^t[/b] for a CPU demo run ({CPU_DEMO_PRESET}, {CPU_DEMO_RANKS} CPU ranks)."
             )
@@ -140,6 +144,44 @@ class GpuScreen(WizardScreen):
             wanted = str(report.count)
         if per_node.value != wanted:
             per_node.value = wanted
+        self._show_other_gpu()
+        self._summarise()
+
+    def _show_other_gpu(self) -> None:
+        """The other machine's GPU: asked only while planning for one."""
+        state = self.state
+        self.query_one("#other-gpu-row").display = state.planning_elsewhere
+        picked = catalog_gpu(state.other_gpu)
+        select = self.query_one("#other-gpu", Select)
+        typed = self.query_one("#other-memory", Input)
+        with self.prevent(Select.Changed, Input.Changed):
+            if picked is None:
+                if not select.is_blank():
+                    select.clear()
+            elif select.value != picked.name:
+                select.value = picked.name
+            text = "" if picked is not None else state.other_gpu
+            if typed.value != text:
+                typed.value = text
+
+    @on(Select.Changed, "#other-gpu")
+    def _other_gpu_picked(self, event: Select.Changed) -> None:
+        if event.select.is_blank():
+            if catalog_gpu(self.state.other_gpu) is not None:
+                self.state.other_gpu = ""
+        else:
+            self.state.other_gpu = str(event.value)
+            with self.prevent(Input.Changed):
+                self.query_one("#other-memory", Input).value = ""
+        self._summarise()
+
+    @on(Input.Changed, "#other-memory")
+    def _other_memory_typed(self, event: Input.Changed) -> None:
+        if event.value.strip() or catalog_gpu(self.state.other_gpu) is None:
+            self.state.other_gpu = event.value.strip()
+        if event.value.strip():
+            with self.prevent(Select.Changed):
+                self.query_one("#other-gpu", Select).clear()
         self._summarise()
 
     @on(Input.Changed, "#nodes, #per-node, #hostfile")
@@ -149,6 +191,7 @@ class GpuScreen(WizardScreen):
         self.store()
         # with a hostfile, its hosts are the nodes
         self.query_one("#nodes", Input).disabled = bool(self.state.hostfile)
+        self._show_other_gpu()
         self._summarise()
 
     def store(self) -> None:
@@ -179,6 +222,11 @@ class GpuScreen(WizardScreen):
             self.state.topology()
         except TopologyError as exc:
             return exc.one_line()
+        if self.state.planning_elsewhere and self.state.other_gpu:
+            try:
+                self.state.other_gpu_memory()
+            except DsWizardError as exc:
+                return f"its memory: {exc.one_line()}"
         return None
 
     def _summarise(self) -> None:
@@ -187,7 +235,7 @@ class GpuScreen(WizardScreen):
         problem = self._problem()
         state = self.state
         if problem:
-            summary.update(f"[$error]✘ {escape(problem)}[/]")
+            summary.update(f"[$error]✘ {safe_markup(problem)}[/]")
             summary.set_class(True, "error")
             return
         summary.set_class(False, "error")
@@ -201,10 +249,14 @@ class GpuScreen(WizardScreen):
                          "script are saved for it; nothing is launched here."
                          if state.planning_elsewhere and not state.topology().multi_node
                          else "")
+            other = state.other_gpu_memory() if state.planning_elsewhere else None
+            if other is not None:
+                elsewhere += (f" Memory checked for {other.bytes / 2**30:.1f} GiB per GPU "
+                              f"({escape(other.source)}).")
             topo = state.topology()
             summary.update(
                 f"Data-parallel world size: [b]{state.world_size}[/b] "
-                + (f"({escape(topo.layout())}, {escape(topo.source)})" if topo.multi_node
+                + (f"({safe_markup(topo.layout())}, {safe_markup(topo.source)})" if topo.multi_node
                    else f"({state.nodes} node(s) × {state.ranks_per_node} GPU(s))")
                 + elsewhere
             )

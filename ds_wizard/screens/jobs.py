@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.screens.state import CPU_DEMO_PRESET
 
 if TYPE_CHECKING:
+    from ds_wizard.core.runs.doctor import DoctorReport
+    from ds_wizard.core.runs.reshape import ResumeOffer
     from ds_wizard.core.runs.runstate import RunSummary
     from ds_wizard.launch.plan import PreparedRun
     from ds_wizard.screens.context import Job
@@ -161,9 +164,37 @@ def launcher_job(state: WizardState) -> Job:
     return job
 
 
+def launcher_doctor(state: WizardState) -> DoctorReport:
+    """``ds-wizard doctor`` for what the GPU step shows (the GPU step's ^d; slow: the
+    kernel import is a subprocess, ssh to every host longer, so it runs in a worker)."""
+    from ds_wizard.core.presets.lookup import DEFAULT_PRESET
+    from ds_wizard.launch.doctor import DoctorRequest, run_doctor
+    from ds_wizard.launch.plan import LaunchRequest
+
+    preset = state.preset_ref or (CPU_DEMO_PRESET if state.uses_cpu else DEFAULT_PRESET)
+    return run_doctor(DoctorRequest(LaunchRequest(
+        preset, None if state.hostfile else state.world_size,
+        hostfile=state.hostfile or None, gpu_report=state.report,
+        runs_dir=state.runs_dir)))
+
+
 class LauncherRuns:
     """The Runs screen's door to the runs: list, follow, stop and resume them through
     ``core.runstate`` and ``ds_wizard.launch`` (tests pass a fake with the same methods)."""
+
+    def resume_offer(self, run_dir: Path) -> ResumeOffer | None:
+        """Resume on this machine's ranks, when their number differs from the run's."""
+        from ds_wizard.core.base.defaults import CPU_DEFAULT_RANKS
+        from ds_wizard.core.check.checker import load_config_file
+        from ds_wizard.core.plan.gpus import detect_gpus
+        from ds_wizard.core.runs import rundir
+        from ds_wizard.core.runs.reshape import resume_offer
+
+        info = rundir.load_run_json(run_dir)
+        gpus = detect_gpus().count if info.get("accelerator") == "cuda" else 0
+        here, device = (gpus, "GPU") if gpus else (CPU_DEFAULT_RANKS, "CPU rank")
+        cfg = load_config_file(rundir.RunPaths(run_dir).config)
+        return resume_offer(cfg, int(info.get("world_size", 0)), here, device)
 
     def summaries(self, runs_dir: Path) -> list[RunSummary]:
         from ds_wizard.core.runs.runstate import list_run_summaries
@@ -179,13 +210,15 @@ class LauncherRuns:
 
         return stop_run(run_dir).message
 
-    def resume(self, run_dir: Path) -> Job:
-        """``launch --resume`` of a stopped run, under its own supervisor."""
+    def resume(self, run_dir: Path, num_gpus: int | None = None) -> Job:
+        """``launch --resume`` of a stopped run, under its own supervisor; ``num_gpus``:
+        on that many ranks instead (a universal checkpoint, launch.reshape)."""
         from ds_wizard.launch.client import refuse_if_running, start_supervisor
         from ds_wizard.launch.plan import LaunchRequest, prepare_run
 
         refuse_if_running(run_dir)
-        plan = prepare_run(LaunchRequest(resume=str(run_dir), runs_dir=run_dir.parent))
+        plan = prepare_run(LaunchRequest(resume=str(run_dir), runs_dir=run_dir.parent,
+                                         num_gpus=num_gpus))
         started = start_supervisor(plan, detach=True)
         return RunClientJob(plan.paths.root, started.pid, plan.command_text,
                             started.log_offset)

@@ -17,17 +17,17 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.markup import escape
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.text import sanitize
 from ds_wizard.messages import JobExited, JobStarted
 from ds_wizard.screens.base import WizardScreen
 from ds_wizard.screens.chart import LossChart, points_of
 from ds_wizard.screens.dialogs import ConfirmScreen
 from ds_wizard.screens.state import where_script
-from ds_wizard.screens.widgets import FollowLog
+from ds_wizard.screens.widgets import FollowLog, safe_markup
 
 if TYPE_CHECKING:
     from ds_wizard.screens.context import Job, JobFactory, WizardContext
@@ -87,8 +87,9 @@ class LaunchScreen(WizardScreen):
         info = self.query_one("#launch-info", Static)
         if state.planning_elsewhere:
             info.update(
-                f"[b]Planning for another machine[/b]: {escape(state.machine_label)}. "
-                f"Nothing is launched here; copy the saved config{escape(where_script(state))} "
+                f"[b]Planning for another machine[/b]: {safe_markup(state.machine_label)}. "
+                "Nothing is launched here; copy the saved config"
+                f"{safe_markup(where_script(state))} "
                 "to that machine.\nFor a run on this machine, press ^t on the GPU step "
                 "(CPU demo)."
             )
@@ -96,7 +97,7 @@ class LaunchScreen(WizardScreen):
             what = "CPU demo: " if state.cpu_demo else ""
             unit = "CPU rank(s)" if state.uses_cpu else "GPU(s)"
             info.update(
-                f"{what}[b]{name}[/b] on {state.world_size} {unit} · {escape(where)}\n"
+                f"{what}[b]{name}[/b] on {state.world_size} {unit} · {safe_markup(where)}\n"
                 "Press [b]^l[/b] to start training, [b]^t[/b] to stop it."
             )
         self._show_status()
@@ -290,7 +291,7 @@ class LaunchScreen(WizardScreen):
         result.set_class(failed, "error")
         # job output is plain text: never let "[fake]" or "[INFO]" be read as markup
         if message.error:
-            result.update(Text(f"✘ could not start: {message.error}"))
+            result.update(Text(f"✘ could not start: {sanitize(message.error)}"))
         elif message.stopped:
             # the ranks alone get the stop signal: a clean stop (checkpoint saved) exits 0
             how = ("the ranks saved a checkpoint and exited cleanly"
@@ -303,7 +304,7 @@ class LaunchScreen(WizardScreen):
         elif message.returncode == 0:
             result.update(Text("✔ finished (exit code 0)"))
         else:
-            tail = "\n".join(list(self._tail)[-5:])
+            tail = "\n".join(sanitize(line) for line in list(self._tail)[-5:])
             result.update(Text(f"✘ failed with exit code {message.returncode}\n{tail}"))
         self._show_status()
         if self._run_dir:

@@ -13,8 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.markup import escape
-from textual.widgets import Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Input, Label, Select, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ds_wizard.core.base.errors import DsWizardError
@@ -29,10 +28,15 @@ from ds_wizard.screens.state import (
     launch_script_text,
     script_path,
 )
-from ds_wizard.screens.widgets import OrderedInput
+from ds_wizard.screens.widgets import OrderedInput, safe_markup
 
 if TYPE_CHECKING:
     from ds_wizard.screens.context import WizardContext
+
+# the trackers DeepSpeed's monitor feeds (issue 22); a launch puts their files in the run dir
+TRACKER_CHOICES = [("trackers: preset's", "preset"), ("no tracker", "none"),
+                   ("TensorBoard", "tensorboard"), ("TensorBoard + CSV", "tensorboard,csv"),
+                   ("CSV files", "csv"), ("W&B (offline)", "wandb")]
 
 
 class ReviewScreen(WizardScreen):
@@ -59,6 +63,7 @@ class ReviewScreen(WizardScreen):
         with Horizontal(id="save-row"):
             yield Label("Save to", id="path-label")
             yield OrderedInput(id="output", placeholder="ds_config.json")
+            yield Select(TRACKER_CHOICES, value="preset", allow_blank=False, id="trackers")
         yield Static("", id="verdict")
         yield Static("", id="command")
 
@@ -101,7 +106,7 @@ class ReviewScreen(WizardScreen):
         summary = self.query_one("#review-summary", Static)
         self.result = result
         if result is None:
-            summary.update(f"[$error]✘ {escape(error or '')}[/]")
+            summary.update(f"[$error]✘ {safe_markup(error or '')}[/]")
             return
         self.query_one("#json", Static).update(
             Syntax(result.text, "json", theme="ansi_dark", background_color="default"))
@@ -119,6 +124,16 @@ class ReviewScreen(WizardScreen):
                 self._show_result(chosen, None, exc.one_line())
         return self.result
 
+    @on(Select.Changed, "#trackers")
+    def _trackers_changed(self, event: Select.Changed) -> None:
+        from ds_wizard.core.config.monitor import parse_trackers
+
+        value = str(event.value)
+        chosen = None if value == "preset" else parse_trackers(value)
+        if chosen != self.state.trackers:
+            self.state.trackers = chosen
+            self.refresh_from_state()
+
     @on(Input.Changed, "#output")
     def _path_changed(self, event: Input.Changed) -> None:
         self.state.output = event.value.strip()
@@ -131,7 +146,7 @@ class ReviewScreen(WizardScreen):
         choice = self.result.auto.choice
         command = headless_command(self.state, choice.micro_batch, choice.grad_accum)
         self.query_one("#command", Static).update(
-            f"[dim]Same file from a script:[/dim] {escape(command)}")
+            f"[dim]Same file from a script:[/dim] {safe_markup(command)}")
         self._show_diff()
 
     @on(Input.Submitted, "#output")
@@ -226,17 +241,17 @@ class ReviewScreen(WizardScreen):
                 script.chmod(0o755)
         except (DsWizardError, OSError) as exc:
             message = exc.one_line() if isinstance(exc, DsWizardError) else str(exc)
-            verdict.update(f"[$error]✘ {escape(message)}[/]")
+            verdict.update(f"[$error]✘ {safe_markup(message)}[/]")
             return False
         self._saved_text = self.result.text
-        shown = escape(self.state.output)
+        shown = safe_markup(self.state.output)
         if backup is not None:
-            kept = f" (previous file kept as {escape(backup.name)})"
+            kept = f" (previous file kept as {safe_markup(backup.name)})"
         else:
             kept = "" if written else " (it already held this config)"
         mark = "[$success]✔ check: valid[/]" if valid else "[$error]✘ check: invalid[/]"
-        also = f" and {escape(script.name)} for that machine" if script is not None else ""
-        verdict.update(f"Saved {shown}{kept}{also} · {mark} · {escape(' · '.join(lines))}")
+        also = f" and {safe_markup(script.name)} for that machine" if script is not None else ""
+        verdict.update(f"Saved {shown}{kept}{also} · {mark} · {safe_markup(' · '.join(lines))}")
         self._show_diff()
         self.notify(f"Saved {shown}{also}")
         return True

@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.text import sanitize
 from ds_wizard.messages import FollowRun, WorkerFailed
 from ds_wizard.screens.chart import LossChart, points_of
 from ds_wizard.screens.dialogs import ConfirmScreen
@@ -36,7 +37,8 @@ REFRESH_S = 1.0
 COLUMNS = ("", "run", "preset", "status", "step", "loss", "tok/s", "started")
 T = TypeVar("T")
 STATUS_STYLE = {"running": "bold green", "finished": "cyan", "failed": "bold red",
-                "stopped": "yellow", "supervisor lost": "bold magenta"}
+                "stopped": "yellow", "supervisor lost": "bold magenta",
+                "stalled": "bold yellow"}
 
 
 @dataclass
@@ -180,7 +182,7 @@ class RunsScreen(Screen):
     def _cells(self, s: RunSummary) -> list[Any]:
         status = s.status.value + (" (stopping)" if s.stopping else "")
         total = "?" if s.total_steps is None else s.total_steps
-        return ["●" if s.name in self.marked else " ", s.name, s.preset,
+        return ["●" if s.name in self.marked else " ", sanitize(s.name), sanitize(s.preset),
                 Text(status, style=STATUS_STYLE.get(s.status.value, "")),
                 f"{'—' if s.step is None else s.step}/{total}", _fmt(s.loss, ".4f"),
                 _fmt(s.tokens_per_s, ",.0f"), s.started.replace("T", " ")[5:16]]
@@ -203,7 +205,12 @@ class RunsScreen(Screen):
         text = "No runs yet: start one on the launch step." if s is None else (
             _short(s.run_dir) + (f" · {s.stop_reason}" if s.stop_reason else "")
             + (f" · checkpoint step {s.checkpoint_step}" if s.checkpoint_step else ""))
-        self.query_one("#runs-detail", Static).update(Text(text))
+        if s is not None and s.stall is not None:
+            # the supervisor's verdict (state.json): where it hangs, and the autopsy's files
+            autopsy = (s.stall_detail or {}).get("autopsy")
+            text += f"\n⚠ {s.stall}" + (f"\n  stacks: {_short(Path(autopsy))}"
+                                         if autopsy else "")
+        self.query_one("#runs-detail", Static).update(Text(sanitize(text)))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         current = self.current
@@ -280,6 +287,26 @@ class RunsScreen(Screen):
                         markup=False)
             return
         api, run_dir = self.ctx.runs, s.run_dir
+        offer_of = getattr(api, "resume_offer", None)
+        try:
+            offer = offer_of(run_dir) if offer_of is not None else None
+        except DsWizardError:
+            offer = None  # the plain resume below says what is wrong with the run
+        if offer is not None:
+            # this machine has another number of ranks: ask, showing the new split first
+            from ds_wizard.screens.resume import ResumeWhereScreen
+
+            def chosen(ranks: int | None) -> None:
+                if ranks is not None:
+                    self._resume(s, None if ranks == offer.run_world else ranks)
+
+            self.app.push_screen(ResumeWhereScreen(s.name, offer), chosen)
+            return
+        self._resume(s, None)
+
+    def _resume(self, s: RunSummary, num_gpus: int | None) -> None:
+        api, run_dir = self.ctx.runs, s.run_dir
         self.notify(f"resuming {s.name}…", markup=False)
-        self._in_thread(lambda: api.resume(run_dir), lambda job: self.post_message(FollowRun(job)),
-                        group="runs-resume")
+        self._in_thread(lambda: api.resume(run_dir) if num_gpus is None
+                        else api.resume(run_dir, num_gpus=num_gpus),  # type: ignore[call-arg]
+                        lambda job: self.post_message(FollowRun(job)), group="runs-resume")

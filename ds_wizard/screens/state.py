@@ -8,9 +8,9 @@ those calls go to the core, the same functions ``ds-wizard --auto`` uses.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ds_wizard.core.batch import batchmath
 from ds_wizard.core.plan.gpus import GpuInventory
@@ -54,6 +54,25 @@ class WizardState:
     runs_dir: Path = Path("runs")
     train_steps: int | None = None  # None: the preset's total_steps
     hostfile: str = ""  # a DeepSpeed hostfile: its hosts and slots decide the nodes
+    # planning for another machine: its GPU, a catalog name (core.plan.flops.GPU_CATALOG)
+    # or a memory size such as 80GiB; "" leaves the memory unchecked
+    other_gpu: str = ""
+    # what `ds-wizard tune` measured from the batch step: micro-batch → its measurement
+    measured: dict[int, Any] = field(default_factory=dict)
+
+    def other_gpu_memory(self) -> GpuMemory | None:
+        """The memory of the other machine's GPU, when one was picked or typed."""
+        from ds_wizard.core.plan.fit import GpuMemory, parse_size
+        from ds_wizard.core.plan.flops import catalog_gpu
+
+        text = self.other_gpu.strip()
+        if not text:
+            return None
+        gpu = catalog_gpu(text)
+        if gpu is not None:
+            return GpuMemory(gpu.memory_bytes, f"picked: {gpu.name}")
+        return GpuMemory(parse_size(text), f"typed: {text}")
+    trackers: tuple[str, ...] | None = None  # the review step's choice; None: the preset's
 
     @property
     def steps(self) -> int | None:
@@ -290,6 +309,8 @@ def headless_command(state: WizardState, micro: int, gas: int) -> str:
     # always explicit: on a machine with GPUs, --auto alone would fit the micro-batch to
     # their memory and could pick another one
     args += ["--micro-batch", str(micro), "--grad-accum", str(gas), "--output", state.output]
+    if state.trackers is not None:
+        args += ["--monitor", ",".join(state.trackers) or "none"]
     return shlex.join(args)
 
 
@@ -310,6 +331,8 @@ class ConfigResult:
     auto: AutoResult
     text: str
     gpu_memory: GpuMemory | None  # None: no GPU seen, the memory was not checked
+    # what `ds-wizard tune` measured here for this split (core.plan.measured), if it ran it
+    measured: dict[str, Any] | None = None
 
     @property
     def strategy(self) -> str:
@@ -330,9 +353,37 @@ def build_config_text(state: WizardState, micro: int, gas: int) -> ConfigResult:
 
     assert state.preset is not None
     gpu_memory = gpu_memory_from(None, state.report)
-    result = auto_configure(state.preset, state.world_size, gpu_report=state.report,
+    if state.planning_elsewhere and state.other_gpu.strip():
+        gpu_memory = state.other_gpu_memory()  # the other machine's GPU, not this one's
+    preset = state.preset
+    if state.trackers is not None:
+        from dataclasses import replace
+
+        # the same door as `--auto --monitor`: the preset's [monitor] trackers
+        spec = preset.spec
+        preset = replace(preset, spec=replace(spec, monitor=replace(
+            spec.monitor, trackers=list(state.trackers))))
+    result = auto_configure(preset, state.world_size, gpu_report=state.report,
                             micro_batch=micro, grad_accum=gas, gpu_memory=gpu_memory)
-    return ConfigResult(result, dumps(result.config), gpu_memory)
+    return ConfigResult(result, dumps(result.config), gpu_memory, measured_here(state, result))
+
+
+def measured_here(state: WizardState, result: AutoResult) -> dict[str, Any] | None:
+    """The tune record's measurement of this very split on this machine, if any."""
+    if state.planning_elsewhere or state.preset is None:
+        return None
+    from ds_wizard.core.plan.measured import here_entry
+
+    entry = here_entry(state.preset.spec, state.world_size, state.report)
+    if entry is None:
+        return None
+    c = result.choice
+    for row in entry.candidates:
+        if (row.get("micro_batch"), row.get("grad_accum"), row.get("zero_stage")) == (
+                c.micro_batch, c.grad_accum, result.zero_stage) \
+                and row.get("measured_peak_bytes"):
+            return row
+    return None
 
 
 def check_saved(path: Path, world_size: int) -> tuple[bool, list[str]]:

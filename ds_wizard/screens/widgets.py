@@ -17,8 +17,17 @@ from typing import Any
 
 from textual import events
 from textual.binding import Binding
+from textual.markup import escape
 from textual.reactive import reactive
 from textual.widgets import Input, Log, RadioButton
+
+from ds_wizard.core.base.text import sanitize
+
+
+def safe_markup(text: str) -> str:
+    """Text from a file, a name or an error, made safe inside Textual markup: escape
+    sequences and control characters removed (:func:`sanitize`), ``[`` escaped."""
+    return escape(sanitize(text))
 
 
 def _own_bindings(cls: type[Input]) -> dict[str, str]:
@@ -73,7 +82,8 @@ class FollowLog(Log):
             self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def add_lines(self, lines: list[str]) -> None:
-        self.write_lines(lines, scroll_end=False)
+        # job output is the user's program's: escapes in it never reach the terminal
+        self.write_lines([sanitize(line) for line in lines], scroll_end=False)
         if self.following:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
             # lines that arrive before a layout (a loaded machine, a burst of output) are

@@ -142,8 +142,12 @@ class Trainer:
         prog = self._resume(self.engine, self.samples, self.paths, self.tdist) \
             if self.args.resume else Progress()
         start_step = prog.step
-        stopped = self._train_steps(prog)
-        self._finish(prog, start_step, stopped)
+        try:
+            stopped = self._train_steps(prog)
+            self._finish(prog, start_step, stopped)
+        finally:
+            self.heartbeat.close()
+            self.tracking.close()
         return 0
 
     # -- phases ---------------------------------------------------------------------------
@@ -254,6 +258,14 @@ class Trainer:
                  "per epoch")
 
         ds_cfg, lr_scheduler = ds_setup.client_scheduler(self.config)
+        # issue 21: after a change of world size, the segment's universal checkpoint
+        from ds_wizard.train import reshape
+
+        self.segment = reshape.current_segment(self.paths)
+        self.pending = reshape.pending_universal(self.paths, self.world) \
+            if args.resume else None
+        if self.pending is not None:
+            ds_cfg = reshape.with_load_universal(ds_cfg)
         from ds_wizard.train.optim import client_optimizer
 
         ds_cfg, optimizer = client_optimizer(self.run_spec.optimizer, ds_cfg, groups)
@@ -273,6 +285,20 @@ class Trainer:
         self.log(f"batch: {self.global_batch} = {self.micro} × {self.gas} × {self.world}, "
                  f"seq_len {self.samples.seq_len}, "
                  f"ZeRO stage {engine.zero_optimization_stage()}")
+        self._observers()
+
+    def _observers(self) -> None:
+        """The heartbeat the supervisor watches for stalls, and the trackers' events
+        (issue 22: ``train/heartbeat.py``, ``train/tracking.py``)."""
+        from ds_wizard.train.heartbeat import Heartbeat
+        from ds_wizard.train.tracking import Tracking
+
+        self.heartbeat = Heartbeat(self.paths.root, self.rank,
+                                   int(os.environ.get("LOCAL_RANK", "0")))
+        self.tracking = Tracking(self.engine, self.rank)
+        self.tracking.start(world=self.world, micro=self.micro, gas=self.gas,
+                            global_batch=self.global_batch, seq_len=self.samples.seq_len,
+                            zero=dict(self.config.get("zero_optimization") or {}))
 
     def _train_steps(self, prog: Progress) -> bool:
         """Train to ``self.total``; True when stopped by a signal."""
@@ -280,10 +306,12 @@ class Trainer:
         from deepspeed.accelerator import get_accelerator
 
         from ds_wizard.core.plan.params import flops_per_token
+        from ds_wizard.train import reshape
         from ds_wizard.train.model import logits_of
 
         engine, samples, tdist, paths = self.engine, self.samples, self.tdist, self.paths
         spec, total, gas, micro = self.spec, self.total, self.gas, self.micro
+        beat = self.heartbeat.beat
         tokens_per_step = self.global_batch * samples.seq_len
         fpt = flops_per_token(spec.model)
         peak = _peak_flops(torch, self.config) if self.cuda else None
@@ -307,13 +335,17 @@ class Trainer:
                 lr = float(engine.optimizer.param_groups[0]["lr"])
                 loss_sum = torch.zeros((), device=device, dtype=torch.float32)
                 for _ in range(gas):
+                    beat(prog.step + 1, "data")
                     ids = torch.from_numpy(samples.next_batch(micro)).to(device)
+                    beat(prog.step + 1, "forward")
                     logits = logits_of(engine, ids)
                     loss = torch.nn.functional.cross_entropy(
                         logits[:, :-1].reshape(-1, logits.size(-1)).float(),
                         ids[:, 1:].reshape(-1),
                     )
+                    beat(prog.step + 1, "backward")
                     engine.backward(loss)
+                    beat(prog.step + 1, "step")
                     engine.step()
                     loss_sum += loss.detach().float()
                 prog.step += 1
@@ -343,10 +375,13 @@ class Trainer:
                         if self.cuda else None,
                         mfu=round(fpt * tps / self.world / peak, 4)
                         if self.cuda and peak else None,
+                        **reshape.segment_fields(self.segment, prog.step),
+                        **self._peak_fields(torch, device),
                     )
                     t_mark, step_mark = now, prog.step
                     if metrics is not None:
                         metrics.write(metrics_line(record))
+                    self.tracking.record(record)
                     gn = record.grad_norm
                     self.log(f"step {prog.step:>6}/{total}  loss {loss_mean:.4f}  "
                              f"lr {lr:.2e}  grad_norm "
@@ -359,7 +394,7 @@ class Trainer:
                     get_accelerator().reset_peak_memory_stats()
                 if stopped:
                     break
-                if prog.step % save_every == 0:
+                if prog.step % save_every == 0 and not self.run_spec.measure:
                     t_save = time.perf_counter()
                     self._save(engine, samples, paths, prog, t_start, tdist)
                     # throughput windows measure training: the save does not count
@@ -369,9 +404,31 @@ class Trainer:
                 metrics.close()
         return stopped
 
+    def _peak_fields(self, torch: Any, device: Any) -> dict[str, Any]:
+        """Peak-memory fields of a metrics record (ds_wizard.train.peaks); every rank's
+        only in a `tune` run, where gathering them is a collective on each logged step."""
+        from deepspeed.accelerator import get_accelerator
+
+        from ds_wizard.train.peaks import gather_peaks, own_peaks
+
+        mine = own_peaks(get_accelerator(), self.cuda)
+        out: dict[str, Any] = {"peak_rss_gib": round(mine[2] / 2**30, 4)}
+        if self.cuda:
+            out["max_mem_reserved_gib"] = round(mine[1] / 2**30, 4)
+        if self.run_spec.measure:
+            ranks = gather_peaks(self.tdist, torch, device, mine, self.world)
+            out["rank_peak_gib"] = [round((r[1] if self.cuda else r[2]) / 2**30, 4)
+                                    for r in ranks]
+        return out
+
     def _finish(self, prog: Progress, start_step: int, stopped: bool) -> None:
         """The last checkpoint, then the exported weights unless stopped early."""
         engine, paths, tdist = self.engine, self.paths, self.tdist
+        if self.run_spec.measure:
+            # a tune candidate: nothing of it is kept but its metrics
+            self.log(f"measured: {prog.step} steps (tune run: no checkpoint, no weights)")
+            tdist.destroy_process_group()
+            return
         t_start = getattr(self, "t_start", time.perf_counter())
         if prog.step > prog.last_saved and prog.step > start_step:
             self._save(engine, self.samples, paths, prog, t_start, tdist)
@@ -391,6 +448,7 @@ class Trainer:
             "step": prog.step, "tokens": prog.tokens, "data": samples.state_dict(),
             "elapsed_s": prog.elapsed_s + time.perf_counter() - t_start,
         }}
+        self.heartbeat.beat(prog.step, "checkpoint")
         if self.rank == 0:
             # a tag written again (after a fallback) is not vouched for until it is done
             rundir.clear_marker(paths.checkpoints, tag)
@@ -447,7 +505,13 @@ class Trainer:
         return None
 
     def _resume(self, engine: Any, samples: Any, paths: rundir.RunPaths, tdist: Any) -> Progress:
-        tag = self._choose_checkpoint(paths, tdist)
+        if self.pending is not None:
+            from ds_wizard.train.reshape import verify_universal
+
+            tag: str | None = verify_universal(self.pending, paths, self.rank, self.world,
+                                               tdist)
+        else:
+            tag = self._choose_checkpoint(paths, tdist)
         if tag is None:
             raise rundir.RunError(f"no intact checkpoint in {paths.checkpoints}",
                                 "start a new run instead of --resume")
@@ -466,6 +530,7 @@ class Trainer:
         from ds_wizard.train.model import export_pretrained, gather_zero3_state_dict
 
         module = engine.module
+        self.heartbeat.beat(self.total, "checkpoint")  # exporting: busy, not stalled
         if engine.zero_optimization_stage() == 3:
             # every rank takes part; DeepSpeed gathers one module at a time onto rank 0
             # and copies it to the CPU, so no rank ever holds the whole model on device

@@ -8,11 +8,10 @@ maintainer would give.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
+from fakes import run_cli
 
 from ds_wizard.cli import main
 from ds_wizard.core.check.explain import explain
@@ -86,8 +85,7 @@ def test_cli_log_file_stdin_and_json(tmp_path):
     by_file = CliRunner().invoke(main, ["explain", str(log), "--json"])
     data = json.loads(by_file.stdout)
     assert by_file.exit_code == 0 and data["world_size"] == 7
-    proc = subprocess.run([sys.executable, "-m", "ds_wizard.cli", "explain", "-"],
-                          input=log.read_text(), capture_output=True, text=True, timeout=60)
+    proc = run_cli("explain", "-", input=log.read_text(), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "world size DeepSpeed saw: 7" in proc.stdout
     fix_line = proc.stdout.splitlines()[-1].strip()

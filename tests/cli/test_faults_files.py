@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fakes import NO_GPU, patch_gpus, write_seed
+from fakes import NO_GPU, patch_gpus, run_cli, start_cli, write_seed
 
 from ds_wizard.cli import main
 from ds_wizard.core.base import fsio
@@ -68,13 +68,6 @@ def make_device(directory: Path, name: str, minor: int) -> Path:
     return path
 
 
-def run(*args: str, cwd: Path, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
-    """The real entry point in a fresh interpreter; a hang fails the test, not the suite."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run([sys.executable, "-m", "ds_wizard.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kw)
-
-
 @pytest.fixture
 def work(home: Path) -> Path:
     return Path.cwd()
@@ -104,7 +97,7 @@ def test_fault2_output_onto_a_special_file_is_refused(work, command, special):
     else:
         out = make_device(work, "out.json", 3 if special == "null-device" else 7)
     was = kind(out)
-    proc = run(*_output_commands(seed, out)[command], cwd=work, timeout=30)
+    proc = run_cli(*_output_commands(seed, out)[command], cwd=work, timeout=30)
     assert proc.returncode == ExitCode.PROBLEM, proc.stdout + proc.stderr
     line = one_error_line(proc.stderr)
     assert "not a regular file" in line or "is a directory" in line
@@ -118,7 +111,7 @@ def test_fault2_proc_self_fd_1_is_refused_not_read(work):
     """stdout is a pipe here: reading it for a .bak would hang; it is refused at once."""
     seed = write_seed(work)
     before = seed.read_bytes()
-    proc = run("fix", str(seed), "--num-gpus", "4", "-o", "/proc/self/fd/1", cwd=work,
+    proc = run_cli("fix", str(seed), "--num-gpus", "4", "-o", "/proc/self/fd/1", cwd=work,
                timeout=30)
     assert proc.returncode == ExitCode.PROBLEM
     assert "FIFO" in one_error_line(proc.stderr)
@@ -128,7 +121,7 @@ def test_fault2_proc_self_fd_1_is_refused_not_read(work):
 
 def test_fault2_real_dev_null_is_not_replaced(work):
     st = os.stat("/dev/null")
-    proc = run("--auto", "--num-gpus", "2", *TINY, "--output", "/dev/null", cwd=work)
+    proc = run_cli("--auto", "--num-gpus", "2", *TINY, "--output", "/dev/null", cwd=work)
     assert proc.returncode == ExitCode.PROBLEM
     assert "character device" in one_error_line(proc.stderr)
     after = os.stat("/dev/null")
@@ -155,7 +148,7 @@ def test_fault3_special_input_is_refused_at_once(work, special, command):
         "presets-show": ["presets", "show", str(src)],
         "presets-import": ["presets", "import", str(src), "--name", "x"],
     }[command]
-    proc = run(*args, cwd=work, timeout=30)  # a FIFO read or /dev/zero would time out
+    proc = run_cli(*args, cwd=work, timeout=30)  # a FIFO read or /dev/zero would time out
     assert proc.returncode == ExitCode.PROBLEM
     assert "not a regular file" in one_error_line(proc.stderr)
     assert temp_files(work) == []
@@ -165,7 +158,7 @@ def test_fault3_input_over_the_cap_is_refused_without_reading_it(work):
     big = work / "big.json"
     with big.open("wb") as fh:  # sparse: 64 MiB of nothing, stat says so
         fh.truncate(64 << 20)
-    proc = run("check", str(big), "--num-gpus", "1", cwd=work)
+    proc = run_cli("check", str(big), "--num-gpus", "1", cwd=work)
     assert proc.returncode == ExitCode.PROBLEM
     assert "larger than the 4 MiB limit" in one_error_line(proc.stderr)
 
@@ -187,7 +180,7 @@ def test_fault3_read_input_caps_a_file_that_lies_about_its_size(tmp_path):
     ["check", ".", "--num-gpus", "1"],
 ])
 def test_fault9_unreadable_input_exits_the_same_code_everywhere(work, args):
-    proc = run(*args, cwd=work)
+    proc = run_cli(*args, cwd=work)
     assert proc.returncode == ExitCode.PROBLEM, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
 
@@ -209,7 +202,7 @@ def test_fault8_a_killed_writers_temp_file_is_named_and_cleaned_by_the_next_writ
     assert len(left) == 1 and left[0].startswith(f".{seed.name}.ds-wizard-"), left
     before = seed.read_bytes()
     time.sleep(0.05)  # the next writer starts strictly after the temp file was written
-    proc = run("--auto", "--num-gpus", "2", *TINY, "--output", "other.json", cwd=work)
+    proc = run_cli("--auto", "--num-gpus", "2", *TINY, "--output", "other.json", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert temp_files(work) == []
     assert seed.read_bytes() == before
@@ -220,7 +213,7 @@ def test_fault8_a_live_writers_temp_file_is_left_alone(work):
     live.write_text("in progress")
     old = time.time() - 3600
     os.utime(live, (old, old))
-    proc = run("--auto", "--num-gpus", "2", *TINY, "--output", "x.json", cwd=work)
+    proc = run_cli("--auto", "--num-gpus", "2", *TINY, "--output", "x.json", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert live.exists()
 
@@ -230,7 +223,7 @@ def test_fault8_generate_writes_all_files_or_none(work):
     one.write_text("{}\n")
     before = one.read_bytes()
     blocker = make_fifo(work, "deepspeed_4gpu.json")
-    proc = run("generate", *TINY, "--gpus", "1,2,4", cwd=work, timeout=30)
+    proc = run_cli("generate", *TINY, "--gpus", "1,2,4", cwd=work, timeout=30)
     assert proc.returncode == ExitCode.PROBLEM
     line = one_error_line(proc.stderr)
     assert "deepspeed_4gpu.json" in line and "nothing was written" in line
@@ -265,19 +258,19 @@ def test_fault8_generate_rolls_back_when_a_rename_fails(work, monkeypatch):
 
 
 def test_fault8_generate_reports_exactly_which_files_changed(work):
-    first = run("generate", *TINY, "--gpus", "1,2", cwd=work)
+    first = run_cli("generate", *TINY, "--gpus", "1,2", cwd=work)
     assert first.returncode == 0, first.stderr
     assert "created   deepspeed_1gpu.json" in first.stdout
     assert "wrote 2 of 2 file(s)" in first.stdout
-    again = run("generate", *TINY, "--gpus", "1,2,4", cwd=work)
+    again = run_cli("generate", *TINY, "--gpus", "1,2,4", cwd=work)
     assert "unchanged deepspeed_1gpu.json" in again.stdout
     assert "unchanged deepspeed_2gpu.json" in again.stdout
     assert "created   deepspeed_4gpu.json" in again.stdout
     assert "wrote 1 of 3 file(s), 2 already up to date" in again.stdout
-    changed = run("generate", *TINY, "--gpus", "1", "--set", "batch.micro_batch=1", cwd=work)
+    changed = run_cli("generate", *TINY, "--gpus", "1", "--set", "batch.micro_batch=1", cwd=work)
     assert "updated   deepspeed_1gpu.json (previous version: deepspeed_1gpu.json.bak)" \
         in changed.stdout
-    data = json.loads(run("generate", *TINY, "--gpus", "1,2", "--json", cwd=work).stdout)
+    data = json.loads(run_cli("generate", *TINY, "--gpus", "1,2", "--json", cwd=work).stdout)
     assert [row["changed"] for row in data] == [True, False]
 
 
@@ -303,10 +296,8 @@ def test_fault8_create_new_text_loses_the_race_cleanly(tmp_path, monkeypatch):
 def test_fault8_concurrent_imports_of_one_name_exactly_one_wins(work):
     src = work / "shared.toml"
     src.write_text(Path(__file__).parents[2].joinpath("presets/tiny_mamba.toml").read_text())
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "ds_wizard.cli", "presets", "import", str(src), "--name", "team"],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    ) for _ in range(4)]
+    procs = [start_cli("presets", "import", str(src), "--name", "team", cwd=work,
+                       stderr=subprocess.PIPE, start_new_session=False) for _ in range(4)]
     results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
     for p in procs:
         p.stdout.close()
@@ -343,7 +334,7 @@ def test_fault8_concurrent_create_new_text_in_threads(tmp_path):
 
 
 def _fix(path: Path) -> subprocess.CompletedProcess:
-    return run("fix", str(path), "--num-gpus", "4", cwd=path.parent)
+    return run_cli("fix", str(path), "--num-gpus", "4", cwd=path.parent)
 
 
 def test_fault8_fix_keeps_a_private_mode_on_the_file_and_its_backup(work):
@@ -440,7 +431,7 @@ def test_fault8_write_all_leaves_matching_files_alone(tmp_path):
     ["presets", "show", "tiny_mamba", "--gpus", "٣"],
 ])
 def test_fault9_absurd_cli_numbers_are_usage_errors(work, args):
-    proc = run(*args, cwd=work, timeout=30)
+    proc = run_cli(*args, cwd=work, timeout=30)
     assert proc.returncode == ExitCode.USAGE, proc.stdout + proc.stderr
     one_error_line(proc.stderr)
     assert list(work.iterdir()) == []  # nothing written
@@ -459,7 +450,7 @@ DEEP = "[" * 5000 + "]" * 5000
     "batch.by_world_size." + "9" * 5000 + ".micro_batch=1",
 ])
 def test_fault9_absurd_set_values_are_one_line(work, value):
-    proc = run("presets", "show", "tiny_mamba", "--set", value, cwd=work)
+    proc = run_cli("presets", "show", "tiny_mamba", "--set", value, cwd=work)
     assert proc.returncode == ExitCode.PROBLEM
     one_error_line(proc.stderr)
 
@@ -484,7 +475,7 @@ def test_fault9_absurd_preset_batch_values_are_one_line(work, batch):
     before = path.read_bytes()
     for args in (["presets", "show", str(path)], ["--auto", "--num-gpus", "2", "--preset",
                                                   str(path), "--dry-run"]):
-        proc = run(*args, cwd=work)
+        proc = run_cli(*args, cwd=work)
         assert proc.returncode == ExitCode.PROBLEM, proc.stdout + proc.stderr
         one_error_line(proc.stderr)
     assert path.read_bytes() == before
@@ -492,9 +483,8 @@ def test_fault9_absurd_preset_batch_values_are_one_line(work, batch):
 
 def test_fault9_full_stdout_is_one_line(work):
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "ds_wizard.cli", "presets", "list"],
-                              cwd=work, stdout=full, stderr=subprocess.PIPE, text=True,
-                              timeout=60)
+        proc = run_cli("presets", "list", cwd=work, stdout=full, stderr=subprocess.PIPE,
+                       timeout=60)
     assert proc.returncode == ExitCode.PROBLEM
     assert "No space left on device" in one_error_line(proc.stderr)
 
@@ -503,10 +493,8 @@ def test_fault9_closed_stdout_is_one_line(work):
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader (head) has already gone
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "ds_wizard.cli", "presets", "list"], cwd=work,
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
-        )
+        proc = run_cli("presets", "list", cwd=work, stdout=write_end,
+                       stderr=subprocess.PIPE, timeout=60)
     finally:
         os.close(write_end)
     assert proc.returncode == ExitCode.PROBLEM
@@ -514,7 +502,7 @@ def test_fault9_closed_stdout_is_one_line(work):
 
 
 def test_fault9_usage_errors_are_one_line_too(work):
-    proc = run("generate", "--no-such-flag", cwd=work)
+    proc = run_cli("generate", "--no-such-flag", cwd=work)
     assert proc.returncode == ExitCode.USAGE
     assert "--help" in one_error_line(proc.stderr)
 
@@ -545,10 +533,10 @@ def test_fault10_presets_list_strips_escapes_from_descriptions_and_names(work, m
     (team / "broken.toml").write_text(f"description = {desc}\nbogus\x1b[31m = 1\n")
     for args in (["presets", "list"], ["presets", "show", "hostile"],
                  ["presets", "validate", *map(str, sorted(team.iterdir()))]):
-        proc = run(*args, cwd=work)
+        proc = run_cli(*args, cwd=work)
         assert "Traceback" not in proc.stderr
         _assert_clean(proc.stdout + proc.stderr)
-    listing = run("presets", "list", cwd=work).stdout
+    listing = run_cli("presets", "list", cwd=work).stdout
     assert "red hiddenevil" in listing  # the text stays, the escapes go (\r: a space)
     assert "evil[2J" not in listing and "evil.toml" not in listing
 
@@ -556,7 +544,7 @@ def test_fault10_presets_list_strips_escapes_from_descriptions_and_names(work, m
 def test_fault10_errors_quoting_file_content_are_sanitized(work):
     bad = work / "bad\x1b]0;title\x07.toml"
     bad.write_text('description = "x"\n[model]\nd_model = "\x1b[31m"\n')
-    proc = run("presets", "show", str(bad), cwd=work)
+    proc = run_cli("presets", "show", str(bad), cwd=work)
     assert proc.returncode == ExitCode.PROBLEM
     _assert_clean(one_error_line(proc.stderr))
 
@@ -595,7 +583,7 @@ async def test_fault2_tui_review_with_a_fifo_as_output_neither_hangs_nor_writes(
     """The review screen reads the target for its diff: a FIFO there is refused, not read."""
     from fakes import gpu_probe as fake_probe
     from textual.widgets import Input
-    from tui.test_tui import clear_and_type, text_of, to_batch
+    from tui.tui_pilot import clear_and_type, text_of, to_batch
 
     from ds_wizard.app import make_app
 

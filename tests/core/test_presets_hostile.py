@@ -121,7 +121,7 @@ def test_empty_file(home: Path) -> None:
 
 def test_huge_file_is_refused_before_parsing(home: Path) -> None:
     f = write(home, "huge.toml", GOOD + "# " + "x" * MAX_PRESET_BYTES + "\n")
-    assert "over the 64 KiB limit" in import_fails(home, f)
+    assert "larger than the 64 KiB limit" in import_fails(home, f)
     validate_fails(f)
 
 

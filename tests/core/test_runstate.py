@@ -168,3 +168,32 @@ def test_resolve_run_ref_accepts_name_prefix_path_and_latest(tmp_path: Path) -> 
         rundir.resolve_run_ref(str(tmp_path), tmp_path)
     with pytest.raises(rundir.RunError, match="no runs under"):
         rundir.resolve_run_ref("latest", tmp_path / "empty")
+
+
+def test_a_stalled_run_reads_as_stalled_with_its_line_and_trackers(tmp_path: Path) -> None:
+    """Issue 22: `runs --json` and the Runs screen read the stall from state.json."""
+    import time
+
+    from ds_wizard.core.runs.stall import Stall
+
+    d = make_run(tmp_path, "a")
+    stall = Stall(since=time.time() - 240, threshold_s=60, rank=3, host="b",
+                  phase="backward", step=812, single_host=False, autopsy=str(d / "stalls/x"))
+    write_run_state(d, state("stalled", stall=stall.to_dict(),
+                             trackers={"tensorboard": str(d / "tensorboard" / "a")}))
+    table = ProcessTable([supervisor(d), job(d, 4101)])
+    s = summarize_run(d, table)
+    assert s.status is RunStatus.STALLED and s.alive
+    assert s.stall is not None and s.stall.startswith(
+        "stalled for 4m: rank 3 (node b) last in backward at step 812")
+    data = json.loads(json.dumps(s.to_dict()))
+    assert data["status"] == "stalled" and data["stall_detail"]["autopsy"].endswith("x")
+    assert data["trackers"] == {"tensorboard": str(d / "tensorboard" / "a")}
+    # the supervisor gone: the recorded stall is not claimed as the live status
+    lost = summarize_run(d, ProcessTable([job(d, 4101)]))
+    assert lost.status is RunStatus.LOST and lost.stall is None
+    # an episode that ended stays in the record
+    write_run_state(d, state("running", stalls=[{**stall.to_dict(), "end": "moved"}]))
+    again = summarize_run(d, table)
+    assert again.status is RunStatus.RUNNING and again.stall is None
+    assert again.stall_episodes[0]["end"] == "moved"

@@ -286,3 +286,54 @@ def test_gpu_ranks_get_pci_bus_order() -> None:
     env = run_env(Accelerator("cuda", 2, "test"), 2)
     assert env["CUDA_DEVICE_ORDER"] == os.environ.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     assert "CUDA_DEVICE_ORDER" not in run_env(Accelerator("cpu", 0, "test"), 2)
+
+
+def test_no_fused_adam_build_is_announced_when_torchs_fused_adamw_runs(
+        isolated: Path, monkeypatch) -> None:
+    from ds_wizard.core.runs.runspec import Accelerator
+    from ds_wizard.launch.session import first_run_watch
+
+    monkeypatch.setattr(doctor, "DEFAULT_CUDA_HOMES", ())
+    monkeypatch.setattr(doctor, "torch_build", lambda: {"cuda": "12.4", "hip": None})
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(isolated / "ext"))
+    plan = prepare_run(LaunchRequest("tiny_mamba", 1, runs_dir=isolated / "runs",
+                                     accelerator=Accelerator("cuda", 1, "test"), dry_run=True))
+    assert plan.run.optimizer == OPT_TORCH_FUSED
+    said: list[str] = []
+    first_run_watch(plan, said.append).stop()
+    assert not any("fused_adam" in line for line in said), said
+
+
+def test_launch_command_refuses_before_any_rank_starts(isolated: Path, monkeypatch) -> None:
+    """`ds-wizard launch` itself, with a GPU and a mamba_ssm whose conv functions are None:
+    one error line with the fix, exit 1, and no supervisor (hence no rank) ever started."""
+    _on_path(monkeypatch, standins(isolated / "site", conv_none=True))
+    monkeypatch.setattr("ds_wizard.core.plan.gpus.detect_gpus", lambda *a, **k: H100)
+
+    def never(*a, **k):
+        raise AssertionError("a supervisor was started")
+
+    monkeypatch.setattr("ds_wizard.launch.client.start_supervisor", never)
+    done = CliRunner().invoke(main, ["launch", "--preset", "tiny_mamba", "--steps", "2",
+                                     "--runs-dir", "runs"])
+    assert done.exit_code == 1, done.output
+    assert "error: refused before launch: Mamba kernels" in done.output
+    assert "--no-doctor" in done.output
+    (run_dir,) = (isolated / "runs").iterdir()
+    assert read_run_info(run_dir / "run.json").spec.backend_resolved == "mamba_ssm"
+    assert not (run_dir / "train.log").exists()
+    runs = CliRunner().invoke(main, ["runs", "--runs-dir", "runs"])
+    assert "failed" in runs.output
+
+
+def test_a_cpu_run_json_records_backend_versions_and_optimizer(isolated: Path) -> None:
+    from ds_wizard.core.runs.runspec import Accelerator
+
+    plan = prepare_run(LaunchRequest("tiny_mamba", runs_dir=isolated / "runs",
+                                     accelerator=Accelerator("cpu", 0, "test")))
+    spec = read_run_info(plan.paths.run_json).spec
+    assert spec.backend_resolved == "transformers" and spec.optimizer == "torch_adamw"
+    assert spec.kernels is not None and spec.kernels["torch"] and "mamba-ssm" in spec.kernels
+    assert plan.doctor is not None and plan.doctor.can_run

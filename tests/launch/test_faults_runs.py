@@ -22,14 +22,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 from _fault_helpers import planted_pickle
-from fakes import alive, kill_leftovers, process_tree
+from fakes import alive, kill_leftovers, process_tree, start_cli
 
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.metrics import read_metrics
@@ -37,19 +36,14 @@ from ds_wizard.launch.supervisor import is_rank_cmdline
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "ds_wizard.cli"]
 START_TIMEOUT = 900  # a fresh machine JIT-builds DeepSpeed's shm op on the first launch
 MODEL = "mp_rank_00_model_states.pt"  # ZeRO 0: weights and optimizer state, one file
 TORN = '{"step": 6, "loss": 3.1'
 
 
 def _launch(*args: str, runs_dir: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*CLI, "launch", *args, "--runs-dir", str(runs_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        start_new_session=True,
-    )
+    # CPU ranks even on a machine with GPUs: these tests are about the 2-CPU-rank run
+    return start_cli("launch", *args, "--runs-dir", str(runs_dir))
 
 
 def _finish(proc: subprocess.Popen[str]) -> str:

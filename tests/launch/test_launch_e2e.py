@@ -11,13 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from fakes import TRAINED_STEPS, alive, copy_run, kill_leftovers, process_tree
+from fakes import TRAINED_STEPS, alive, copy_run, kill_leftovers, process_tree, start_cli
 
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.metrics import read_metrics
@@ -25,19 +24,13 @@ from ds_wizard.launch.supervisor import is_rank_cmdline
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "ds_wizard.cli"]
 STEPS = TRAINED_STEPS
 START_TIMEOUT = 600  # CPU ranks compile nothing now, but a busy 2-core machine is slow
 
 
 def _launch(*args: str, runs_dir: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*CLI, "launch", *args, "--runs-dir", str(runs_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        # CPU ranks even on a machine with GPUs: these tests are about the 2-CPU-rank run
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
-        start_new_session=True,  # so a failing test can still kill whatever is left
-    )
+    # CPU ranks even on a machine with GPUs: these tests are about the 2-CPU-rank run
+    return start_cli("launch", *args, "--runs-dir", str(runs_dir))
 
 
 def _only_run(runs_dir: Path) -> Path:

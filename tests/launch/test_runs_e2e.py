@@ -20,13 +20,13 @@ import re
 import signal
 import struct
 import subprocess
-import sys
 import termios
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from fakes import run_cli, start_cli
 
 from ds_wizard.core.base.system import pid_alive
 from ds_wizard.core.runs import rundir
@@ -35,20 +35,16 @@ from ds_wizard.core.runs.runstate import list_run_summaries, summarize_run
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "ds_wizard.cli"]
-ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks even on a GPU machine
 START_TIMEOUT = 600  # a fresh machine JIT-builds DeepSpeed's shm op on the first launch
 REFERENCE_STEPS = 16
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout)
+    return run_cli(*args, timeout=timeout)
 
 
 def popen(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=ENV, start_new_session=True)
+    return start_cli(*args)
 
 
 def steps_of(run_dir: Path) -> list[dict]:
@@ -141,8 +137,8 @@ def tui_in_a_pty(*args: str) -> tuple[subprocess.Popen[bytes], list[bytes]]:
     """Start the TUI on a pseudo-terminal (80×24); its screen output is collected."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen([*CLI, *args], stdin=slave, stdout=slave, stderr=slave,
-                            env={**ENV, "TERM": "xterm-256color"}, start_new_session=True)
+    proc = start_cli(*args, stdin=slave, stdout=slave, stderr=slave, text=False,
+                     env={"TERM": "xterm-256color"})
     os.close(slave)
     screen: list[bytes] = []
 

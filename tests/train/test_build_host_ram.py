@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 DEEPSPEED = Path(sys.executable).with_name("deepspeed")
 # allocator slack and transformers' per-module init temporaries (the largest is the
-# embedding, 50280 × 768 fp32 = 0.15 GB); a second copy would add the whole 0.52 GB
-SLACK = 0.35
+# embedding, 50280 × 768 fp32 = 0.15 GB; measured peak 1.31 copies here); a second copy
+# would add the whole 0.52 GB
+SLACK = 0.5
 
 
 def _port() -> int:
@@ -43,6 +44,7 @@ def test_building_mamba_130m_holds_one_copy_per_rank() -> None:
     results = [json.loads(line.split("RESULT ", 1)[1]) for line in text.splitlines()
                if "RESULT " in line]
     assert proc.returncode == 0 and len(results) == 2, text[-4000:]
+    print("build RSS per rank:", results)  # the figures, with pytest -s or -rA
     for r in results:
         one_copy = r["fp32_bytes"]
         assert 120_000_000 < r["params"] < 140_000_000

@@ -69,8 +69,56 @@ def test_resume_on_another_world_size_keeps_the_global_position() -> None:
     a = D.ShardedSamples(tokens, 16, 0, 2, seed=3)
     a.next_batch(6)
     b = D.ShardedSamples(tokens, 16, 0, 4, seed=3)
-    notes = b.load_state_dict(a.state_dict())
-    assert b.cursor == 3 and any("rescaled" in n for n in notes)
+    assert b.load_state_dict(a.state_dict()) == []
+    assert b.consumed == 12 and b.position(0) == 12
+
+
+def _consume(world: int, state: dict | None, steps: int, micro: int, gas: int,
+             tokens: np.ndarray) -> tuple[list[list[int]], dict]:
+    """``steps`` optimizer steps on ``world`` ranks in lockstep; each step's samples, sorted
+    (a multiset: a step across an epoch end may hold one sample from each epoch)."""
+    ranks = [D.ShardedSamples(tokens, 4, r, world, seed=11) for r in range(world)]
+    for s in ranks:
+        if state is not None:
+            s.load_state_dict(state)
+    taken = []
+    for _ in range(steps):
+        step: list[int] = []
+        for _ in range(gas):
+            for s in ranks:
+                step += [s.sample_id(s.cursor + j) for j in range(micro)]
+                s.next_batch(micro)
+        assert len(step) == micro * gas * world
+        taken.append(sorted(step))
+    return taken, ranks[0].state_dict()
+
+
+def test_a_2_3_1_world_size_change_takes_exactly_the_uninterrupted_samples() -> None:
+    """Issue 21: the same global batch (12) re-split over 2, 3 then 1 ranks consumes, step
+    by step, exactly the samples an uninterrupted 2-rank run takes, across an epoch end
+    (50 samples: the epoch ends inside step 5), none twice in an epoch, none skipped."""
+    tokens = np.arange(4 * 50, dtype=np.uint16)
+    straight, _ = _consume(2, None, 9, micro=3, gas=2, tokens=tokens)
+    first, state = _consume(2, None, 3, micro=3, gas=2, tokens=tokens)
+    assert state["consumed"] == 36
+    second, state = _consume(3, state, 3, micro=2, gas=2, tokens=tokens)
+    assert state["consumed"] == 72
+    third, state = _consume(1, state, 3, micro=3, gas=4, tokens=tokens)
+    assert state["consumed"] == 108
+    assert first + second + third == straight
+    one = D.ShardedSamples(tokens, 4, 0, 1, seed=11)
+    epoch0 = [one.sample_at(g) for g in range(50)]
+    assert sorted(epoch0) == list(range(50))  # every sample exactly once in the epoch
+    order = [one.sample_at(g) for g in range(108)]
+    assert [s for step in straight for s in step] == \
+        [s for k in range(9) for s in sorted(order[12 * k:12 * (k + 1)])]
+
+
+def test_a_checkpoint_from_the_per_rank_cursor_resumes_at_its_global_position() -> None:
+    tokens = np.arange(16 * 50, dtype=np.uint16)
+    b = D.ShardedSamples(tokens, 16, 1, 3, seed=3)
+    b.load_state_dict({"cursor": 6, "world": 2, "n_samples": 50, "seed": 3, "seq_len": 16})
+    assert b.consumed == 12 and b.position(0) == 13
 
 
 def test_too_little_data_is_a_clear_error() -> None:

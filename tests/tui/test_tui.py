@@ -2,76 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, no_gpus
+from fakes import gpu_probe, no_gpus, run_cli, wait_for
 from textual.widgets import DataTable, Input, OptionList, Static
+from tui_pilot import (
+    clear_and_type,
+    forward,
+    record_notifications,
+    settle,
+    text_of,
+    to_batch,
+    type_micro_gas,
+    wizard,
+)
 
-from ds_wizard.app import make_app
 from ds_wizard.core.batch.choice import choose_batch
 from ds_wizard.core.presets.lookup import load_preset, read_preset_file
 from ds_wizard.core.presets.overrides import with_batch
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("work")]
-
-
-def text_of(app, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).render())
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    await pilot.pause()
-
-
-async def clear_and_type(pilot, text: str) -> None:
-    await pilot.press("end", "ctrl+u", *list(text))
-
-
-async def type_micro_gas(pilot, micro: str, gas: str) -> None:
-    """With the micro-batch field focused (as the batch step opens), fill both fields."""
-    assert pilot.app.focused is not None and pilot.app.focused.id == "micro"
-    await clear_and_type(pilot, micro)
-    await pilot.press("tab")
-    await clear_and_type(pilot, gas)
-
-
-def record_notifications(app) -> list[str]:
-    """Every message the app shows as a toast, from now on."""
-    shown: list[str] = []
-    real = app.notify
-
-    def notify(message: str, **kw) -> None:
-        shown.append(message)
-        real(message, **kw)
-
-    app.notify = notify
-    return shown
-
-
-async def to_batch(pilot) -> None:
-    await settle(pilot)
-    await pilot.press("ctrl+n")
-    await pilot.pause()
-    await pilot.press("ctrl+n")
-    await pilot.pause()
-    assert pilot.app.screen.step == "batch"
+pytestmark = [pytest.mark.anyio]
 
 
 def auto_cli(output: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ds_wizard.cli", "--auto", *args, "--output", str(output)],
-        capture_output=True, text=True, timeout=60, cwd=output.parent,
-    )
+    return run_cli("--auto", *args, "--output", str(output), cwd=output.parent, timeout=60)
 
 
 # -- the walk-throughs the issue asks for ------------------------------------------------
 async def test_walkthrough_saves_what_auto_writes(work: Path) -> None:
-    app = make_app(gpu_probe(4), output="tui.json", cursor_blink=False)
+    app = wizard(output="tui.json")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert app.screen.step == "gpus"
@@ -105,7 +67,7 @@ async def test_walkthrough_saves_what_auto_writes(work: Path) -> None:
 
 
 async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     toasts = record_notifications(app)
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
@@ -138,7 +100,7 @@ async def test_walkthrough_wrong_global_shows_deepspeed_message() -> None:
 
 # -- GPUs ----------------------------------------------------------------------------------
 async def test_gpu_screen_nodes_and_cuda_visible_devices() -> None:
-    app = make_app(gpu_probe(2, cvd="2,3"), cursor_blink=False)
+    app = wizard(gpu_probe(2, cvd="2,3"))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert "CUDA_VISIBLE_DEVICES=2,3" in text_of(app, "#gpu-status")
@@ -156,7 +118,7 @@ async def test_gpu_screen_nodes_and_cuda_visible_devices() -> None:
 
 
 async def test_gpu_screen_without_gpu_offers_count_and_cpu_demo() -> None:
-    app = make_app(no_gpus, cursor_blink=False)
+    app = wizard(no_gpus)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         assert "No GPU found" in text_of(app, "#no-gpu")
@@ -181,11 +143,9 @@ async def test_preset_screen_lists_exact_counts_and_loads_a_path(work: Path) -> 
     custom = work / "mine.toml"
     builtin = (Path(__file__).parents[2] / "presets" / "tiny_mamba.toml").read_text()
     custom.write_text(builtin.replace('description = "', 'description = "My copy: '))
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, 1)
         table = app.screen.query_one("#preset-table", DataTable)
         names = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         assert {"7b_mamba", "tiny_mamba", "mamba_130m", "mamba2_130m"} <= set(names)
@@ -204,11 +164,9 @@ async def test_preset_screen_lists_exact_counts_and_loads_a_path(work: Path) -> 
 
 
 async def test_preset_screen_saves_a_user_preset(work: Path) -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, 1)
         await pilot.press("ctrl+s")
         await pilot.pause()
         await pilot.press(*list("my_7b"), "enter")
@@ -227,7 +185,7 @@ async def test_preset_screen_saves_a_user_preset(work: Path) -> None:
 ])
 async def test_batch_bad_text_is_an_inline_error(typed: str, inline: str,
                                                  deepspeed: str | None) -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await clear_and_type(pilot, typed)
@@ -241,7 +199,7 @@ async def test_batch_bad_text_is_an_inline_error(typed: str, inline: str,
 
 
 async def test_batch_derived_gas_floors_like_deepspeed() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await pilot.press("ctrl+g")  # derive gradient accumulation
@@ -278,7 +236,7 @@ async def test_batch_derived_gas_floors_like_deepspeed() -> None:
 
 
 async def test_batch_pick_a_pair_and_tokens_per_step() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         assert "262,144" in text_of(app, "#tokens")  # 128 × 2048
@@ -291,7 +249,7 @@ async def test_batch_pick_a_pair_and_tokens_per_step() -> None:
 
 
 async def test_back_and_next_keep_choices() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await type_micro_gas(pilot, "2", "16")
@@ -313,7 +271,7 @@ async def test_back_and_next_keep_choices() -> None:
 
 
 async def test_resize_keeps_working() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         for size in ((60, 20), (160, 50), (80, 24)):
@@ -330,11 +288,9 @@ async def test_review_diff_backup_check_and_command(work: Path) -> None:
     target = work / "ds_config.json"
     old = '{\n  "train_batch_size": 16,\n  "train_micro_batch_size_per_gpu": 4\n}\n'
     target.write_text(old)
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(120, 40)) as pilot:
-        await to_batch(pilot)
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, 3)  # the review step
         diff = app.screen.query_one("#diff", Static)
         assert '-  "train_batch_size": 16,' in diff.content.code  # type: ignore[union-attr]
         command = text_of(app, "#command")
@@ -352,11 +308,9 @@ async def test_review_diff_backup_check_and_command(work: Path) -> None:
 
 
 async def test_review_unwritable_path_is_a_one_line_error(work: Path) -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
-        await to_batch(pilot)
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, 3)  # the review step
         app.screen.query_one("#output", Input).focus()
         await clear_and_type(pilot, "no/such/dir/x.json")
         await pilot.press("enter")  # Enter in the path field saves
@@ -366,7 +320,7 @@ async def test_review_unwritable_path_is_a_one_line_error(work: Path) -> None:
 
 
 async def test_command_palette_offers_main_actions() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         titles = [c.title for c in app.get_system_commands(app.screen)]
@@ -386,7 +340,7 @@ async def test_command_palette_offers_main_actions() -> None:
 
 
 async def test_palette_save_before_the_batch_step_stops_at_the_first_unseen_step() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         save = next(c for c in app.get_system_commands(app.screen) if c.title == "Save config")
@@ -399,11 +353,9 @@ async def test_palette_save_before_the_batch_step_stops_at_the_first_unseen_step
 async def test_review_saving_twice_keeps_the_first_backup(work: Path) -> None:
     target = work / "ds_config.json"
     target.write_text("{}\n")
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
-        await to_batch(pilot)
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, 3)  # the review step
         await pilot.press("ctrl+s")
         await pilot.pause()
         await pilot.press("ctrl+s")
@@ -413,7 +365,7 @@ async def test_review_saving_twice_keeps_the_first_backup(work: Path) -> None:
 
 
 async def test_batch_choice_does_not_follow_into_another_preset(work: Path) -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await type_micro_gas(pilot, "2", "16")
@@ -447,7 +399,7 @@ def test_with_batch_replaces_a_pin_or_the_base_batch() -> None:
 
 
 async def test_jump_after_a_gpu_change_stops_at_the_batch_step() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(80, 24)) as pilot:
         await to_batch(pilot)
         await type_micro_gas(pilot, "2", "16")
@@ -460,3 +412,29 @@ async def test_jump_after_a_gpu_change_stops_at_the_batch_step() -> None:
         await settle(pilot)
         assert app.screen.step == "batch"
         assert "128 = 4 × 4 × 8" in text_of(app, "#formula")  # the preset's choice for 8
+
+
+async def test_review_tracker_choice_writes_deepspeeds_monitor_keys(work: Path) -> None:
+    """Issue 22: the review step's tracker choice is `--auto --monitor` (the same door)."""
+    from textual.widgets import Select
+
+    app = wizard(gpu_probe(4))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await to_batch(pilot)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#trackers", Select).value = "tensorboard,csv"
+        await wait_for(pilot, lambda: '"csv_monitor"' in str(
+            app.screen.query_one("#json", Static).content.code))  # type: ignore[union-attr]
+        assert "--monitor tensorboard,csv" in text_of(app, "#command")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+    saved = json.loads((work / "ds_config.json").read_text())
+    assert saved["tensorboard"] == {"enabled": True, "output_path": "", "job_name": "ds-wizard"}
+    assert saved["csv_monitor"]["enabled"] is True and "wandb" not in saved
+    cli = auto_cli(work / "cli.json", "--num-gpus", "4", "--preset", "7b_mamba",
+                   "--micro-batch", str(saved["train_micro_batch_size_per_gpu"]),
+                   "--grad-accum", str(saved["gradient_accumulation_steps"]),
+                   "--monitor", "tensorboard,csv")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((work / "cli.json").read_text()) == saved

@@ -5,21 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, isolate
-from test_tui import settle, text_of, to_batch
+from fakes import gpu_probe, no_gpus, script_job_factory, wait_for
 from textual import events
 from textual.app import App, ComposeResult
 from textual.widgets import Input
+from tui_pilot import (
+    record_notifications,
+    settle,
+    text_of,
+    to_batch,
+    to_launch,
+    type_into,
+    wizard,
+)
 
-from ds_wizard.app import make_app
 from ds_wizard.screens.widgets import OrderedInput
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("work")]
-
-
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
+pytestmark = [pytest.mark.anyio]
 
 
 def one_read(app: App, keys: str) -> None:
@@ -62,7 +64,7 @@ async def test_ordered_input_applies_keys_of_one_read_in_order() -> None:
 
 
 async def test_batch_field_gets_the_right_value_from_one_read() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(100, 32)) as pilot:
         await to_batch(pilot)
         field = app.screen.query_one("#micro", Input)
@@ -80,14 +82,13 @@ async def test_batch_field_gets_the_right_value_from_one_read() -> None:
 async def test_invalid_preset_cannot_be_carried_forward(
     work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_tui import record_notifications
     from textual.widgets import DataTable
 
     team = work / "team"
     team.mkdir()
     (team / "tiny_mamba.toml").write_text("[model]\nd_model = 0\n")
     monkeypatch.setenv("DS_WIZARD_PRESET_PATH", str(team))
-    app = make_app(gpu_probe(2), cursor_blink=False)
+    app = wizard(gpu_probe(2))
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+n")
@@ -110,19 +111,14 @@ async def test_invalid_preset_cannot_be_carried_forward(
 
 
 # -- fault 1: pathological inputs answer at once; ^q and SIGTERM still work ----------------
-async def _type_into(pilot, selector: str, text: str) -> None:
-    pilot.app.screen.query_one(selector, Input).focus()
-    await pilot.press("end", "ctrl+u", *list(text))
-
-
 async def test_solve_freeze_input_answers_and_ctrl_q_quits() -> None:
     # one GPU, global batch 2,000,000 with accumulation derived: solve() used to walk
     # for ~30 s on the UI thread here
-    app = make_app(gpu_probe(1), cursor_blink=False)
+    app = wizard(gpu_probe(1))
     async with app.run_test(size=(100, 32)) as pilot:
         await to_batch(pilot)
         await pilot.press("ctrl+g")  # derive gradient accumulation
-        await _type_into(pilot, "#global", "2000000")
+        await type_into(pilot, "#global", "2000000")
         await settle(pilot)
         assert "2000000 is not reachable on 1" in str(
             app.screen.query_one("#pairs").border_title)
@@ -137,12 +133,12 @@ async def test_huge_micro_batch_is_refused_like_the_cli_and_sigterm_quits() -> N
 
     from ds_wizard.app import exit_on_signals
 
-    app = make_app(gpu_probe(8), cursor_blink=False)
+    app = wizard(gpu_probe(8))
     async with app.run_test(size=(100, 32)) as pilot:
         previous = exit_on_signals(app)
         try:
             await to_batch(pilot)
-            await _type_into(pilot, "#micro", "99999999999999999999")
+            await type_into(pilot, "#micro", "99999999999999999999")
             await settle(pilot)
             errors = text_of(app, "#field-errors")
             assert ("micro-batch is 99999999999999999999, implausibly large "
@@ -161,14 +157,12 @@ async def test_huge_micro_batch_is_refused_like_the_cli_and_sigterm_quits() -> N
 
 # -- fault 3: planning for another machine ------------------------------------------------
 async def test_other_machine_mode_refuses_a_cpu_launch_of_4_gpus(work: Path) -> None:
-    from fakes import no_gpus
-
     from ds_wizard.screens.dialogs import ConfirmScreen
 
-    app = make_app(no_gpus, cursor_blink=False)
+    app = wizard(no_gpus)
     async with app.run_test(size=(100, 32)) as pilot:
         await settle(pilot)
-        await _type_into(pilot, "#per-node", "4")
+        await type_into(pilot, "#per-node", "4")
         await pilot.pause()
         assert app.state.planning_elsewhere and app.state.world_size == 4
         assert text_of(app, "#step-bar").startswith(" ⚑ other machine (4 GPUs)")
@@ -196,8 +190,6 @@ async def test_other_machine_mode_refuses_a_cpu_launch_of_4_gpus(work: Path) -> 
 
 
 def test_the_job_factory_refuses_another_machines_plan(work: Path) -> None:
-    from fakes import no_gpus
-
     from ds_wizard.core.base.errors import DsWizardError
     from ds_wizard.core.presets.lookup import load_preset
     from ds_wizard.screens.jobs import launcher_job
@@ -211,20 +203,12 @@ def test_the_job_factory_refuses_another_machines_plan(work: Path) -> None:
 
 # -- fault 4: following the log survives a resize -----------------------------------------
 async def test_resize_keeps_following_and_the_indicator_says_so(work: Path) -> None:
-    from fakes import script_job_factory, wait_for
-
     from ds_wizard.screens.widgets import FollowLog
 
     factory = script_job_factory(work, steps=40, hold=True)
-    app = make_app(gpu_probe(4), job_factory=factory, cursor_blink=False)
+    app = wizard(job_factory=factory)
     async with app.run_test(size=(100, 30)) as pilot:
-        await settle(pilot)
-        for _ in range(4):
-            await pilot.press("ctrl+n")
-            await settle(pilot)
-        await pilot.press("y")  # the review step asks to save first
-        await settle(pilot)
-        assert app.screen.step == "launch"
+        await to_launch(pilot, save=False)
         await pilot.press("ctrl+l")
         screen = app.screen
         log = screen.query_one("#log", FollowLog)
@@ -249,13 +233,13 @@ async def test_resize_keeps_following_and_the_indicator_says_so(work: Path) -> N
 
 # -- fault 5: no stale field error next to a valid formula --------------------------------
 async def test_derived_field_error_is_computed_from_current_values() -> None:
-    app = make_app(gpu_probe(2), cursor_blink=False)
+    app = wizard(gpu_probe(2))
     async with app.run_test(size=(100, 32)) as pilot:
         await to_batch(pilot)
         await pilot.press("ctrl+g")  # derive gradient accumulation
-        await _type_into(pilot, "#global", "2")  # 2 // 4 // 2 = 0: DeepSpeed's own error
+        await type_into(pilot, "#global", "2")  # 2 // 4 // 2 = 0: DeepSpeed's own error
         await settle(pilot)
-        await _type_into(pilot, "#global", "16")
+        await type_into(pilot, "#global", "16")
         await settle(pilot)
         assert "✔ 16 = " in text_of(app, "#formula")
         assert not app.screen.query_one("#field-errors").display
@@ -266,14 +250,14 @@ async def test_derived_field_error_is_computed_from_current_values() -> None:
 async def test_nearest_global_gives_a_valid_triple_when_checking_all_three() -> None:
     from textual.widgets import OptionList
 
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(100, 32)) as pilot:
         await to_batch(pilot)
         for _ in range(3):  # global → gas → micro → none (check all three)
             await pilot.press("ctrl+g")
         await pilot.pause()
         assert app.state.derive == "none"
-        await _type_into(pilot, "#global", "102")
+        await type_into(pilot, "#global", "102")
         await settle(pilot)
         pairs = app.screen.query_one("#pairs", OptionList)
         pairs.focus()
@@ -284,12 +268,11 @@ async def test_nearest_global_gives_a_valid_triple_when_checking_all_three() -> 
 
 
 async def test_cpu_demo_says_per_rank_and_radio_has_a_glyph() -> None:
-    from fakes import no_gpus
     from textual.widgets import Label
 
     from ds_wizard.screens.widgets import MarkedRadioButton
 
-    app = make_app(no_gpus, cursor_blink=False)
+    app = wizard(no_gpus)
     async with app.run_test(size=(100, 32)) as pilot:
         await settle(pilot)
         await pilot.press("ctrl+t")  # CPU demo
@@ -308,24 +291,22 @@ async def test_cpu_demo_says_per_rank_and_radio_has_a_glyph() -> None:
 
 # -- fault 8: Textual idioms --------------------------------------------------------------
 async def test_entering_the_batch_step_works_it_out_once() -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(100, 32)) as pilot:
         await to_batch(pilot)
         await settle(pilot)
         assert app.screen.recomputes == 1
-        await _type_into(pilot, "#micro", "8")
+        await type_into(pilot, "#micro", "8")
         await settle(pilot)
         # end + ctrl+u + "8": two edits (cleared, then 8), one recompute each
         assert app.screen.recomputes == 3
 
 
 async def test_a_failing_worker_is_shown_and_the_app_lives_on() -> None:
-    from test_tui import record_notifications
-
     def broken_probe():
         raise RuntimeError("NVML exploded")
 
-    app = make_app(broken_probe, cursor_blink=False)
+    app = wizard(broken_probe)
     async with app.run_test(size=(100, 32)) as pilot:
         await pilot.pause(0.2)
         shown = record_notifications(app)
@@ -341,8 +322,9 @@ def test_bindings_have_ids_and_tooltips() -> None:
 
     from ds_wizard.app import STEPS, WizardApp
     from ds_wizard.screens.base import WizardScreen
+    from ds_wizard.screens.runs import RunsScreen
 
-    classes = [WizardApp, WizardScreen] + [factory for _, _, factory in STEPS]
+    classes = [WizardApp, WizardScreen, RunsScreen] + [factory for _, _, factory in STEPS]
     for cls in classes:
         for binding in cls.__dict__.get("BINDINGS", []):
             assert isinstance(binding, Binding) and binding.id and binding.tooltip, \

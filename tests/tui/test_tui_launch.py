@@ -6,10 +6,10 @@ import contextlib
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, no_gpus, script_job_factory, wait_for
+from fakes import no_gpus, script_job_factory, wait_for
 from textual.widgets import Log, Static
+from tui_pilot import forward, text_of, to_launch, wizard
 
-from ds_wizard.app import make_app
 from ds_wizard.core.base.system import pid_alive
 from ds_wizard.screens.chart import LossChart
 from ds_wizard.screens.dialogs import ConfirmScreen, QuitScreen
@@ -17,35 +17,13 @@ from ds_wizard.screens.dialogs import ConfirmScreen, QuitScreen
 pytestmark = [pytest.mark.anyio]
 
 
-def text_of(app, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).render())
-
-
-async def to_launch(pilot, save: bool = False) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-    for _ in range(3):
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-    if save:
-        await pilot.press("ctrl+s")
-        await pilot.pause()
-    await pilot.press("ctrl+n")
-    await pilot.pause()
-    if isinstance(pilot.app.screen, ConfirmScreen):
-        # not saved yet: the review step asks first ("Save and go on")
-        await pilot.press("y")
-        await pilot.pause()
-    assert pilot.app.screen.step == "launch"
-
-
 @contextlib.asynccontextmanager
 async def started(work: Path, **job):
     """A wizard at the launch step that has just started a scripted job."""
     factory = script_job_factory(work, **job)
-    app = make_app(gpu_probe(4), job_factory=factory, cursor_blink=False)
+    app = wizard(job_factory=factory)
     async with app.run_test(size=(80, 24)) as pilot:
-        await to_launch(pilot)
+        await to_launch(pilot, save=False)
         await pilot.press("ctrl+l")
         yield app, pilot, factory
 
@@ -120,13 +98,9 @@ async def test_quit_while_running_asks_and_stops(work: Path) -> None:
 
 
 async def test_review_next_asks_to_save_first(work: Path) -> None:
-    app = make_app(gpu_probe(4), cursor_blink=False)  # the real launcher
+    app = wizard()  # the real launcher
     async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-        for _ in range(3):
-            await pilot.press("ctrl+n")
-            await pilot.pause()
+        await forward(pilot, 3)
         assert app.screen.step == "review"
         await pilot.press("ctrl+n")
         await pilot.pause()
@@ -148,13 +122,13 @@ async def test_real_tiny_mamba_cpu_run_then_stop(work: Path) -> None:
     from ds_wizard.core.runs.runstate import list_run_summaries
     from ds_wizard.launch.client import stop_run
 
-    app = make_app(no_gpus, cursor_blink=False, steps=200)
+    app = wizard(no_gpus, steps=200)
     try:
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.app.workers.wait_for_complete()
             await pilot.pause()
             await pilot.press("ctrl+t")  # CPU demo: tiny_mamba on 2 CPU ranks
-            await to_launch(pilot, save=True)
+            await to_launch(pilot)
             assert app.state.saved_path is not None
             await pilot.press("ctrl+l")
             launch = app.screen
@@ -196,7 +170,7 @@ async def test_attach_follows_a_run_under_its_own_supervisor(work: Path) -> None
                                                for i in range(1, 4)))
     write_run_state(run_dir, RunState("finished", 999_999_999, exit_code=0,
                                       stop_reason="finished"))
-    app = make_app(gpu_probe(4), cursor_blink=False, attach=run_dir)
+    app = wizard(attach=run_dir)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert app.screen.step == "launch"

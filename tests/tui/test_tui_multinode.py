@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, isolate
 from textual.widgets import Input, Static
+from tui_pilot import settle, text_of, to_launch, type_into, wizard
 
-from ds_wizard.app import make_app
 from ds_wizard.core.config.auto import auto_configure
 from ds_wizard.core.config.dsconfig import dumps
 from ds_wizard.core.plan.gpus import GpuInfo, GpuInventory
@@ -23,29 +22,22 @@ FOUR_GPUS = GpuInventory([GpuInfo(i, i, "NVIDIA A100-SXM4-80GB", 80 * 2**30, (8,
                        for i in range(4)], driver_version="550.54")
 
 
-@pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
-
-
 @pytest.mark.anyio
 async def test_hostfile_field_sets_the_world_size(work: Path) -> None:
     (work / "hosts").write_text("a slots=4\nb slots=4\nc slots=4\n")
     (work / "bad").write_text("a slots=4\nb four\n")
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(100, 30)) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        app.screen.query_one("#hostfile", Input).focus()
-        await pilot.press(*list("hosts"))
+        await settle(pilot)
+        await type_into(pilot, "#hostfile", "hosts")
         await pilot.pause()
         assert app.state.world_size == 12
-        summary = str(app.screen.query_one("#gpu-summary", Static).render())
+        summary = text_of(app, "#gpu-summary")
         assert "world size: 12" in summary and "3 nodes × 4 GPUs" in summary
         assert app.screen.query_one("#nodes", Input).disabled  # the hostfile's hosts decide
         await pilot.press("ctrl+u", *list("bad"))
         await pilot.pause()
-        summary = str(app.screen.query_one("#gpu-summary", Static).render())
+        summary = text_of(app, "#gpu-summary")
         assert "line 2" in summary and app.state.world_size == 0
         await pilot.press("ctrl+n")
         await pilot.pause()
@@ -103,21 +95,11 @@ def test_nodes_without_a_hostfile_get_an_sbatch_script(work: Path) -> None:
 async def test_wizard_writes_the_scripts_when_not_on_the_head_node(work: Path) -> None:
     """GPU step with a hostfile → … → ^l: not the head node, so the scripts are written."""
     (work / "hosts").write_text("head-elsewhere slots=4\nworker slots=4\n")
-    app = make_app(gpu_probe(4), cursor_blink=False)
+    app = wizard()
     async with app.run_test(size=(100, 30)) as pilot:
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        app.screen.query_one("#hostfile", Input).focus()
-        await pilot.press(*list("hosts"))
-        await pilot.pause()
-        for _ in range(3):
-            await pilot.press("ctrl+n")
-            await pilot.pause()
-        await pilot.press("ctrl+s")
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        assert app.screen.step == "launch"
+        await settle(pilot)
+        await type_into(pilot, "#hostfile", "hosts")
+        await to_launch(pilot)
         await pilot.press("ctrl+l")
         screen = app.screen
 

@@ -1,22 +1,22 @@
 """The Runs screen (list, attach, stop, resume, overlaid loss curves) and the quit question.
 
 The runs come from a fake runs door passed to ``make_app`` (the same door the real
-``LauncherRuns`` goes through); the followed jobs are fakes without processes.
+``LauncherRuns`` goes through); the followed jobs are fakes without processes. ``app``
+(below) is the wizard over that door, ``fake_runs`` (conftest.py) the door itself.
 """
 
 from __future__ import annotations
 
-import json
-import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fakes import gpu_probe, isolate, wait_for
+from fakes import wait_for
 from textual.widgets import DataTable, Log
+from tui_pilot import FakeRuns, cursor_to, open_runs, wizard
 
-from ds_wizard.app import make_app
-from ds_wizard.core.runs.runstate import RunStatus, RunSummary
+from ds_wizard.app import WizardApp
+from ds_wizard.core.runs.runstate import RunStatus
 from ds_wizard.screens.chart import LossChart
 from ds_wizard.screens.dialogs import ConfirmScreen, QuitScreen
 from ds_wizard.screens.launch import LaunchScreen
@@ -25,98 +25,9 @@ from ds_wizard.screens.runs import RunsScreen
 pytestmark = [pytest.mark.anyio]
 
 
-class FollowJob:
-    """A run followed by the launch step: lines until stopped or left."""
-
-    outlives_client = True
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.pid = 0
-        self.command = f"follow {run_dir.name}"
-        self._end = threading.Event()
-        self.left = self.stopped = False
-
-    def lines(self):
-        yield f"[fake] following {self.run_dir.name}"
-        self._end.wait(60)
-
-    def stop(self) -> int:
-        self.stopped = True
-        self._end.set()
-        return 0
-
-    def leave(self) -> None:
-        self.left = True
-        self._end.set()
-
-    def wait(self) -> int:
-        self._end.wait(60)
-        return -1 if self.left else 0
-
-
-def summary(run_dir: Path, status: RunStatus, step: int, total: int = 100,
-            ckpt: int | None = None) -> RunSummary:
-    return RunSummary(
-        name=run_dir.name, run_dir=run_dir, preset="tiny_mamba", status=status, step=step,
-        total_steps=total, loss=5.0 / step, tokens_per_s=1234.0,
-        started="2026-11-29T10:00:00", ended=None, exit_code=None, stop_reason=None,
-        stopping=False, supervisor_pid=1 if status == RunStatus.RUNNING else None,
-        supervisor_alive=status == RunStatus.RUNNING, pgid=None,
-        pids=(1,) if status == RunStatus.RUNNING else (), checkpoint_step=ckpt)
-
-
-class FakeRuns:
-    def __init__(self, runs_dir: Path) -> None:
-        self.rows: list[RunSummary] = []
-        self.calls: list[tuple[str, str]] = []
-        self.jobs: list[FollowJob] = []
-        for name, status, steps, ckpt in (("tiny_mamba-a", RunStatus.FINISHED, 20, 20),
-                                          ("tiny_mamba-b", RunStatus.STOPPED, 12, 10),
-                                          ("tiny_mamba-c", RunStatus.RUNNING, 8, None)):
-            run_dir = runs_dir / name
-            run_dir.mkdir(parents=True)
-            offset = {"tiny_mamba-a": 0.0, "tiny_mamba-b": 0.5, "tiny_mamba-c": 1.0}[name]
-            (run_dir / "metrics.jsonl").write_text("".join(
-                json.dumps({"step": s, "loss": 5.0 / s + offset}) + "\n"
-                for s in range(1, steps + 1)))
-            self.rows.append(summary(run_dir, status, steps, ckpt=ckpt))
-
-    def summaries(self, runs_dir: Path) -> list[RunSummary]:
-        return list(self.rows)
-
-    def _follow(self, run_dir: Path) -> FollowJob:
-        job = FollowJob(run_dir)
-        self.jobs.append(job)
-        return job
-
-    def attach(self, run_dir: Path) -> FollowJob:
-        self.calls.append(("attach", run_dir.name))
-        return self._follow(run_dir)
-
-    def stop(self, run_dir: Path) -> str:
-        self.calls.append(("stop", run_dir.name))
-        self.set_status(run_dir.name, RunStatus.STOPPED)
-        return "stopped on request"
-
-    def resume(self, run_dir: Path) -> FollowJob:
-        self.calls.append(("resume", run_dir.name))
-        self.set_status(run_dir.name, RunStatus.RUNNING)
-        return self._follow(run_dir)
-
-    def set_status(self, name: str, status: RunStatus) -> None:
-        self.rows = [replace(r, status=status, pids=(1,) if status == RunStatus.RUNNING
-                             else ()) if r.name == name else r for r in self.rows]
-
-
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return isolate(tmp_path, monkeypatch)
-
-
-def app_with_runs(work: Path) -> tuple[object, FakeRuns]:
-    fake = FakeRuns(work / "runs")
-    return make_app(gpu_probe(4), cursor_blink=False, runs_api=fake, cwd=work), fake
+def app(work: Path, fake_runs: FakeRuns) -> WizardApp:
+    return wizard(runs_api=fake_runs, cwd=work)
 
 
 def rows_of(screen: RunsScreen) -> dict[str, list[str]]:
@@ -125,24 +36,7 @@ def rows_of(screen: RunsScreen) -> dict[str, list[str]]:
             for row in table.ordered_rows}
 
 
-async def open_runs(pilot) -> RunsScreen:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.press("ctrl+e")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunsScreen)
-                   and pilot.app.screen.summaries)
-    await pilot.pause()
-    return pilot.app.screen
-
-
-async def cursor_to(pilot, screen: RunsScreen, name: str) -> None:
-    table = screen.query_one("#runs-table", DataTable)
-    table.move_cursor(row=table.get_row_index(name))
-    await pilot.pause()
-    assert screen.current is not None and screen.current.name == name
-
-
-async def test_runs_screen_lists_runs_with_live_status(work: Path) -> None:
-    app, fake = app_with_runs(work)
+async def test_runs_screen_lists_runs_with_live_status(app: WizardApp, fake_runs: FakeRuns) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await app.workers.wait_for_complete()
         app.screen.query_one("#nodes").focus()  # ^e works in a text field too
@@ -152,7 +46,7 @@ async def test_runs_screen_lists_runs_with_live_status(work: Path) -> None:
         assert list(rows) == ["tiny_mamba-c", "tiny_mamba-b", "tiny_mamba-a"]  # newest first
         assert rows["tiny_mamba-c"][3:6] == ["running", "8/100", "0.6250"]
         assert rows["tiny_mamba-a"][3] == "finished"
-        fake.set_status("tiny_mamba-c", RunStatus.LOST)
+        fake_runs.set_status("tiny_mamba-c", RunStatus.LOST)
         await wait_for(pilot, lambda: rows_of(screen)["tiny_mamba-c"][3] == "supervisor lost")
         await pilot.press("escape")
         await pilot.pause()
@@ -161,8 +55,7 @@ async def test_runs_screen_lists_runs_with_live_status(work: Path) -> None:
     assert any(b.id == "runs" and b.key == "ctrl+e" for b in app.BINDINGS)
 
 
-async def test_chart_overlays_the_marked_runs(work: Path) -> None:
-    app, _ = app_with_runs(work)
+async def test_chart_overlays_the_marked_runs(app: WizardApp) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_runs(pilot)
         chart = screen.query_one("#runs-chart", LossChart)
@@ -178,29 +71,28 @@ async def test_chart_overlays_the_marked_runs(work: Path) -> None:
         await wait_for(pilot, lambda: list(chart.series) == ["tiny_mamba-c"])
 
 
-async def test_attach_follows_the_run_on_the_launch_step(work: Path) -> None:
-    app, fake = app_with_runs(work)
+async def test_attach_follows_the_run_on_the_launch_step(app: WizardApp,
+                                                         fake_runs: FakeRuns) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_runs(pilot)
         await cursor_to(pilot, screen, "tiny_mamba-a")
         await pilot.press("a")  # finished: nothing to attach to
         await pilot.pause()
-        assert fake.calls == [] and isinstance(app.screen, RunsScreen)
+        assert fake_runs.calls == [] and isinstance(app.screen, RunsScreen)
         await cursor_to(pilot, screen, "tiny_mamba-c")
         await pilot.press("a")
         await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
         launch = app.screen
-        assert fake.calls == [("attach", "tiny_mamba-c")]
+        assert fake_runs.calls == [("attach", "tiny_mamba-c")]
         await wait_for(pilot, lambda: "[fake] following tiny_mamba-c"
                        in launch.query_one("#log", Log).lines)
         chart = launch.query_one("#loss-plot", LossChart)
         await wait_for(pilot, lambda: len(chart.series.get("tiny_mamba-c", [])) == 8)
-        fake.jobs[0].leave()
+        fake_runs.jobs[0].leave()
         await wait_for(pilot, lambda: not launch.running)
 
 
-async def test_stop_asks_then_stops_the_run(work: Path) -> None:
-    app, fake = app_with_runs(work)
+async def test_stop_asks_then_stops_the_run(app: WizardApp, fake_runs: FakeRuns) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_runs(pilot)
         await cursor_to(pilot, screen, "tiny_mamba-c")
@@ -209,34 +101,36 @@ async def test_stop_asks_then_stops_the_run(work: Path) -> None:
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
         await pilot.pause()
-        assert fake.calls == []
+        assert fake_runs.calls == []
         await pilot.press("s")
         await pilot.pause()
         await pilot.press("y")
         await wait_for(pilot, lambda: rows_of(screen)["tiny_mamba-c"][3] == "stopped")
-        assert fake.calls == [("stop", "tiny_mamba-c")]
+        assert fake_runs.calls == [("stop", "tiny_mamba-c")]
 
 
-async def test_resume_a_stopped_run_and_follow_it(work: Path) -> None:
-    app, fake = app_with_runs(work)
+async def test_resume_a_stopped_run_and_follow_it(app: WizardApp, fake_runs: FakeRuns) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_runs(pilot)
         for name in ("tiny_mamba-a", "tiny_mamba-c"):  # finished, running: refused
             await cursor_to(pilot, screen, name)
             await pilot.press("r")
             await pilot.pause()
-        assert fake.calls == []
+        assert fake_runs.calls == []
         await cursor_to(pilot, screen, "tiny_mamba-b")
         await pilot.press("r")
         await wait_for(pilot, lambda: isinstance(app.screen, LaunchScreen))
-        assert fake.calls == [("resume", "tiny_mamba-b")]
+        assert fake_runs.calls == [("resume", "tiny_mamba-b")]
         assert app.job_running
-        fake.jobs[0].leave()
+        fake_runs.jobs[0].leave()
         await wait_for(pilot, lambda: not app.job_running)
 
 
-async def test_quit_during_a_run_leaves_it_running_by_default(work: Path) -> None:
-    app, fake = app_with_runs(work)
+@pytest.mark.parametrize(("key", "left"), [
+    pytest.param("enter", True, id="leave-it-running-by-default"),
+    pytest.param("s", False, id="stop-it"),
+])
+async def test_quit_during_a_run(app: WizardApp, fake_runs: FakeRuns, key: str, left: bool) -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_runs(pilot)
         await cursor_to(pilot, screen, "tiny_mamba-c")
@@ -245,25 +139,10 @@ async def test_quit_during_a_run_leaves_it_running_by_default(work: Path) -> Non
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert isinstance(app.screen, QuitScreen)
-        await pilot.press("enter")  # the focused default: leave it running
+        await pilot.press(key)  # Enter: the focused default, leave it running
         await wait_for(pilot, lambda: not app.is_running)
-    job = fake.jobs[0]
-    assert job.left and not job.stopped
-
-
-async def test_quit_during_a_run_can_stop_it(work: Path) -> None:
-    app, fake = app_with_runs(work)
-    async with app.run_test(size=(100, 30)) as pilot:
-        screen = await open_runs(pilot)
-        await cursor_to(pilot, screen, "tiny_mamba-c")
-        await pilot.press("a")
-        await wait_for(pilot, lambda: app.job_running)
-        await pilot.press("ctrl+q")
-        await pilot.pause()
-        await pilot.press("s")
-        await wait_for(pilot, lambda: not app.is_running)
-    job = fake.jobs[0]
-    assert job.stopped and not job.left
+    job = fake_runs.jobs[0]
+    assert (job.left, job.stopped) == (left, not left)
 
 
 def test_the_real_runs_door_lists_and_refuses_plainly(work: Path) -> None:
@@ -284,3 +163,28 @@ def test_the_real_runs_door_lists_and_refuses_plainly(work: Path) -> None:
         door.stop(plan.paths.root)
     with pytest.raises(DsWizardError, match="no complete checkpoint"):
         door.resume(plan.paths.root)
+
+
+async def test_a_stalled_run_shows_where_it_hangs_and_its_autopsy(
+        work: Path, app: WizardApp, fake_runs: FakeRuns) -> None:
+    """Issue 22: the supervisor's stall verdict (state.json, through the runs door) is in
+    the table's status and, with the autopsy's summary, under it."""
+    fake = fake_runs
+    autopsy = work / "runs" / "tiny_mamba-c" / "stalls" / "20261208-011854"
+    line = ("stalled for 4m: rank 1 last in backward at step 8; odd one out: rank 1 "
+            "(its process is stopped: it cannot reach the collective the others wait in)")
+    fake.rows = [replace(r, status=RunStatus.STALLED, stall=line,
+                         stall_detail={"autopsy": str(autopsy), "rank": 1})
+                 if r.name == "tiny_mamba-c" else r for r in fake.rows]
+    async with app.run_test(size=(120, 34)) as pilot:
+        screen = await open_runs(pilot)
+        assert rows_of(screen)["tiny_mamba-c"][3] == "stalled"
+        await cursor_to(pilot, screen, "tiny_mamba-c")
+        detail = str(screen.query_one("#runs-detail").render())
+        assert line in detail.replace("\n", " ") or line in detail
+        assert "stalls/20261208-011854" in detail
+        fake.set_status("tiny_mamba-c", RunStatus.RUNNING)  # the rank came back
+        fake.rows = [replace(r, stall=None) for r in fake.rows]
+        await wait_for(pilot, lambda: rows_of(screen)["tiny_mamba-c"][3] == "running")
+        await wait_for(pilot, lambda: "stalled for" not in
+                       str(screen.query_one("#runs-detail").render()))

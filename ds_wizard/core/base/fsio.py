@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ds_wizard.core.base.errors import DsWizardError, WriteError
 from ds_wizard.core.base.system import pid_alive
@@ -99,16 +101,7 @@ def read_input(path: str | os.PathLike[str], *, limit: int, what: str = "input f
     p = Path(path)
     too_big = error(f"{p}: larger than the {_size(limit)} limit for a {what}",
                     "is this the right file?")
-    try:
-        _require_regular(p, os.stat(p).st_mode, what, error)
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise error(f"{p}: no such file", "check the path") from exc
-    except ValueError as exc:  # an embedded NUL byte
-        raise error(f"invalid path {str(p)!r}", "check the path") from exc
-    except OSError as exc:
-        raise error(f"cannot read {p}: {exc.strerror or exc}",
-                    "check the file's permissions") from exc
+    fd = _open_regular(p, what, error)
     try:
         st = os.fstat(fd)
         _require_regular(p, st.st_mode, what, error)
@@ -131,6 +124,117 @@ def read_input(path: str | os.PathLike[str], *, limit: int, what: str = "input f
     return b"".join(chunks)
 
 
+def _open_regular(p: Path, what: str, error: type[DsWizardError]) -> int:
+    """A descriptor of the regular file ``p``, opened without blocking, or one-line ``error``
+    (missing, a FIFO or device, a symlink loop, a path with a NUL byte, no permission)."""
+    try:
+        _require_regular(p, os.stat(p).st_mode, what, error)
+        return os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise error(f"{p}: no such file", "check the path") from exc
+    except ValueError as exc:  # an embedded NUL byte
+        raise error(f"invalid path {str(p)!r}", "check the path") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"cannot read {p}: a loop of symbolic links",
+                        "point the link at a real file") from exc
+        if exc.errno == errno.ENAMETOOLONG:
+            raise error(f"cannot read {str(p)[:80]}...: the path is too long",
+                        "check the path") from exc
+        raise error(f"cannot read {p}: {exc.strerror or exc}",
+                    "check the file's permissions") from exc
+
+
+def read_text(path: str | os.PathLike[str], *, limit: int, what: str = "input file",
+              error: type[DsWizardError] = InputError, errors: str = "strict") -> str:
+    """:func:`read_input` decoded as UTF-8; a file that is not UTF-8 is one-line ``error``
+    (or, with ``errors="replace"``, read with U+FFFD for the bad bytes)."""
+    raw = read_input(path, limit=limit, what=what, error=error)
+    try:
+        return raw.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start})",
+                    f"give the path of a {what}") from exc
+
+
+def read_tail(path: str | os.PathLike[str], *, limit: int, what: str = "log file",
+              error: type[DsWizardError] = InputError) -> tuple[bytes, bool]:
+    """The last ``limit`` bytes of a regular file (all of it when smaller), and whether the
+    file was longer: for the files a live process keeps appending to (train.log), where
+    only the end matters and the size may grow between ``stat`` and ``read``."""
+    p = Path(path)
+    fd = _open_regular(p, what, error)
+    try:
+        st = os.fstat(fd)
+        _require_regular(p, st.st_mode, what, error)
+        cut = st.st_size > limit
+        if cut:
+            os.lseek(fd, st.st_size - limit, os.SEEK_SET)
+        chunks, total = [], 0
+        while total < limit:
+            chunk = os.read(fd, min(_CHUNK, limit - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise error(f"cannot read {p}: {exc.strerror or exc}",
+                    "check the file and its disk") from exc
+    finally:
+        os.close(fd)
+    return b"".join(chunks), cut
+
+
+def iter_input(path: str | os.PathLike[str], *, limit: int, what: str = "input file",
+               error: type[DsWizardError] = InputError) -> Iterator[bytes]:
+    """The bytes of a regular file in chunks, for files read once from start to end (a log
+    scanned line by line); past ``limit`` bytes, one-line ``error``. Memory stays at one
+    chunk whatever the file's size."""
+    p = Path(path)
+    fd = _open_regular(p, what, error)
+    try:
+        st = os.fstat(fd)
+        _require_regular(p, st.st_mode, what, error)
+        if st.st_size > limit:
+            raise error(f"{p}: larger than the {_size(limit)} limit for a {what}",
+                        "is this the right file?")
+        total = 0
+        while True:
+            chunk = os.read(fd, _CHUNK * 16)
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > limit:
+                raise error(f"{p}: larger than the {_size(limit)} limit for a {what}",
+                            "is this the right file?")
+            yield chunk
+    except OSError as exc:
+        raise error(f"cannot read {p}: {exc.strerror or exc}",
+                    "check the file and its disk") from exc
+    finally:
+        os.close(fd)
+
+
+def read_stream(stream: BinaryIO, *, limit: int, what: str = "standard input",
+                error: type[DsWizardError] = InputError) -> bytes:
+    """At most ``limit`` bytes of an open stream (standard input), or one-line ``error``:
+    a pipe has no size to check first, so the cap is on what is read."""
+    chunks, total = [], 0
+    try:
+        while total <= limit:
+            chunk = stream.read(min(_CHUNK, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise error(f"cannot read {what}: {exc.strerror or exc}", "check the input") from exc
+    if total > limit:
+        raise error(f"{what}: more than the {_size(limit)} limit",
+                    "pass the end of the log, e.g. `tail -n 200 LOG | ds-wizard explain -`")
+    return b"".join(chunks)
+
+
 def _require_regular(p: Path, mode: int, what: str, error: type[DsWizardError]) -> None:
     if stat.S_ISDIR(mode):
         raise error(f"{p} is a directory", f"give the path of a {what}")
@@ -140,6 +244,8 @@ def _require_regular(p: Path, mode: int, what: str, error: type[DsWizardError]) 
 
 
 def _size(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n // (1 << 30)} GiB"
     return f"{n // (1 << 20)} MiB" if n >= 1 << 20 else f"{n // 1024} KiB"
 
 
@@ -638,3 +744,50 @@ def _clean_stale(directory: Path) -> None:
         # may not delete stays, which costs nothing but disk
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+# ------------------------------------------------------------------------------ JSON
+
+
+def parse_json_text(text: str | bytes, where: str, *,
+                    error: type[DsWizardError] = InputError) -> object:
+    """``json.loads`` whose every failure is one-line ``error``: bad syntax, bad UTF-8, and
+    nesting deep enough to exhaust Python's recursion limit (a RecursionError otherwise)."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise error(f"{where}: nested too deeply to read", "is this the right file?") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{where}: not valid JSON ({exc})", "is this the right file?") from exc
+
+
+def read_json(path: str | os.PathLike[str], *, limit: int, what: str = "JSON file",
+              error: type[DsWizardError] = InputError) -> object:
+    """A JSON file through :func:`read_input` (regular, size-capped) and
+    :func:`parse_json_text` (every failure one line)."""
+    return parse_json_text(read_input(path, limit=limit, what=what, error=error), str(path),
+                           error=error)
+
+
+def read_from(path: str | os.PathLike[str], offset: int, *, limit: int,
+              what: str = "log file", error: type[DsWizardError] = InputError) -> bytes:
+    """At most ``limit`` bytes of a regular file from ``offset`` on: for a file another
+    process appends to (metrics.jsonl), read a bounded piece per poll."""
+    p = Path(path)
+    fd = _open_regular(p, what, error)
+    try:
+        _require_regular(p, os.fstat(fd).st_mode, what, error)
+        os.lseek(fd, offset, os.SEEK_SET)
+        chunks, total = [], 0
+        while total < limit:
+            chunk = os.read(fd, min(_CHUNK * 16, limit - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise error(f"cannot read {p}: {exc.strerror or exc}",
+                    "check the file and its disk") from exc
+    finally:
+        os.close(fd)
+    return b"".join(chunks)

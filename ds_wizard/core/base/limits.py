@@ -129,3 +129,26 @@ def check_bracket_depth(raw: str, what: str, limit: int = MAX_VALUE_DEPTH) -> st
         raise LimitError(f"{what} nests {deepest} levels deep",
                          f"a value nests at most {limit} levels of [ ] or {{ }}")
     return raw
+
+
+# TOML (presets, --set values) reads 0x10, 0o10, 0b10 and 1_000 as integers; ds-wizard's
+# numbers are decimal digits only, the same on the command line, in presets and configs
+_NOT_DECIMAL = re.compile(r"(?<![\w.])[+-]?(?:0[xXoObB][0-9A-Fa-f_]*|[0-9]+(?:_[0-9]+)+"
+                          r"(?:\.[0-9_]+)?(?:[eE][+-]?[0-9_]+)?)(?![\w.])", re.ASCII)
+_DIGIT_RUN = re.compile(rf"[0-9]{{{MAX_NUMBER_CHARS + 1},}}", re.ASCII)
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'')
+
+
+def check_number_spellings(raw: str, what: str) -> str:
+    """Refuse, in TOML text outside its quoted strings, a number written in hex, octal or
+    binary, with ``_`` separators, or with more than :data:`MAX_NUMBER_CHARS` digits: the
+    parser would accept each, and the limits say no. Returns ``raw``."""
+    outside = _QUOTED.sub('""', raw)
+    found = _NOT_DECIMAL.search(outside)
+    if found:
+        raise LimitError(f"{what}: {_shown(found.group())} is not a decimal number",
+                         "write numbers in digits 0-9 (no 0x, 0o, 0b or _ separators)")
+    if _DIGIT_RUN.search(outside):
+        raise LimitError(f"{what}: a number has more than {MAX_NUMBER_CHARS} digits",
+                         "no setting takes a number that long; is there a typo?")
+    return raw

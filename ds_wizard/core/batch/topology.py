@@ -24,12 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_text
+from ds_wizard.core.base.limits import MAX_WORLD_SIZE, LimitError, parse_int
 from ds_wizard.core.batch.batchmath import data_parallel_size
 
 # DeepSpeed's pattern is r'^(\S+)\s+slots=(\d+)' searched at the start of the line; this is
 # the same line, anchored at both ends
 _HOST_LINE = re.compile(r"^(\S+)\s+slots=(\d+)$")
 _DS_HOST_LINE = re.compile(r"^(\S+)\s+slots=(\d+)")
+# what a host name (or an IPv4/IPv6 address, or user@host) is made of: nothing a shell, pdsh
+# or ssh would read as syntax, since the name is written into scripts and command lines
+_HOST_NAME = re.compile(r"[A-Za-z0-9._:@\[\]-]{1,253}", re.ASCII)
+#: bytes of a hostfile: a line per node, far below a megabyte for any real cluster
+MAX_HOSTFILE_BYTES = 1 << 20
 LOCAL_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -63,7 +70,14 @@ def parse_hostfile(text: str, source: str = "hostfile") -> tuple[Host, ...]:
                                     "write one `host slots=N` per line, nothing after N")
             raise HostfileError(f"{where}: {line!r} is not `host slots=N`",
                                 "write one `host slots=N` per line, e.g. `worker-1 slots=8`")
-        name, slots = match.group(1), int(match.group(2))
+        name = match.group(1)
+        if not _HOST_NAME.fullmatch(name):
+            raise HostfileError(f"{where}: {name!r} is not a host name",
+                                "a host name is letters, digits and . - _ : @ [ ] only")
+        try:
+            slots = parse_int(match.group(2), f"{where}: slots", low=0, high=MAX_WORLD_SIZE)
+        except LimitError as exc:
+            raise HostfileError(exc.message, exc.hint) from None
         if name in seen:
             raise HostfileError(f"{where}: host {name} is listed twice (first on line "
                                 f"{seen[name]})", "list each host once")
@@ -80,14 +94,11 @@ def parse_hostfile(text: str, source: str = "hostfile") -> tuple[Host, ...]:
 
 def read_hostfile(path: str | Path) -> tuple[Host, ...]:
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not p.exists() and not p.is_symlink():
         raise HostfileError(f"hostfile {p} does not exist",
-                            "pass the path of a file of `host slots=N` lines") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HostfileError(f"hostfile {p} cannot be read: {exc}",
-                            "pass a readable text file of `host slots=N` lines") from None
+                            "pass the path of a file of `host slots=N` lines")
+    text = read_text(p, limit=MAX_HOSTFILE_BYTES, what="hostfile (`host slots=N` lines)",
+                     error=HostfileError)
     return parse_hostfile(text, str(p))
 
 

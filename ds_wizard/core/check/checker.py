@@ -21,6 +21,7 @@ from ds_wizard.core.base.fsio import read_input
 from ds_wizard.core.base.limits import MAX_GLOBAL_BATCH
 from ds_wizard.core.batch import batchmath
 from ds_wizard.core.check import dsschema, verdict
+from ds_wizard.core.check.trackers import tracker_findings
 
 TRAIN = "train_batch_size"
 MICRO = "train_micro_batch_size_per_gpu"
@@ -122,6 +123,7 @@ def _parse_text(text: str, origin: str) -> Any:
     try:
         data = json.loads(text, object_pairs_hook=_no_duplicates,
                           parse_constant=_refuse_constant)
+        _refuse_deep(data, origin)
         _refuse_non_finite(data, origin)  # 1e999 reads as infinity
         return data
     except json.JSONDecodeError as exc:
@@ -142,15 +144,39 @@ def _parse_text(text: str, origin: str) -> Any:
         raise _duplicate(origin, exc) from exc
     except OverflowError as exc:  # hjson's reading of 1e999
         raise _nan(origin, _NotANumber("a number too large to be finite")) from exc
-    except (hjson.HjsonDecodeError, ValueError, RecursionError) as exc:
+    except (hjson.HjsonDecodeError, ValueError, RecursionError, IndexError, TypeError,
+            KeyError, AttributeError) as exc:
+        # hjson's own failures on truncated input ("{/*" is an IndexError inside it)
         raise ConfigFileError(
             f"{origin}: neither JSON nor hjson: JSON fails at line {first.lineno}:"
             f"{first.colno}: {first.msg}",
             "fix the syntax there (DeepSpeed reads files with hjson: // comments and "
             "trailing commas are fine, unbalanced braces are not)",
         ) from exc
+    _refuse_deep(data, origin)
     _refuse_non_finite(data, origin)
     return data
+
+
+#: nesting of a config: DeepSpeed's blocks nest four levels; past this DeepSpeed's own
+#: recursive code fails (a RecursionError at a few hundred), and so would a rewrite by fix
+MAX_CONFIG_DEPTH = 64
+
+
+def _refuse_deep(data: Any, origin: str) -> None:
+    """Refuse nesting past :data:`MAX_CONFIG_DEPTH`, found without recursion, so that no
+    later step (the verdict, DeepSpeed, ``fix``'s rewrite) recurses into it."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigFileError(f"{origin}: nests more than {MAX_CONFIG_DEPTH} levels deep",
+                                  "no DeepSpeed config nests like this (DeepSpeed stops with "
+                                  "a RecursionError); is this the right file?")
+        if isinstance(value, dict):
+            stack += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
 
 
 def _duplicate(origin: str, exc: _DuplicateKey) -> ConfigFileError:
@@ -258,6 +284,9 @@ class CheckReport:
     deepspeed_version: str = ""
     # errors that are ds-wizard's own rules, not DeepSpeed's (e.g. --sp vs the config)
     own_errors: list[str] = field(default_factory=list)
+    # values the fast verdict does not mirror (verdict.unmirrored): only DeepSpeed's own
+    # verdict (ds_wizard.deepcheck.settle) decides such a config
+    unmirrored: list[str] = field(default_factory=list)
 
     @property
     def headline(self) -> str:
@@ -328,6 +357,7 @@ def check_config(cfg: dict[str, Any], world_size: int, *, strict: bool = False,
         findings += verdict.error_check(cfg, blocks)
     findings += _top_level_warnings(cfg)
     findings += _auto_values(cfg)
+    findings += tracker_findings(cfg)
     scheduler_errors, scheduler_warnings = _scheduler_problems(cfg)
     findings += [dsschema.Finding("warning", "scheduler", m)
                  for m in scheduler_errors + scheduler_warnings]
@@ -340,7 +370,8 @@ def check_config(cfg: dict[str, Any], world_size: int, *, strict: bool = False,
         ds_error = (f"{ds_type}: {ds_message}" if first.order == dsschema.ORDER_BATCH
                     else f"{first.error_type}: {first.message}")
     # shown to the user: the values as the integers they stand for ("8" → 8)
-    int_world = shown_world if isinstance(shown_world, int) else None
+    # (a negative or zero world, from a sequence_parallel_size below 1, is no world at all)
+    int_world = shown_world if isinstance(shown_world, int) and shown_world >= 1 else None
     res = None
     if int_world is not None:
         res = batchmath.resolve(values[TRAIN].value, values[MICRO].value, values[GAS].value,
@@ -365,6 +396,7 @@ def check_config(cfg: dict[str, Any], world_size: int, *, strict: bool = False,
         derived=list(derived),
         suggestions=suggestions,
         written={k: v.raw for k, v in values.items()},
+        unmirrored=verdict.unmirrored(cfg),
         strict=strict,
         deepspeed_version=dsschema.deepspeed_version(),
         own_errors=[f.message for f in errors if f.error_type == "ds-wizard"

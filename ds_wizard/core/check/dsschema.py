@@ -54,7 +54,9 @@ class Finding:
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     """The shipped schema (a few kB of JSON; read once)."""
-    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    from ds_wizard.core.base.fsio import read_json
+
+    return read_json(SCHEMA_FILE, limit=16 << 20, what="schema file")  # type: ignore[return-value]
 
 
 def deepspeed_version() -> str:

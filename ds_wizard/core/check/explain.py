@@ -11,23 +11,40 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Every number is at most 20 digits and starts where no digit precedes it, every run of
+# spaces and every word is bounded: each pattern then tries O(1) work per position, so a
+# 1 MB run of digits or spaces is scanned in linear time, not quadratic.
+_N = r"(?<![\d.])-?\d{1,20}(?:\.\d{1,20})?(?![\d.])"
+_U = r"(?<![\d.])\d{1,20}(?:\.\d{1,20})?(?![\d.])"
+_S = r"[ \t]{0,40}"
 _MISMATCH = re.compile(
-    r"world_size\s+(?P<t>-?\d+(?:\.\d+)?)\s*!=\s*(?P<m>-?\d+(?:\.\d+)?)\s*\*\s*"
-    r"(?P<g>-?\d+(?:\.\d+)?)\s*\*\s*(?P<ws>\d+(?:\.\d+)?)")
+    rf"world_size[ \t]{{1,40}}(?P<t>{_N}){_S}!={_S}(?P<m>{_N}){_S}\*{_S}"
+    rf"(?P<g>{_N}){_S}\*{_S}(?P<ws>{_U})")
 # the bare "16 != 1 * 1 * 1" when only the tail of the line was pasted
-_BARE = re.compile(r"(?P<t>-?\d+)\s*!=\s*(?P<m>-?\d+)\s*\*\s*(?P<g>-?\d+)\s*\*\s*(?P<ws>\d+)")
+_BARE = re.compile(rf"(?P<t>{_N}){_S}!={_S}(?P<m>{_N}){_S}\*{_S}(?P<g>{_N}){_S}\*{_S}"
+                   rf"(?P<ws>{_U})")
 _NOT_POSITIVE = re.compile(
-    r"(?P<what>Train batch size|Micro batch size per gpu|Gradient accumulation steps):\s*"
-    r"(?P<v>-?\d+(?:\.\d+)?) has to be greater than 0")
-_HF = re.compile(r"- ds (?P<key>[\w.]+)=(?P<ds>\S+) vs hf (?P<hf_key>[\w+|]+(?: \(calculated\))?)="
-                 r"(?P<hf>\S+)")
-_WORLD_HINTS = (re.compile(r"dist_world_size=(\d+)"), re.compile(r"world_size\s*=\s*(\d+)"),
-                re.compile(r"num_local_procs=(\d+)"))
-_VISIBLE = re.compile(r"CUDA_VISIBLE_DEVICES[=:]\s*['\"]?([\d,\s]*)")
-_CONFIG = re.compile(r"--deepspeed(?:_config)?[= ]+(\S+\.json)")
+    r"(?P<what>Train batch size|Micro batch size per gpu|Gradient accumulation steps):"
+    rf"{_S}(?P<v>{_N}) has to be greater than 0")
+_HF = re.compile(r"- ds (?P<key>[\w.]{1,200})=(?P<ds>\S{1,200}) vs hf "
+                 r"(?P<hf_key>[\w+|]{1,200}(?: \(calculated\))?)=(?P<hf>\S{1,200})")
+_WORLD_HINTS = (re.compile(r"dist_world_size=(\d{1,9})(?!\d)"),
+                re.compile(rf"world_size{_S}={_S}(\d{{1,9}})(?!\d)"),
+                re.compile(r"num_local_procs=(\d{1,9})(?!\d)"))
+_VISIBLE = re.compile(r"CUDA_VISIBLE_DEVICES[=:][ \t]{0,40}['\"]?([\d, \t]{0,400})")
+_CONFIG = re.compile(r"--deepspeed(?:_config)?[= ]{1,40}([^\s]{1,1024}?\.json)(?!\S)")
+# what a log line must contain to matter to any pattern above: lines without are dropped
+# while a log is read, so a log of any size is scanned in one pass with bounded memory
+_RELEVANT = ("world_size", "!=", "has to be greater than 0", "- ds ", "num_local_procs",
+             "CUDA_VISIBLE_DEVICES", "--deepspeed", "mpirun", "OMPI_",
+             "Either train_batch_size")
+_RELEVANT_RE = re.compile(b"|".join(re.escape(word.encode("ascii")) for word in _RELEVANT))
+#: characters kept of one relevant line (DeepSpeed's lines are a few hundred)
+MAX_LINE_CHARS = 4096
 
 
 @dataclass
@@ -42,9 +59,42 @@ class Explanation:
     fix_command: str | None = None
     intended_world_size: int | None = None
     config: str | None = None
+    note: str | None = None  # why a line that looks like DeepSpeed's error is not one
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def relevant_text(chunks: Iterable[bytes]) -> str:
+    """The lines of a log that any pattern of :func:`explain` can match, from a stream of
+    byte chunks: one pass, memory bounded by what is kept, not by the log's size."""
+    kept: list[str] = []
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1
+        kept += _keep(data[:cut])
+        rest = data[cut:]
+        if len(rest) > MAX_LINE_CHARS * 4:  # one endless line: keep its start only
+            kept += _keep(rest)
+            rest = b""
+    kept += _keep(rest)
+    return "\n".join(kept)
+
+
+def _keep(block: bytes) -> list[str]:
+    """The matching lines of ``block``: one C-speed search for the words (all ASCII), and
+    only the lines found are decoded."""
+    out = []
+    pos = 0
+    while (found := _RELEVANT_RE.search(block, pos)) is not None:
+        start = block.rfind(b"\n", 0, found.start()) + 1
+        end = block.find(b"\n", found.end())
+        end = len(block) if end < 0 else end
+        raw = block[start:min(end, start + MAX_LINE_CHARS * 4)]
+        out.append(raw.decode("utf-8", errors="replace")[:MAX_LINE_CHARS])
+        pos = end + 1
+    return out
 
 
 def _num(text: str) -> int | float:
@@ -85,6 +135,18 @@ def explain(text: str, config: str | None = None, num_gpus: int | None = None) -
     match = _MISMATCH.search(text) or _BARE.search(text)
     if match:
         t, m, g, ws = (_num(match.group(k)) for k in ("t", "m", "g", "ws"))
+        if t == m * g * ws:
+            # DeepSpeed asserts train == micro * accumulation * world: when the numbers
+            # agree, this line is not an error DeepSpeed raised (an edited or quoted line)
+            out.message = _line_of(text, match)
+            out.note = (f"{t} = {m} × {g} × {ws} is true: DeepSpeed raises this only when "
+                        "the numbers differ, so this line is not its error")
+            return out
+        if ws < 1 or not float(ws).is_integer():
+            out.message = _line_of(text, match)
+            out.note = (f"world size {ws} is not a number of ranks DeepSpeed can run with, "
+                        "so this line is not its error")
+            return out
         out.found, out.message = True, _line_of(text, match)
         out.triplet, out.world_size = (t, m, g), int(ws)
         _mismatch_causes(out, t, m, g, int(ws), num_gpus, launcher_world, visible, mpirun)
@@ -153,7 +215,7 @@ def _mismatch_causes(out: Explanation, t: Any, m: Any, g: Any, ws: int, num_gpus
             "launch with `deepspeed --num_gpus " + str(intended) + " ...`"
         return
     keep = "--keep micro"
-    if per_rank and isinstance(t, int) and t % target == 0:
+    if per_rank and isinstance(t, int) and target > 0 and t % target == 0:
         keep = "--keep global"
     out.fix_command = _command(out.config, target, keep)
 

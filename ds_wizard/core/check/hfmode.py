@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_json
+
+#: bytes of an --hf-args file: a TrainingArguments dump is a few kilobytes
+MAX_HF_ARGS_BYTES = 4 << 20
 
 MISMATCH_HEAD = ("Please correct the following DeepSpeed config values that mismatch "
                  "TrainingArguments values:")
@@ -56,12 +60,8 @@ def parse_hf_args(spec: str | None, path: str | Path | None, world_size: int) ->
     ``world_size`` (from --num-gpus) is used unless the arguments give one."""
     values: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DsWizardError(f"--hf-args {path}: cannot read it as JSON ({exc})",
-                                "give a JSON object of TrainingArguments, e.g. "
-                                '{"per_device_train_batch_size": 4}') from exc
+        data = read_json(Path(path), limit=MAX_HF_ARGS_BYTES,
+                         what="JSON object of TrainingArguments")
         if not isinstance(data, dict):
             raise DsWizardError(f"--hf-args {path}: not a JSON object",
                                 'write {"per_device_train_batch_size": 4, ...}')
@@ -120,7 +120,9 @@ def _node(config: dict[str, Any], long_key: str) -> tuple[Any, str]:
         config = config.get(name) if isinstance(config, dict) else None
         if config is None:
             return None, key
-    return config, key
+    # a block that is not an object (``"fp16": 3``): the Trainer's fill does not reach it,
+    # and the verdict reports the block itself
+    return (config if isinstance(config, dict) else None), key
 
 
 def fill_like_trainer(cfg: dict[str, Any], args: HfArgs) -> HfFill:

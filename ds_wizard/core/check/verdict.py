@@ -157,14 +157,13 @@ def batch_outcome(train: Any, micro: Any, gas: Any, world: Any
             micro //= gas
             derived = ("train_micro_batch_size_per_gpu",)
         elif micro is not None and gas is not None:
-            train = micro * gas
-            train *= world
+            train = _times(_times(micro, gas), world)
             derived = ("train_batch_size",)
         elif train is not None:
             gas, micro = 1, train // world
             derived = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
         elif micro is not None:
-            train, gas = micro * world, 1
+            train, gas = _times(micro, world), 1
             derived = ("train_batch_size", "gradient_accumulation_steps")
         else:
             return (train, micro, gas), "AssertionError", MISSING_BOTH, derived
@@ -177,7 +176,7 @@ def batch_outcome(train: Any, micro: Any, gas: Any, world: Any
         if not gas > 0:
             return (train, micro, gas), "AssertionError", \
                 f"Gradient accumulation steps: {gas} has to be greater than 0", derived
-        if train != micro * gas * world:
+        if train != _times(_times(micro, gas), world):
             return (train, micro, gas), "AssertionError", (
                 "Check batch related parameters. train_batch_size is not equal to "
                 "micro_batch_per_gpu * gradient_acc_step * world_size "
@@ -185,6 +184,17 @@ def batch_outcome(train: Any, micro: Any, gas: Any, world: Any
     except (TypeError, ZeroDivisionError) as exc:
         return (train, micro, gas), type(exc).__name__, str(exc), derived
     return (train, micro, gas), None, None, derived
+
+
+def _times(a: Any, b: Any) -> Any:
+    """``a * b`` as DeepSpeed computes it, except a string or list repeated a huge number
+    of times: Python would build it (gigabytes) before DeepSpeed's next comparison with 0
+    fails with the TypeError raised here."""
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, list)) and isinstance(n, int) and abs(n) > 4096:
+            raise TypeError(f"'>' not supported between instances of '{type(seq).__name__}' "
+                            "and 'int'")
+    return a * b
 
 
 def error_check(cfg: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> list[Finding]:
@@ -211,3 +221,100 @@ def error_check(cfg: dict[str, Any], blocks: dict[str, dict[str, Any]]) -> list[
                         "bf16.bf16_optimizer_states needs bf16.bf16_master_weights_and_grads",
                         "AssertionError"))
     return out
+
+
+# Top-level keys DeepSpeed reads with ``get_scalar_param`` and then uses in plain Python
+# (``wall_clock_breakdown | flops_profiler.enabled``, comparisons, ``.lower()``), with the
+# type of DeepSpeed 0.19's default. A value of another type is not mirrored: what DeepSpeed
+# does with ``"yes"`` there depends on code the fast verdict does not copy.
+PLAIN_SCALARS: dict[str, tuple[type, ...]] = {
+    "dataloader_drop_last": (bool,), "disable_allgather": (bool,),
+    "disable_python_gc": (bool,), "dump_state": (bool,), "managed_gradient_accumulation": (bool,),
+    "memory_breakdown": (bool,), "prescale_gradients": (bool,),
+    "use_data_before_expert_parallelism": (bool,), "wall_clock_breakdown": (bool,),
+    "zero_allow_untested_optimizer": (bool,), "zero_force_ds_cpu_optimizer": (bool,),
+    "gradient_clipping": (int, float), "gradient_predivide_factor": (int, float),
+    "steps_per_print": (int,), "log_level": (str,),
+}
+# Blocks DeepSpeed reads with plain dict code (``.get``, ``[key]``, arithmetic on what it
+# finds) that the fast verdict does not model field by field: any content beyond
+# ``{"enabled": false}`` sends the config to DeepSpeed's own verdict.
+PLAIN_CODE_BLOCKS = ("data_efficiency", "curriculum_learning", "pipeline", "sparse_attention",
+                     "elasticity", "compression_training", "eigenvalue",
+                     "progressive_layer_drop", "quantize_training", "nebula", "amp",
+                     "datastates", "expert_parallel", "sequence_parallel", "zenflow")
+# the blocks of dsschema's ``plain_blocks``: fields read by get_scalar_param; a value that
+# is not a JSON scalar there, or an ``enabled`` that is not a bool, is not mirrored
+SCALAR_BLOCKS = ("activation_checkpointing", "flops_profiler", "autotuning", "aio")
+#: nesting the fast verdict walks itself; deeper, DeepSpeed's own recursion decides
+MAX_MIRRORED_DEPTH = 32
+#: integers past this are not mirrored (pydantic and DeepSpeed's arithmetic differ on them)
+MAX_MIRRORED_INT = 1 << 53
+
+
+def unmirrored(cfg: dict[str, Any]) -> list[str]:
+    """Where ``cfg`` holds a value the fast verdict does not mirror: a plain-code scalar of
+    an unexpected type, an optimizer or scheduler ``type`` that is not a string or
+    ``params`` that are not an object, an integer past 2**53, nesting deeper than
+    :data:`MAX_MIRRORED_DEPTH`. For such a config only DeepSpeed's own verdict is
+    trusted (``ds_wizard.deepcheck.verdict_for``)."""
+    out: list[str] = []
+    for key, types in PLAIN_SCALARS.items():
+        if key not in cfg:
+            continue
+        value = cfg[key]  # null too: DeepSpeed takes the null, not its default
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            out.append(f"{key} = {_short(value)}")
+    for block in ("optimizer", "scheduler"):
+        section = cfg.get(block)
+        if isinstance(section, dict):
+            kind = section.get("type")
+            if kind is not None and not isinstance(kind, str):
+                out.append(f"{block}.type = {_short(kind)}")
+            params = section.get("params")
+            if "params" in section and params is not None and not isinstance(params, dict):
+                out.append(f"{block}.params = {_short(params)}")
+    for block in PLAIN_CODE_BLOCKS:
+        if block in cfg and cfg[block] not in ({}, {"enabled": False}, None):
+            out.append(f"the {block} block")
+    if "timers" in cfg and not isinstance(cfg["timers"], dict):
+        out.append(f"timers = {_short(cfg['timers'])}")  # DeepSpeed tests `in` on it
+    for block in SCALAR_BLOCKS:
+        section = cfg.get(block)
+        if block in cfg and not isinstance(section, dict):
+            out.append(f"{block} = {_short(section)}")
+        if isinstance(section, dict):
+            for key, value in section.items():
+                odd = isinstance(value, (dict, list)) or (
+                    key == "enabled" and not isinstance(value, bool))
+                if odd:
+                    out.append(f"{block}.{key} = {_short(value)}")
+    out += _odd_values(cfg)
+    return out
+
+
+def _odd_values(cfg: Any) -> list[str]:
+    """Deep nesting and huge integers anywhere, found without recursion."""
+    found: list[str] = []
+    stack: list[tuple[Any, str, int]] = [(cfg, "", 0)]
+    while stack and len(found) < 3:
+        value, path, depth = stack.pop()
+        if depth > MAX_MIRRORED_DEPTH:
+            found.append(f"{path or 'the config'} nests more than {MAX_MIRRORED_DEPTH} levels")
+            continue
+        if isinstance(value, dict):
+            stack += [(v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
+        elif isinstance(value, int) and not isinstance(value, bool) \
+                and abs(value) > MAX_MIRRORED_INT:
+            found.append(f"{path} = {_short(value)}")
+    return found
+
+
+def _short(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -17,6 +17,7 @@ from ds_wizard.core.config.summary import model_type, summary_lines
 from ds_wizard.core.plan.backends import DEFAULT_KERNEL_BACKEND
 from ds_wizard.core.plan.fit import GpuMemory, choose_fit
 from ds_wizard.core.plan.gpus import GpuInventory
+from ds_wizard.core.plan.measured import Entry, measured_choice
 from ds_wizard.core.plan.memory import DEFAULT_HEADROOM, MemoryEstimate
 from ds_wizard.core.plan.params import count_params
 from ds_wizard.core.presets.lookup import Preset
@@ -85,6 +86,7 @@ def auto_configure(
     headroom: float = DEFAULT_HEADROOM,
     backend: str = DEFAULT_KERNEL_BACKEND,
     device: str = "cuda",
+    measured: Entry | None = None,
 ) -> AutoResult:
     """Build the config for ``num_gpus`` data-parallel ranks.
 
@@ -98,6 +100,10 @@ def auto_configure(
     states do not fit; :class:`fit.DoesNotFit` when nothing does.
 
     ``device="cpu"``: the ranks run on CPU, where precision ``auto`` means fp32.
+
+    ``measured``: what ``ds-wizard tune`` measured on this machine for this preset and
+    world size (:func:`measured.lookup`). Without explicit batch values, its choice at the
+    target global batch is used, and its measured peak stands in for the estimate.
     """
     if num_gpus < 1:
         raise DsWizardError(f"number of GPUs must be at least 1, got {num_gpus}",
@@ -114,6 +120,11 @@ def auto_configure(
     requested = requested_precision(spec, precision)
     used = preset_precision(spec, precision, bf16, device)
     given = (micro_batch, grad_accum, global_batch) != (None, None, None)
+    tuned = _tuned(spec, num_gpus, measured, micro_batch, grad_accum, global_batch, zero_stage)
+    if tuned is not None:
+        micro_batch, grad_accum, global_batch, zero_stage = tuned[:4]
+        gpu_memory = None  # the measured peak is the fit verdict (it was within headroom)
+        given = True
     choice = _choose_batch(spec, num_gpus, micro_batch, grad_accum, global_batch) \
         if given or gpu_memory is None else None
     fit = None
@@ -141,9 +152,26 @@ def auto_configure(
         raise DsWizardError(f"internal error: generated batch is invalid: {res.error}")
 
     reasons = list(fit.reasons if fit else choice.reasons)
+    if tuned is not None:
+        reasons = [tuned[4], "the measured peak is used for the fit instead of the estimate"]
     reasons.append(_precision_reason(requested, used, gpu_report))
     return AutoResult(preset, config, choice, used, count_params(spec.model), tuple(reasons),
                       fit.estimate if fit else None)
+
+
+def _tuned(spec: PresetSpec, ws: int, measured: Entry | None, micro: int | None,
+           gas: int | None, target: int | None, stage: int | None,
+           ) -> tuple[int, int, int, int, str] | None:
+    """The tuned choice when the user gave no batch values and the tune kept this target
+    global batch: (micro, accumulation, global, stage, reason)."""
+    if measured is None or (micro, gas) != (None, None):
+        return None
+    goal = target or spec.batch.for_world_size(ws).global_batch
+    picked = measured_choice(measured, goal)
+    if picked is None or (stage is not None and stage != picked[2]):
+        return None
+    m, g, z = picked
+    return m, g, goal, z, f"micro-batch {m} × accumulation {g}: {measured.line()}"
 
 
 def _precision_reason(requested: str, used: str, report: GpuInventory | None) -> str:

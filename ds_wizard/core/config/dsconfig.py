@@ -81,6 +81,12 @@ def build_config(
         },
     }
     cfg["wall_clock_breakdown"] = False
+    if spec.monitor.trackers:
+        from ds_wizard.core.config.monitor import with_trackers
+
+        # job name and paths are the run's once launched (core.config.monitor.place_trackers)
+        cfg = with_trackers(cfg, spec.monitor.trackers, job_name="ds-wizard",
+                            wandb_project=spec.monitor.wandb_project)
     return cfg
 
 

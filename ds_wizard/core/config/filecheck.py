@@ -149,12 +149,14 @@ def hf_fill(cfg: dict[str, Any], hf: str | None, hf_args: Path | None,
 def check_file(config: Path, world: WorldSize, *, sp: int = 1, sp_flag: int | None = None,
                strict: bool = False, hf: str | None = None, hf_args: Path | None = None,
                spec: PresetSpec | None = None, gpu_memory: str | None = None,
-               gpu_report: GpuInventory | None = None, deep: DeepCheck | None = None
-               ) -> FileCheck:
+               gpu_report: GpuInventory | None = None, deep: DeepCheck | None = None,
+               settle: DeepCheck | None = None) -> FileCheck:
     """Judge ``config`` for ``world``; ``sp`` is the sequence-parallel degree (``sp_flag``
     when the user gave it, so the file's own key must agree). With ``spec``, the estimate
     is checked against ``gpu_memory`` (else the smallest GPU of ``gpu_report``, detected
-    when not given). A ConfigFileError when the file cannot be read."""
+    when not given). ``settle``: DeepSpeed's own verdict, run (without ``deep``) only when
+    the config holds values the fast verdict does not mirror. A ConfigFileError when the
+    file cannot be read."""
     cfg = load_config_file(config)
     base_world = world.data_parallel * sp  # DeepSpeed divides by sequence parallelism itself
     filled = hf_fill(cfg, hf, hf_args, world.data_parallel)
@@ -171,8 +173,25 @@ def check_file(config: Path, world: WorldSize, *, sp: int = 1, sp_flag: int | No
     if deep is not None:
         verdict = deep(checked, base_world)
         _defer_to_deepspeed(report, verdict, hf_error=bool(filled and filled.error))
+    elif settle is not None:
+        verdict = settle_unmirrored(report, checked, base_world, settle)
     report.valid = report.valid and not (strict and report.warnings)
     return FileCheck(config, report, world, filled, memory, verdict)
+
+
+def settle_unmirrored(report: CheckReport, cfg: dict[str, Any], world_size: int,
+                      deep: DeepCheck) -> Any:
+    """The fast verdict made final: when ``cfg`` holds values it does not mirror
+    (``report.unmirrored``) and it found nothing wrong, DeepSpeed's own verdict decides,
+    and a warning says so. Returns that verdict, or None when the fast one stands."""
+    if not report.unmirrored or not report.valid:
+        return None
+    verdict = deep(cfg, world_size)
+    shown = "; ".join(report.unmirrored[:3])
+    report.warnings.append(f"checked by DeepSpeed {verdict.deepspeed_version} itself: the "
+                           f"fast check does not mirror {shown}")
+    _defer_to_deepspeed(report, verdict, hf_error=False)
+    return verdict
 
 
 def _defer_to_deepspeed(report: CheckReport, deep: Any, hf_error: bool) -> None:

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ds_wizard.core.base.errors import ConfigFileError, DsWizardError
-from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.base.fsio import atomic_write_text, read_input
 from ds_wizard.core.check.checker import (
     BATCH_KEYS,
+    MAX_CONFIG_BYTES,
     check_config,
     fix_config,
     load_config_file,
@@ -139,7 +140,8 @@ def repair_file(config: Path, world: WorldSize, *, keep: str = "micro",
     ``valid`` false, and DeepSpeed's own parser (``deep``) has the last word."""
     cfg = load_config_file(config)
     # exactly as stored (BOM, CRLF): the edit must not touch the lines it does not change
-    text = config.read_bytes().decode("utf-8")
+    text = read_input(config, limit=MAX_CONFIG_BYTES, what=".json config file",
+                      error=ConfigFileError).decode("utf-8")
     base_world = world.data_parallel * sp
     batch_world = _batch_world(cfg, base_world, sp_flag)
     hf_fill = None
@@ -161,10 +163,11 @@ def repair_file(config: Path, world: WorldSize, *, keep: str = "micro",
     target = output or config
     new_text, edit_note = _edited_text(text, cfg, new_values)
     written = backup = None
+    # read back before writing: fix never writes a file it (or check) would refuse to read
+    checked = parse_config_bytes(new_text.encode("utf-8"), str(target))
     if new_values and not dry_run:
         backup = atomic_write_text(target, new_text, backup=True)
         written = target
-    checked = parse_config_bytes(new_text.encode("utf-8"), str(target))
     if hf_fill is not None:
         checked = fill_like_trainer(checked, parse_hf_args(hf, hf_args, world.data_parallel)
                                     ).config

@@ -109,3 +109,49 @@ def peak_flops(device_name: str, precision: str) -> float | None:
     if precision == "fp16":
         return peak.fp16 * TERA
     return None
+
+
+@dataclass(frozen=True)
+class CatalogGpu:
+    """A GPU a user may plan for without having it: its name as NVML reports it and its
+    memory. The same names find their peak in :data:`PEAKS` (a test keeps the two tables
+    in step), so one list serves the MFU figure and the wizard's GPU picker."""
+
+    name: str
+    memory_gib: float  # as NVML/nvidia-smi report it, in GiB
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory_gib * 2**30)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} · {self.memory_gib:g} GiB"
+
+
+# nvidia-smi's "Total" memory (MiB / 1024) for each board; largest first within a family
+GPU_CATALOG: tuple[CatalogGpu, ...] = (
+    CatalogGpu("NVIDIA B200", 179.1),
+    CatalogGpu("NVIDIA H200", 139.8),
+    CatalogGpu("NVIDIA H100 80GB HBM3", 79.6),
+    CatalogGpu("NVIDIA H100 PCIe", 79.6),
+    CatalogGpu("NVIDIA A100-SXM4-80GB", 79.2),
+    CatalogGpu("NVIDIA A100-SXM4-40GB", 39.4),
+    CatalogGpu("NVIDIA L40S", 44.5),
+    CatalogGpu("NVIDIA RTX 6000 Ada Generation", 47.5),
+    CatalogGpu("NVIDIA RTX A6000", 47.5),
+    CatalogGpu("NVIDIA A40", 44.5),
+    CatalogGpu("NVIDIA A10", 22.1),
+    CatalogGpu("NVIDIA L4", 22.0),
+    CatalogGpu("NVIDIA GeForce RTX 4090", 23.6),
+    CatalogGpu("NVIDIA GeForce RTX 3090", 23.7),
+    CatalogGpu("Tesla V100-SXM2-32GB", 31.7),
+    CatalogGpu("Tesla T4", 14.6),
+    CatalogGpu("AMD Instinct MI300X", 191.5),
+)
+
+
+def catalog_gpu(name: str) -> CatalogGpu | None:
+    """The catalog entry called ``name`` (exactly, case-insensitive)."""
+    wanted = name.strip().upper()
+    return next((g for g in GPU_CATALOG if g.name.upper() == wanted), None)

@@ -52,6 +52,10 @@ class MemoryPlan:
     cheapest: FitResult | None  # the cheapest strategy that fits the micro-batch
     does_not_fit: str | None  # why nothing fits, with advice; None when something does
     backend_reason: str
+    # what `ds-wizard tune` measured on this machine for this micro-batch and stage
+    # (core.plan.measured): its verdict is the fit, instead of the estimate's
+    measured: dict[str, Any] | None = None
+    measured_line: str | None = None
 
     @property
     def usable(self) -> int:
@@ -59,6 +63,8 @@ class MemoryPlan:
 
     @property
     def fits(self) -> bool:
+        if self.measured is not None:
+            return bool(self.measured.get("fits"))
         return self.estimate.fits(self.gpu.bytes, self.headroom)
 
     @property
@@ -87,6 +93,8 @@ class MemoryPlan:
             },
             "does_not_fit": self.does_not_fit,
             "backend_reason": self.backend_reason,
+            "measured_here": self.measured,
+            "measured_line": self.measured_line,
         }
 
     def heading(self) -> list[str]:
@@ -105,7 +113,7 @@ class MemoryPlan:
         """(what, per GPU, note): each part, the total, the GPU and the usable memory."""
         est = self.estimate
         rows = [(part, gib(getattr(est, part)), "") for part in PARTS]
-        verdict = "fits" if self.fits else "DOES NOT FIT"
+        verdict = "fits" if est.fits(self.gpu.bytes, self.headroom) else "DOES NOT FIT"
         rows += [("total", gib(est.total), ""),
                  ("GPU memory", gib(self.gpu.bytes), f"({self.gpu.source})"),
                  ("usable", gib(self.usable), f"({self.headroom:.0%}); headroom "
@@ -113,6 +121,11 @@ class MemoryPlan:
         s = est.settings
         if est.cpu_per_node and (s.offload_optimizer or s.offload_param):
             rows.append(("CPU per node", gib(est.cpu_per_node), "(DeepSpeed's estimate)"))
+        m = self.measured
+        if m is not None:
+            rows.append(("measured here", gib(m.get("measured_peak_bytes") or 0),
+                         f"({'fits' if m.get('fits') else m.get('status')}; used for the fit "
+                         "instead of the estimate)"))
         return rows
 
     def verdict_lines(self) -> list[str]:
@@ -125,6 +138,8 @@ class MemoryPlan:
                          f"({gib(self.cheapest.estimate.total)})")
         else:
             lines.append(f"Nothing fits: {self.does_not_fit}")
+        if self.measured_line:
+            lines.append(self.measured_line)
         return lines
 
 
@@ -151,11 +166,26 @@ def memory_plan(preset: Preset, topo: Topology, *, gpu_memory: str | None = None
 
         gpu_report = detect_gpus()
     gpu = gpu_memory_from(gpu_memory, gpu_report)
+    spec = preset.spec
+    entry = None
+    if gpu_memory is None:
+        # planning for this machine: what `ds-wizard tune` measured here, if anything
+        from ds_wizard.core.plan.measured import here_entry, measured_choice
+
+        entry = here_entry(spec, topo.data_parallel, gpu_report)
+        picked = measured_choice(entry, spec.batch.for_world_size(
+            topo.data_parallel).global_batch)
+        if picked is not None and micro is None and zero in (None, picked[2]):
+            micro, zero = picked[0], picked[2]
+        if gpu is None and entry is not None and entry.data.get("limit_bytes"):
+            # CPU ranks here: the RAM per rank the tune judged its candidates against
+            held = float(entry.data.get("headroom") or headroom)
+            gpu = GpuMemory(int(entry.data["limit_bytes"] / held),
+                            "available RAM per CPU rank here, when `tune` ran")
     if gpu is None:
         raise DsWizardError("GPU memory unknown" if gpu_report is None
                             else f"GPU memory unknown: no GPU detected ({gpu_report.reason})",
                             "pass --gpu-memory, e.g. --gpu-memory 80GiB")
-    spec = preset.spec
     here = gpu_report is not None and gpu_report.count > 0
     decision = resolve_backend(
         backend, cuda=True, arch=spec.model.arch, here=here,
@@ -179,6 +209,18 @@ def memory_plan(preset: Preset, topo: Topology, *, gpu_memory: str | None = None
     except DoesNotFit as exc:
         no_fit = exc.message + (("; would fit with: " + "; ".join(exc.advice))
                                 if exc.advice else "")
+    measured = _measured_row(entry, est.settings.micro_batch, est.settings.zero_stage)
     return MemoryPlan(preset.name, spec.model.arch, count_params(spec.model), topo.data_parallel,
                       topo.nodes, est, gpu, headroom, largest, cheapest, no_fit,
-                      decision.reason)
+                      decision.reason, measured, entry.line() if entry is not None else None)
+
+
+def _measured_row(entry: Any, micro: int, stage: int) -> dict[str, Any] | None:
+    """The tune's measurement of this micro-batch and stage, if it ran one."""
+    if entry is None:
+        return None
+    for c in entry.candidates:
+        if c.get("micro_batch") == micro and c.get("zero_stage") == stage \
+                and c.get("measured_peak_bytes"):
+            return c
+    return None

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base.errors import PresetError
+from ds_wizard.core.base.fsio import read_text
+from ds_wizard.core.base.limits import LimitError, check_number_spellings
 from ds_wizard.core.presets import spec_cache
 from ds_wizard.core.presets.migrations import migrate
 from ds_wizard.core.presets.schema import PresetSpec
@@ -166,6 +167,18 @@ class Parsed:
     notices: tuple[str, ...]
 
 
+def _check_value_numbers(text: str, origin: str) -> None:
+    """The number rules of ``--set`` (core/base/limits.py) for every ``key = value`` line
+    of a preset: no 0x/0o/0b/_ spellings, no digit runs past the limit."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        key, eq, value = line.partition("=")
+        if eq and not key.lstrip().startswith(("#", "[")):
+            try:
+                check_number_spellings(value.split(" #")[0], f"{origin} line {lineno}")
+            except LimitError as exc:
+                raise PresetError(exc.message, exc.hint) from None
+
+
 def parse_preset(text: str, origin: str) -> Parsed:
     """TOML text → migrated, validated spec plus notices.
 
@@ -176,6 +189,7 @@ def parse_preset(text: str, origin: str) -> Parsed:
     cached = spec_cache.get(text, origin)
     if cached is not None:
         return Parsed(*cached)
+    _check_value_numbers(text, origin)
     try:
         data = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
@@ -220,36 +234,15 @@ def _close(word: str, options: list[str]) -> str | None:
 def read_preset_text(path: Path) -> str:
     """The text of a preset file, refusing anything that is not a small regular file."""
     try:
-        st = path.stat()
+        path.lstat()
     except ValueError as exc:  # an embedded NUL byte
         raise PresetError(f"invalid preset path {str(path)!r}") from exc
     except FileNotFoundError as exc:
         raise PresetError(f"preset file {path} does not exist") from exc
-    except OSError as exc:
-        raise PresetError(f"cannot read preset file {path}: {exc.strerror or exc}") from exc
-    if stat.S_ISDIR(st.st_mode):
-        raise PresetError(f"{path} is a directory, not a preset file")
-    if not stat.S_ISREG(st.st_mode):
-        raise PresetError(f"{path} is not a regular file", "give a .toml preset file")
-    too_big = PresetError(
-        f"{path}: over the {MAX_PRESET_BYTES // 1024} KiB limit for presets",
-        "a preset is a short TOML file; is this the right file?",
-    )
-    if st.st_size > MAX_PRESET_BYTES:
-        raise too_big
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_PRESET_BYTES + 1)  # the file may grow after stat
-    except OSError as exc:
-        raise PresetError(f"cannot read preset file {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_PRESET_BYTES:
-        raise too_big
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PresetError(
-            f"{path}: not UTF-8 text (bad byte at offset {exc.start})", "save it as UTF-8"
-        ) from exc
+    except OSError:
+        pass  # the one reader below says what is wrong
+    return read_text(path, limit=MAX_PRESET_BYTES, what=".toml preset file",
+                     error=PresetError)
 
 
 def read_preset_file(path: Path, name: str | None = None, source: str = "path") -> Preset:

@@ -9,7 +9,12 @@ from dataclasses import replace
 from typing import Any
 
 from ds_wizard.core.base.errors import PresetError
-from ds_wizard.core.base.limits import MAX_WORLD_SIZE, check_bracket_depth, parse_int
+from ds_wizard.core.base.limits import (
+    MAX_WORLD_SIZE,
+    check_bracket_depth,
+    check_number_spellings,
+    parse_int,
+)
 from ds_wizard.core.presets.lookup import Preset, load_preset
 from ds_wizard.core.presets.schema import PresetSpec, field_types, is_section
 
@@ -44,6 +49,10 @@ def parse_value(raw: str, what: str = "--set value") -> Any:
     parser (which recurses, and int()s any digit string) sees it.
     """
     check_bracket_depth(raw, what)
+    check_number_spellings(raw, what)
+    if "\n" in raw or "\r" in raw:
+        raise PresetError(f"{what} holds a line break",
+                          "a --set value is one line; write \\n inside a quoted string")
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:

@@ -34,6 +34,8 @@ SCHEMA_VERSION = 2
 
 Precision = Literal["auto", "bf16", "fp16", "fp32", "autocast"]
 OffloadDevice = Literal["none", "cpu", "nvme"]
+# DeepSpeed's monitor backends ds-wizard configures (``csv`` is DeepSpeed's ``csv_monitor``)
+Tracker = Literal["tensorboard", "csv", "wandb"]
 
 # strict: "8" is not 8 and 1.5 is not an int; a preset says exactly what it means.
 # nan/inf are legal TOML floats but never a sensible learning rate or clip value.
@@ -217,6 +219,30 @@ def offload_problem(zero_stage: int, offload_optimizer: bool, offload_param: boo
     return None
 
 
+def _no_trackers() -> list[Tracker]:
+    return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitorSpec:
+    """Trackers fed through DeepSpeed's own ``monitor`` section (issue 22).
+
+    ds-wizard writes the config keys; DeepSpeed's ``MonitorMaster`` does the logging. A
+    launch puts the output under the run directory, named after the run.
+    """
+
+    __pydantic_config__ = STRICT
+
+    trackers: Annotated[list[Tracker], Bounds(max_length=3)] = field(
+        default_factory=_no_trackers)
+    # W&B's project; the run's name is the W&B group, so its ranks' runs stay together
+    wandb_project: Annotated[str, Bounds(min_length=1, max_length=128)] = "ds-wizard"
+
+    def __post_init__(self) -> None:
+        if len(set(self.trackers)) != len(self.trackers):
+            raise ValueError(f"trackers lists one twice: {self.trackers}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PresetSpec:
     """The whole content of a preset file."""
@@ -231,6 +257,7 @@ class PresetSpec:
     train: TrainSpec = field(default_factory=TrainSpec)
     batch: BatchSpec
     deepspeed: DeepSpeedSpec = field(default_factory=DeepSpeedSpec)
+    monitor: MonitorSpec = field(default_factory=MonitorSpec)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (nested dicts and lists), in the schema's field order."""

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard import __version__
-from ds_wizard.core.base.errors import WriteError
+from ds_wizard.core.base.errors import DsWizardError, WriteError
+from ds_wizard.core.base.fsio import read_input, read_json
 from ds_wizard.core.presets.schema import PresetSpec
 
 ENV_CACHE_DIR = "DS_WIZARD_CACHE_DIR"
@@ -60,8 +61,9 @@ def fingerprint() -> str:
     here = Path(__file__).resolve().parents[1]
     try:
         for name in _CODE:
-            h.update(name.encode() + b"\0" + (here / name).read_bytes())
-    except OSError:
+            h.update(name.encode() + b"\0" + read_input(here / name, limit=16 << 20,
+                                                         what="source file"))
+    except DsWizardError:
         # sources not shipped (a frozen app): no way to tell versions apart, so no cache
         return ""
     return h.hexdigest()
@@ -84,8 +86,8 @@ def get(text: str, origin: str) -> tuple[PresetSpec, tuple[str, ...]] | None:
         return None
     key = entry_key(text, origin)
     try:
-        entry = json.loads(_entry_path(key).read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # absent, unreadable or corrupt: validate instead
+        entry = read_json(_entry_path(key), limit=1 << 20, what="cache entry")
+    except DsWizardError:  # absent, unreadable, not a file or corrupt: validate instead
         return None
     try:
         if entry["key"] != key:

@@ -17,6 +17,7 @@ import tomli_w
 from ds_wizard import __version__
 from ds_wizard.core.base.errors import PresetError, WriteError
 from ds_wizard.core.base.fsio import AlreadyExists, atomic_write_text, create_new_text
+from ds_wizard.core.base.text import escape_unprintable
 from ds_wizard.core.presets.lookup import (
     PRESET_SUFFIX,
     check_name,
@@ -29,7 +30,7 @@ from ds_wizard.core.presets.lookup import (
 from ds_wizard.core.presets.schema import SCHEMA_VERSION, PresetSpec
 
 _TOP_ORDER = ("schema_version", "description", "based_on")
-_TABLES = ("model", "train", "batch", "deepspeed")
+_TABLES = ("model", "train", "batch", "deepspeed", "monitor")
 
 
 def spec_to_data(spec: PresetSpec) -> dict[str, Any]:
@@ -56,7 +57,9 @@ def spec_to_data(spec: PresetSpec) -> dict[str, Any]:
 def to_toml(spec: PresetSpec, header: list[str] | tuple[str, ...] = ()) -> str:
     """TOML text for a spec, with ``header`` lines as leading comments."""
     lines = "".join(f"# {line}\n" for line in header)
-    return lines + tomli_w.dumps(spec_to_data(spec))
+    # tomli_w escapes C0 in strings; C1 and bidi controls are escaped too (\\u009b), so an
+    # exported preset shows no hidden text wherever it is printed
+    return lines + escape_unprintable(tomli_w.dumps(spec_to_data(spec)), keep_c0=True)
 
 
 def export_text(name: str, spec: PresetSpec) -> str:

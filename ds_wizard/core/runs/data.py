@@ -13,7 +13,9 @@ and each rank reads its shard with it. Import it lazily (numpy is not on the fas
 
 from __future__ import annotations
 
-import json
+import errno
+import os
+import stat
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import kind_of, parse_json_text, read_input, read_text
+
+#: bytes of one text data file (tokenized in memory) and of a tokenizer.json
+MAX_TEXT_DATA_BYTES = 2 << 30
+MAX_TOKENIZER_BYTES = 256 << 20
 
 BYTE_VOCAB = 256
 DEFAULT_CORPUS_BYTES = 8 << 20  # plenty for demos; keeps start-up under a second
@@ -59,11 +66,11 @@ class HFTokenizer:
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise DataError("the tokenizers package is not installed",
                             "pip install tokenizers") from exc
-        if not path.is_file():
-            raise DataError(f"tokenizer file {path} does not exist",
-                            "give the path of a local tokenizer.json")
+        _data_path_kind(path, "tokenizer file")
+        text = read_text(path, limit=MAX_TOKENIZER_BYTES, what="tokenizer.json",
+                         error=DataError)
         try:
-            self._tok = _Tok.from_file(str(path))
+            self._tok = _Tok.from_str(text)
         except Exception as exc:  # tokenizers raises its own untyped errors
             raise DataError(f"{path}: not a tokenizer.json ({exc})") from exc
         self.name = str(path)
@@ -72,6 +79,28 @@ class HFTokenizer:
     def encode(self, text: bytes) -> np.ndarray:
         ids = self._tok.encode(text.decode("utf-8", errors="replace")).ids
         return np.asarray(ids, dtype=np.uint32 if self.vocab_size > 65536 else np.uint16)
+
+
+def _data_path_kind(path: Path, what: str) -> str:
+    """``"file"`` or ``"dir"`` for a data path or tokenizer, else one-line DataError: missing,
+    a symlink loop, a FIFO or device (never opened: reading one would hang or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist",
+                        "give a .txt, .jsonl or .bin file, or a directory of text files"
+                        if what == "data" else "give the path of a local tokenizer.json"
+                        ) from None
+    except (OSError, ValueError) as exc:
+        reason = "a loop of symbolic links" if getattr(exc, "errno", None) == errno.ELOOP \
+            else (getattr(exc, "strerror", None) or str(exc))
+        raise DataError(f"{what} {path} cannot be read: {reason}", "check the path") from None
+    if stat.S_ISDIR(mode) and what == "data":
+        return "dir"
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{what} {path} is {kind_of(mode)}, not a regular file",
+                        "ds-wizard reads only regular files")
+    return "file"
 
 
 def load_tokenizer(path: str | Path | None) -> Tokenizer:
@@ -90,8 +119,8 @@ def embedded_corpus(max_bytes: int = DEFAULT_CORPUS_BYTES) -> bytes:
     total = 0
     for path in stdlib_files():
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = read_input(path, limit=max_bytes, what="Python source file")
+        except DsWizardError:
             continue  # an unreadable stdlib file only shortens the corpus
         parts.append(data)
         total += len(data) + len(DOC_SEPARATOR)
@@ -121,19 +150,16 @@ def _text_files(path: Path) -> list[Path]:
 
 def _read_jsonl(path: Path) -> list[bytes]:
     docs = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError as exc:
-                raise DataError(f"{path}:{lineno}: not JSON ({exc})") from exc
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: no string field \"text\"",
-                                'each line must look like {"text": "..."}')
-            docs.append(text.encode("utf-8"))
+    raw_file = read_input(path, limit=MAX_TEXT_DATA_BYTES, what="data file", error=DataError)
+    for lineno, raw in enumerate(raw_file.splitlines(), 1):
+        if not raw.strip():
+            continue
+        record = parse_json_text(raw, f"{path}:{lineno}", error=DataError)
+        text = record.get("text") if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            raise DataError(f"{path}:{lineno}: no string field \"text\"",
+                            'each line must look like {"text": "..."}')
+        docs.append(text.encode("utf-8"))
     return docs
 
 
@@ -167,9 +193,7 @@ def load_tokens(
         return TokenSource(tokens, f"embedded corpus (Python {sysconfig.get_python_version()} "
                            "standard library source)", tokenizer.name)
     path = Path(data).expanduser()
-    if not path.exists():
-        raise DataError(f"data {path} does not exist",
-                        "give a .txt, .jsonl or .bin file, or a directory of text files")
+    _data_path_kind(path, "data")
     if path.suffix == ".bin":
         return _load_bin(path, model_vocab, dtype)
     docs: list[bytes] = []
@@ -177,7 +201,8 @@ def load_tokens(
         if f.suffix == ".jsonl":
             docs += _read_jsonl(f)
         elif f.suffix == ".txt" or path.is_file():
-            docs.append(f.read_bytes())
+            docs.append(read_input(f, limit=MAX_TEXT_DATA_BYTES, what="data file",
+                                   error=DataError))
     if not docs:
         raise DataError(f"{path} contains no text")
     tokens = tokenizer.encode(DOC_SEPARATOR.join(docs))
@@ -186,6 +211,8 @@ def load_tokens(
 
 def _load_bin(path: Path, model_vocab: int, flag: str | None) -> TokenSource:
     dt = bin_dtype(flag, model_vocab)
+    if _data_path_kind(path, "data") != "file":
+        raise DataError(f"{path} is a directory", "a .bin data path is one file of token ids")
     size = path.stat().st_size
     if size == 0 or size % dt.itemsize:
         raise DataError(f"{path}: {size} bytes is not a whole number of {dt.name} tokens",
@@ -202,10 +229,16 @@ def _load_bin(path: Path, model_vocab: int, flag: str | None) -> TokenSource:
 class ShardedSamples:
     """Fixed-length samples, shuffled per epoch, split over data-parallel ranks.
 
-    Sample ``i`` is tokens ``[i·L, (i+1)·L)``. Epoch ``e`` visits every sample once in the
-    order of a permutation seeded by ``(seed, e)``; rank ``r`` of ``W`` takes positions
-    ``r, r+W, r+2W…`` of it, so shards never overlap and every rank gets the same count.
-    The only state is ``cursor``, the number of samples this rank has consumed.
+    Sample ``i`` is tokens ``[i·L, (i+1)·L)``. The run reads one global sequence: position
+    ``g`` is sample ``perm_e[g mod n]`` of epoch ``e = g // n``, where ``perm_e`` is a
+    permutation of the ``n`` samples seeded by ``(seed, e)``. Nothing in it depends on the
+    number of ranks, so a run resumed on another world size (issue 21) continues at the
+    very next global position: no sample is seen twice or skipped in an epoch.
+
+    Rank ``r`` of ``W`` takes positions ``start + c·W + r`` for its ``c``-th sample since
+    ``start`` (:func:`rank_positions`); after every rank has taken ``k`` samples, exactly the
+    positions ``[start, start + k·W)`` are consumed. ``start`` is the global position the
+    run was resumed at; ``cursor`` counts this rank's samples since then.
     """
 
     def __init__(self, tokens: np.ndarray, seq_len: int, rank: int, world: int,
@@ -218,13 +251,14 @@ class ShardedSamples:
         self.world = world
         self.seed = seed
         self.n_samples = len(tokens) // seq_len
-        self.per_rank = self.n_samples // world
+        self.per_rank = self.n_samples // world  # per epoch, for the summary
         if self.per_rank == 0:
             raise DataError(
                 f"the data has {len(tokens)} tokens: fewer than one {seq_len}-token sample "
                 f"per rank for {world} rank(s)",
                 "give more data or lower train.seq_len",
             )
+        self.start = 0
         self.cursor = 0
         self._perm_epoch = -1
         self._perm: np.ndarray | None = None
@@ -237,9 +271,17 @@ class ShardedSamples:
         assert self._perm is not None
         return self._perm
 
+    def position(self, cursor: int) -> int:
+        """The global position of this rank's ``cursor``-th sample since ``start``."""
+        return rank_position(self.start, cursor, self.rank, self.world)
+
+    def sample_at(self, position: int) -> int:
+        """The sample id at global ``position``."""
+        epoch, i = divmod(position, self.n_samples)
+        return int(self._permutation(epoch)[i])
+
     def sample_id(self, cursor: int) -> int:
-        epoch, i = divmod(cursor, self.per_rank)
-        return int(self._permutation(epoch)[i * self.world + self.rank])
+        return self.sample_at(self.position(cursor))
 
     def next_batch(self, micro: int) -> np.ndarray:
         """``micro`` samples as an int64 array of shape (micro, seq_len)."""
@@ -251,26 +293,43 @@ class ShardedSamples:
         return out
 
     @property
+    def consumed(self) -> int:
+        """Global samples consumed by the run so far (every rank moves in lockstep)."""
+        return self.start + self.cursor * self.world
+
+    @property
     def epoch(self) -> int:
-        return self.cursor // self.per_rank
+        return self.consumed // self.n_samples
 
     def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor, "world": self.world, "n_samples": self.n_samples,
-                "seed": self.seed, "seq_len": self.seq_len}
+        return {"consumed": self.consumed, "cursor": self.cursor, "world": self.world,
+                "n_samples": self.n_samples, "seed": self.seed, "seq_len": self.seq_len}
 
     def load_state_dict(self, state: dict[str, Any]) -> list[str]:
-        """Restore the position; returns warnings when the data or world size changed."""
+        """Restore the position; returns warnings when the data changed."""
         notes = []
-        cursor = int(state["cursor"])
-        old_world = int(state.get("world", self.world))
-        if old_world != self.world:
-            # keep the number of samples seen globally; the order differs from here on
-            cursor = cursor * old_world // self.world
-            notes.append(f"data position rescaled from {old_world} to {self.world} ranks")
+        if "consumed" in state:
+            consumed = int(state["consumed"])
+        else:
+            # a checkpoint from before the global sequence: its cursor counted per rank
+            consumed = int(state["cursor"]) * int(state.get("world", self.world))
         if (state.get("n_samples"), state.get("seed"), state.get("seq_len")) != (
             self.n_samples, self.seed, self.seq_len
         ):
             notes.append("the data, seed or seq_len changed since the checkpoint: "
                          "the sample order is not the original one")
-        self.cursor = cursor
+        self.start, self.cursor = consumed, 0
         return notes
+
+
+def rank_position(start: int, cursor: int, rank: int, world: int) -> int:
+    """Global position of rank ``rank``'s ``cursor``-th sample of a stretch begun at
+    ``start`` on ``world`` ranks: interleaved, so every block of ``world`` consecutive
+    positions is one sample per rank."""
+    return start + cursor * world + rank
+
+
+def step_positions(consumed: int, global_batch: int) -> range:
+    """The global positions one optimizer step takes, whatever the world size: the next
+    ``global_batch`` of them (micro × accumulation × ranks, interleaved per micro-sample)."""
+    return range(consumed, consumed + global_batch)

@@ -241,9 +241,14 @@ def decide_optimizer(cfg: Mapping[str, Any], *, cuda: bool, toolkit: Toolkit | N
     offload = off.get("device") in ("cpu", "nvme")
     op = CPU_ADAM if offload else FUSED_ADAM
     name = OPT_DEEPSPEED_CPU if offload else OPT_DEEPSPEED_FUSED
+    if toolkit is None and cuda and not offload and not user_config:
+        # planning for GPUs elsewhere: their toolkit is unknown, torch's needs none
+        return OptimizerDecision(OPT_TORCH_FUSED, Check(
+            "ops", title, OK, f"{OPTIMIZER_TEXT[OPT_TORCH_FUSED]}: the GPU machine's CUDA "
+            "toolkit cannot be checked from here"))
     if toolkit is None or toolkit.ready(op):
         state = "prebuilt" if toolkit is not None and toolkit.prebuilt.get(op) else \
-            "cached" if toolkit is not None else "not checked"
+            "cached" if toolkit is not None else "not checked here"
         return OptimizerDecision(name, Check("ops", title, OK,
                                              f"{OPTIMIZER_TEXT[name]}: {op} {state}"))
     problem = toolkit.cpp_problem() if offload or not cuda else toolkit.cuda_problem()
@@ -468,9 +473,13 @@ class DoctorReport:
             if len(self.failures) > 1 else ""
         return f"{first.title}: {first.detail}{more}", first.fix or "see `ds-wizard doctor`"
 
-    def markdown(self) -> str:
+    def markdown(self, home: str | None = None) -> str:
         """The report a user pastes into an issue: versions, the plan, every check. No
-        environment variables, paths under HOME or host names beyond the hostfile's."""
+        environment variables, no host names beyond the hostfile's, and ``home`` (the
+        user's home directory) written as ``~``."""
+        return scrub(self._markdown(), home)
+
+    def _markdown(self) -> str:
         lines = ["# ds-wizard doctor", "",
                  f"**Verdict:** {'the job can run' if self.can_run else 'the job cannot run'}",
                  "", "## Versions", "", "| package | version |", "| --- | --- |"]

@@ -23,8 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ds_wizard.core.base.fsio import InputError, iter_input
+
 CHUNK = 1 << 20
 ALGORITHM = "sha256"
+
+
+#: bytes of one checkpoint file hashed: far above any shard of a model ds-wizard trains
+MAX_CHECKPOINT_FILE_BYTES = 1 << 40
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,10 @@ def file_digest(path: str | Path) -> FileDigest:
     """Size and SHA-256 of one file, read in chunks (never the whole file in memory)."""
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
+    # through the one reader: a FIFO or device in a checkpoint is refused, not waited on
+    for chunk in iter_input(path, limit=MAX_CHECKPOINT_FILE_BYTES, what="checkpoint file"):
+        h.update(chunk)
+        size += len(chunk)
     return FileDigest(size, h.hexdigest())
 
 
@@ -135,8 +141,8 @@ def verify_tag(tag_dir: str | Path, files: Mapping[str, Any], *,
         for name in share_of(names, share):
             try:
                 got = file_digest(root / name)
-            except OSError as exc:
-                problems.append(f"{name} cannot be read ({exc.strerror or exc})")
+            except InputError as exc:
+                problems.append(f"{name} cannot be read ({exc.one_line()})")
                 continue
             if got.sha256 != files[name]["sha256"]:
                 problems.append(f"{name} does not match the SHA-256 recorded when it was "

@@ -108,9 +108,12 @@ def prebuilt_ops() -> dict[str, bool]:
     if spec is None or not spec.submodule_search_locations:
         return {}
     path = Path(next(iter(spec.submodule_search_locations))) / "git_version_info_installed.py"
+    from ds_wizard.core.base.errors import DsWizardError
+    from ds_wizard.core.base.fsio import read_text
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+        text = read_text(path, limit=1 << 20, what="DeepSpeed build record")
+    except DsWizardError:
         return {}
     for line in text.splitlines():
         if line.startswith("installed_ops"):

@@ -20,12 +20,17 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_from
 from ds_wizard.core.runs.runspec import parse_metrics
+
+#: bytes of metrics.jsonl read in one poll; the rest waits for the next poll
+MAX_METRICS_CHUNK = 16 << 20
 
 
 class MetricsWriteError(DsWizardError):
@@ -77,12 +82,9 @@ def tail_metrics(path: str | Path, offset: int = 0) -> MetricsChunk:
 
     A missing file gives no records and the same offset.
     """
-    try:
-        with Path(path).open("rb") as fh:
-            fh.seek(offset)
-            chunk = fh.read()
-    except FileNotFoundError:
+    if not Path(path).exists():
         return MetricsChunk([], offset)
+    chunk = read_from(path, offset, limit=MAX_METRICS_CHUNK, what="metrics.jsonl")
     end = chunk.rfind(b"\n") + 1
     records: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -142,10 +144,18 @@ def repair_metrics(path: str | Path, keep_through_step: int) -> Repair:
     """
     target = Path(path)
     try:
-        fh = target.open("r+b")
+        # non-blocking: a FIFO planted in the run directory is refused, never waited on
+        fd = os.open(target, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return Repair()
-    with fh:
+    except OSError as exc:
+        raise DsWizardError(f"cannot repair {target}: {exc.strerror or exc}",
+                            "check the run directory") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DsWizardError(f"{target} is not a regular file",
+                            "remove it; ds-wizard reads only regular files")
+    with os.fdopen(fd, "r+b") as fh:
         pos = 0
         cut: int | None = None
         torn = 0

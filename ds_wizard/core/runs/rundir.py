@@ -32,8 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base.errors import DsWizardError
-from ds_wizard.core.base.fsio import atomic_write_text
+from ds_wizard.core.base.fsio import atomic_write_text, read_json
 from ds_wizard.core.runs import integrity
+
+#: bytes of run.json or a checkpoint marker (kilobytes in practice)
+MAX_RUN_FILE_BYTES = 4 << 20
 
 RUN_JSON = "run.json"
 CONFIG_JSON = "ds_config.json"
@@ -130,13 +133,10 @@ def create_run_dir(runs_dir: str | Path, preset_name: str, now: datetime | None 
 def load_run_json(run_dir: str | Path) -> dict[str, Any]:
     """``run.json`` as a plain dict (``core.runspec.read_run_info`` gives the typed record)."""
     paths = RunPaths(Path(run_dir))
-    try:
-        data = json.loads(paths.run_json.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
+    if not paths.run_json.exists() and not paths.run_json.is_symlink():
         raise RunError(f"{run_dir} is not a ds-wizard run directory (no {RUN_JSON})",
-                       "give a directory under runs/ made by `ds-wizard launch`") from exc
-    except (OSError, ValueError) as exc:
-        raise RunError(f"cannot read {paths.run_json}: {exc}") from exc
+                       "give a directory under runs/ made by `ds-wizard launch`")
+    data = read_json(paths.run_json, limit=MAX_RUN_FILE_BYTES, what=RUN_JSON, error=RunError)
     if not isinstance(data, dict):
         raise RunError(f"{paths.run_json} is not a JSON object")
     return data
@@ -246,9 +246,9 @@ def clear_marker(ckpt_dir: str | Path, tag: str) -> None:
 def read_marker(tag_dir: Path, step: int) -> dict[str, Any] | None:
     """The marker of ``tag_dir`` when it is valid for ``step``, else None."""
     try:
-        data = json.loads((tag_dir / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        data = read_json(tag_dir / MARKER, limit=MAX_RUN_FILE_BYTES, what="checkpoint marker")
+    except DsWizardError:
+        return None  # missing, a FIFO, too big or not JSON: not a valid marker
     if not (isinstance(data, dict) and data.get("step") == step
             and data.get("tag") == tag_dir.name):
         return None

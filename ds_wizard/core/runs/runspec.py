@@ -72,6 +72,9 @@ class RunSpec:
     # the run's own hostfile (RUN_DIR/hostfile) for a multi-node job: a snapshot of the
     # hosts chosen, or written by the sbatch script when Slurm has allocated the nodes
     hostfile: str | None = None
+    # a `ds-wizard tune` candidate: the ranks gather every rank's peak memory into the
+    # metrics, and write no checkpoint and no final weights (the run is thrown away)
+    measure: bool = False
     # decided once on the launch side (ds-wizard doctor's kernel import): the backend the
     # ranks must run (no fallback), the kernel packages' versions, the optimizer they use
     backend_resolved: str | None = None
@@ -173,11 +176,20 @@ class MetricsRecord:
     epoch: int
     max_mem_alloc_gib: float | None = None  # CUDA only
     mfu: float | None = None  # CUDA GPUs with a known peak only
+    # a run resumed on another layout (core.runs.reshape): the segment from the second on,
+    # and True on the first step of each such segment (the boundary)
+    segment: int | None = None
+    segment_start: bool | None = None
+    max_mem_reserved_gib: float | None = None  # CUDA only (rank 0's allocator peak)
+    peak_rss_gib: float | None = None  # rank 0's peak resident set
+    # each rank's peak, in rank order (a `tune` run only): max reserved on GPUs, RSS on CPU
+    rank_peak_gib: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         # absent, not null: a CPU run's records never had these keys
-        for key in ("max_mem_alloc_gib", "mfu"):
+        for key in ("max_mem_alloc_gib", "mfu", "segment", "segment_start",
+                    "max_mem_reserved_gib", "peak_rss_gib", "rank_peak_gib"):
             if out[key] is None:
                 del out[key]
         return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
@@ -27,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from ds_wizard.core.base import system
+from ds_wizard.core.base.errors import DsWizardError
+from ds_wizard.core.base.fsio import read_json, read_tail
 from ds_wizard.core.runs import rundir
 from ds_wizard.core.runs.runspec import parse_metrics
+from ds_wizard.core.runs.stall import Stall
 
 STATE_JSON = "state.json"
 LOCK_FILE = "supervisor.lock"
@@ -36,8 +40,11 @@ SUPERVISOR_MODULE = "ds_wizard.launch.supervisor"
 
 # what a supervisor records (RunState.status)
 STARTING, RUNNING, STOPPING = "starting", "running", "stopping"
+# no rank's heartbeat moved for the stall window (core.runs.stall); the job still runs
+STALLED = "stalled"
 FINISHED, FAILED, STOPPED = "finished", "failed", "stopped"
-ACTIVE_STATES = (STARTING, RUNNING, STOPPING)
+ACTIVE_STATES = (STARTING, RUNNING, STOPPING, STALLED)
+MAX_EPISODES = 20  # stall episodes kept in state.json
 LOST_RECORD = ("the supervisor ended without recording the end (killed, or its disk "
                "failed) and no process of the job is left")
 ENDED_STATES = (FINISHED, FAILED, STOPPED)
@@ -47,6 +54,8 @@ class RunStatus(str, Enum):
     """A run's status as ``ds-wizard runs`` shows it, always checked against processes."""
 
     RUNNING = "running"
+    #: the supervisor sees no rank progress (``stall`` says where); the job is alive
+    STALLED = "stalled"
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -72,6 +81,11 @@ class RunState:
     resume_step: int | None = None  # the checkpoint this launch resumed from
     command: str = ""
     host: str = ""
+    # issue 22: the stall in progress (core.runs.stall.Stall.to_dict()), the episodes so
+    # far (each with its end), and the trackers' output directories
+    stall: dict[str, Any] | None = None
+    stalls: list[dict[str, Any]] = field(default_factory=list)
+    trackers: dict[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -119,10 +133,14 @@ def write_run_state(run_dir: str | Path, state: RunState) -> None:
 def read_run_state(run_dir: str | Path) -> RunState | None:
     """``state.json``, or None when it is missing or unreadable (an older run)."""
     try:
-        data = json.loads(state_path(run_dir).read_text(encoding="utf-8"))
+        data = read_json(state_path(run_dir), limit=MAX_STATE_BYTES, what="state.json")
         return RunState.from_dict(data) if isinstance(data, dict) else None
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    except (DsWizardError, TypeError, KeyError, ValueError):
+        return None  # missing, a FIFO, too big, too deep, not JSON: an unreadable state
+
+
+#: bytes of state.json: a few hundred in practice
+MAX_STATE_BYTES = 1 << 20
 
 
 # -- the process table ------------------------------------------------------------------------
@@ -222,7 +240,8 @@ def run_status(run_dir: str | Path, state: RunState | None,
         return (RunStatus.FINISHED if final.is_dir() else RunStatus.UNKNOWN), live, False
     if state.active:
         if supervisor:
-            return RunStatus.RUNNING, live, True
+            status = RunStatus.STALLED if state.status == STALLED else RunStatus.RUNNING
+            return status, live, True
         if live:
             return RunStatus.LOST, live, False
         # the supervisor died without recording the end (kill -9, a full disk)
@@ -238,13 +257,9 @@ def run_status(run_dir: str | Path, state: RunState | None,
 def last_metrics(path: str | Path, window: int = 65536) -> dict[str, Any] | None:
     """The last complete record of ``metrics.jsonl``, reading only the file's tail."""
     try:
-        with Path(path).open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - window))
-            chunk = fh.read(window)
-    except OSError:
-        return None
+        chunk, _ = read_tail(path, limit=window, what="metrics.jsonl")
+    except DsWizardError:
+        return None  # missing, or not a regular file (a FIFO is never opened blocking)
     for raw in reversed(chunk[: chunk.rfind(b"\n") + 1].splitlines()):
         record = parse_metrics(raw)
         if record is not None and isinstance(record.get("step"), int):
@@ -274,11 +289,20 @@ class RunSummary:
     pgid: int | None
     pids: tuple[int, ...]  # the job's live processes
     checkpoint_step: int | None  # the newest complete checkpoint
+    # the run's lineage (core.runs.reshape): one entry per layout it trained on, with the
+    # steps, world size, nodes and batch triple of each
+    segments: tuple[dict[str, Any], ...] = ()
+    # "stalled for 4m: rank 3 (node b) last in backward at step 812"; None when not stalled
+    stall: str | None = None
+    stall_detail: dict[str, Any] | None = None  # state.json's stall (autopsy dir, odd one)
+    stall_episodes: tuple[dict[str, Any], ...] = ()  # the stalls that ended
+    trackers: dict[str, str] = field(default_factory=dict)  # tracker → output directory
 
     @property
     def alive(self) -> bool:
         """Anything of the run still runs (so it can be attached to or stopped)."""
-        return self.status in (RunStatus.RUNNING, RunStatus.LOST) or bool(self.pids)
+        return self.status in (RunStatus.RUNNING, RunStatus.STALLED, RunStatus.LOST) \
+            or bool(self.pids)
 
     @property
     def resumable(self) -> bool:
@@ -290,6 +314,8 @@ class RunSummary:
         out["run_dir"] = str(self.run_dir)
         out["status"] = self.status.value
         out["pids"] = list(self.pids)
+        out["segments"] = list(self.segments)
+        out["stall_episodes"] = list(self.stall_episodes)
         out["alive"], out["resumable"] = self.alive, self.resumable
         return out
 
@@ -331,7 +357,28 @@ def summarize_run(run_dir: str | Path, table: ProcessTable | None = None) -> Run
         supervisor_pid=state.supervisor_pid if state is not None else None,
         supervisor_alive=sup_alive, pgid=state.pgid if state is not None else None,
         pids=tuple(p.pid for p in live), checkpoint_step=ckpt.step if ckpt else None,
+        segments=_lineage(info, step if isinstance(step, int) else None),
+        **_stall_fields(state, status),
     )
+
+
+def _lineage(info: dict[str, Any], last_step: int | None) -> tuple[dict[str, Any], ...]:
+    from ds_wizard.core.runs.reshape import segment_spans, segments_of
+
+    if not info:
+        return ()
+    return tuple(span.to_dict() for span in segment_spans(segments_of(info), last_step))
+
+
+def _stall_fields(state: RunState | None, status: RunStatus) -> dict[str, Any]:
+    """The summary's stall and tracker fields, from state.json (one truth)."""
+    if state is None:
+        return {}
+    stall = Stall.from_dict(state.stall) if status is RunStatus.STALLED else None
+    return {"stall": stall.line(time.time()) if stall is not None else None,
+            "stall_detail": state.stall if stall is not None else None,
+            "stall_episodes": tuple(e for e in state.stalls if isinstance(e, dict)),
+            "trackers": dict(state.trackers) if isinstance(state.trackers, dict) else {}}
 
 
 def list_run_summaries(runs_dir: str | Path,
