@@ -77,8 +77,9 @@ class StallWatch:
         self.beats: dict[int, Beat] = {}
         self._last = 0.0
         # a resumed run's directory holds the last launch's beats: they say nothing about
-        # this one, whose ranks are still starting
-        self.since = time.time()
+        # this one, whose ranks are still starting. A record keeps its time to the
+        # millisecond (rounded), so a beat written at once may read up to 0.5 ms early.
+        self.since = time.time() - 0.001
 
     @property
     def stalled(self) -> Stall | None:
