@@ -35,20 +35,16 @@ echo "== wheels for Python 3.12 on x86-64 Linux"
     --platform manylinux2014_x86_64 -d "$STAGE/wheels" "${WHEELS[@]}"
 
 echo "== $MAMBA $MAMBA_VERSION Python sources"
-# `pip download` of this sdist builds its metadata, and its setup.py wants CUDA: take the
-# file from PyPI's simple index (what pip reads), checked against the index's sha256
+# through pip and its configured index (mirrors and offline indexes work too), which checks
+# the file's hash; its setup.py wants CUDA to prepare metadata unless told to skip the build,
+# and it imports torch, so it runs against this environment's torch (no build isolation)
+MAMBA_SKIP_CUDA_BUILD=TRUE "$PY" -m pip download -q --no-deps --no-binary=:all: \
+    --no-build-isolation "$MAMBA==$MAMBA_VERSION" -d "$STAGE/sdist"
 "$PY" - "$MAMBA" "$MAMBA_VERSION" "$STAGE" <<'PYEOF'
-import hashlib, io, json, sys, tarfile, urllib.request
+import sys, tarfile
 name, version, stage = sys.argv[1:4]
 want = f"{name.replace('-', '_')}-{version}.tar.gz"
-req = urllib.request.Request(f"https://pypi.org/simple/{name}/",
-                             headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-sdist = next(f for f in json.load(urllib.request.urlopen(req))["files"]
-             if f["filename"] == want)
-data = urllib.request.urlopen(sdist["url"]).read()
-if hashlib.sha256(data).hexdigest() != sdist["hashes"]["sha256"]:
-    sys.exit(f"{want}: sha256 mismatch")
-with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+with tarfile.open(f"{stage}/sdist/{want}") as tar:
     members = [m for m in tar.getmembers()
                if "/mamba_ssm/" in m.name and m.name.endswith(".py") and m.isfile()]
     for m in members:
@@ -56,6 +52,7 @@ with tarfile.open(fileobj=io.BytesIO(data)) as tar:
     tar.extractall(f"{stage}/src", members=members)
 print(f"{len(members)} files from {want}")
 PYEOF
+rm -rf "$STAGE/sdist"
 
 size=$(du -sm "$STAGE" | cut -f1)
 echo "== staged: $(ls "$STAGE/wheels" | wc -l) wheels, ${size} MiB in $STAGE"
