@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,36 +17,26 @@ from ds_wizard.core.presets.spec_cache import ENV_CACHE_DIR, ENV_NO_CACHE
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_validation_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    # os.environ, not monkeypatch: subprocesses (the CLI, deepspeed ranks) inherit it, and
-    # the user's real ~/.cache stays untouched by the suite.
-    saved = {k: os.environ.get(k) for k in (ENV_CACHE_DIR, ENV_NO_CACHE, ENV_DATA_DIR)}
-    os.environ[ENV_CACHE_DIR] = str(tmp_path_factory.mktemp("cache"))
-    # `tune`'s measured record: never the user's, so no plan in a test changes with it
-    os.environ[ENV_DATA_DIR] = str(tmp_path_factory.mktemp("data"))
-    os.environ.pop(ENV_NO_CACHE, None)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    # os.environ (MonkeyPatch sets the real one): subprocesses (the CLI, deepspeed ranks)
+    # inherit it, and the user's real ~/.cache stays untouched by the suite.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV_CACHE_DIR, str(tmp_path_factory.mktemp("cache")))
+        # `tune`'s measured record: never the user's, so no plan in a test changes with it
+        mp.setenv(ENV_DATA_DIR, str(tmp_path_factory.mktemp("data")))
+        mp.delenv(ENV_NO_CACHE, raising=False)
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _same_terminal_everywhere() -> Iterator[None]:
     """The tester's terminal must not matter: rich and click read the width from COLUMNS
     (subprocesses too), and a forced colour would put escapes into compared output."""
-    keys = ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(COLUMNS="80", LINES="24")
-    for k in ("FORCE_COLOR", "TTY_COMPATIBLE"):
-        os.environ.pop(k, None)
-    yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLUMNS", "80")
+        mp.setenv("LINES", "24")
+        for key in ("FORCE_COLOR", "TTY_COMPATIBLE"):
+            mp.delenv(key, raising=False)
+        yield
 
 
 @pytest.fixture
