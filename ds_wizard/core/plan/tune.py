@@ -179,22 +179,15 @@ def _search_one(group: list[Candidate], start_micro: int,
 
     s = start_index([c.micro_batch for c in group], start_micro)
     try:
-        if fits(s):
-            lo, hi = s, len(group)  # lo fits; hi is the first known not to (or the end)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if fits(mid):
-                    lo = mid
-                else:
-                    hi = mid
-        else:
-            lo, hi = -1, s  # nothing below lo+1 is known to fit
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if fits(mid):
-                    lo = mid
-                else:
-                    hi = mid
+        # bisect between the last known to fit (lo) and the first known not to (hi):
+        # above the start when it fits, below it when it does not
+        lo, hi = (s, len(group)) if fits(s) else (-1, s)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
         best = lo
         if best < 0:
             return True  # nothing fits with this strategy; the next may
